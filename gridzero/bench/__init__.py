@@ -1,0 +1,1 @@
+"""Closed-loop benchmark of controllers against the plant model."""

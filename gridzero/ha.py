@@ -1,0 +1,282 @@
+"""Home Assistant MQTT device discovery, built as plain data (pure functions).
+
+Each service announces one device (each inverter unit its own) on
+``homeassistant/device/<object_id>/config`` with an origin block, shared
+availability (the service's status topic) and its components: sensors, binary
+sensors, and for runtime settings number/select/switch, plus buttons. Devices
+link to the ``gridzero`` hub device with ``via_device``.
+
+The builders check what Home Assistant would otherwise reject or silently
+mis-file: a device class with the wrong unit, an energy sensor that is not
+``total``/``total_increasing``, a number without a range.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from gridzero import __version__
+from gridzero.contract import HA_DISCOVERY_PREFIX, ServiceStatus, Topics
+
+HUB_ID = "gridzero_hub"
+ORIGIN = {"name": "gridzero", "sw": __version__, "url": "https://example.invalid/gridzero"}
+
+EntityCategory = Literal["config", "diagnostic"]
+StateClass = Literal["measurement", "total", "total_increasing"]
+
+# device_class -> units Home Assistant accepts for it (the subset we use)
+DEVICE_CLASS_UNITS: dict[str, frozenset[str]] = {
+    "voltage": frozenset({"V", "mV"}),
+    "current": frozenset({"A", "mA"}),
+    "power": frozenset({"W", "kW"}),
+    "energy": frozenset({"Wh", "kWh", "MWh"}),
+    "energy_storage": frozenset({"Wh", "kWh", "MWh"}),
+    "temperature": frozenset({"°C", "°F", "K"}),
+    "battery": frozenset({"%"}),
+    "frequency": frozenset({"Hz", "kHz"}),
+    "duration": frozenset({"s", "min", "h", "d", "ms"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One Home Assistant device."""
+
+    object_id: str
+    name: str
+    model: str
+    via_hub: bool = True
+    node_id: str = ""
+
+    def block(self) -> dict[str, Any]:
+        dev: dict[str, Any] = {"ids": [self.object_id], "name": self.name, "mf": "gridzero", "mdl": self.model,
+                               "sw": __version__}
+        if self.via_hub and self.object_id != HUB_ID:
+            dev["via_device"] = HUB_ID
+        return dev
+
+    def discovery_topic(self, prefix: str = HA_DISCOVERY_PREFIX) -> str:
+        node = f"{self.node_id}/" if self.node_id else ""
+        return f"{prefix}/device/{node}{self.object_id}/config"
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    """One entity of a device: platform plus its discovery keys."""
+
+    key: str
+    platform: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _check_class(key: str, device_class: str | None, unit: str | None, state_class: str | None) -> None:
+    if device_class is None:
+        return
+    allowed = DEVICE_CLASS_UNITS.get(device_class)
+    if allowed is not None and unit not in allowed:
+        raise ValueError(f"entity {key!r}: unit {unit!r} is not valid for device_class {device_class!r} ({sorted(allowed)})")
+    if device_class == "energy" and state_class not in ("total", "total_increasing"):
+        raise ValueError(f"entity {key!r}: energy needs state_class total or total_increasing, got {state_class!r}")
+
+
+def sensor(
+    key: str,
+    name: str,
+    state_topic: str,
+    value_key: str,
+    *,
+    unit: str | None = None,
+    device_class: str | None = None,
+    state_class: StateClass | None = "measurement",
+    entity_category: EntityCategory | None = None,
+    precision: int | None = None,
+    icon: str | None = None,
+) -> Component:
+    """A sensor reading one key of a JSON state payload."""
+    _check_class(key, device_class, unit, state_class)
+    config: dict[str, Any] = {
+        "name": name,
+        "state_topic": state_topic,
+        "value_template": "{{ value_json.%s }}" % value_key,  # noqa: UP031 - Jinja braces
+    }
+    if unit is None and state_class == "measurement":
+        state_class = None  # HA refuses a measurement without a unit for numeric-less sensors (text)
+    _put(config, unit_of_measurement=unit, device_class=device_class, state_class=state_class,
+         entity_category=entity_category, suggested_display_precision=precision, icon=icon)
+    return Component(key, "sensor", config)
+
+
+def text_sensor(key: str, name: str, state_topic: str, template: str, *,
+                entity_category: EntityCategory | None = None, icon: str | None = None) -> Component:
+    """A sensor showing text (alarm reason, mode), from a full Jinja template."""
+    config: dict[str, Any] = {"name": name, "state_topic": state_topic, "value_template": template}
+    _put(config, entity_category=entity_category, icon=icon)
+    return Component(key, "sensor", config)
+
+
+def binary_sensor(key: str, name: str, state_topic: str, value_key: str, *,
+                  device_class: str | None = None, entity_category: EntityCategory | None = None) -> Component:
+    """A binary sensor from a boolean key of a JSON state payload."""
+    config: dict[str, Any] = {
+        "name": name,
+        "state_topic": state_topic,
+        "value_template": "{{ 'ON' if value_json.%s else 'OFF' }}" % value_key,  # noqa: UP031
+    }
+    _put(config, device_class=device_class, entity_category=entity_category)
+    return Component(key, "binary_sensor", config)
+
+
+def number(key: str, name: str, command_topic: str, state_topic: str, *, minimum: float, maximum: float,
+           step: float, unit: str | None = None, device_class: str | None = None,
+           entity_category: EntityCategory | None = "config") -> Component:
+    """A number entity for a runtime setting."""
+    if not minimum < maximum or step <= 0:
+        raise ValueError(f"number {key!r}: needs min < max and step > 0, got {minimum}, {maximum}, {step}")
+    _check_class(key, device_class, unit, None)
+    config: dict[str, Any] = {"name": name, "command_topic": command_topic, "state_topic": state_topic,
+                              "min": minimum, "max": maximum, "step": step, "mode": "box"}
+    _put(config, unit_of_measurement=unit, device_class=device_class, entity_category=entity_category)
+    return Component(key, "number", config)
+
+
+def select(key: str, name: str, command_topic: str, state_topic: str, options: Iterable[str], *,
+           entity_category: EntityCategory | None = "config") -> Component:
+    """A select entity for an enumerated runtime setting."""
+    opts = list(options)
+    if not opts:
+        raise ValueError(f"select {key!r}: needs at least one option")
+    config: dict[str, Any] = {"name": name, "command_topic": command_topic, "state_topic": state_topic,
+                              "options": opts}
+    _put(config, entity_category=entity_category)
+    return Component(key, "select", config)
+
+
+def switch(key: str, name: str, command_topic: str, state_topic: str, *,
+           entity_category: EntityCategory | None = "config") -> Component:
+    """A switch for a boolean runtime setting (payloads ``true``/``false``)."""
+    config: dict[str, Any] = {"name": name, "command_topic": command_topic, "state_topic": state_topic,
+                              "payload_on": "true", "payload_off": "false", "state_on": "true", "state_off": "false"}
+    _put(config, entity_category=entity_category)
+    return Component(key, "switch", config)
+
+
+def button(key: str, name: str, command_topic: str, *, entity_category: EntityCategory | None = "config") -> Component:
+    """A button that publishes ``press`` to an action topic."""
+    config: dict[str, Any] = {"name": name, "command_topic": command_topic, "payload_press": "press"}
+    _put(config, entity_category=entity_category)
+    return Component(key, "button", config)
+
+
+def _put(config: dict[str, Any], **values: Any) -> None:
+    config.update({k: v for k, v in values.items() if v is not None})
+
+
+def device_discovery(
+    device: Device,
+    components: Iterable[Component],
+    availability_topic: str,
+    *,
+    prefix: str = HA_DISCOVERY_PREFIX,
+) -> tuple[str, dict[str, Any]]:
+    """The (topic, payload) of one device's discovery message."""
+    cmps: dict[str, Any] = {}
+    for comp in components:
+        if comp.key in cmps:
+            raise ValueError(f"device {device.object_id}: component key {comp.key!r} used twice")
+        cmps[comp.key] = {"p": comp.platform, "unique_id": f"{device.object_id}_{comp.key}", **comp.config}
+    payload: dict[str, Any] = {
+        "dev": device.block(),
+        "o": ORIGIN,
+        "cmps": cmps,
+        "availability": [
+            {
+                "topic": availability_topic,
+                "value_template": "{{ 'online' if value == '%s' else 'offline' }}" % ServiceStatus.ONLINE.value,  # noqa: UP031
+                "payload_available": "online",
+                "payload_not_available": "offline",
+            }
+        ],
+        "qos": 1,
+    }
+    return device.discovery_topic(prefix), payload
+
+
+def service_device(service: str, model: str, *, unit: str | None = None, name: str | None = None) -> Device:
+    """The device of a service (or of one unit of it, e.g. an inverter)."""
+    if unit:
+        return Device(f"gridzero_{service}_{unit}", name or f"gridzero {service} {unit}", model,
+                      node_id=f"gridzero_{service}")
+    return Device(f"gridzero_{service}", name or f"gridzero {service}", model)
+
+
+def hub_device() -> Device:
+    return Device(HUB_ID, "gridzero", "grid-zero home battery", via_hub=False)
+
+
+def settings_components(
+    model: type[BaseModel], topics: Topics, service: str, *, unit: str | None = None
+) -> list[Component]:
+    """number/select/switch entities for every field of a runtime-settings model.
+
+    Ranges come from the field's constraints (ge/le/gt/lt); unit, step and
+    device class from ``json_schema_extra={"unit": "W", "step": 10, "device_class": "power"}``.
+    """
+    out = []
+    for name, info in model.model_fields.items():
+        cmd = topics.setting_set(service, name, unit=unit)
+        state = topics.setting(service, name, unit=unit)
+        label = info.title or name.replace("_", " ").capitalize()
+        out.append(_setting_component(name, label, info, cmd, state))
+    return out
+
+
+def _setting_component(name: str, label: str, info: FieldInfo, cmd: str, state: str) -> Component:
+    annotation = _strip_optional(info.annotation)
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    if annotation is bool:
+        return switch(name, label, cmd, state)
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return select(name, label, cmd, state, [str(m.value) for m in annotation])
+    if get_origin(annotation) is Literal:
+        return select(name, label, cmd, state, [str(a) for a in get_args(annotation)])
+    if annotation in (int, float):
+        lo, hi = _bounds(info)
+        step = float(extra.get("step", 1 if annotation is int else 0.01))  # type: ignore[arg-type]
+        unit_value = extra.get("unit")
+        device_class = extra.get("device_class")
+        return number(name, label, cmd, state, minimum=lo, maximum=hi, step=step,
+                      unit=str(unit_value) if unit_value is not None else None,
+                      device_class=str(device_class) if device_class is not None else None)
+    raise ValueError(f"setting {name!r}: type {annotation!r} has no Home Assistant entity")
+
+
+def _strip_optional(annotation: Any) -> Any:
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _bounds(info: FieldInfo) -> tuple[float, float]:
+    lo: float | None = None
+    hi: float | None = None
+    for meta in info.metadata:
+        for attr, is_low in (("ge", True), ("gt", True), ("le", False), ("lt", False)):
+            value = getattr(meta, attr, None)
+            if value is not None:
+                if is_low:
+                    lo = float(value)
+                else:
+                    hi = float(value)
+    if lo is None or hi is None:
+        raise ValueError("a numeric runtime setting needs both a lower and an upper bound for Home Assistant")
+    return lo, hi

@@ -1,0 +1,147 @@
+"""The broker connection every service uses (paho-mqtt 2).
+
+- Last will ``offline`` (retained) on the service's status topic; ``online``
+  (retained) after every successful connect; ``stopped`` on a clean exit.
+- Reconnects with exponential backoff (paho's loop thread) and re-subscribes
+  every filter after each reconnect, so a restarted broker loses nothing we
+  subscribed to.
+- Incoming messages are handed to one callback; the service loop queues them
+  so that all handlers run on the service's own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gridzero.contract import ServiceStatus
+from gridzero.runtime.settings import MqttSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One received MQTT message."""
+
+    topic: str
+    payload: bytes
+    retain: bool = False
+    call: Callable[[], None] | None = None  # runtime-internal: a function posted to the loop
+
+
+class Connection:
+    """A paho client with last will, status, backoff and re-subscription."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        status_topic: str,
+        on_message: Callable[[Message], None],
+        client_name: str,
+    ) -> None:
+        self._settings = settings
+        self._status_topic = status_topic
+        self._on_message_cb = on_message
+        self._filters: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+        self._closing = False
+        self.connect_count = 0
+        self.on_connected: list[Callable[[], None]] = []
+        client_id = f"gridzero-{client_name}-{socket.gethostname()[:16]}-{os.getpid()}"
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        if settings.username:
+            self.client.username_pw_set(settings.username, settings.password or None)
+        if settings.tls:
+            self.client.tls_set()
+        self.client.will_set(status_topic, ServiceStatus.OFFLINE.value, qos=1, retain=True)
+        self.client.reconnect_delay_set(
+            min_delay=max(1, round(settings.reconnect_min_s)), max_delay=max(1, round(settings.reconnect_max_s))
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._connected.wait(timeout_s)
+
+    def start(self) -> None:
+        """Connect in the background; paho's thread retries until the broker answers."""
+        self.client.connect_async(self._settings.host, self._settings.port, keepalive=self._settings.keepalive_s)
+        self.client.loop_start()
+
+    def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+        with self._lock:
+            self._filters[topic_filter] = qos
+        if self.connected:
+            self.client.subscribe(topic_filter, qos)
+
+    def publish(self, topic: str, payload: bytes | str, *, qos: int = 0, retain: bool = False) -> paho.MQTTMessageInfo:
+        return self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def stop(self, final_status: ServiceStatus = ServiceStatus.STOPPED, timeout_s: float = 1.0) -> None:
+        """Publish the final status (if connected), disconnect and stop the network thread."""
+        self._closing = True
+        if self.connected:
+            info = self.client.publish(self._status_topic, final_status.value, qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout_s)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("final status %s not confirmed: %s", final_status.value, exc)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._connected.clear()
+
+    # paho callbacks (network thread)
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            log.error("broker %s:%d refused the connection: %s", self._settings.host, self._settings.port, reason)
+            return
+        self.connect_count += 1
+        log.info("connected to broker %s:%d (connect #%d)", self._settings.host, self._settings.port, self.connect_count)
+        with self._lock:
+            filters = dict(self._filters)
+        for topic_filter, qos in filters.items():
+            client.subscribe(topic_filter, qos)
+        client.publish(self._status_topic, ServiceStatus.ONLINE.value, qos=1, retain=True)
+        self._connected.set()
+        for callback in list(self.on_connected):
+            callback()
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: paho.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        was = self._connected.is_set()
+        self._connected.clear()
+        if was and not self._closing:
+            log.warning("disconnected from broker: %s; reconnecting with backoff", reason)
+
+    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        self._on_message_cb(Message(msg.topic, bytes(msg.payload), bool(msg.retain)))

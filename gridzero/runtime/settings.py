@@ -1,0 +1,143 @@
+"""Typed service settings from environment variables and an optional YAML file.
+
+Precedence (highest first): environment (``GRIDZERO_...``, nested with ``__``),
+the YAML file (``--config FILE`` or ``GRIDZERO_CONFIG``), the defaults. Every
+validation error is collected and reported at once, naming the setting, its
+environment variable, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from gridzero.contract import DEFAULT_BASE
+from gridzero.errors import SettingsError
+
+ENV_PREFIX = "GRIDZERO_"
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class MqttSettings(BaseModel):
+    """How a service reaches the broker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str = Field(default="", description="broker user; each service has its own")
+    password: str = Field(default="", repr=False)
+    keepalive_s: int = Field(default=15, ge=5, le=600)
+    reconnect_min_s: float = Field(default=0.5, gt=0, le=60)
+    reconnect_max_s: float = Field(default=15.0, gt=0, le=600)
+    tls: bool = False
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service has. Services subclass and add their own fields."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+    yaml_file: ClassVar[Path | None] = None
+
+    base_topic: str = Field(default=DEFAULT_BASE, min_length=1, pattern=r"^[^#+/][^#+]*$")
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    log_level: LogLevel = "INFO"
+    mqtt_log_level: LogLevel = Field(default="INFO", description="level of records sent to <service>/log")
+    mqtt_log_rate_per_s: float = Field(default=5.0, gt=0, le=1000)
+    data_dir: Path = Field(default=Path("data"), description="where state and runtime settings persist")
+    store_flush_s: float = Field(default=2.0, gt=0, le=60, description="debounce of state writes")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls, cls.yaml_file))
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Values from a YAML mapping file (lowest precedence above defaults)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._data = _read_yaml(path) if path is not None else {}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"settings file {path}: cannot read it ({exc.strerror})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"settings file {path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"settings file {path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def load_settings(cls: type[S], config_file: Path | None = None, **overrides: Any) -> S:
+    """Build and validate settings, or raise SettingsError listing every problem."""
+    if config_file is None and os.environ.get(ENV_PREFIX + "CONFIG"):
+        config_file = Path(os.environ[ENV_PREFIX + "CONFIG"])
+    bound = type(cls.__name__, (cls,), {"yaml_file": config_file})
+    try:
+        settings: S = bound(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe_settings_error(exc, config_file)) from exc
+    return settings
+
+
+def env_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable that sets a nested setting."""
+    return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
+
+
+def describe_settings_error(exc: ValidationError, config_file: Path | None = None) -> str:
+    """All errors, one per line: setting (env var) = value: what is allowed."""
+    lines = [f"{exc.error_count()} invalid setting(s)" + (f" (file {config_file})" if config_file else "") + ":"]
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        name = ".".join(str(p) for p in loc) or "settings"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {name} ({env_name(loc)}): unknown setting")
+            continue
+        value = "missing" if err["type"] == "missing" else repr(err.get("input"))
+        lines.append(f"  {name} ({env_name(loc)}) = {value}: {err['msg']}{_allowed(err)}")
+    return "\n".join(lines)
+
+
+def _allowed(err: Any) -> str:
+    ctx = err.get("ctx") or {}
+    bounds = [f"{k} {v}" for k, v in ctx.items() if k in ("ge", "gt", "le", "lt", "expected", "pattern")]
+    return f" (allowed: {', '.join(bounds)})" if bounds and "expected" not in err["msg"] else ""

@@ -1,0 +1,330 @@
+"""Dispatch: turn one signed set-point into inverter demands and a charger command (pure).
+
+Safety rules enforced here, whatever the law asks:
+
+- Charge and discharge never run together. Before a side starts, the other side must be
+  commanded off and *measured* off (inverters <= `off_inverter_w`, charger <= `off_charger_a`)
+  for `min_dwell_s`. Only when a device reports nothing at all does a long timeout
+  (`off_unconfirmed_s`, longer than the devices' own frame-loss stop) stand in for the measurement.
+- The charger runs only at or above its minimum current (~5.2 A, devices.md A.5) and never when
+  the bms charge current limit is below that minimum; its voltage is the bms CVL.
+- SoC bounds with hysteresis: discharge stops at `soc_min_pct` and resumes at min + hysteresis;
+  charge stops at `soc_max_pct` and resumes at max − hysteresis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from gridzero.services.controller.settings import ControllerSettings
+
+
+@dataclass(frozen=True, slots=True)
+class InverterUnit:
+    """One discharge inverter: AC limit and the DC window in which it runs."""
+
+    name: str
+    max_w: float = 1000.0
+    dc_min_v: float = 40.0
+    dc_max_v: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class BmsLimits:
+    """The bms's published limits; ``at_s`` when received."""
+
+    charge_voltage_v: float
+    charge_current_a: float
+    discharge_current_a: float
+    alarm: bool
+    at_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchInput:
+    """What dispatch needs to know, as measured (None = unknown or stale)."""
+
+    pack_voltage_v: float | None
+    soc_pct: float | None
+    limits: BmsLimits | None
+    inverter_output_w: tuple[float | None, ...]
+    charger_current_a: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerCommand:
+    """DC output on/off, voltage set-point (CVL) and current limit in A."""
+
+    on: bool
+    voltage_v: float
+    current_a: float
+
+
+CHARGER_OFF = ChargerCommand(on=False, voltage_v=0.0, current_a=0.0)
+
+
+class Side(StrEnum):
+    """Which side runs (or is being prepared)."""
+
+    IDLE = "idle"
+    DISCHARGE = "discharge"
+    CHARGE = "charge"
+    TO_DISCHARGE = "to_discharge"
+    TO_CHARGE = "to_charge"
+
+
+@dataclass(frozen=True, slots=True)
+class Commands:
+    """Device commands for one step."""
+
+    inverter_w: tuple[float, ...]
+    charger: ChargerCommand
+    side: Side
+
+    @property
+    def discharge_w(self) -> float:
+        """Total inverter demand."""
+        return sum(self.inverter_w)
+
+
+class SocGate:
+    """SoC bounds with hysteresis. Unknown SoC keeps the last decision (the bms still guards)."""
+
+    def __init__(self) -> None:
+        self.discharge_allowed = True
+        self.charge_allowed = True
+
+    def update(self, soc_pct: float | None, settings: ControllerSettings) -> None:
+        """Re-evaluate both gates from the newest SoC."""
+        if soc_pct is None:
+            return
+        hyst = settings.soc_hysteresis_pct
+        if soc_pct <= settings.soc_min_pct:
+            self.discharge_allowed = False
+        elif soc_pct >= settings.soc_min_pct + hyst:
+            self.discharge_allowed = True
+        if soc_pct >= settings.soc_max_pct:
+            self.charge_allowed = False
+        elif soc_pct <= settings.soc_max_pct - hyst:
+            self.charge_allowed = True
+
+
+def split_discharge(
+    total_w: float, units: tuple[InverterUnit, ...], pack_voltage_v: float | None
+) -> tuple[float, ...]:
+    """Share ``total_w`` equally over the units whose DC window holds the pack voltage.
+
+    Water-filling: a unit at its limit passes the rest to the others.
+    """
+    usable = [
+        i
+        for i, u in enumerate(units)
+        if pack_voltage_v is not None and u.dc_min_v <= pack_voltage_v <= u.dc_max_v
+    ]
+    demand = [0.0] * len(units)
+    remaining = max(0.0, total_w)
+    open_units = sorted(usable, key=lambda i: units[i].max_w)
+    while open_units and remaining > 1e-9:
+        share = remaining / len(open_units)
+        i = open_units[0]
+        give = min(share, units[i].max_w - demand[i])
+        if give >= share:
+            for j in open_units:
+                demand[j] += share
+            remaining = 0.0
+            break
+        demand[i] += give
+        remaining -= give
+        open_units.pop(0)
+    return tuple(demand)
+
+
+def charger_min_power_w(pack_voltage_v: float, settings: ControllerSettings) -> float:
+    """AC power the charger draws at its minimum current."""
+    return settings.charger_min_current_a * pack_voltage_v / settings.charger_efficiency
+
+
+class Dispatcher:
+    """Stateful, pure: the interlock and side state machine."""
+
+    def __init__(self, units: tuple[InverterUnit, ...]) -> None:
+        if not units:
+            raise ValueError("dispatch: need at least one inverter unit, got 0")
+        self.units = units
+        self.side = Side.IDLE
+        self.soc_gate = SocGate()
+        self._inverters_cmd_zero_since: float | None = 0.0
+        self._inverters_measured_zero_since: float | None = None
+        self._charger_cmd_off_since: float | None = 0.0
+        self._charger_measured_off_since: float | None = None
+
+    # -- confirmation of "the other side is off" -------------------------------------------
+
+    def _track_off(self, now_s: float, data: DispatchInput, settings: ControllerSettings) -> None:
+        outputs = data.inverter_output_w
+        off_w = settings.off_inverter_w
+        inv_zero = bool(outputs) and all(o is not None and o <= off_w for o in outputs)
+        if inv_zero:
+            if self._inverters_measured_zero_since is None:
+                self._inverters_measured_zero_since = now_s
+        else:
+            self._inverters_measured_zero_since = None
+        current = data.charger_current_a
+        if current is not None and current <= settings.off_charger_a:
+            if self._charger_measured_off_since is None:
+                self._charger_measured_off_since = now_s
+        else:
+            self._charger_measured_off_since = None
+
+    def _confirmed(
+        self,
+        now_s: float,
+        cmd_since: float | None,
+        measured_since: float | None,
+        unknown: bool,
+        settings: ControllerSettings,
+    ) -> bool:
+        if cmd_since is None:
+            return False
+        if unknown:
+            return now_s - cmd_since >= settings.off_unconfirmed_s
+        if measured_since is None:
+            return False
+        return now_s - max(cmd_since, measured_since) >= settings.min_dwell_s
+
+    def inverters_off_confirmed(
+        self, now_s: float, data: DispatchInput, settings: ControllerSettings
+    ) -> bool:
+        """All inverters commanded 0 and measured ~0 for the dwell."""
+        unknown = any(o is None for o in data.inverter_output_w)
+        return self._confirmed(
+            now_s,
+            self._inverters_cmd_zero_since,
+            self._inverters_measured_zero_since,
+            unknown,
+            settings,
+        )
+
+    def charger_off_confirmed(
+        self, now_s: float, data: DispatchInput, settings: ControllerSettings
+    ) -> bool:
+        """Charger commanded off and measured ~0 A for the dwell."""
+        return self._confirmed(
+            now_s,
+            self._charger_cmd_off_since,
+            self._charger_measured_off_since,
+            data.charger_current_a is None,
+            settings,
+        )
+
+    # -- main step ---------------------------------------------------------------------------
+
+    def step(
+        self, now_s: float, setpoint_w: float, data: DispatchInput, settings: ControllerSettings
+    ) -> Commands:
+        """Commands for ``now_s``; remembers what it commanded for the interlock."""
+        self._track_off(now_s, data, settings)
+        self.soc_gate.update(data.soc_pct, settings)
+        want = self._wanted_side(setpoint_w, data, settings)
+        commands = self._commands_for(now_s, want, setpoint_w, data, settings)
+        self._remember(now_s, commands)
+        return commands
+
+    def _charge_possible(self, data: DispatchInput, settings: ControllerSettings) -> bool:
+        limits = data.limits
+        return (
+            limits is not None
+            and not limits.alarm
+            and data.pack_voltage_v is not None
+            and data.pack_voltage_v > 0
+            and limits.charge_current_a >= settings.charger_min_current_a
+            and self.soc_gate.charge_allowed
+        )
+
+    def _discharge_possible(self, data: DispatchInput) -> bool:
+        limits = data.limits
+        return (
+            limits is not None
+            and not limits.alarm
+            and limits.discharge_current_a > 0
+            and data.pack_voltage_v is not None
+            and self.soc_gate.discharge_allowed
+        )
+
+    def _wanted_side(
+        self, setpoint_w: float, data: DispatchInput, settings: ControllerSettings
+    ) -> Side:
+        discharging = self.side in (Side.DISCHARGE, Side.TO_DISCHARGE)
+        charging = self.side in (Side.CHARGE, Side.TO_CHARGE)
+        start_w = 0.0 if discharging else settings.discharge_start_w
+        if setpoint_w > start_w and self._discharge_possible(data):
+            return Side.DISCHARGE
+        if setpoint_w < 0 and self._charge_possible(data, settings):
+            assert data.pack_voltage_v is not None
+            min_w = charger_min_power_w(data.pack_voltage_v, settings)
+            # Charging at the minimum current beats exporting once the surplus exceeds half
+            # of it (|grid| is then smaller); start only with a margin above the minimum.
+            threshold = min_w / 2 if charging else min_w + settings.charge_start_margin_w
+            if -setpoint_w >= threshold:
+                return Side.CHARGE
+        return Side.IDLE
+
+    def _commands_for(
+        self,
+        now_s: float,
+        want: Side,
+        setpoint_w: float,
+        data: DispatchInput,
+        settings: ControllerSettings,
+    ) -> Commands:
+        zeros = tuple(0.0 for _ in self.units)
+        if want is Side.DISCHARGE:
+            if self.side is not Side.DISCHARGE and not self.charger_off_confirmed(
+                now_s, data, settings
+            ):
+                return Commands(zeros, CHARGER_OFF, Side.TO_DISCHARGE)
+            return Commands(
+                self._discharge_split(setpoint_w, data, settings), CHARGER_OFF, Side.DISCHARGE
+            )
+        if want is Side.CHARGE:
+            if self.side is not Side.CHARGE and not self.inverters_off_confirmed(
+                now_s, data, settings
+            ):
+                return Commands(zeros, CHARGER_OFF, Side.TO_CHARGE)
+            return Commands(zeros, self._charger_command(-setpoint_w, data, settings), Side.CHARGE)
+        return Commands(zeros, CHARGER_OFF, Side.IDLE)
+
+    def _discharge_split(
+        self, setpoint_w: float, data: DispatchInput, settings: ControllerSettings
+    ) -> tuple[float, ...]:
+        limits = data.limits
+        assert limits is not None
+        assert data.pack_voltage_v is not None
+        bms_max_w = limits.discharge_current_a * data.pack_voltage_v * settings.inverter_efficiency
+        total = min(setpoint_w, bms_max_w, settings.max_discharge_w)
+        return split_discharge(total, self.units, data.pack_voltage_v)
+
+    def _charger_command(
+        self, charge_w: float, data: DispatchInput, settings: ControllerSettings
+    ) -> ChargerCommand:
+        limits = data.limits
+        assert limits is not None
+        assert data.pack_voltage_v is not None
+        current_a = (
+            min(charge_w, settings.max_charge_w) * settings.charger_efficiency / data.pack_voltage_v
+        )
+        top_a = min(limits.charge_current_a, settings.charger_max_current_a)
+        current_a = max(settings.charger_min_current_a, min(top_a, current_a))
+        return ChargerCommand(on=True, voltage_v=limits.charge_voltage_v, current_a=current_a)
+
+    def _remember(self, now_s: float, commands: Commands) -> None:
+        self.side = commands.side
+        if any(w > 0 for w in commands.inverter_w):
+            self._inverters_cmd_zero_since = None
+        elif self._inverters_cmd_zero_since is None:
+            self._inverters_cmd_zero_since = now_s
+        if commands.charger.on:
+            self._charger_cmd_off_since = None
+        elif self._charger_cmd_off_since is None:
+            self._charger_cmd_off_since = now_s

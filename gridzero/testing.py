@@ -1,0 +1,166 @@
+"""Helpers for tests, benchmarks and the fault matrix: a broker with fresh
+credentials, and a probe client that records what it sees and waits for it.
+
+Waiting is always on a condition with a deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gridzero.runtime.broker import PROJECT_CONFIG_DIR, BrokerProcess, free_port
+from gridzero.runtime.credentials import init_credentials
+from gridzero.runtime.settings import MqttSettings
+
+
+@dataclass
+class TestBroker:
+    """A mosquitto from the project's config, with its own users and passwords."""
+
+    __test__ = False  # not a pytest test class
+
+    root: Path
+    passwords: dict[str, str] = field(default_factory=dict)
+    process: BrokerProcess | None = None
+
+    @classmethod
+    def create(cls, root: Path) -> TestBroker:
+        config = root / "mosquitto-config"
+        config.mkdir(parents=True, exist_ok=True)
+        for name in ("mosquitto.conf", "acl"):
+            shutil.copy(PROJECT_CONFIG_DIR / name, config / name)
+        passwords = init_credentials(config, root / "secrets")
+        broker = cls(root, passwords)
+        broker.process = BrokerProcess(root / "broker", free_port(), config_dir=config)
+        broker.process.prepare()
+        broker.process.start()
+        return broker
+
+    @property
+    def host(self) -> str:
+        assert self.process is not None
+        return self.process.host
+
+    @property
+    def port(self) -> int:
+        assert self.process is not None
+        return self.process.port
+
+    def mqtt_settings(self, user: str) -> MqttSettings:
+        """Settings for a service logging in as ``user`` (fast reconnect for tests)."""
+        return MqttSettings(
+            host=self.host, port=self.port, username=user, password=self.passwords[user],
+            reconnect_min_s=0.5, reconnect_max_s=2.0, keepalive_s=5,
+        )
+
+    def env(self, user: str) -> dict[str, str]:
+        """Environment variables for a service process logging in as ``user``."""
+        return {
+            "GRIDZERO_MQTT__HOST": self.host,
+            "GRIDZERO_MQTT__PORT": str(self.port),
+            "GRIDZERO_MQTT__USERNAME": user,
+            "GRIDZERO_MQTT__PASSWORD": self.passwords[user],
+            "GRIDZERO_MQTT__RECONNECT_MAX_S": "2",
+        }
+
+    def probe(self, user: str = "operator", subscribe: str = "#") -> Probe:
+        return Probe.connect(self.host, self.port, user, self.passwords.get(user, ""), subscribe)
+
+    def restart(self, down_s: float = 0.0) -> None:
+        assert self.process is not None
+        self.process.kill()
+        if down_s:
+            time.sleep(down_s)  # the outage itself is what is being tested
+        self.process.start()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
+class Probe:
+    """An MQTT client that records every message and can wait for a condition."""
+
+    def __init__(self, client: paho.Client) -> None:
+        self.client = client
+        self.messages: list[tuple[float, str, bytes, bool]] = []
+        self.last: dict[str, bytes] = {}
+        self._cond = threading.Condition()
+        self.connect_rc: int | None = None
+        self.connected = threading.Event()
+
+    @classmethod
+    def connect(cls, host: str, port: int, user: str = "", password: str = "", subscribe: str | None = "#",
+                timeout_s: float = 5.0) -> Probe:
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{user}-{time.monotonic_ns()}")
+        if user:
+            client.username_pw_set(user, password)
+        probe = cls(client)
+
+        def on_connect(c: paho.Client, u: object, f: object, rc: paho.ReasonCode, p: object) -> None:
+            probe.connect_rc = rc.value
+            if not rc.is_failure:
+                if subscribe:
+                    c.subscribe(subscribe, qos=1)
+                else:
+                    probe.connected.set()
+
+        def on_subscribe(c: paho.Client, u: object, mid: int, rcs: object, p: object) -> None:
+            probe.connected.set()  # only now can nothing published from here on be missed
+
+        def on_message(c: paho.Client, u: object, msg: paho.MQTTMessage) -> None:
+            with probe._cond:
+                probe.messages.append((time.monotonic(), msg.topic, bytes(msg.payload), bool(msg.retain)))
+                probe.last[msg.topic] = bytes(msg.payload)
+                probe._cond.notify_all()
+
+        client.on_connect = on_connect
+        client.on_message = on_message
+        client.on_subscribe = on_subscribe
+        client.connect(host, port, keepalive=10)
+        client.loop_start()
+        probe.connected.wait(timeout_s)
+        return probe
+
+    def publish(self, topic: str, payload: bytes | str, *, retain: bool = False, qos: int = 1) -> None:
+        self.client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(5)
+
+    def wait_for(self, topic: str, predicate: Callable[[bytes], bool] = lambda _p: True,
+                 timeout_s: float = 10.0, *, after: float = 0.0) -> bytes:
+        """The first message on ``topic`` (received after monotonic ``after``) that satisfies ``predicate``."""
+        deadline = time.monotonic() + timeout_s
+        seen = 0
+        with self._cond:
+            while True:
+                for at, t, payload, _retain in self.messages[seen:]:
+                    if t == topic and at >= after and predicate(payload):
+                        return payload
+                seen = len(self.messages)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    last = self.last.get(topic)
+                    raise TimeoutError(f"no matching message on {topic} within {timeout_s} s; last: {last!r}")
+                self._cond.wait(remaining)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition",
+               poll_s: float = 0.02) -> float:
+    """Poll ``condition`` until true; returns the seconds it took, raises TimeoutError naming ``what``."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout_s:
+            raise TimeoutError(f"{what} not met within {timeout_s} s")
+        time.sleep(poll_s)
+    return time.monotonic() - start

@@ -1,0 +1,180 @@
+"""The control law on synthetic inputs with explicit times."""
+
+from __future__ import annotations
+
+import pytest
+
+from gridzero.services.controller.law import (
+    BatteryHistory,
+    ControlLaw,
+    LawReason,
+    MeterSample,
+    PowerBounds,
+)
+from gridzero.services.controller.settings import ControllerSettings
+
+WIDE = PowerBounds(max_discharge_w=3000.0, max_charge_w=3000.0)
+S = ControllerSettings()
+
+
+def run_plant(
+    law: ControlLaw,
+    load_at,
+    *,
+    seconds: float,
+    lag_steps: int = 2,
+    settings: ControllerSettings = S,
+    bounds: PowerBounds = WIDE,
+):
+    """A toy plant: output follows the set-point after ``lag_steps`` meter periods (0.5 s)."""
+    commands: list[float] = [0.0] * (lag_steps + 1)
+    output = 0.0
+    grids = []
+    setpoints = []
+    t = 0.0
+    while t < seconds:
+        output = commands[-lag_steps - 1]
+        grid = load_at(t) - output
+        law.record_battery(t, output)
+        out = law.step(t, MeterSample(grid, t), bounds, settings)
+        commands.append(out.setpoint_w)
+        grids.append(grid)
+        setpoints.append(out.setpoint_w)
+        t += 0.5
+    return grids, setpoints
+
+
+def test_step_response_settles_without_overshoot_or_reversal():
+    law = ControlLaw()
+    grids, setpoints = run_plant(law, lambda t: 1000.0 if t >= 5.0 else 200.0, seconds=30.0, lag_steps=4)
+    # Before the step the battery covers the 200 W; after it, 1000 W, never more.
+    assert setpoints[9] == pytest.approx(200.0)
+    assert max(setpoints) == pytest.approx(1000.0)
+    assert abs(grids[-1]) < 1.0
+    # Monotone: no reversal of the set-point while the plant catches up.
+    diffs = [b - a for a, b in zip(setpoints, setpoints[1:], strict=False)]
+    assert all(d >= -1e-9 for d in diffs)
+
+
+def test_slow_plant_does_not_wind_up():
+    """A plant 10 samples behind must not make the law overshoot (an integrator would)."""
+    law = ControlLaw()
+    _, setpoints = run_plant(law, lambda t: 800.0, seconds=20.0, lag_steps=10)
+    assert max(setpoints) <= 800.0 + 1e-9
+
+
+def test_export_gives_charge_setpoint():
+    law = ControlLaw()
+    out = law.step(0.0, MeterSample(-1500.0, 0.0), WIDE, S)
+    assert out.setpoint_w == pytest.approx(-1500.0)
+
+
+def test_target_and_deadband():
+    settings = ControllerSettings(target_grid_w=50.0, deadband_w=20.0)
+    law = ControlLaw()
+    law.record_battery(0.0, 0.0)
+    assert law.step(0.0, MeterSample(550.0, 0.0), WIDE, settings).setpoint_w == pytest.approx(500.0)
+    law.record_battery(0.5, 500.0)
+    out = law.step(0.5, MeterSample(65.0, 0.5), WIDE, settings)
+    assert out.reason is LawReason.DEADBAND
+    assert out.setpoint_w == pytest.approx(500.0)
+
+
+def test_bounds_clamp_and_no_windup_when_limited():
+    law = ControlLaw()
+    bounds = PowerBounds(max_discharge_w=300.0, max_charge_w=0.0)
+    for i in range(10):
+        t = i * 0.5
+        law.record_battery(t, 300.0 if i else 0.0)
+        out = law.step(t, MeterSample(1000.0 - (300.0 if i else 0.0), t), bounds, S)
+        assert out.setpoint_w <= 300.0
+    # The limit lifts: the set-point goes straight to the load, not beyond.
+    law.record_battery(5.0, 300.0)
+    out = law.step(5.0, MeterSample(700.0, 5.0), WIDE, S)
+    assert out.setpoint_w == pytest.approx(1000.0)
+
+
+def test_single_spike_is_rejected_and_confirmed_step_is_taken():
+    law = ControlLaw()
+    law.record_battery(0.0, 0.0)
+    law.step(0.0, MeterSample(300.0, 0.0), WIDE, S)
+    law.record_battery(0.5, 300.0)
+    law.step(0.5, MeterSample(0.0, 0.5), WIDE, S)
+    # A 3 kW spike for one sample: held.
+    out = law.step(1.0, MeterSample(3000.0, 1.0), WIDE, S)
+    assert out.reason is LawReason.SPIKE_HELD
+    assert out.setpoint_w == pytest.approx(300.0)
+    # Back to normal: nothing happened.
+    out = law.step(1.5, MeterSample(0.0, 1.5), WIDE, S)
+    assert out.setpoint_w == pytest.approx(300.0)
+    # A real step shows on two samples in a row: taken on the second.
+    law.step(2.0, MeterSample(2000.0, 2.0), WIDE, S)
+    out = law.step(2.5, MeterSample(2000.0, 2.5), WIDE, S)
+    assert out.setpoint_w == pytest.approx(2300.0)
+
+
+def test_large_drop_backs_off_at_once():
+    """A sudden export while discharging is acted on without waiting for confirmation."""
+    law = ControlLaw()
+    law.record_battery(0.0, 0.0)
+    law.step(0.0, MeterSample(2000.0, 0.0), WIDE, S)
+    law.record_battery(0.5, 2000.0)
+    law.step(0.5, MeterSample(0.0, 0.5), WIDE, S)
+    out = law.step(1.0, MeterSample(-1800.0, 1.0), WIDE, S)
+    assert out.setpoint_w == pytest.approx(200.0)
+
+
+def test_stale_meter_ramps_to_zero():
+    settings = ControllerSettings(meter_stale_s=5.0, stale_ramp_w_per_s=100.0)
+    law = ControlLaw()
+    law.record_battery(0.0, 0.0)
+    law.step(0.0, MeterSample(600.0, 0.0), WIDE, settings)
+    out = law.step(5.0, MeterSample(600.0, 0.0), WIDE, settings)
+    assert out.setpoint_w == pytest.approx(600.0)  # 5 s old: still fresh
+    out = law.step(6.0, MeterSample(600.0, 0.0), WIDE, settings)
+    assert out.reason is LawReason.METER_STALE
+    assert out.setpoint_w == pytest.approx(500.0)
+    out = law.step(10.0, MeterSample(600.0, 0.0), WIDE, settings)
+    assert out.setpoint_w == pytest.approx(100.0)
+    out = law.step(20.0, MeterSample(600.0, 0.0), WIDE, settings)
+    assert out.setpoint_w == 0.0
+
+
+def test_no_meter_ramps_to_zero_and_force_zero_is_immediate():
+    law = ControlLaw()
+    law.set_constant(0.0, -800.0, WIDE)
+    out = law.step(1.0, None, WIDE, ControllerSettings(stale_ramp_w_per_s=300.0))
+    assert out.setpoint_w == pytest.approx(-500.0)
+    assert law.force_zero(1.1).setpoint_w == 0.0
+
+
+def test_rise_gain_applies_only_to_increases():
+    settings = ControllerSettings(rise_gain=0.5)
+    law = ControlLaw()
+    law.record_battery(0.0, 0.0)
+    assert law.step(0.0, MeterSample(1000.0, 0.0), WIDE, settings).setpoint_w == pytest.approx(500.0)
+    law.record_battery(0.5, 500.0)
+    # Load fell to 100 W: backing off is taken in full.
+    assert law.step(0.5, MeterSample(-400.0, 0.5), WIDE, settings).setpoint_w == pytest.approx(100.0)
+
+
+def test_meter_latency_pairs_with_older_output():
+    settings = ControllerSettings(meter_latency_s=1.0)
+    law = ControlLaw()
+    law.record_battery(0.0, 0.0)
+    law.record_battery(1.0, 500.0)
+    law.record_battery(2.0, 500.0)
+    # The sample (received at 2.0) shows the grid of 1.0 s: output then was 500... at 1.0.
+    out = law.step(2.0, MeterSample(200.0, 2.0), WIDE, settings)
+    assert out.load_estimate_w == pytest.approx(700.0)
+
+
+def test_battery_history_interpolates_and_holds():
+    h = BatteryHistory()
+    assert h.at(1.0) is None
+    h.add(0.0, 0.0)
+    h.add(2.0, 200.0)
+    h.add(1.0, 999.0)  # out of order: ignored
+    assert h.at(1.0) == pytest.approx(100.0)
+    assert h.at(-5.0) == 0.0
+    assert h.at(9.0) == 200.0

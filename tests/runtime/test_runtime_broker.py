@@ -1,0 +1,231 @@
+"""The runtime against a real mosquitto started from the project's own config."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gridzero.contract import Topics
+from gridzero.runtime.service import ServiceRunner
+from gridzero.testing import Probe, TestBroker, wait_until
+
+from .example_service import ExampleService, ExampleSettings
+
+pytestmark = pytest.mark.broker
+T = Topics()
+EXAMPLE = Path(__file__).with_name("example_service.py")
+
+
+def make_runner(broker: TestBroker, data_dir: Path, **extra: object) -> ServiceRunner:
+    settings = ExampleSettings(mqtt=broker.mqtt_settings("controller"), data_dir=data_dir, store_flush_s=0.2, **extra)
+    return ServiceRunner(ExampleService, settings)
+
+
+@pytest.fixture
+def running(broker: TestBroker, tmp_path: Path) -> Iterator[ServiceRunner]:
+    runner = make_runner(broker, tmp_path)
+    runner.start_thread()
+    assert runner.ctx.conn.wait_connected(5)
+    yield runner
+    runner.stop()
+    runner.join()
+
+
+def test_status_online_then_stopped_on_clean_exit(broker: TestBroker, tmp_path: Path) -> None:
+    probe = broker.probe()
+    runner = make_runner(broker, tmp_path)
+    runner.start_thread()
+    probe.wait_for(T.status("controller"), lambda p: p == b"online")
+    start = time.monotonic()
+    runner.stop()
+    runner.join(2.0)
+    probe.wait_for(T.status("controller"), lambda p: p == b"stopped", after=start)
+    probe.close()
+
+
+def test_anonymous_client_is_refused(broker: TestBroker) -> None:
+    probe = Probe.connect(broker.host, broker.port, subscribe=None, timeout_s=2)
+    wait_until(lambda: probe.connect_rc is not None, 5, "CONNACK")
+    assert probe.connect_rc != 0
+    assert not probe.connected.is_set()
+    probe.close()
+
+
+def test_wrong_password_is_refused(broker: TestBroker) -> None:
+    probe = Probe.connect(broker.host, broker.port, "bms", "not-the-password", subscribe=None, timeout_s=2)
+    wait_until(lambda: probe.connect_rc is not None, 5, "CONNACK")
+    assert probe.connect_rc != 0
+    probe.close()
+
+
+def _denied(broker: TestBroker, user: str, topic: str) -> bool:
+    """Publish as ``user`` to ``topic`` then to a topic it may write; a denied first message never arrives.
+
+    Mosquitto drops an unauthorised publish silently (MQTT 3.1.1), so the proof is
+    ordering: the allowed marker sent after it arrives, the denied message does not.
+    """
+    watcher = broker.probe("operator")
+    sender = broker.probe(user, subscribe=None)
+    marker = T.status(user) if user not in ("homeassistant", "meter", "operator") else None
+    token = f"probe-{time.monotonic_ns()}"
+    sender.publish(topic, token)
+    if marker is None:
+        marker = "meterbox/grid" if user == "meter" else T.setting_set("controller", "marker")
+    sender.publish(marker, token)
+    watcher.wait_for(marker, lambda p: p == token.encode())
+    seen = any(t == topic and p == token.encode() for _a, t, p, _r in watcher.messages)
+    sender.close()
+    watcher.close()
+    return not seen
+
+
+@pytest.mark.parametrize(
+    ("user", "topic"),
+    [
+        ("bms", "gridzero/charger/state"),
+        ("bms", "gridzero/charger/set"),
+        ("charger", "gridzero/charger/set"),
+        ("charger", "gridzero/bms/limits"),
+        ("inverter", "gridzero/inverter/u1/set"),
+        ("shunt", "gridzero/controller/state"),
+        ("homeassistant", "gridzero/charger/set"),
+        ("homeassistant", "gridzero/bms/limits"),
+        ("meter", "gridzero/inverter/u1/set"),
+        ("telnet-console", "gridzero/charger/set"),
+        ("sim", "gridzero/bms/limits"),
+    ],
+)
+def test_acl_denies_writing_other_services_topics(broker: TestBroker, user: str, topic: str) -> None:
+    assert _denied(broker, user, topic)
+
+
+@pytest.mark.parametrize(
+    ("user", "topic"),
+    [
+        ("controller", "gridzero/charger/set"),
+        ("controller", "gridzero/inverter/u1/set"),
+        ("bms", "gridzero/bms/limits"),
+        ("homeassistant", "gridzero/controller/settings/target_w/set"),
+    ],
+)
+def test_acl_allows_own_topics(broker: TestBroker, user: str, topic: str) -> None:
+    assert not _denied(broker, user, topic)
+
+
+def test_runtime_setting_accepted_echoed_persisted(broker: TestBroker, tmp_path: Path) -> None:
+    runner = make_runner(broker, tmp_path)
+    runner.start_thread()
+    ha = broker.probe("homeassistant")
+    ha.wait_for(T.setting("controller", "target_w"), lambda p: p == b"0")
+    ha.publish(T.setting_set("controller", "target_w"), "250")
+    ha.wait_for(T.setting("controller", "target_w"), lambda p: p == b"250")
+    ack = json.loads(ha.wait_for(T.ack("controller")))
+    assert ack["ok"] is True
+    runner.stop()
+    runner.join()
+    stored = json.loads((tmp_path / "controller.json").read_text())
+    assert stored["settings"]["target_w"] == 250
+    # a restart restores it
+    again = make_runner(broker, tmp_path)
+    assert again.service is not None
+    again.service.start()
+    assert again.service.runtime.value.target_w == 250  # type: ignore[attr-defined]
+    ha.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "reason"),
+    [
+        ("target_w", "5000", "less than or equal to 1000"),
+        ("target_w", "banana", "valid number"),
+        ("target_w", "nan", "not a finite number"),
+        ("mode", "turbo", "'auto' or 'hold'"),
+        ("no_such", "1", "unknown setting 'no_such'"),
+    ],
+)
+def test_runtime_setting_refused_changes_nothing(running: ServiceRunner, broker: TestBroker, name: str,
+                                                 payload: str, reason: str) -> None:
+    ha = broker.probe("homeassistant")
+    before = running.service.runtime.value  # type: ignore[attr-defined]
+    start = time.monotonic()
+    ha.publish(T.setting_set("controller", name), payload)
+    ack = json.loads(ha.wait_for(T.ack("controller"), after=start))
+    assert ack["ok"] is False
+    assert reason in ack["reason"]
+    assert running.service.runtime.value == before  # type: ignore[attr-defined]
+    ha.close()
+
+
+def test_malformed_commands_do_not_kill_the_service(running: ServiceRunner, broker: TestBroker) -> None:
+    sender = broker.probe("controller", subscribe=None)
+    for junk in (b"", b"\xff\xfe\x00", b"{", b'{"power_w": -5, "ts": 1}', b'{"power_w": "x"}', b"[]", b"1e999",
+                 b'{"power_w": 100, "ts": 1, "extra": 1}', b"x" * 70000):
+        sender.publish(T.inverter_set("u1"), junk)
+    sender.publish(T.inverter_set("u1"), json.dumps({"power_w": 300, "ts": time.time()}))
+    wait_until(lambda: running.service.last_command_w == 300, 5, "valid command after junk")  # type: ignore[attr-defined]
+    assert running.ctx.rejected_inputs >= 8
+    assert running.ctx.handler_errors == 0
+    sender.close()
+
+
+def test_reconnects_and_resubscribes_after_broker_restart(own_broker: TestBroker, tmp_path: Path) -> None:
+    runner = make_runner(own_broker, tmp_path)
+    runner.start_thread()
+    assert runner.ctx.conn.wait_connected(5)
+    own_broker.restart(down_s=1.0)
+    wait_until(lambda: runner.ctx.conn.connect_count >= 2, 15, "reconnect")
+    sender = own_broker.probe("controller", subscribe=None)
+    sender.publish(T.inverter_set("u1"), json.dumps({"power_w": 123, "ts": time.time()}))
+    wait_until(lambda: runner.service.last_command_w == 123, 5, "message after resubscribe")  # type: ignore[attr-defined]
+    probe = own_broker.probe()
+    probe.wait_for(T.status("controller"), lambda p: p == b"online")
+    runner.stop()
+    runner.join()
+    sender.close()
+    probe.close()
+
+
+def _spawn(broker: TestBroker, tmp_path: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **broker.env("controller"), "GRIDZERO_DATA_DIR": str(tmp_path)}
+    return subprocess.Popen([sys.executable, str(EXAMPLE)], env=env, cwd=EXAMPLE.parents[2])
+
+
+def test_sigkill_leaves_offline_last_will(broker: TestBroker, tmp_path: Path) -> None:
+    probe = broker.probe()
+    proc = _spawn(broker, tmp_path)
+    probe.wait_for(T.status("controller"), lambda p: p == b"online")
+    start = time.monotonic()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    probe.wait_for(T.status("controller"), lambda p: p == b"offline", timeout_s=20, after=start)
+    probe.close()
+
+
+def test_sigterm_leaves_stopped_within_two_seconds(broker: TestBroker, tmp_path: Path) -> None:
+    probe = broker.probe()
+    proc = _spawn(broker, tmp_path)
+    probe.wait_for(T.status("controller"), lambda p: p == b"online")
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=2.0) == 0
+    probe.wait_for(T.status("controller"), lambda p: p == b"stopped", after=start, timeout_s=2)
+    probe.close()
+
+
+def test_discovery_republished_when_home_assistant_comes_online(running: ServiceRunner, broker: TestBroker) -> None:
+    ha = broker.probe("homeassistant")
+    topic = "homeassistant/device/gridzero_controller/config"
+    ha.wait_for(topic)
+    start = time.monotonic()
+    ha.publish("homeassistant/status", "online")
+    payload = json.loads(ha.wait_for(topic, after=start))
+    assert payload["cmps"]["target_w"]["p"] == "number"
+    ha.close()
