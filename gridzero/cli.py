@@ -42,7 +42,11 @@ COMMANDS: tuple[Command, ...] = (
     Command("sim", "gridzero.sim.cli:main", "run the plant simulator"),
     Command("up", "gridzero.runtime.up:main", "run the whole system on this machine"),
     Command("bench", "gridzero.bench.cli:main", "benchmark controllers in closed loop"),
-    Command("credentials", "gridzero.runtime.credentials:main", "generate broker passwords, ACL and service credentials"),
+    Command(
+        "credentials",
+        "gridzero.runtime.credentials:main",
+        "generate broker passwords, ACL and service credentials",
+    ),
     Command("docs", "gridzero.docs:main", "regenerate generated documentation (docs/mqtt.md)"),
     Command("fuzz", "gridzero.fuzz:main", "fuzz every decoder and MQTT handler"),
 )
@@ -85,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="commands:\n" + "\n".join(f"  {c.name:<12} {c.help}" for c in COMMANDS),
     )
     parser.add_argument("--version", action="version", version=f"gridzero {__version__}")
-    parser.add_argument("command", metavar="command", help="one of: " + ", ".join(c.name for c in COMMANDS))
+    parser.add_argument(
+        "command", metavar="command", help="one of: " + ", ".join(c.name for c in COMMANDS)
+    )
     parser.add_argument("args", nargs=argparse.REMAINDER, help="the command's own arguments")
     return parser
 
@@ -100,7 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(args[:1])
     commands = {c.name: c for c in COMMANDS}
     if ns.command not in commands:
-        print(f"gridzero: unknown command {ns.command!r}; known: {', '.join(commands)}", file=sys.stderr)
+        print(
+            f"gridzero: unknown command {ns.command!r}; known: {', '.join(commands)}",
+            file=sys.stderr,
+        )
         return 2
     try:
         return _load(commands[ns.command].target)(args[1:])

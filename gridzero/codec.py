@@ -71,7 +71,9 @@ class Field:
 
     def __post_init__(self) -> None:
         if self.bits <= 0 or self.bit < 0:
-            raise ValueError(f"field {self.name}: bit {self.bit} / bits {self.bits} must be >= 0 / > 0")
+            raise ValueError(
+                f"field {self.name}: bit {self.bit} / bits {self.bits} must be >= 0 / > 0"
+            )
         if self.kind is Kind.FLOAT32 and self.bits != 32:
             raise ValueError(f"field {self.name}: float32 needs 32 bits, got {self.bits}")
         if self.order is Order.BIG and (self.bit % 8 or self.bits % 8):
@@ -128,7 +130,11 @@ def decode_field(field: Field, data: bytes) -> Value:
     if raw in field.invalid:
         return None
     if field.kind is Kind.FLOAT32:
-        value = float(struct.unpack(">f" if field.order is Order.BIG else "<f", raw.to_bytes(4, field.order.value))[0])
+        value = float(
+            struct.unpack(
+                ">f" if field.order is Order.BIG else "<f", raw.to_bytes(4, field.order.value)
+            )[0]
+        )
         return value * field.scale + field.offset
     if field.kind is Kind.SINT:
         raw = _to_signed(raw, field.bits)
@@ -139,6 +145,9 @@ def decode_field(field: Field, data: bytes) -> Value:
 
 def decode_fields(layout: Layout, data: bytes) -> dict[str, Value]:
     """Every field of a frame, by name."""
+    need = frame_length(layout)
+    if len(data) < need:
+        raise DecodeError(f"layout needs {need} bytes, frame has {len(data)}")
     return {f.name: decode_field(f, data) for f in layout}
 
 
@@ -186,7 +195,9 @@ def encode_fields(
         raise EncodeError(f"template has {len(base)} bytes, layout needs {length}")
     unknown = set(values) - {f.name for f in layout}
     if unknown:
-        raise EncodeError(f"unknown field(s) {sorted(unknown)}; layout has {[f.name for f in layout]}")
+        raise EncodeError(
+            f"unknown field(s) {sorted(unknown)}; layout has {[f.name for f in layout]}"
+        )
     for field in layout:
         if field.name in values:
             _write_raw(field, base, encode_raw(field, values[field.name]))
@@ -237,4 +248,8 @@ def parse_can_frame(text: str) -> tuple[int, bytes]:
 def format_can_frame(arbitration_id: int, data: bytes, *, extended: bool | None = None) -> str:
     """``<ID>#<HEX>`` with a 3-digit standard or 8-digit extended ID, as cansend writes it."""
     ext = arbitration_id > 0x7FF if extended is None else extended
-    return f"{arbitration_id:08X}#{data.hex().upper()}" if ext else f"{arbitration_id:03X}#{data.hex().upper()}"
+    return (
+        f"{arbitration_id:08X}#{data.hex().upper()}"
+        if ext
+        else f"{arbitration_id:03X}#{data.hex().upper()}"
+    )

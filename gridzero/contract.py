@@ -253,7 +253,9 @@ class ControllerState(Stamped):
     setpoint_w: float = Field(description="battery power: + discharge, - charge")
     charge_w: float = Field(ge=0)
     discharge_w: float = Field(ge=0)
-    state: str = Field(description="idle, charging, discharging, switching, stale_meter, stale_bms, ...")
+    state: str = Field(
+        description="idle, charging, discharging, switching, stale_meter, stale_bms, ..."
+    )
     meter_age_s: float | None = Field(ge=0)
     grid_error_mean_w: float
     grid_error_rms_w: float = Field(ge=0)
@@ -355,7 +357,9 @@ class Topics:
 
     def __post_init__(self) -> None:
         if not self.base or any(c in self.base for c in "#+") or self.base.startswith("/"):
-            raise ValueError(f"base topic {self.base!r} must be non-empty, without '#', '+' or a leading '/'")
+            raise ValueError(
+                f"base topic {self.base!r} must be non-empty, without '#', '+' or a leading '/'"
+            )
 
     def svc(self, service: str, *parts: str) -> str:
         """``<base>/<service>/<parts...>``."""
@@ -433,36 +437,86 @@ def _unit_parts(unit: str | None) -> tuple[str, ...]:
 
 
 TOPIC_SPECS: tuple[TopicSpec, ...] = (
-    TopicSpec("{base}/{service}/status", "{service}", "`online`, `offline` or `stopped`", True,
-              "liveness: `online` after connect, `offline` as the broker's last will, `stopped` on a clean exit"),
+    TopicSpec(
+        "{base}/{service}/status",
+        "{service}",
+        "`online`, `offline` or `stopped`",
+        True,
+        "liveness: `online` after connect, `offline` as the broker's last will, `stopped` on a clean exit",
+    ),
     TopicSpec("{base}/{service}/log", "{service}", LogRecord, False, LogRecord.topic_doc),
     TopicSpec("{base}/{service}/ack", "{service}", Ack, False, Ack.topic_doc),
     TopicSpec("{base}/{service}/raw", "{service}", RawFrame, False, RawFrame.topic_doc),
-    TopicSpec("{base}/{service}[/{unit}]/settings/{name}", "{service}", "plain text value", True,
-              "current value of a runtime setting (echo after every change, and at start)"),
-    TopicSpec("{base}/{service}[/{unit}]/settings/{name}/set", "homeassistant, telnet-console", "plain text value", False,
-              "change a runtime setting; validated, persisted, answered on ack"),
-    TopicSpec("{base}/{service}[/{unit}]/action/{name}/set", "homeassistant, telnet-console", "plain text (ignored) or JSON", False,
-              "press a button, e.g. shunt `soc_full`, bms `force_balance`"),
+    TopicSpec(
+        "{base}/{service}[/{unit}]/settings/{name}",
+        "{service}",
+        "plain text value",
+        True,
+        "current value of a runtime setting (echo after every change, and at start)",
+    ),
+    TopicSpec(
+        "{base}/{service}[/{unit}]/settings/{name}/set",
+        "homeassistant, telnet-console",
+        "plain text value",
+        False,
+        "change a runtime setting; validated, persisted, answered on ack",
+    ),
+    TopicSpec(
+        "{base}/{service}[/{unit}]/action/{name}/set",
+        "homeassistant, telnet-console",
+        "plain text (ignored) or JSON",
+        False,
+        "press a button, e.g. shunt `soc_full`, bms `force_balance`",
+    ),
     TopicSpec("{base}/bms/limits", "bms", BmsLimits, True, BmsLimits.topic_doc),
     TopicSpec("{base}/bms/pack", "bms", PackState, True, PackState.topic_doc),
     TopicSpec("{base}/bms/module/{bus}-{module}", "bms", ModuleState, True, ModuleState.topic_doc),
     TopicSpec("{base}/charger/state", "charger", ChargerState, True, ChargerState.topic_doc),
     TopicSpec("{base}/charger/set", "controller", ChargeCommand, False, ChargeCommand.topic_doc),
-    TopicSpec("{base}/inverter/{unit}/state", "inverter", InverterState, True, InverterState.topic_doc),
-    TopicSpec("{base}/inverter/{unit}/set", "controller", InverterCommand, False, InverterCommand.topic_doc),
+    TopicSpec(
+        "{base}/inverter/{unit}/state", "inverter", InverterState, True, InverterState.topic_doc
+    ),
+    TopicSpec(
+        "{base}/inverter/{unit}/set",
+        "controller",
+        InverterCommand,
+        False,
+        InverterCommand.topic_doc,
+    ),
     TopicSpec("{base}/shunt/state", "shunt", ShuntState, True, ShuntState.topic_doc),
-    TopicSpec("{base}/controller/state", "controller", ControllerState, True, ControllerState.topic_doc),
+    TopicSpec(
+        "{base}/controller/state", "controller", ControllerState, True, ControllerState.topic_doc
+    ),
     TopicSpec("{base}/sim/truth", "sim", SimTruth, False, SimTruth.topic_doc),
     TopicSpec("{base}/sim/fault/set", "tests, operator", SimFault, False, SimFault.topic_doc),
-    TopicSpec("meterbox/grid", "meter (outside; sim in simulation)", "plain integer W, + import", False,
-              "grid power at the meter; topic, JSON path and sign are controller settings"),
-    TopicSpec("meterbox/chargeTarget", "operator (legacy)", "plain integer W", False,
-              "the original system's constant-charge command: > 0 charge at that power, <= 0 back to auto"),
-    TopicSpec("homeassistant/device/gridzero_{service}/config", "{service}", "HA device discovery JSON", True,
-              "Home Assistant device-based discovery; re-published when HA sends `online`"),
-    TopicSpec("homeassistant/status", "Home Assistant", "`online` or `offline`", True,
-              "Home Assistant's birth/last will; `online` makes every service re-publish discovery"),
+    TopicSpec(
+        "meterbox/grid",
+        "meter (outside; sim in simulation)",
+        "plain integer W, + import",
+        False,
+        "grid power at the meter; topic, JSON path and sign are controller settings",
+    ),
+    TopicSpec(
+        "meterbox/chargeTarget",
+        "operator (legacy)",
+        "plain integer W",
+        False,
+        "the original system's constant-charge command: > 0 charge at that power, <= 0 back to auto",
+    ),
+    TopicSpec(
+        "homeassistant/device/gridzero_{service}/config",
+        "{service}",
+        "HA device discovery JSON",
+        True,
+        "Home Assistant device-based discovery; re-published when HA sends `online`",
+    ),
+    TopicSpec(
+        "homeassistant/status",
+        "Home Assistant",
+        "`online` or `offline`",
+        True,
+        "Home Assistant's birth/last will; `online` makes every service re-publish discovery",
+    ),
 )
 
 
@@ -486,7 +540,9 @@ def parse_payload(model: type[M], topic: str, payload: bytes) -> M:
     try:
         return model.model_validate_json(payload)
     except ValidationError as exc:
-        raise PayloadError(f"{topic}: {describe_validation_error(exc)}; payload {_preview(payload)}") from exc
+        raise PayloadError(
+            f"{topic}: {describe_validation_error(exc)}; payload {_preview(payload)}"
+        ) from exc
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -495,7 +551,11 @@ def describe_validation_error(exc: ValidationError) -> str:
     for err in exc.errors(include_url=False):
         where = ".".join(str(p) for p in err["loc"]) or "payload"
         given = err.get("input")
-        shown = _preview(json.dumps(given, default=str).encode()) if err["type"] != "missing" else "missing"
+        shown = (
+            _preview(json.dumps(given, default=str).encode())
+            if err["type"] != "missing"
+            else "missing"
+        )
         parts.append(f"{where}={shown}: {err['msg']}")
     return "; ".join(parts)
 
@@ -506,7 +566,11 @@ def _preview(payload: bytes, limit: int = 80) -> str:
 
 
 def parse_meter(
-    payload: bytes, *, json_path: str = "", sign: Literal[1, -1] = 1, topic: str = DEFAULT_METER_TOPIC
+    payload: bytes,
+    *,
+    json_path: str = "",
+    sign: Literal[1, -1] = 1,
+    topic: str = DEFAULT_METER_TOPIC,
 ) -> float:
     """Grid power in W (+ import) from a meter message.
 
@@ -520,10 +584,14 @@ def parse_meter(
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise PayloadError(f"{topic}: {_preview(payload)!s} is not JSON (json path {json_path!r})") from exc
+            raise PayloadError(
+                f"{topic}: {_preview(payload)!s} is not JSON (json path {json_path!r})"
+            ) from exc
         for key in json_path.split("."):
             if not isinstance(value, Mapping) or key not in value:
-                raise PayloadError(f"{topic}: json path {json_path!r} not found at {key!r} in {_preview(payload)}")
+                raise PayloadError(
+                    f"{topic}: json path {json_path!r} not found at {key!r} in {_preview(payload)}"
+                )
             value = value[key]
     else:
         value = text
@@ -575,5 +643,5 @@ def parse_setting_text(payload: bytes) -> object:
 
 
 PAYLOAD_MODELS: tuple[type[Payload], ...] = tuple(
-    spec.payload for spec in TOPIC_SPECS if isinstance(spec.payload, type)
+    spec.payload for spec in TOPIC_SPECS if not isinstance(spec.payload, str)
 )

@@ -30,16 +30,27 @@ Services: {services}.
 
 
 def render_topics() -> str:
-    lines = ["## Topics", "", "| topic | writer | payload | retained | what |", "|---|---|---|---|---|"]
+    lines = [
+        "## Topics",
+        "",
+        "| topic | writer | payload | retained | what |",
+        "|---|---|---|---|---|",
+    ]
     for spec in contract.TOPIC_SPECS:
-        payload = f"[`{spec.payload.__name__}`](#{spec.payload.__name__.lower()})" if isinstance(spec.payload, type) else spec.payload
-        lines.append(f"| `{spec.pattern}` | {spec.writer} | {payload} | {'yes' if spec.retained else 'no'} | {spec.doc} |")
+        payload = (
+            f"[`{spec.payload.__name__}`](#{spec.payload.__name__.lower()})"
+            if isinstance(spec.payload, type)
+            else spec.payload
+        )
+        lines.append(
+            f"| `{spec.pattern}` | {spec.writer} | {payload} | {'yes' if spec.retained else 'no'} | {spec.doc} |"
+        )
     return "\n".join(lines)
 
 
 def _type_name(schema: dict[str, Any]) -> str:
     if "$ref" in schema:
-        return schema["$ref"].rsplit("/", 1)[-1]
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
     if "anyOf" in schema:
         return " | ".join(_type_name(s) for s in schema["anyOf"])
     if "enum" in schema:
@@ -59,8 +70,14 @@ def _bounds(schema: dict[str, Any]) -> str:
 def render_model(model: type[contract.Payload]) -> str:
     schema = model.model_json_schema()
     required = set(schema.get("required", []))
-    lines = [f"### {model.__name__}", "", (model.__doc__ or "").strip(), "",
-             "| key | type | required | range | meaning |", "|---|---|---|---|---|"]
+    lines = [
+        f"### {model.__name__}",
+        "",
+        (model.__doc__ or "").strip(),
+        "",
+        "| key | type | required | range | meaning |",
+        "|---|---|---|---|---|",
+    ]
     for key, prop in schema.get("properties", {}).items():
         inner = prop
         if "anyOf" in prop:
@@ -73,14 +90,17 @@ def render_model(model: type[contract.Payload]) -> str:
 
 def _all_models() -> list[type[contract.Payload]]:
     seen: dict[str, type[contract.Payload]] = {}
-    for model in (*contract.PAYLOAD_MODELS, contract.CellRef, contract.Alarm):
+    extra: tuple[type[contract.Payload], ...] = (contract.CellRef, contract.Alarm)
+    for model in contract.PAYLOAD_MODELS + extra:
         seen.setdefault(model.__name__, model)
     return list(seen.values())
 
 
 def render_mqtt_md() -> str:
     parts = [
-        HEADER.format(base=contract.DEFAULT_BASE, services=", ".join(f"`{s}`" for s in contract.SERVICES)),
+        HEADER.format(
+            base=contract.DEFAULT_BASE, services=", ".join(f"`{s}`" for s in contract.SERVICES)
+        ),
         render_topics(),
         "",
         "## Payloads",

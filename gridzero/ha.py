@@ -56,8 +56,13 @@ class Device:
     node_id: str = ""
 
     def block(self) -> dict[str, Any]:
-        dev: dict[str, Any] = {"ids": [self.object_id], "name": self.name, "mf": "gridzero", "mdl": self.model,
-                               "sw": __version__}
+        dev: dict[str, Any] = {
+            "ids": [self.object_id],
+            "name": self.name,
+            "mf": "gridzero",
+            "mdl": self.model,
+            "sw": __version__,
+        }
         if self.via_hub and self.object_id != HUB_ID:
             dev["via_device"] = HUB_ID
         return dev
@@ -76,14 +81,20 @@ class Component:
     config: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _check_class(key: str, device_class: str | None, unit: str | None, state_class: str | None) -> None:
+def _check_class(
+    key: str, device_class: str | None, unit: str | None, state_class: str | None
+) -> None:
     if device_class is None:
         return
     allowed = DEVICE_CLASS_UNITS.get(device_class)
     if allowed is not None and unit not in allowed:
-        raise ValueError(f"entity {key!r}: unit {unit!r} is not valid for device_class {device_class!r} ({sorted(allowed)})")
+        raise ValueError(
+            f"entity {key!r}: unit {unit!r} is not valid for device_class {device_class!r} ({sorted(allowed)})"
+        )
     if device_class == "energy" and state_class not in ("total", "total_increasing"):
-        raise ValueError(f"entity {key!r}: energy needs state_class total or total_increasing, got {state_class!r}")
+        raise ValueError(
+            f"entity {key!r}: energy needs state_class total or total_increasing, got {state_class!r}"
+        )
 
 
 def sensor(
@@ -107,22 +118,45 @@ def sensor(
         "value_template": "{{ value_json.%s }}" % value_key,  # noqa: UP031 - Jinja braces
     }
     if unit is None and state_class == "measurement":
-        state_class = None  # HA refuses a measurement without a unit for numeric-less sensors (text)
-    _put(config, unit_of_measurement=unit, device_class=device_class, state_class=state_class,
-         entity_category=entity_category, suggested_display_precision=precision, icon=icon)
+        state_class = (
+            None  # HA refuses a measurement without a unit for numeric-less sensors (text)
+        )
+    _put(
+        config,
+        unit_of_measurement=unit,
+        device_class=device_class,
+        state_class=state_class,
+        entity_category=entity_category,
+        suggested_display_precision=precision,
+        icon=icon,
+    )
     return Component(key, "sensor", config)
 
 
-def text_sensor(key: str, name: str, state_topic: str, template: str, *,
-                entity_category: EntityCategory | None = None, icon: str | None = None) -> Component:
+def text_sensor(
+    key: str,
+    name: str,
+    state_topic: str,
+    template: str,
+    *,
+    entity_category: EntityCategory | None = None,
+    icon: str | None = None,
+) -> Component:
     """A sensor showing text (alarm reason, mode), from a full Jinja template."""
     config: dict[str, Any] = {"name": name, "state_topic": state_topic, "value_template": template}
     _put(config, entity_category=entity_category, icon=icon)
     return Component(key, "sensor", config)
 
 
-def binary_sensor(key: str, name: str, state_topic: str, value_key: str, *,
-                  device_class: str | None = None, entity_category: EntityCategory | None = None) -> Component:
+def binary_sensor(
+    key: str,
+    name: str,
+    state_topic: str,
+    value_key: str,
+    *,
+    device_class: str | None = None,
+    entity_category: EntityCategory | None = None,
+) -> Component:
     """A binary sensor from a boolean key of a JSON state payload."""
     config: dict[str, Any] = {
         "name": name,
@@ -133,43 +167,94 @@ def binary_sensor(key: str, name: str, state_topic: str, value_key: str, *,
     return Component(key, "binary_sensor", config)
 
 
-def number(key: str, name: str, command_topic: str, state_topic: str, *, minimum: float, maximum: float,
-           step: float, unit: str | None = None, device_class: str | None = None,
-           entity_category: EntityCategory | None = "config") -> Component:
+def number(
+    key: str,
+    name: str,
+    command_topic: str,
+    state_topic: str,
+    *,
+    minimum: float,
+    maximum: float,
+    step: float,
+    unit: str | None = None,
+    device_class: str | None = None,
+    entity_category: EntityCategory | None = "config",
+) -> Component:
     """A number entity for a runtime setting."""
     if not minimum < maximum or step <= 0:
-        raise ValueError(f"number {key!r}: needs min < max and step > 0, got {minimum}, {maximum}, {step}")
+        raise ValueError(
+            f"number {key!r}: needs min < max and step > 0, got {minimum}, {maximum}, {step}"
+        )
     _check_class(key, device_class, unit, None)
-    config: dict[str, Any] = {"name": name, "command_topic": command_topic, "state_topic": state_topic,
-                              "min": minimum, "max": maximum, "step": step, "mode": "box"}
-    _put(config, unit_of_measurement=unit, device_class=device_class, entity_category=entity_category)
+    config: dict[str, Any] = {
+        "name": name,
+        "command_topic": command_topic,
+        "state_topic": state_topic,
+        "min": minimum,
+        "max": maximum,
+        "step": step,
+        "mode": "box",
+    }
+    _put(
+        config, unit_of_measurement=unit, device_class=device_class, entity_category=entity_category
+    )
     return Component(key, "number", config)
 
 
-def select(key: str, name: str, command_topic: str, state_topic: str, options: Iterable[str], *,
-           entity_category: EntityCategory | None = "config") -> Component:
+def select(
+    key: str,
+    name: str,
+    command_topic: str,
+    state_topic: str,
+    options: Iterable[str],
+    *,
+    entity_category: EntityCategory | None = "config",
+) -> Component:
     """A select entity for an enumerated runtime setting."""
     opts = list(options)
     if not opts:
         raise ValueError(f"select {key!r}: needs at least one option")
-    config: dict[str, Any] = {"name": name, "command_topic": command_topic, "state_topic": state_topic,
-                              "options": opts}
+    config: dict[str, Any] = {
+        "name": name,
+        "command_topic": command_topic,
+        "state_topic": state_topic,
+        "options": opts,
+    }
     _put(config, entity_category=entity_category)
     return Component(key, "select", config)
 
 
-def switch(key: str, name: str, command_topic: str, state_topic: str, *,
-           entity_category: EntityCategory | None = "config") -> Component:
+def switch(
+    key: str,
+    name: str,
+    command_topic: str,
+    state_topic: str,
+    *,
+    entity_category: EntityCategory | None = "config",
+) -> Component:
     """A switch for a boolean runtime setting (payloads ``true``/``false``)."""
-    config: dict[str, Any] = {"name": name, "command_topic": command_topic, "state_topic": state_topic,
-                              "payload_on": "true", "payload_off": "false", "state_on": "true", "state_off": "false"}
+    config: dict[str, Any] = {
+        "name": name,
+        "command_topic": command_topic,
+        "state_topic": state_topic,
+        "payload_on": "true",
+        "payload_off": "false",
+        "state_on": "true",
+        "state_off": "false",
+    }
     _put(config, entity_category=entity_category)
     return Component(key, "switch", config)
 
 
-def button(key: str, name: str, command_topic: str, *, entity_category: EntityCategory | None = "config") -> Component:
+def button(
+    key: str, name: str, command_topic: str, *, entity_category: EntityCategory | None = "config"
+) -> Component:
     """A button that publishes ``press`` to an action topic."""
-    config: dict[str, Any] = {"name": name, "command_topic": command_topic, "payload_press": "press"}
+    config: dict[str, Any] = {
+        "name": name,
+        "command_topic": command_topic,
+        "payload_press": "press",
+    }
     _put(config, entity_category=entity_category)
     return Component(key, "button", config)
 
@@ -190,7 +275,11 @@ def device_discovery(
     for comp in components:
         if comp.key in cmps:
             raise ValueError(f"device {device.object_id}: component key {comp.key!r} used twice")
-        cmps[comp.key] = {"p": comp.platform, "unique_id": f"{device.object_id}_{comp.key}", **comp.config}
+        cmps[comp.key] = {
+            "p": comp.platform,
+            "unique_id": f"{device.object_id}_{comp.key}",
+            **comp.config,
+        }
     payload: dict[str, Any] = {
         "dev": device.block(),
         "o": ORIGIN,
@@ -198,7 +287,7 @@ def device_discovery(
         "availability": [
             {
                 "topic": availability_topic,
-                "value_template": "{{ 'online' if value == '%s' else 'offline' }}" % ServiceStatus.ONLINE.value,  # noqa: UP031
+                "value_template": f"{{{{ 'online' if value == '{ServiceStatus.ONLINE.value}' else 'offline' }}}}",
                 "payload_available": "online",
                 "payload_not_available": "offline",
             }
@@ -208,11 +297,17 @@ def device_discovery(
     return device.discovery_topic(prefix), payload
 
 
-def service_device(service: str, model: str, *, unit: str | None = None, name: str | None = None) -> Device:
+def service_device(
+    service: str, model: str, *, unit: str | None = None, name: str | None = None
+) -> Device:
     """The device of a service (or of one unit of it, e.g. an inverter)."""
     if unit:
-        return Device(f"gridzero_{service}_{unit}", name or f"gridzero {service} {unit}", model,
-                      node_id=f"gridzero_{service}")
+        return Device(
+            f"gridzero_{service}_{unit}",
+            name or f"gridzero {service} {unit}",
+            model,
+            node_id=f"gridzero_{service}",
+        )
     return Device(f"gridzero_{service}", name or f"gridzero {service}", model)
 
 
@@ -251,9 +346,17 @@ def _setting_component(name: str, label: str, info: FieldInfo, cmd: str, state: 
         step = float(extra.get("step", 1 if annotation is int else 0.01))  # type: ignore[arg-type]
         unit_value = extra.get("unit")
         device_class = extra.get("device_class")
-        return number(name, label, cmd, state, minimum=lo, maximum=hi, step=step,
-                      unit=str(unit_value) if unit_value is not None else None,
-                      device_class=str(device_class) if device_class is not None else None)
+        return number(
+            name,
+            label,
+            cmd,
+            state,
+            minimum=lo,
+            maximum=hi,
+            step=step,
+            unit=str(unit_value) if unit_value is not None else None,
+            device_class=str(device_class) if device_class is not None else None,
+        )
     raise ValueError(f"setting {name!r}: type {annotation!r} has no Home Assistant entity")
 
 
@@ -278,5 +381,7 @@ def _bounds(info: FieldInfo) -> tuple[float, float]:
                 else:
                     hi = float(value)
     if lo is None or hi is None:
-        raise ValueError("a numeric runtime setting needs both a lower and an upper bound for Home Assistant")
+        raise ValueError(
+            "a numeric runtime setting needs both a lower and an upper bound for Home Assistant"
+        )
     return lo, hi

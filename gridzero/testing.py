@@ -15,6 +15,7 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from gridzero.runtime.broker import PROJECT_CONFIG_DIR, BrokerProcess, free_port
 from gridzero.runtime.credentials import init_credentials
@@ -57,8 +58,13 @@ class TestBroker:
     def mqtt_settings(self, user: str) -> MqttSettings:
         """Settings for a service logging in as ``user`` (fast reconnect for tests)."""
         return MqttSettings(
-            host=self.host, port=self.port, username=user, password=self.passwords[user],
-            reconnect_min_s=0.5, reconnect_max_s=2.0, keepalive_s=5,
+            host=self.host,
+            port=self.port,
+            username=user,
+            password=self.passwords[user],
+            reconnect_min_s=0.5,
+            reconnect_max_s=2.0,
+            keepalive_s=5,
         )
 
     def env(self, user: str) -> dict[str, str]:
@@ -98,14 +104,23 @@ class Probe:
         self.connected = threading.Event()
 
     @classmethod
-    def connect(cls, host: str, port: int, user: str = "", password: str = "", subscribe: str | None = "#",
-                timeout_s: float = 5.0) -> Probe:
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{user}-{time.monotonic_ns()}")
+    def connect(
+        cls,
+        host: str,
+        port: int,
+        user: str = "",
+        password: str = "",
+        subscribe: str | None = "#",
+        timeout_s: float = 5.0,
+    ) -> Probe:
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"probe-{user}-{time.monotonic_ns()}"
+        )
         if user:
             client.username_pw_set(user, password)
         probe = cls(client)
 
-        def on_connect(c: paho.Client, u: object, f: object, rc: paho.ReasonCode, p: object) -> None:
+        def on_connect(c: paho.Client, u: object, f: object, rc: ReasonCode, p: object) -> None:
             probe.connect_rc = rc.value
             if not rc.is_failure:
                 if subscribe:
@@ -118,7 +133,9 @@ class Probe:
 
         def on_message(c: paho.Client, u: object, msg: paho.MQTTMessage) -> None:
             with probe._cond:
-                probe.messages.append((time.monotonic(), msg.topic, bytes(msg.payload), bool(msg.retain)))
+                probe.messages.append(
+                    (time.monotonic(), msg.topic, bytes(msg.payload), bool(msg.retain))
+                )
                 probe.last[msg.topic] = bytes(msg.payload)
                 probe._cond.notify_all()
 
@@ -130,11 +147,19 @@ class Probe:
         probe.connected.wait(timeout_s)
         return probe
 
-    def publish(self, topic: str, payload: bytes | str, *, retain: bool = False, qos: int = 1) -> None:
+    def publish(
+        self, topic: str, payload: bytes | str, *, retain: bool = False, qos: int = 1
+    ) -> None:
         self.client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(5)
 
-    def wait_for(self, topic: str, predicate: Callable[[bytes], bool] = lambda _p: True,
-                 timeout_s: float = 10.0, *, after: float = 0.0) -> bytes:
+    def wait_for(
+        self,
+        topic: str,
+        predicate: Callable[[bytes], bool] = lambda _p: True,
+        timeout_s: float = 10.0,
+        *,
+        after: float = 0.0,
+    ) -> bytes:
         """The first message on ``topic`` (received after monotonic ``after``) that satisfies ``predicate``."""
         deadline = time.monotonic() + timeout_s
         seen = 0
@@ -147,7 +172,9 @@ class Probe:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     last = self.last.get(topic)
-                    raise TimeoutError(f"no matching message on {topic} within {timeout_s} s; last: {last!r}")
+                    raise TimeoutError(
+                        f"no matching message on {topic} within {timeout_s} s; last: {last!r}"
+                    )
                 self._cond.wait(remaining)
 
     def close(self) -> None:
@@ -155,8 +182,12 @@ class Probe:
         self.client.loop_stop()
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition",
-               poll_s: float = 0.02) -> float:
+def wait_until(
+    condition: Callable[[], bool],
+    timeout_s: float = 10.0,
+    what: str = "condition",
+    poll_s: float = 0.02,
+) -> float:
     """Poll ``condition`` until true; returns the seconds it took, raises TimeoutError naming ``what``."""
     start = time.monotonic()
     while not condition():

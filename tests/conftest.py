@@ -13,7 +13,9 @@ from gridzero.testing import TestBroker
 
 def _require_mosquitto() -> None:
     if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
-        pytest.fail("mosquitto is not installed: run ./run.sh test (it installs it) or apt-get install mosquitto")
+        pytest.fail(
+            "mosquitto is not installed: run ./run.sh test (it installs it) or apt-get install mosquitto"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -31,11 +31,11 @@ def free_port() -> int:
 def render_config(source: Path, workdir: Path, port: int, host: str = "127.0.0.1") -> str:
     """The project's mosquitto.conf, relocated to ``workdir`` and listening on host:port."""
     out = []
-    for line in source.read_text(encoding="utf-8").splitlines():
-        stripped = line.strip()
-        if stripped.startswith("listener "):
-            line = f"listener {port} {host}"
-        line = line.replace("/mosquitto/config/", f"{workdir}/config/").replace("/mosquitto/data/", f"{workdir}/data/")
+    for raw in source.read_text(encoding="utf-8").splitlines():
+        line = f"listener {port} {host}" if raw.strip().startswith("listener ") else raw
+        line = line.replace("/mosquitto/config/", f"{workdir}/config/").replace(
+            "/mosquitto/data/", f"{workdir}/data/"
+        )
         out.append(line)
     # Started as root, mosquitto would switch to user `mosquitto`, which cannot read a
     # private work directory; stay the user that started it (ignored when not root).
@@ -60,7 +60,9 @@ class BrokerProcess:
         for name in ("acl", "passwd"):
             src = self.config_dir / name
             if not src.exists():
-                raise GridzeroError(f"broker config {src} is missing; run `gridzero credentials init`")
+                raise GridzeroError(
+                    f"broker config {src} is missing; run `gridzero credentials init`"
+                )
             shutil.copy(src, self.workdir / "config" / name)
         conf = render_config(self.config_dir / "mosquitto.conf", self.workdir, self.port, self.host)
         (self.workdir / "config" / "mosquitto.conf").write_text(conf, encoding="utf-8")
@@ -71,18 +73,24 @@ class BrokerProcess:
             raise GridzeroError("mosquitto is not installed (Debian: apt-get install mosquitto)")
         log = (self.workdir / "mosquitto.log").open("ab")
         self.proc = subprocess.Popen(  # noqa: S603 - fixed executable, our own config
-            [exe, "-c", str(self.workdir / "config" / "mosquitto.conf")], stdout=log, stderr=subprocess.STDOUT
+            [exe, "-c", str(self.workdir / "config" / "mosquitto.conf")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise GridzeroError(f"mosquitto exited with {self.proc.returncode}; see {self.workdir / 'mosquitto.log'}")
+                raise GridzeroError(
+                    f"mosquitto exited with {self.proc.returncode}; see {self.workdir / 'mosquitto.log'}"
+                )
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
                     return
             except OSError:
                 time.sleep(0.05)
-        raise GridzeroError(f"mosquitto did not listen on {self.host}:{self.port} within {timeout_s} s")
+        raise GridzeroError(
+            f"mosquitto did not listen on {self.host}:{self.port} within {timeout_s} s"
+        )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

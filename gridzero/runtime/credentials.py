@@ -59,7 +59,9 @@ _SETTING_COMMANDS = (
 )
 
 USERS: tuple[User, ...] = (
-    User("bms", _service_writes("bms", "{base}/bms/limits", "{base}/bms/pack", "{base}/bms/module/+")),
+    User(
+        "bms", _service_writes("bms", "{base}/bms/limits", "{base}/bms/pack", "{base}/bms/module/+")
+    ),
     User("charger", _service_writes("charger", "{base}/charger/state")),
     User(
         "inverter",
@@ -74,7 +76,9 @@ USERS: tuple[User, ...] = (
     # the controller alone commands the charger and the inverters
     User(
         "controller",
-        _service_writes("controller", "{base}/controller/state", "{base}/charger/set", "{base}/inverter/+/set"),
+        _service_writes(
+            "controller", "{base}/controller/state", "{base}/charger/set", "{base}/inverter/+/set"
+        ),
     ),
     User("telnet-console", (*_service_writes("telnet-console"), *_SETTING_COMMANDS)),
     User(
@@ -83,14 +87,23 @@ USERS: tuple[User, ...] = (
     ),
     User(
         "homeassistant",
-        (*_SETTING_COMMANDS, "homeassistant/status", "homeassistant/+/+/config", "homeassistant/+/+/+/config"),
+        (
+            *_SETTING_COMMANDS,
+            "homeassistant/status",
+            "homeassistant/+/+/config",
+            "homeassistant/+/+/+/config",
+        ),
         reads=("#",),
     ),
     User("meter", (DEFAULT_METER_TOPIC, LEGACY_CHARGE_TARGET_TOPIC)),
 )
 """Who may write what. Tests (the fault injector) use the `sim` user's fault topic via `operator`."""
 
-OPERATOR = User("operator", ("{base}/sim/fault/set", LEGACY_CHARGE_TARGET_TOPIC, *_SETTING_COMMANDS), reads=("#",))
+OPERATOR = User(
+    "operator",
+    ("{base}/sim/fault/set", LEGACY_CHARGE_TARGET_TOPIC, *_SETTING_COMMANDS),
+    reads=("#",),
+)
 ALL_USERS: tuple[User, ...] = (*USERS, OPERATOR)
 
 
@@ -111,7 +124,9 @@ def render_acl(base: str = DEFAULT_BASE) -> str:
     return "\n".join(lines)
 
 
-def mosquitto_hash(password: str, *, salt: bytes | None = None, iterations: int = MOSQUITTO_ITERATIONS) -> str:
+def mosquitto_hash(
+    password: str, *, salt: bytes | None = None, iterations: int = MOSQUITTO_ITERATIONS
+) -> str:
     """A Mosquitto 2 ``$7$`` (PBKDF2-SHA512) password hash."""
     salt = salt if salt is not None else os.urandom(12)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, dklen=64)
@@ -170,10 +185,15 @@ def _write_private(path: Path, text: str) -> None:
 
 def main(argv: list[str]) -> int:
     """``gridzero credentials init|acl``."""
-    parser = argparse.ArgumentParser(prog="gridzero credentials", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="gridzero credentials",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="action", required=True)
-    init = sub.add_parser("init", help="create passwords, the broker's passwd file and secrets/*.env")
+    init = sub.add_parser(
+        "init", help="create passwords, the broker's passwd file and secrets/*.env"
+    )
     init.add_argument("--config-dir", type=Path, default=Path("mosquitto/config"))
     init.add_argument("--secrets-dir", type=Path, default=Path("secrets"))
     init.add_argument("--force", action="store_true", help="replace existing passwords")
@@ -189,5 +209,7 @@ def main(argv: list[str]) -> int:
             print(text, end="")
         return 0
     passwords = init_credentials(args.config_dir, args.secrets_dir, force=args.force)
-    print(f"{len(passwords)} broker users in {args.config_dir / 'passwd'}; credentials in {args.secrets_dir}/<user>.env")
+    print(
+        f"{len(passwords)} broker users in {args.config_dir / 'passwd'}; credentials in {args.secrets_dir}/<user>.env"
+    )
     return 0

@@ -41,8 +41,12 @@ def run_main(argv: list[str]) -> int:
     """Entry of ``gridzero run``."""
     parser = argparse.ArgumentParser(prog="gridzero run", description="Run one gridzero service.")
     parser.add_argument("service", help="one of: " + ", ".join(SERVICE_MODULES))
-    parser.add_argument("--config", type=Path, help="YAML settings file (environment variables take precedence)")
-    parser.add_argument("--check", action="store_true", help="validate the settings, print them and exit")
+    parser.add_argument(
+        "--config", type=Path, help="YAML settings file (environment variables take precedence)"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="validate the settings, print them and exit"
+    )
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:

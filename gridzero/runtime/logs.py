@@ -72,7 +72,7 @@ class RawRing:
 
 def log_with_ring(logger: logging.Logger, ring: RawRing, message: str, *args: object) -> None:
     """Log an error together with the frames that led to it."""
-    logger.error(message + "\nlast raw frames:\n%s", *args, ring.dump())
+    logger.error("%s\nlast raw frames:\n%s", message % args if args else message, ring.dump())
 
 
 class MqttLogHandler(logging.Handler):
@@ -119,7 +119,7 @@ class MqttLogHandler(logging.Handler):
         self._local.busy = True
         try:
             self._publish(
-                LogRecord(ts=self._wall(), level=level, logger=record.name, message=message[:2000])  # type: ignore[arg-type]
+                LogRecord(ts=self._wall(), level=level, logger=record.name, message=message[:2000])
             )
         finally:
             self._local.busy = False

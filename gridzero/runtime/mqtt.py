@@ -59,14 +59,17 @@ class Connection:
         self.connect_count = 0
         self.on_connected: list[Callable[[], None]] = []
         client_id = f"gridzero-{client_name}-{socket.gethostname()[:16]}-{os.getpid()}"
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True
+        )
         if settings.username:
             self.client.username_pw_set(settings.username, settings.password or None)
         if settings.tls:
             self.client.tls_set()
         self.client.will_set(status_topic, ServiceStatus.OFFLINE.value, qos=1, retain=True)
         self.client.reconnect_delay_set(
-            min_delay=max(1, round(settings.reconnect_min_s)), max_delay=max(1, round(settings.reconnect_max_s))
+            min_delay=max(1, round(settings.reconnect_min_s)),
+            max_delay=max(1, round(settings.reconnect_max_s)),
         )
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -81,7 +84,9 @@ class Connection:
 
     def start(self) -> None:
         """Connect in the background; paho's thread retries until the broker answers."""
-        self.client.connect_async(self._settings.host, self._settings.port, keepalive=self._settings.keepalive_s)
+        self.client.connect_async(
+            self._settings.host, self._settings.port, keepalive=self._settings.keepalive_s
+        )
         self.client.loop_start()
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
@@ -90,10 +95,14 @@ class Connection:
         if self.connected:
             self.client.subscribe(topic_filter, qos)
 
-    def publish(self, topic: str, payload: bytes | str, *, qos: int = 0, retain: bool = False) -> paho.MQTTMessageInfo:
+    def publish(
+        self, topic: str, payload: bytes | str, *, qos: int = 0, retain: bool = False
+    ) -> paho.MQTTMessageInfo:
         return self.client.publish(topic, payload, qos=qos, retain=retain)
 
-    def stop(self, final_status: ServiceStatus = ServiceStatus.STOPPED, timeout_s: float = 1.0) -> None:
+    def stop(
+        self, final_status: ServiceStatus = ServiceStatus.STOPPED, timeout_s: float = 1.0
+    ) -> None:
         """Publish the final status (if connected), disconnect and stop the network thread."""
         self._closing = True
         if self.connected:
@@ -117,10 +126,20 @@ class Connection:
         properties: Properties | None,
     ) -> None:
         if reason.is_failure:
-            log.error("broker %s:%d refused the connection: %s", self._settings.host, self._settings.port, reason)
+            log.error(
+                "broker %s:%d refused the connection: %s",
+                self._settings.host,
+                self._settings.port,
+                reason,
+            )
             return
         self.connect_count += 1
-        log.info("connected to broker %s:%d (connect #%d)", self._settings.host, self._settings.port, self.connect_count)
+        log.info(
+            "connected to broker %s:%d (connect #%d)",
+            self._settings.host,
+            self._settings.port,
+            self.connect_count,
+        )
         with self._lock:
             filters = dict(self._filters)
         for topic_filter, qos in filters.items():

@@ -108,7 +108,9 @@ class Context:
 
     # ----------------------------------------------------------------- messaging
 
-    def publish(self, topic: str, payload: Payload | str | bytes, *, retain: bool = False, qos: int = 0) -> None:
+    def publish(
+        self, topic: str, payload: Payload | str | bytes, *, retain: bool = False, qos: int = 0
+    ) -> None:
         """Publish a model (as JSON), text or bytes."""
         data = payload.model_dump_json().encode() if isinstance(payload, BaseModel) else payload
         self.conn.publish(topic, data, qos=qos, retain=retain)
@@ -121,7 +123,10 @@ class Context:
     def ack(self, topic: str, payload: bytes, *, ok: bool, reason: str = "") -> None:
         """Answer a command on ``<base>/<service>/ack``."""
         value = payload[:200].decode("utf-8", "replace")
-        self.publish(self.topics.ack(self.name), Ack(ts=self.wall(), ok=ok, topic=topic, value=value, reason=reason))
+        self.publish(
+            self.topics.ack(self.name),
+            Ack(ts=self.wall(), ok=ok, topic=topic, value=value, reason=reason),
+        )
 
     def on_connect(self, callback: Callable[[], None]) -> None:
         """Run after every (re)connect, on the loop thread: re-publish retained state here."""
@@ -144,7 +149,9 @@ class Context:
 
     # ----------------------------------------------------------------- timers
 
-    def every(self, period_s: float, callback: Callable[[], None], *, name: str = "", start_s: float = 0.0) -> _Timer:
+    def every(
+        self, period_s: float, callback: Callable[[], None], *, name: str = "", start_s: float = 0.0
+    ) -> _Timer:
         """Call ``callback`` every ``period_s`` seconds (first after ``start_s``)."""
         if period_s <= 0:
             raise ValueError(f"timer {name or callback!r}: period {period_s} s must be > 0")
@@ -166,7 +173,9 @@ class Context:
         """Expose a pydantic model's fields as MQTT/Home Assistant settings (see RuntimeSettings)."""
         return RuntimeSettings(self, initial, on_change, unit=unit)
 
-    def action(self, name: str, handler: Callable[[bytes], None], *, unit: str | None = None) -> None:
+    def action(
+        self, name: str, handler: Callable[[bytes], None], *, unit: str | None = None
+    ) -> None:
         """A button: ``<base>/<service>[/<unit>]/action/<name>/set``. Raise ValueError to refuse."""
         topic = self.topics.action_set(self.name, name, unit=unit)
 
@@ -247,11 +256,18 @@ class Context:
             self.log.warning("rejected message: %s", exc)
         except INPUT_ERRORS as exc:
             self.rejected_inputs += 1
-            self.log.warning("rejected message on %s: %s; payload %r", msg.topic, exc, msg.payload[:120])
+            self.log.warning(
+                "rejected message on %s: %s; payload %r", msg.topic, exc, msg.payload[:120]
+            )
         except Exception:
             # a bug in a handler must not take the device's safety timers down with it
             self.handler_errors += 1
-            self.log.exception("handler for %s failed; payload %r\nlast raw frames:\n%s", msg.topic, msg.payload[:200], self.ring.dump())
+            self.log.exception(
+                "handler for %s failed; payload %r\nlast raw frames:\n%s",
+                msg.topic,
+                msg.payload[:200],
+                self.ring.dump(),
+            )
 
     def _guard(self, what: str, callback: Callable[[], None]) -> None:
         try:
@@ -276,7 +292,9 @@ class RuntimeSettings(Generic[M]):
     persisted (debounced) and survive restarts.
     """
 
-    def __init__(self, ctx: Context, initial: M, on_change: Callable[[M], None] | None, *, unit: str | None) -> None:
+    def __init__(
+        self, ctx: Context, initial: M, on_change: Callable[[M], None] | None, *, unit: str | None
+    ) -> None:
         self._ctx = ctx
         self._unit = unit
         self._key = "settings" + (f"/{unit}" if unit else "")
@@ -294,8 +312,13 @@ class RuntimeSettings(Generic[M]):
             try:
                 value = type(initial).model_validate({**value.model_dump(), name: raw})
             except ValidationError as exc:
-                self._ctx.log.error("persisted setting %s=%r no longer valid, using %r: %s",
-                                    name, raw, getattr(value, name, None), describe_validation_error(exc))
+                self._ctx.log.error(
+                    "persisted setting %s=%r no longer valid, using %r: %s",
+                    name,
+                    raw,
+                    getattr(value, name, None),
+                    describe_validation_error(exc),
+                )
         return value
 
     def _name_from(self, topic: str) -> str:
@@ -331,19 +354,25 @@ class RuntimeSettings(Generic[M]):
         """Adopt a validated value (also used by a service for its own changes)."""
         old = self.value
         self.value = new
-        diff = {n: getattr(new, n) for n in type(new).model_fields if getattr(new, n) != getattr(old, n)}
+        diff = {
+            n: getattr(new, n) for n in type(new).model_fields if getattr(new, n) != getattr(old, n)
+        }
         if diff:
             stored = dict(self._ctx.store.get(self._key) or {})
             stored.update(new.model_dump(mode="json", include=set(diff)))
             self._ctx.store.set(self._key, stored)
-            self._ctx.log.info("setting changed: %s", ", ".join(f"{k}={v!r}" for k, v in diff.items()))
+            self._ctx.log.info(
+                "setting changed: %s", ", ".join(f"{k}={v!r}" for k, v in diff.items())
+            )
         for name in diff or ([changed] if changed else []):
             self._echo(name)
         if diff and self._on_change is not None:
             self._on_change(new)
 
     def _refuse(self, msg: Message, reason: str, name: str | None = None) -> None:
-        self._ctx.log.warning("setting change refused on %s (%r): %s", msg.topic, msg.payload[:60], reason)
+        self._ctx.log.warning(
+            "setting change refused on %s (%r): %s", msg.topic, msg.payload[:60], reason
+        )
         self._ctx.ack(msg.topic, msg.payload, ok=False, reason=reason)
         if name is not None:
             self._echo(name)
@@ -363,7 +392,7 @@ class Service(abc.ABC, Generic[S]):
     def start(self) -> None:
         """Open transports and register handlers and timers on the context."""
 
-    def stop(self) -> None:  # noqa: B027 - most services have nothing to release
+    def stop(self) -> None:
         """Put the device into its safe state and release it. Must return within ~1 s."""
 
 

@@ -56,9 +56,13 @@ class ServiceSettings(BaseSettings):
     base_topic: str = Field(default=DEFAULT_BASE, min_length=1, pattern=r"^[^#+/][^#+]*$")
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     log_level: LogLevel = "INFO"
-    mqtt_log_level: LogLevel = Field(default="INFO", description="level of records sent to <service>/log")
+    mqtt_log_level: LogLevel = Field(
+        default="INFO", description="level of records sent to <service>/log"
+    )
     mqtt_log_rate_per_s: float = Field(default=5.0, gt=0, le=1000)
-    data_dir: Path = Field(default=Path("data"), description="where state and runtime settings persist")
+    data_dir: Path = Field(
+        default=Path("data"), description="where state and runtime settings persist"
+    )
     store_flush_s: float = Field(default=2.0, gt=0, le=60, description="debounce of state writes")
 
     @classmethod
@@ -99,7 +103,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise SettingsError(f"settings file {path}: top level must be a mapping, got {type(data).__name__}")
+        raise SettingsError(
+            f"settings file {path}: top level must be a mapping, got {type(data).__name__}"
+        )
     return data
 
 
@@ -125,7 +131,11 @@ def env_name(loc: tuple[int | str, ...]) -> str:
 
 def describe_settings_error(exc: ValidationError, config_file: Path | None = None) -> str:
     """All errors, one per line: setting (env var) = value: what is allowed."""
-    lines = [f"{exc.error_count()} invalid setting(s)" + (f" (file {config_file})" if config_file else "") + ":"]
+    lines = [
+        f"{exc.error_count()} invalid setting(s)"
+        + (f" (file {config_file})" if config_file else "")
+        + ":"
+    ]
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
         name = ".".join(str(p) for p in loc) or "settings"
@@ -139,5 +149,7 @@ def describe_settings_error(exc: ValidationError, config_file: Path | None = Non
 
 def _allowed(err: Any) -> str:
     ctx = err.get("ctx") or {}
-    bounds = [f"{k} {v}" for k, v in ctx.items() if k in ("ge", "gt", "le", "lt", "expected", "pattern")]
+    bounds = [
+        f"{k} {v}" for k, v in ctx.items() if k in ("ge", "gt", "le", "lt", "expected", "pattern")
+    ]
     return f" (allowed: {', '.join(bounds)})" if bounds and "expected" not in err["msg"] else ""

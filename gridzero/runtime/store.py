@@ -43,7 +43,9 @@ class Store:
             log.error("state file %s is not JSON (%s); moved to %s", self.path, exc, backup)
             return {}
         if not isinstance(data, dict):
-            log.error("state file %s holds %s, not an object; ignoring it", self.path, type(data).__name__)
+            log.error(
+                "state file %s holds %s, not an object; ignoring it", self.path, type(data).__name__
+            )
             return {}
         return data
 

@@ -176,7 +176,11 @@ class Plant:
             if t - pack.updated_s >= self._cell_dt - _EPS_S:
                 if self._leaks:
                     self._apply_leaks(t)
-                pack.update(t)
+                self._flush_cells(t)
+
+    def _flush_cells(self, now_s: float) -> None:
+        self.pack.update(now_s)
+        self.pack_voltage_v = self.pack.voltage_v(self.battery_current_a)
 
     def _house(self, t: float) -> tuple[float, float]:
         load, pv = self.profile.at(t, hold=self._hold)
@@ -296,7 +300,7 @@ class Plant:
             raise ValueError(
                 f"balancing: cell(s) {bad} outside 0..{n_cells - 1} of module {module}"
             )
-        self.pack.update(now)
+        self._flush_cells(now)
         until = math.inf if duration_s is None else now + duration_s
         self.pack.set_bleed(module, cells, now, until)
 
@@ -312,7 +316,7 @@ class Plant:
         self._validate_fault(fault)
         if fault.start_s is None:
             fault = fault.model_copy(update={"start_s": now})
-        self.pack.update(now)
+        self._flush_cells(now)
         self.faults.append(fault)
         self._sync_faults()
         return fault
@@ -320,7 +324,7 @@ class Plant:
     def clear_faults(self, kind: str | None = None, *, now_s: float) -> int:
         """End faults of ``kind`` (all if None) at ``now_s``; returns how many were active."""
         now = self._catch_up(now_s)
-        self.pack.update(now)
+        self._flush_cells(now)
         keep: list[Fault] = []
         cleared = 0
         for fault in self.faults:

@@ -160,6 +160,12 @@ def test_zero_or_negative_command_turns_dc_off(current_a: float) -> None:
     assert (d.dc_on, d.reason) == (False, Reason.CONTROLLER)
 
 
+def test_controller_disable_turns_dc_off() -> None:
+    cmd = ChargeCommand(NOW - 1.0, current_a=20.0, enable=False)
+    d = decide(cmd, limits(), SETTINGS, NOW)
+    assert (d.dc_on, d.reason) == (False, Reason.CONTROLLER)
+
+
 def test_command_without_current_or_power_turns_dc_off() -> None:
     d = decide(command(), limits(), SETTINGS, NOW)
     assert (d.dc_on, d.reason) == (False, Reason.CONTROLLER)
@@ -256,8 +262,8 @@ def test_decision_never_exceeds_limits(
     decision_frames(d)  # every decision is encodable
     if d.dc_on:
         assert allowed
-        assert 0.0 <= bms_age <= SETTINGS.bms_stale_s
-        assert 0.0 <= cmd_age <= SETTINGS.command_stale_s
+        assert 0.0 <= NOW - lim.at_s <= SETTINGS.bms_stale_s
+        assert 0.0 <= NOW - cmd.at_s <= SETTINGS.command_stale_s
         assert d.voltage_v <= cvl
         assert SETTINGS.usable_min_current_a <= d.current_a <= ccl
         assert d.voltage_v * d.current_a <= SETTINGS.max_charge_power_w + 1e-6
@@ -323,9 +329,9 @@ def test_poll_frames_cover_published_quantities() -> None:
 
 
 def test_link_state() -> None:
-    assert link_state(0.0, None, 5.0, SETTINGS) is LinkState.STARTING
+    assert link_state(0.0, None, 5.0, SETTINGS) is LinkState.UNKNOWN
     assert link_state(0.0, None, 10.5, SETTINGS) is LinkState.LOST
-    assert link_state(0.0, 20.0, 29.0, SETTINGS) is LinkState.UP
+    assert link_state(0.0, 20.0, 29.0, SETTINGS) is LinkState.OK
     assert link_state(0.0, 20.0, 30.5, SETTINGS) is LinkState.LOST
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -52,7 +54,10 @@ def test_garbage_before_between_and_after_is_counted() -> None:
 
 def test_byte_by_byte() -> None:
     stream = DEMAND_600 + REPLY_SYSSI
-    assert _run([bytes([b]) for b in stream]) == [DemandFrame(600), decode_status_reply(REPLY_SYSSI)]
+    assert _run([bytes([b]) for b in stream]) == [
+        DemandFrame(600),
+        decode_status_reply(REPLY_SYSSI),
+    ]
 
 
 def test_bad_checksum_is_skipped_and_counted() -> None:
@@ -154,7 +159,7 @@ def streams(draw: st.DrawFn) -> tuple[list[Frame], bytes]:
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
     bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def _is_subsequence(needles: list[Frame], haystack: list[Frame]) -> bool:
@@ -172,7 +177,9 @@ def test_every_valid_frame_is_recovered(stream: tuple[list[Frame], bytes], cuts:
 
 @settings(max_examples=200)
 @given(streams(), st.lists(st.integers(0, 10_000), max_size=12))
-def test_any_split_gives_the_same_frames(stream: tuple[list[Frame], bytes], cuts: list[int]) -> None:
+def test_any_split_gives_the_same_frames(
+    stream: tuple[list[Frame], bytes], cuts: list[int]
+) -> None:
     _, data = stream
     assert _run(_split(data, cuts)) == _run([data])
 

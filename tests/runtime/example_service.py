@@ -27,7 +27,9 @@ class ExampleSettings(ServiceSettings):
 class ExampleRuntime(BaseModel):
     """Settings a user may change at runtime (MQTT / Home Assistant)."""
 
-    target_w: float = Field(default=0.0, ge=-1000, le=1000, json_schema_extra={"unit": "W", "step": 10})
+    target_w: float = Field(
+        default=0.0, ge=-1000, le=1000, json_schema_extra={"unit": "W", "step": 10}
+    )
     enabled: bool = True
     mode: Literal["auto", "hold"] = "auto"
 
@@ -66,11 +68,15 @@ class ExampleService(Service[ExampleSettings]):
     def discovery(self) -> tuple[str, dict[str, object]]:
         topics = self.ctx.topics
         comps = [
-            ha.sensor("ticks", "Ticks", topics.controller_state, "ticks", state_class="total_increasing"),
+            ha.sensor(
+                "ticks", "Ticks", topics.controller_state, "ticks", state_class="total_increasing"
+            ),
             *ha.settings_components(ExampleRuntime, topics, self.name),
             ha.button("reset", "Reset", topics.action_set(self.name, "reset")),
         ]
-        return ha.device_discovery(ha.service_device(self.name, "example"), comps, topics.status(self.name))
+        return ha.device_discovery(
+            ha.service_device(self.name, "example"), comps, topics.status(self.name)
+        )
 
     def stop(self) -> None:
         self.ctx.store.set("ticks", self.ticks)

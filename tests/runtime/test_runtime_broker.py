@@ -25,7 +25,9 @@ EXAMPLE = Path(__file__).with_name("example_service.py")
 
 
 def make_runner(broker: TestBroker, data_dir: Path, **extra: object) -> ServiceRunner:
-    settings = ExampleSettings(mqtt=broker.mqtt_settings("controller"), data_dir=data_dir, store_flush_s=0.2, **extra)
+    settings = ExampleSettings(
+        mqtt=broker.mqtt_settings("controller"), data_dir=data_dir, store_flush_s=0.2, **extra
+    )
     return ServiceRunner(ExampleService, settings)
 
 
@@ -60,7 +62,9 @@ def test_anonymous_client_is_refused(broker: TestBroker) -> None:
 
 
 def test_wrong_password_is_refused(broker: TestBroker) -> None:
-    probe = Probe.connect(broker.host, broker.port, "bms", "not-the-password", subscribe=None, timeout_s=2)
+    probe = Probe.connect(
+        broker.host, broker.port, "bms", "not-the-password", subscribe=None, timeout_s=2
+    )
     wait_until(lambda: probe.connect_rc is not None, 5, "CONNACK")
     assert probe.connect_rc != 0
     probe.close()
@@ -103,7 +107,9 @@ def _denied(broker: TestBroker, user: str, topic: str) -> bool:
         ("sim", "gridzero/bms/limits"),
     ],
 )
-def test_acl_denies_writing_other_services_topics(broker: TestBroker, user: str, topic: str) -> None:
+def test_acl_denies_writing_other_services_topics(
+    broker: TestBroker, user: str, topic: str
+) -> None:
     assert _denied(broker, user, topic)
 
 
@@ -151,8 +157,9 @@ def test_runtime_setting_accepted_echoed_persisted(broker: TestBroker, tmp_path:
         ("no_such", "1", "unknown setting 'no_such'"),
     ],
 )
-def test_runtime_setting_refused_changes_nothing(running: ServiceRunner, broker: TestBroker, name: str,
-                                                 payload: str, reason: str) -> None:
+def test_runtime_setting_refused_changes_nothing(
+    running: ServiceRunner, broker: TestBroker, name: str, payload: str, reason: str
+) -> None:
     ha = broker.probe("homeassistant")
     before = running.service.runtime.value  # type: ignore[attr-defined]
     start = time.monotonic()
@@ -164,10 +171,21 @@ def test_runtime_setting_refused_changes_nothing(running: ServiceRunner, broker:
     ha.close()
 
 
-def test_malformed_commands_do_not_kill_the_service(running: ServiceRunner, broker: TestBroker) -> None:
+def test_malformed_commands_do_not_kill_the_service(
+    running: ServiceRunner, broker: TestBroker
+) -> None:
     sender = broker.probe("controller", subscribe=None)
-    for junk in (b"", b"\xff\xfe\x00", b"{", b'{"power_w": -5, "ts": 1}', b'{"power_w": "x"}', b"[]", b"1e999",
-                 b'{"power_w": 100, "ts": 1, "extra": 1}', b"x" * 70000):
+    for junk in (
+        b"",
+        b"\xff\xfe\x00",
+        b"{",
+        b'{"power_w": -5, "ts": 1}',
+        b'{"power_w": "x"}',
+        b"[]",
+        b"1e999",
+        b'{"power_w": 100, "ts": 1, "extra": 1}',
+        b"x" * 70000,
+    ):
         sender.publish(T.inverter_set("u1"), junk)
     sender.publish(T.inverter_set("u1"), json.dumps({"power_w": 300, "ts": time.time()}))
     wait_until(lambda: running.service.last_command_w == 300, 5, "valid command after junk")  # type: ignore[attr-defined]
@@ -176,7 +194,9 @@ def test_malformed_commands_do_not_kill_the_service(running: ServiceRunner, brok
     sender.close()
 
 
-def test_reconnects_and_resubscribes_after_broker_restart(own_broker: TestBroker, tmp_path: Path) -> None:
+def test_reconnects_and_resubscribes_after_broker_restart(
+    own_broker: TestBroker, tmp_path: Path
+) -> None:
     runner = make_runner(own_broker, tmp_path)
     runner.start_thread()
     assert runner.ctx.conn.wait_connected(5)
@@ -220,7 +240,9 @@ def test_sigterm_leaves_stopped_within_two_seconds(broker: TestBroker, tmp_path:
     probe.close()
 
 
-def test_discovery_republished_when_home_assistant_comes_online(running: ServiceRunner, broker: TestBroker) -> None:
+def test_discovery_republished_when_home_assistant_comes_online(
+    running: ServiceRunner, broker: TestBroker
+) -> None:
     ha = broker.probe("homeassistant")
     topic = "homeassistant/device/gridzero_controller/config"
     ha.wait_for(topic)

@@ -45,10 +45,10 @@ class Reason(StrEnum):
 
 
 class LinkState(StrEnum):
-    """Whether the rectifier answers our polls."""
+    """Whether the rectifier answers our polls (values as in the MQTT contract)."""
 
-    STARTING = "starting"
-    UP = "up"
+    UNKNOWN = "unknown"
+    OK = "ok"
     LOST = "lost"
 
 
@@ -143,12 +143,13 @@ def settings_problems(settings: ChargerSettings) -> list[str]:
 @dataclass(frozen=True, slots=True)
 class ChargeCommand:
     """What the controller asks: a current and/or a power (the smaller wins), an optional
-    voltage (default: the bms CVL), and when the command arrived."""
+    voltage (default: the bms CVL), whether to charge at all, and when the command arrived."""
 
     at_s: float
     current_a: float | None = None
     power_w: float | None = None
     voltage_v: float | None = None
+    enable: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +249,9 @@ def decide(  # noqa: PLR0911
         return _off(Reason.ALARM, settings, limits, now_s)
     if command is None or not _fresh(command.at_s, now_s, settings.command_stale_s):
         return _off(Reason.STALE_COMMAND, settings, limits, now_s)
-    if not _finite(command.current_a, command.power_w, command.voltage_v, pack_voltage_v):
+    if not command.enable or not _finite(
+        command.current_a, command.power_w, command.voltage_v, pack_voltage_v
+    ):
         return _off(Reason.CONTROLLER, settings, limits, now_s)
     if not limits.charge_allowed or limits.ccl_a <= 0.0:
         return _off(Reason.CCL, settings, limits, now_s)
@@ -359,12 +362,10 @@ def poll_frames() -> tuple[CanFrame, ...]:
 def link_state(
     started_s: float, last_reply_s: float | None, now_s: float, settings: ChargerSettings
 ) -> LinkState:
-    """UP while replies keep coming; LOST after ``link_timeout_s`` without one."""
+    """OK while replies keep coming; LOST after ``link_timeout_s`` without one."""
     if last_reply_s is None:
-        return (
-            LinkState.STARTING if now_s - started_s <= settings.link_timeout_s else LinkState.LOST
-        )
-    return LinkState.UP if _fresh(last_reply_s, now_s, settings.link_timeout_s) else LinkState.LOST
+        return LinkState.UNKNOWN if now_s - started_s <= settings.link_timeout_s else LinkState.LOST
+    return LinkState.OK if _fresh(last_reply_s, now_s, settings.link_timeout_s) else LinkState.LOST
 
 
 @dataclass(frozen=True, slots=True)

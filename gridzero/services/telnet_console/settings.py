@@ -43,18 +43,23 @@ class TelnetConsoleSettings(ServiceSettings):
 
     @field_validator("password_hash")
     @classmethod
-    def _valid_hash(cls, value: str) -> str:
-        if value.strip():
-            parse_hash(value)  # ValueError names the broken part, never the hash itself
+    def _strip(cls, value: str) -> str:
+        # Checked in `stored_hash`, not here: a validation error here would print the value.
         return value.strip()
 
     def stored_hash(self) -> PasswordHash | None:
-        return parse_hash(self.password_hash) if self.password_hash else None
+        """The parsed hash, or SettingsError naming what is wrong (never the hash itself)."""
+        if not self.password_hash:
+            return None
+        try:
+            return parse_hash(self.password_hash)
+        except ValueError as exc:
+            raise SettingsError(f"telnet-console (GRIDZERO_PASSWORD_HASH): {exc}") from None
 
 
 def effective_bind_host(settings: TelnetConsoleSettings) -> str:
     """Where to listen, or SettingsError when the console would run without a password."""
-    if settings.password_hash:
+    if settings.stored_hash() is not None:
         return settings.bind_host
     if settings.insecure_loopback_no_password:
         return LOOPBACK

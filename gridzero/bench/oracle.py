@@ -1,0 +1,78 @@
+"""The oracle: knows the house's future net load, obeys the same devices and limits.
+
+It asks for the net load ``lead_s`` ahead (feed-forward through the known dead time, lag and
+ramp of the plant), dispatches it through gridzero's own dispatcher (same interlock, charger
+minimum current, bms bounds, the same device services), and trims the small steady error that
+conversion losses leave with a slow integrator that is only active while the load is steady.
+The bench runs it with several leads and keeps the best: the physical limit.
+"""
+
+from __future__ import annotations
+
+from gridzero.services.controller.core import Observation
+from gridzero.services.controller.dispatch import Commands, Dispatcher, DispatchInput, InverterUnit
+from gridzero.services.controller.settings import ControllerSettings
+from gridzero.sim.params import PlantParams
+from gridzero.sim.profile import Profile
+
+ORACLE_LEADS_S = (0.5, 1.5, 2.5, 3.5)
+
+
+class OracleController:
+    """Feed-forward on the true future load (see the module docstring)."""
+
+    name = "oracle"
+    trim_gain = 0.05
+    trim_max_w = 150.0
+    steady_w = 30.0
+
+    def __init__(
+        self,
+        params: PlantParams,
+        profile: Profile,
+        settings: ControllerSettings,
+        units: tuple[InverterUnit, ...],
+        lead_s: float,
+    ) -> None:
+        self.profile = profile
+        self.hold = params.house.interpolation == "hold"
+        self.load_scale = params.house.load_scale
+        self.pv_scale = params.house.pv_scale
+        self.settings = settings.model_copy(update={"charger_efficiency": params.charger.efficiency})
+        self.dispatcher = Dispatcher(units)
+        self.lead_s = lead_s
+        self.trim_w = 0.0
+        self._last_meter_at_s: float | None = None
+
+    def net_load_w(self, t_s: float) -> float:
+        """True load − PV at ``t_s`` (as the plant computes it)."""
+        load, pv = self.profile.at(t_s, hold=self.hold)
+        return max(0.0, load * self.load_scale) - pv * self.pv_scale
+
+    def _steady(self, now_s: float) -> bool:
+        here = self.net_load_w(now_s)
+        return all(
+            abs(self.net_load_w(now_s + dt) - here) < self.steady_w for dt in (-8.0, -4.0, 2.0, 4.0)
+        )
+
+    def step(self, obs: Observation) -> Commands:
+        """Set-point from the future, dispatched like gridzero's."""
+        now = obs.now_s
+        s = self.settings
+        meter = obs.meter
+        if meter is not None and (self._last_meter_at_s is None or meter.at_s > self._last_meter_at_s):
+            self._last_meter_at_s = meter.at_s
+            if self._steady(now):
+                err = meter.grid_w - s.target_grid_w
+                self.trim_w = max(-self.trim_max_w, min(self.trim_max_w, self.trim_w + self.trim_gain * err))
+        setpoint = self.net_load_w(now + self.lead_s) - s.target_grid_w + self.trim_w
+        limits = obs.limits
+        ok = limits is not None and not limits.alarm and now - limits.at_s <= s.bms_stale_s
+        data = DispatchInput(
+            pack_voltage_v=obs.pack_voltage_v,
+            soc_pct=obs.soc_pct,
+            limits=limits if ok else None,
+            inverter_output_w=tuple(None if r is None else r.output_w for r in obs.inverters),
+            charger_current_a=None if obs.charger is None else obs.charger.current_a,
+        )
+        return self.dispatcher.step(now, setpoint, data, s)

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# One entry point for people and CI.
+#   ./run.sh up      run the whole system on this machine (simulated hardware by default)
+#   ./run.sh test    everything CI checks: ruff, mypy --strict, pytest
+#   ./run.sh bench   print the benchmark figures
+# On a fresh Debian machine it installs what it needs: mosquitto (apt, as root)
+# and a virtual environment in .venv with the pinned dependencies.
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=.venv
+PY=${PYTHON:-python3}
+
+need_apt() {
+  local missing=()
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto mosquitto-clients)
+  if [ "${1:-}" = test ]; then
+    command -v telnet >/dev/null 2>&1 || missing+=(telnet)
+    command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+  fi
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "run.sh: please install ${missing[*]} (e.g. sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "run.sh: installing ${missing[*]}" >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+}
+
+need_venv() {
+  local stamp=$VENV/.installed
+  if [ ! -x $VENV/bin/python ]; then
+    "$PY" -m venv $VENV
+  fi
+  if [ ! -f $stamp ] || [ pyproject.toml -nt $stamp ] || [ constraints.txt -nt $stamp ]; then
+    $VENV/bin/python -m pip install -q --upgrade pip >&2
+    $VENV/bin/python -m pip install -q -c constraints.txt -e '.[dev]' >&2
+    touch $stamp
+  fi
+}
+
+cmd=${1:-help}
+shift || true
+case "$cmd" in
+  test)
+    need_apt test
+    need_venv
+    echo "== ruff" && $VENV/bin/ruff check gridzero tests scripts && $VENV/bin/ruff format --check gridzero tests scripts
+    echo "== mypy --strict" && $VENV/bin/mypy gridzero
+    echo "== pytest"
+    exec $VENV/bin/pytest "$@"
+    ;;
+  up)
+    need_apt up
+    need_venv
+    [ -f secrets/controller.env ] || $VENV/bin/gridzero credentials init
+    exec $VENV/bin/gridzero up "$@"
+    ;;
+  bench)
+    need_venv
+    exec $VENV/bin/gridzero bench "$@"
+    ;;
+  *)
+    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+    [ "$cmd" = help ] || exit 2
+    ;;
+esac
