@@ -38,7 +38,8 @@ def test_ten_minutes_at_minus_50_amps_with_errors_and_saturation(single: bool) -
     averager = CurrentAverager(shunt)
     counter = CoulombCounter(SocSettings(capacity_ah=200.0))
     counter.set_soc(50.0)
-    model.input_v = (-50.0 / 96 + 3) * 7.8125e-6 * 96 / 96 * 1 if False else (3 - 4800) * 7.8125e-6
+    minus_50_a_v = (3 - 4800) * shunt.amps_per_count * shunt.shunt_ohm  # offset + -50 A
+    model.input_v = minus_50_a_v
     start = clock.now_s
     counter.update(start, 0.0)
     unavailable = 0
@@ -48,7 +49,7 @@ def test_ten_minutes_at_minus_50_amps_with_errors_and_saturation(single: bool) -
         if second == 400:
             model.input_v = 0.3  # a short that saturates the ADC
         if second == 401:
-            model.input_v = (3 - 4800) * 7.8125e-6
+            model.input_v = minus_50_a_v
         while clock.now_s < start + second - 0.125:
             tick = clock.now_s
             try:

@@ -350,6 +350,9 @@ def encode_cell_frame(
 ) -> tuple[int, bytes]:
     """(ID, data) of one cell-voltage frame; None encodes the invalid marker 0xFFF.
 
+    A None in slot A or C puts 0xFF into byte 2 or 5, so the whole frame then reads as
+    "initialising" (research §3): that is how the receivers treat it, not an encoder quirk.
+
     CRC and counter are written as given: nobody knows how the modules compute the CRC
     (research §3), and no receiver checks it.
     """
@@ -361,14 +364,18 @@ def encode_cell_frame(
             f"cell voltage frame 0x{arbitration_id:03X}: {len(cells_mv)} cells, need 1..{slots}"
         )
     values: dict[str, object] = {"crc": crc, "counter": counter}
-    data = bytearray(FRAME_BYTES)
-    padded = list(cells_mv) + [None] * (slots - len(cells_mv))
-    for name, mv in zip(CELL_NAMES, padded, strict=False):
-        if mv is not None:
-            values[name] = mv
+    data = bytes(FRAME_BYTES)
+    for i, name in enumerate(CELL_NAMES[:slots]):
+        if i >= len(cells_mv):
+            # Slots after the last cell: 0xFFF where it cannot look "initialising" (B, D);
+            # raw 0 in slots A and C, where 0xFFF would put 0xFF into byte 2 or 5.
+            pad_raw = CELL_INVALID_RAW if name in ("cell_b_mv", "cell_d_mv") else 0
+            data = _write_invalid(layout, name, pad_raw, data)
+        elif cells_mv[i] is None:
+            data = _write_invalid(layout, name, CELL_INVALID_RAW, data)
         else:
-            data = bytearray(_write_invalid(layout, name, CELL_INVALID_RAW, bytes(data)))
-    return arbitration_id, encode_fields(layout, values, bytes(data))
+            values[name] = cells_mv[i]
+    return arbitration_id, encode_fields(layout, values, data)
 
 
 def encode_module_cells(

@@ -295,11 +295,11 @@ def cell_lines(snap: Snapshot, now_s: float) -> list[str]:
         return ["no module data yet (bms offline?)"]
     cells = [v for seen in snap.modules.values() for v in seen.value.cells_v if v is not None]
     low, high = (min(cells), max(cells)) if cells else (None, None)
-    lines = ["cells in mV: v lowest  ^ highest  * bleeding;  temperatures in C", ""]
+    lines = ["bus-module, cells 1..12 in mV (v lowest, ^ highest, * bleeding), T in C", ""]
     for key in sorted(snap.modules):
         seen = snap.modules[key]
         m = seen.value
-        row = [f"{m.bus}-{m.module:<3}"]
+        row = [f"{m.bus}-{m.module:<2}"]
         for number, volts in enumerate(m.cells_v, start=1):
             mark = " "
             if volts is not None and volts == low:
@@ -309,9 +309,9 @@ def cell_lines(snap: Snapshot, now_s: float) -> list[str]:
             elif number in m.balancing_cells:
                 mark = "*"
             row.append(mark + (f"{volts * 1000:4.0f}" if volts is not None else "  --"))
-        temps = " ".join(_num(t, ".1f") for t in m.temperatures_c)
-        state = "" if m.present else "  MISSING"
-        row.append(f"  T {temps}  {_age(seen.at_s, now_s)}{state}")
+        temps = " ".join(_num(t, ".0f") for t in m.temperatures_c)
+        old = f" {_age(seen.at_s, now_s)} old" if now_s - seen.at_s > STALE_S else ""
+        row.append(f"  T {temps}{old}{'' if m.present else ' MISSING'}")
         lines.append("".join(row))
     return lines
 

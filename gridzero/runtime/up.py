@@ -1,0 +1,227 @@
+"""``gridzero up``: the whole system on this machine, without Docker.
+
+Starts the broker from ``mosquitto/`` (unless ``--broker`` names one), then the
+simulator (unless ``--no-sim``) and every service as its own process, each
+logging in with its own credentials from ``secrets/``. Their logs are
+interleaved with a ``[service]`` prefix. A service that dies is restarted with
+backoff, as Docker's restart policy would. Ctrl-C (or SIGTERM) stops
+everything cleanly: services first (so they reach their safe states while the
+broker is still there), then the simulator, then the broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from gridzero.errors import UsageError
+from gridzero.runtime.broker import PROJECT_CONFIG_DIR, BrokerProcess, free_port
+from gridzero.runtime.credentials import init_credentials, read_env_file
+from gridzero.runtime.launch import SERVICE_MODULES
+
+DATA_UP = Path(__file__).resolve().parents[1] / "data" / "up"
+ORDER = ("sim", "bms", "shunt", "charger", "inverter", "controller", "telnet-console")
+COLOURS = {"sim": 35, "bms": 32, "shunt": 36, "charger": 33, "inverter": 34, "controller": 31, "telnet-console": 37}
+
+
+@dataclass
+class Child:
+    """One supervised service process."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start_s: float = 0.0
+    started_s: float = 0.0
+    readers: list[threading.Thread] = field(default_factory=list)
+
+
+class Supervisor:
+    """Starts, watches and stops the children; prints their output with prefixes."""
+
+    def __init__(self, children: list[Child], *, colour: bool) -> None:
+        self.children = children
+        self.colour = colour
+        self.stopping = threading.Event()
+        self._print_lock = threading.Lock()
+
+    def say(self, name: str, line: str) -> None:
+        prefix = f"[{name}]".ljust(17)
+        if self.colour:
+            prefix = f"\x1b[{COLOURS.get(name, 37)}m{prefix}\x1b[0m"
+        with self._print_lock:
+            sys.stdout.write(f"{prefix} {line}\n")
+            sys.stdout.flush()
+
+    def _pump(self, name: str, stream: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
+            self.say(name, raw.decode("utf-8", "replace").rstrip())
+        stream.close()
+
+    def start(self, child: Child) -> None:
+        child.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            child.argv, env=child.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        child.started_s = time.monotonic()
+        assert child.proc.stdout is not None
+        reader = threading.Thread(target=self._pump, args=(child.name, child.proc.stdout), daemon=True)
+        reader.start()
+        child.readers = [reader]
+
+    def watch(self) -> None:
+        """Restart children that exit, with backoff, until told to stop."""
+        while not self.stopping.wait(0.2):
+            now = time.monotonic()
+            for child in self.children:
+                if child.proc is None:
+                    if now >= child.next_start_s:
+                        self.start(child)
+                    continue
+                code = child.proc.poll()
+                if code is None:
+                    continue
+                ran_s = now - child.started_s
+                child.restarts = 0 if ran_s > 60 else child.restarts + 1
+                delay = min(30.0, 2.0 ** min(child.restarts, 5))
+                self.say("up", f"{child.name} exited with {code}; restarting in {delay:.0f} s")
+                if code == 2:
+                    self.say("up", f"{child.name}: exit 2 means bad settings; see its message above")
+                child.proc = None
+                child.next_start_s = now + delay
+
+    def stop_all(self, timeout_s: float = 5.0) -> None:
+        self.stopping.set()
+        for child in reversed(self.children):
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for child in self.children:
+            if child.proc is None:
+                continue
+            try:
+                child.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say("up", f"{child.name} did not stop in {timeout_s:.0f} s; killing it")
+                child.proc.kill()
+                child.proc.wait()
+            for reader in child.readers:
+                reader.join(1.0)
+
+
+def _available(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(SERVICE_MODULES[name]) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _child_env(name: str, host: str, port: int, secrets_dir: Path, data_dir: Path) -> dict[str, str]:
+    creds = read_env_file(secrets_dir / f"{name}.env")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDZERO_")}
+    env.update(creds)
+    env.update(
+        {
+            "GRIDZERO_MQTT__HOST": host,
+            "GRIDZERO_MQTT__PORT": str(port),
+            "GRIDZERO_DATA_DIR": str(data_dir / name),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def _argv(name: str, config_dir: Path | None) -> list[str]:
+    argv = [sys.executable, "-m", "gridzero.cli", "run", name]
+    if config_dir is not None and (config_dir / f"{name}.yaml").exists():
+        argv += ["--config", str(config_dir / f"{name}.yaml")]
+    return argv
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="gridzero up", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--broker", metavar="HOST:PORT", help="use this broker instead of starting one")
+    parser.add_argument("--port", type=int, default=0, help="port for the broker we start (default: 1883 if free)")
+    parser.add_argument("--no-sim", action="store_true", help="real hardware: do not start the simulator")
+    parser.add_argument("--services", help="comma-separated subset to start (default: all that exist)")
+    parser.add_argument("--config-dir", type=Path, default=DATA_UP,
+                        help="directory with <service>.yaml settings (default: the simulation set)")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="state of every service")
+    parser.add_argument("--secrets-dir", type=Path, default=Path("secrets"))
+    parser.add_argument("--no-colour", action="store_true")
+    return parser.parse_args(argv)
+
+
+def _broker_address(args: argparse.Namespace) -> tuple[str, int, BrokerProcess | None]:
+    if args.broker:
+        host, _, port = args.broker.rpartition(":")
+        if not host or not port.isdigit():
+            raise UsageError(f"--broker {args.broker!r}: expected HOST:PORT")
+        return host, int(port), None
+    port = args.port or (1883 if _port_free(1883) else free_port())
+    broker = BrokerProcess((args.data_dir / "broker").resolve(), port)
+    broker.prepare()
+    broker.start()
+    return broker.host, port, broker
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _selected(args: argparse.Namespace) -> list[str]:
+    if args.services:
+        names = [s.strip() for s in args.services.split(",") if s.strip()]
+        unknown = [n for n in names if n not in SERVICE_MODULES]
+        if unknown:
+            raise UsageError(f"--services: unknown {unknown}; known: {', '.join(SERVICE_MODULES)}")
+        return names
+    return [n for n in ORDER if not (args.no_sim and n == "sim")]
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if not (args.secrets_dir / "controller.env").exists():
+        init_credentials(PROJECT_CONFIG_DIR, args.secrets_dir)
+    names = _selected(args)
+    missing = [n for n in names if not _available(n)]
+    host, port, broker = _broker_address(args)
+    config_dir = None if args.no_sim and args.config_dir == DATA_UP else args.config_dir
+    children = [
+        Child(n, _argv(n, config_dir), _child_env(n, host, port, args.secrets_dir, args.data_dir))
+        for n in names
+        if n not in missing
+    ]
+    sup = Supervisor(children, colour=sys.stdout.isatty() and not args.no_colour)
+    sup.say("up", f"broker {host}:{port}" + (" (started from mosquitto/config)" if broker else ""))
+    if missing:
+        sup.say("up", f"not built yet, skipped: {', '.join(missing)}")
+    signal.signal(signal.SIGTERM, lambda *_: sup.stopping.set())
+    try:
+        sup.watch()
+    except KeyboardInterrupt:
+        sup.say("up", "Ctrl-C: stopping")
+    finally:
+        sup.stop_all()
+        if broker is not None:
+            broker.stop()
+        sup.say("up", "all stopped")
+    return 0
