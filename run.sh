@@ -45,10 +45,19 @@ case "$cmd" in
   test)
     need_apt test
     need_venv
-    echo "== ruff" && $VENV/bin/ruff check gridzero tests scripts && $VENV/bin/ruff format --check gridzero tests scripts
-    echo "== mypy --strict" && $VENV/bin/mypy gridzero
+    failed=()
+    echo "== ruff check"
+    $VENV/bin/ruff check gridzero tests scripts || failed+=("ruff check")
+    echo "== ruff format --check"
+    $VENV/bin/ruff format --check gridzero tests scripts || failed+=("ruff format")
+    echo "== mypy --strict gridzero"
+    $VENV/bin/mypy gridzero || failed+=(mypy)
     echo "== pytest"
-    exec $VENV/bin/pytest "$@"
+    $VENV/bin/pytest "$@" || failed+=(pytest)
+    if [ ${#failed[@]} -gt 0 ]; then
+      echo "FAILED: ${failed[*]}" >&2
+      exit 1
+    fi
     ;;
   up)
     need_apt up

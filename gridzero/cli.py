@@ -47,6 +47,11 @@ COMMANDS: tuple[Command, ...] = (
         "gridzero.runtime.credentials:main",
         "generate broker passwords, ACL and service credentials",
     ),
+    Command(
+        "health",
+        "gridzero.runtime.health:main",
+        "exit 0 if a service's loop is alive and connected",
+    ),
     Command("docs", "gridzero.docs:main", "regenerate generated documentation (docs/mqtt.md)"),
     Command("fuzz", "gridzero.fuzz:main", "fuzz every decoder and MQTT handler"),
 )

@@ -275,6 +275,7 @@ class OpenDtuController:
         self.charger_max_power_w = charger_max_power_w
         self._limits_w = tuple(0.0 for _ in units)
         self._last_command_s = -math.inf
+        self._stats_after_cmd_s: float | None = None
         self._backoff_s = self.backoff_min_s
         self._last_calc_s = -math.inf
         self._discharge_allowed = True
@@ -283,11 +284,15 @@ class OpenDtuController:
         self._charger_meter_at_s: float | None = None
 
     def _stats_fresh(self, obs: Observation) -> float | None:
+        """Time of the first complete set of inverter stats after the last command."""
+        if self._stats_after_cmd_s is not None:
+            return self._stats_after_cmd_s
         latest = -math.inf
         for r in obs.inverters:
             if r is None or r.at_s <= self._last_command_s:
                 return None
             latest = max(latest, r.at_s)
+        self._stats_after_cmd_s = latest
         return latest
 
     def _battery_state(self, obs: Observation) -> None:
@@ -333,6 +338,7 @@ class OpenDtuController:
         if new != self._limits_w:
             self._limits_w = new
             self._last_command_s = now
+            self._stats_after_cmd_s = None
             self._backoff_s = self.backoff_min_s
         else:
             self._backoff_s = min(self.backoff_max_s, self._backoff_s * 2)

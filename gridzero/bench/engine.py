@@ -70,7 +70,7 @@ class SimpleBms:
 class BenchConfig:
     """Timing of the modelled services."""
 
-    tick_s: float = 0.1
+    tick_s: float = 0.25
     frame_period_s: float = 1.0
     state_period_s: float = 1.0
     bms_period_s: float = 0.5
@@ -207,14 +207,23 @@ class ViolationCheck:
         self.tol = current_tolerance_a
         self.grace_s = grace_s
         self.v = Violations()
+        self._limits: BmsLimits | None = None
 
     def check(self, plant: Plant, truth: PlantTruth, now_s: float) -> None:
-        """Record violations visible at ``now_s``."""
+        """Cell voltages (from a fresh truth snapshot) and the limits they imply."""
         r = self.bms.rules
         v = self.v
-        lim = self.bms.limits(truth, now_s)
+        self._limits = self.bms.limits(truth, now_s)
         v.note("cell_over_voltage", truth.cell_max_v > r.over_voltage_v, now_s)
         v.note("cell_under_voltage", truth.cell_min_v < r.under_voltage_v, now_s)
+        self.check_fast(plant, now_s)
+
+    def check_fast(self, plant: Plant, now_s: float) -> None:
+        """Currents against the newest limits, and charge/discharge at once."""
+        v = self.v
+        lim = self._limits
+        if lim is None:
+            return
         current = plant.battery_current_a
         v.note("charge_over_current", current > lim.charge_current_a + self.tol, now_s, self.grace_s)
         v.note("discharge_over_current", -current > lim.discharge_current_a + self.tol, now_s, self.grace_s)
@@ -234,7 +243,12 @@ def run(
     config: BenchConfig = BenchConfig(),
     progress: Callable[[float], None] | None = None,
 ) -> RunTrace:
-    """Close the loop over the profile (or ``config.duration_s`` of it)."""
+    """Close the loop over the profile (or ``config.duration_s`` of it).
+
+    Event driven: the plant is advanced to the next event (a meter value becoming visible,
+    a bms or state publication, a frame, a control step or a trace sample); the plant
+    sub-steps its physics at ``sim.max_step_s`` in between.
+    """
     start = profile.start_s if config.start_s is None else config.start_s
     end = profile.end_s if config.duration_s is None else start + config.duration_s
     plant = Plant(params, profile, seed=config.seed, start_s=start)
@@ -242,8 +256,8 @@ def run(
     services = DeviceServices(params, config)
     check = ViolationCheck(bms)
     n_inv = len(params.inverters)
-    tick = config.tick_s
-    steps = max(1, round((end - start) / tick))
+    rec = config.tick_s
+    n_rec = max(1, round((end - start) / rec))
     grid = array("f")
     bat_cmd = array("f")
     meter: MeterSample | None = None
@@ -252,51 +266,65 @@ def run(
     soc: float | None = None
     inverters: tuple[InverterReading | None, ...] = tuple(None for _ in range(n_inv))
     charger: ChargerReading | None = None
+    mp = params.meter
+    k_meter = math.ceil((start - mp.phase_s) / mp.period_s - 1e-9)
+    next_meter = mp.phase_s + k_meter * mp.period_s + mp.latency_s
     next_bms = next_state = next_frame = next_ctrl = start
+    next_truth = start
+    next_rec = start + rec
     cmd_w = 0.0
     eff = params.charger.efficiency
-    report_every = max(1, steps // 200)
-    truth_every = max(1, round(1.0 / tick))
-    for k in range(1, steps + 1):
-        now = start + k * tick
+    truth: PlantTruth | None = None
+    report_every = max(1, n_rec // 200)
+    eps = 1e-9
+    while len(grid) < n_rec:
+        now = min(next_meter, next_bms, next_state, next_frame, next_ctrl, next_rec)
         plant.step(now)
-        latest = plant.meter.latest(now)
         fresh_meter = False
-        if latest is not None and not math.isnan(latest.value_w):
-            if meter is None or latest.available_s > meter.at_s:
-                meter = MeterSample(latest.value_w, latest.available_s)
-                fresh_meter = True
-        truth: PlantTruth | None = None
-        if now >= next_bms - 1e-9:
+        if now >= next_meter - eps:
+            k_meter += 1
+            next_meter = mp.phase_s + k_meter * mp.period_s + mp.latency_s
+            latest = plant.meter.latest(now + eps)
+            if latest is not None and not math.isnan(latest.value_w):
+                if meter is None or latest.available_s > meter.at_s:
+                    meter = MeterSample(latest.value_w, now)
+                    fresh_meter = True
+        if now >= next_bms - eps:
             next_bms += config.bms_period_s
-            truth = plant.truth()
+            if truth is None or now >= next_truth - eps:
+                # The cell model is read once a second (cells change slowly; it is the
+                # costly part of the plant), limits are published every bms period.
+                next_truth = now + 1.0
+                truth = plant.truth()
+                check.check(plant, truth, now)
             limits = bms.limits(truth, now)
             services.limits = limits
-            pack_v = truth.pack_voltage_v
-        if now >= next_state - 1e-9:
+            pack_v = plant.pack_voltage_v
+        if now >= next_state - eps:
             next_state += config.state_period_s
             inverters = tuple(InverterReading(inv.output_w, now) for inv in plant.inverters)
             charger = ChargerReading(plant.rectifier.terminal_v, plant.charger_current_a, now)
             soc = plant.soc_pct
-        if fresh_meter or now >= next_ctrl - 1e-9:
+        if fresh_meter or now >= next_ctrl - eps:
             next_ctrl = now + config.control_period_s
             obs = Observation(now, meter, limits, pack_v, soc, inverters, charger)
             services.commands = controller.step(obs)
             cmd_w = _battery_cmd_w(services.commands, pack_v or 48.0, eff)
-        if now >= next_frame - 1e-9:
+        if now >= next_frame - eps:
             next_frame += config.frame_period_s
             services.send_frames(plant, now)
-        grid.append(plant.grid_w)
-        bat_cmd.append(cmd_w)
-        if k % truth_every == 0:
-            check.check(plant, truth if truth is not None else plant.truth(), now)
-        if progress is not None and k % report_every == 0:
-            progress(k / steps)
+        if now >= next_rec - eps:
+            next_rec += rec
+            grid.append(plant.grid_w)
+            bat_cmd.append(cmd_w)
+            check.check_fast(plant, now)
+            if progress is not None and len(grid) % report_every == 0:
+                progress(len(grid) / n_rec)
     e = plant.energy
     return RunTrace(
         controller=controller.name,
         start_s=start,
-        tick_s=tick,
+        tick_s=rec,
         grid_w=grid,
         battery_cmd_w=bat_cmd,
         import_wh=e.grid_import_wh,
@@ -304,5 +332,5 @@ def run(
         abs_grid_wh=e.abs_grid_wh,
         battery_throughput_wh=e.battery_in_wh + e.battery_out_wh,
         violations=check.v,
-        duration_s=steps * tick,
+        duration_s=n_rec * rec,
     )

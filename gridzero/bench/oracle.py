@@ -15,7 +15,7 @@ from gridzero.services.controller.settings import ControllerSettings
 from gridzero.sim.params import PlantParams
 from gridzero.sim.profile import Profile
 
-ORACLE_LEADS_S = (0.5, 1.5, 2.5, 3.5)
+ORACLE_LEADS_S = (0.75, 1.5, 2.5)
 
 
 class OracleController:
@@ -62,8 +62,10 @@ class OracleController:
         meter = obs.meter
         if meter is not None and (self._last_meter_at_s is None or meter.at_s > self._last_meter_at_s):
             self._last_meter_at_s = meter.at_s
-            if self._steady(now):
-                err = meter.grid_w - s.target_grid_w
+            err = meter.grid_w - s.target_grid_w
+            # Only small steady errors are conversion losses; large ones are saturation
+            # (load beyond the inverters, bms limits), where trimming would only wind up.
+            if abs(err) < self.trim_max_w / 2 and self._steady(now):
                 self.trim_w = max(-self.trim_max_w, min(self.trim_max_w, self.trim_w + self.trim_gain * err))
         setpoint = self.net_load_w(now + self.lead_s) - s.target_grid_w + self.trim_w
         limits = obs.limits

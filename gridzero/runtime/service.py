@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from paho.mqtt.client import topic_matches_sub
@@ -396,6 +397,13 @@ class Service(abc.ABC, Generic[S]):
         """Put the device into its safe state and release it. Must return within ~1 s."""
 
 
+HEARTBEAT_S = 5.0
+
+
+def health_path(data_dir: Path, name: str) -> Path:
+    return data_dir / f"{name}.health"
+
+
 class ServiceRunner:
     """Runs one service: connect, loop, clean shutdown. Used by ``gridzero run`` and tests."""
 
@@ -417,10 +425,22 @@ class ServiceRunner:
         try:
             self.service.start()
             ctx.every(ctx.settings.store_flush_s, ctx.store.flush, name="store flush")
+            ctx.every(HEARTBEAT_S, self._heartbeat, name="heartbeat")
             ctx.conn.start()
             ctx.run_loop()
         finally:
             self._shutdown()
+
+    def _heartbeat(self) -> None:
+        """Touch ``<data_dir>/<name>.health`` while the loop runs and the broker is connected.
+
+        Docker's healthcheck (``gridzero health <name>``) reads its age: a hung loop
+        or a lost broker makes the container unhealthy.
+        """
+        if self.ctx.conn.connected:
+            path = health_path(self.ctx.settings.data_dir, self.ctx.name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
 
     def _shutdown(self) -> None:
         ctx = self.ctx

@@ -74,7 +74,14 @@ class ServiceSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _YamlSource(settings_cls, cls.yaml_file))
+        # a credentials/env file (GRIDZERO_ENV_FILE, e.g. secrets/bms.env) sits below the
+        # real environment and above the YAML file
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            _YamlSource(settings_cls, cls.yaml_file),
+        )
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -117,8 +124,11 @@ def load_settings(cls: type[S], config_file: Path | None = None, **overrides: An
     if config_file is None and os.environ.get(ENV_PREFIX + "CONFIG"):
         config_file = Path(os.environ[ENV_PREFIX + "CONFIG"])
     bound = type(cls.__name__, (cls,), {"yaml_file": config_file})
+    env_file = os.environ.get(ENV_PREFIX + "ENV_FILE")
+    if env_file and not Path(env_file).is_file():
+        raise SettingsError(f"GRIDZERO_ENV_FILE={env_file}: no such file")
     try:
-        settings: S = bound(**overrides)
+        settings: S = bound(_env_file=env_file or None, **overrides)
     except ValidationError as exc:
         raise SettingsError(describe_settings_error(exc, config_file)) from exc
     return settings

@@ -15,6 +15,7 @@ import argparse
 import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -30,7 +31,15 @@ from gridzero.runtime.launch import SERVICE_MODULES
 
 DATA_UP = Path(__file__).resolve().parents[1] / "data" / "up"
 ORDER = ("sim", "bms", "shunt", "charger", "inverter", "controller", "telnet-console")
-COLOURS = {"sim": 35, "bms": 32, "shunt": 36, "charger": 33, "inverter": 34, "controller": 31, "telnet-console": 37}
+COLOURS = {
+    "sim": 35,
+    "bms": 32,
+    "shunt": 36,
+    "charger": 33,
+    "inverter": 34,
+    "controller": 31,
+    "telnet-console": 37,
+}
 
 
 @dataclass
@@ -75,7 +84,9 @@ class Supervisor:
         )
         child.started_s = time.monotonic()
         assert child.proc.stdout is not None
-        reader = threading.Thread(target=self._pump, args=(child.name, child.proc.stdout), daemon=True)
+        reader = threading.Thread(
+            target=self._pump, args=(child.name, child.proc.stdout), daemon=True
+        )
         reader.start()
         child.readers = [reader]
 
@@ -96,7 +107,9 @@ class Supervisor:
                 delay = min(30.0, 2.0 ** min(child.restarts, 5))
                 self.say("up", f"{child.name} exited with {code}; restarting in {delay:.0f} s")
                 if code == 2:
-                    self.say("up", f"{child.name}: exit 2 means bad settings; see its message above")
+                    self.say(
+                        "up", f"{child.name}: exit 2 means bad settings; see its message above"
+                    )
                 child.proc = None
                 child.next_start_s = now + delay
 
@@ -126,7 +139,9 @@ def _available(name: str) -> bool:
         return False
 
 
-def _child_env(name: str, host: str, port: int, secrets_dir: Path, data_dir: Path) -> dict[str, str]:
+def _child_env(
+    name: str, host: str, port: int, secrets_dir: Path, data_dir: Path
+) -> dict[str, str]:
     creds = read_env_file(secrets_dir / f"{name}.env")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDZERO_")}
     env.update(creds)
@@ -149,15 +164,32 @@ def _argv(name: str, config_dir: Path | None) -> list[str]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="gridzero up", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--broker", metavar="HOST:PORT", help="use this broker instead of starting one")
-    parser.add_argument("--port", type=int, default=0, help="port for the broker we start (default: 1883 if free)")
-    parser.add_argument("--no-sim", action="store_true", help="real hardware: do not start the simulator")
-    parser.add_argument("--services", help="comma-separated subset to start (default: all that exist)")
-    parser.add_argument("--config-dir", type=Path, default=DATA_UP,
-                        help="directory with <service>.yaml settings (default: the simulation set)")
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="state of every service")
+    parser = argparse.ArgumentParser(
+        prog="gridzero up",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--broker", metavar="HOST:PORT", help="use this broker instead of starting one"
+    )
+    parser.add_argument(
+        "--port", type=int, default=0, help="port for the broker we start (default: 1883 if free)"
+    )
+    parser.add_argument(
+        "--no-sim", action="store_true", help="real hardware: do not start the simulator"
+    )
+    parser.add_argument(
+        "--services", help="comma-separated subset to start (default: all that exist)"
+    )
+    parser.add_argument(
+        "--config-dir",
+        type=Path,
+        default=DATA_UP,
+        help="directory with <service>.yaml settings (default: the simulation set)",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path("data"), help="state of every service"
+    )
     parser.add_argument("--secrets-dir", type=Path, default=Path("secrets"))
     parser.add_argument("--no-colour", action="store_true")
     return parser.parse_args(argv)
@@ -177,8 +209,6 @@ def _broker_address(args: argparse.Namespace) -> tuple[str, int, BrokerProcess |
 
 
 def _port_free(port: int) -> bool:
-    import socket
-
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))

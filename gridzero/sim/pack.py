@@ -23,6 +23,7 @@ from gridzero.sim.params import PackParams, ThermalParams
 # table's end slopes so over-charge and over-discharge keep moving the voltage.
 _OCV_STEPS = 100
 _OCV = tuple(ocv_from_soc(i / _OCV_STEPS) for i in range(_OCV_STEPS + 1))
+_OCV_SLOPE = tuple(_OCV[i + 1] - _OCV[i] for i in range(_OCV_STEPS))
 _SLOPE_LOW = (_OCV[1] - _OCV[0]) * _OCV_STEPS
 _SLOPE_HIGH = (_OCV[-1] - _OCV[-2]) * _OCV_STEPS
 CELL_V_FLOOR = 1.5
@@ -96,7 +97,9 @@ class Pack:
         self.bleed_until = [[-math.inf] * n_cell for _ in range(n_mod)]
         t0 = thermal.initial_c if thermal.initial_c is not None else thermal.ambient_c
         self.temperature_c = [t0] * n_mod
-        self.r_ohm = [[0.0] * n_cell for _ in range(n_mod)]
+        self.r25_sum_ohm = [sum(row) for row in self.r25_ohm]
+        self.r_factor = [1.0] * n_mod
+        self._capacity_as = sum(sum(row) for row in self.cap_as)
         self.strings = [
             list(range(k * params.modules_per_string, (k + 1) * params.modules_per_string))
             for k in range(params.strings)
@@ -111,7 +114,6 @@ class Pack:
         self._acc_t = 0.0
         self._acc_v = 0.0
         self._acc_v2 = 0.0
-        self._refresh_resistance()
         self._refresh_thevenin()
 
     # --- fast path -----------------------------------------------------------------------
@@ -128,8 +130,12 @@ class Pack:
 
     # --- cell update ---------------------------------------------------------------------
 
-    def update(self, now_s: float) -> None:
-        """Move the charge and heat accumulated since the last update into the cells."""
+    def update(self, now_s: float) -> None:  # noqa: PLR0915 (one fused hot loop, for speed)
+        """Move the charge and heat accumulated since the last update into the cells.
+
+        One fused pass (this is the plant's hot loop): charge, bleed and heat per
+        cell, module temperature and resistance, then the new string voltages.
+        """
         t0, dt = self.updated_s, now_s - self.updated_s
         if dt <= 0.0:
             return
@@ -138,19 +144,25 @@ class Pack:
         self._acc_t = self._acc_v = self._acc_v2 = 0.0
         self.updated_s = now_s
         bleed_a = self.params.balance_bleed_a
+        alpha = self.params.resistance_temp_coeff_per_c
+        r_extra = self.params.string_resistance_mohm / 1000.0
         amb = self.thermal.ambient_c
-        tau = self.thermal.module_heat_capacity_j_per_c * self.thermal.module_to_ambient_c_per_w
-        decay = math.exp(-dt / tau)
         r_amb = self.thermal.module_to_ambient_c_per_w
+        decay = math.exp(-dt / (self.thermal.module_heat_capacity_j_per_c * r_amb))
+        ocv, slope = _OCV, _OCV_SLOPE
+        temps, factors, r25_sums = self.temperature_c, self.r_factor, self.r25_sum_ohm
+        conductance = weighted = charge = 0.0
         for k, modules in enumerate(self.strings):
             e_k, r_k = self.e_string_v[k], self.r_string_ohm[k]
             charge_as = (sum_v - e_k * acc_t) / r_k
             i2_s = max(0.0, (sum_v2 - 2.0 * e_k * sum_v + e_k * e_k * acc_t) / (r_k * r_k))
+            e_new = 0.0
+            r_new = r_extra
             for m in modules:
-                socs, caps, rs = self.soc[m], self.cap_as[m], self.r_ohm[m]
+                socs, caps = self.soc[m], self.cap_as[m]
                 sds, leaks = self.self_discharge_a[m], self.leak_a[m]
                 b_from, b_until = self.bleed_from[m], self.bleed_until[m]
-                heat_j = 0.0
+                heat_j = i2_s * factors[m] * r25_sums[m]
                 for c in range(len(socs)):
                     dq = charge_as - (sds[c] + leaks[c]) * dt
                     if b_until[c] > t0:
@@ -159,41 +171,56 @@ class Pack:
                             dq -= bleed_a * on_s
                             heat_j += bleed_a * on_s * cell_ocv_v(socs[c])
                     soc = socs[c] + dq / caps[c]
-                    socs[c] = min(SOC_LIMIT_HIGH, max(SOC_LIMIT_LOW, soc))
-                    heat_j += i2_s * rs[c]
+                    if 0.0 < soc < 1.0:
+                        x = soc * _OCV_STEPS
+                        i = int(x)
+                        e_new += ocv[i] + (x - i) * slope[i]
+                    else:
+                        soc = min(SOC_LIMIT_HIGH, max(SOC_LIMIT_LOW, soc))
+                        e_new += cell_ocv_v(soc)
+                    socs[c] = soc
+                    charge += soc * caps[c]
                 t_inf = amb + heat_j / dt * r_amb
-                self.temperature_c[m] = t_inf + (self.temperature_c[m] - t_inf) * decay
-        self._refresh_resistance()
-        self._refresh_thevenin()
-
-    def _refresh_resistance(self) -> None:
-        alpha = self.params.resistance_temp_coeff_per_c
-        for m, r25 in enumerate(self.r25_ohm):
-            factor = max(0.5, 1.0 + alpha * (25.0 - self.temperature_c[m]))
-            self.r_ohm[m] = [r * factor for r in r25]
+                temp = t_inf + (temps[m] - t_inf) * decay
+                temps[m] = temp
+                factor = max(0.5, 1.0 + alpha * (25.0 - temp))
+                factors[m] = factor
+                r_new += factor * r25_sums[m]
+            self.e_string_v[k] = e_new
+            self.r_string_ohm[k] = r_new
+            conductance += 1.0 / r_new
+            weighted += e_new / r_new
+        self.r_th_ohm = 1.0 / conductance
+        self.e_th_v = weighted * self.r_th_ohm
+        self.soc_pct = 100.0 * charge / self._capacity_as
 
     def _refresh_thevenin(self) -> None:
+        """Recompute resistances and string voltages from scratch (start-up)."""
+        alpha = self.params.resistance_temp_coeff_per_c
         r_extra = self.params.string_resistance_mohm / 1000.0
-        conductance = 0.0
-        weighted = 0.0
-        charge = 0.0
-        capacity = 0.0
+        conductance = weighted = charge = 0.0
         for k, modules in enumerate(self.strings):
             e_k = 0.0
             r_k = r_extra
             for m in modules:
-                for soc, r, cap in zip(self.soc[m], self.r_ohm[m], self.cap_as[m], strict=True):
+                factor = max(0.5, 1.0 + alpha * (25.0 - self.temperature_c[m]))
+                self.r_factor[m] = factor
+                r_k += factor * self.r25_sum_ohm[m]
+                for soc, cap in zip(self.soc[m], self.cap_as[m], strict=True):
                     e_k += cell_ocv_v(soc)
-                    r_k += r
                     charge += soc * cap
-                    capacity += cap
             self.e_string_v[k] = e_k
             self.r_string_ohm[k] = r_k
             conductance += 1.0 / r_k
             weighted += e_k / r_k
         self.r_th_ohm = 1.0 / conductance
         self.e_th_v = weighted * self.r_th_ohm
-        self.soc_pct = 100.0 * charge / capacity
+        self.soc_pct = 100.0 * charge / self._capacity_as
+
+    @property
+    def r_ohm(self) -> list[list[float]]:
+        """Every cell's internal resistance at its module's temperature."""
+        return [[r * f for r in row] for row, f in zip(self.r25_ohm, self.r_factor, strict=True)]
 
     # --- views ---------------------------------------------------------------------------
 
@@ -208,11 +235,12 @@ class Pack:
     def cell_voltages_v(self, voltage_v: float, now_s: float) -> list[list[float]]:
         """Terminal voltage of every cell (no measurement faults) at pack voltage ``voltage_v``."""
         bleed_a = self.params.balance_bleed_a
+        r_ohm = self.r_ohm
         out = []
         for m in range(self.params.modules):
             i_a = self.string_current_a(self.string_of[m], voltage_v)
             row = []
-            for c, (soc, r) in enumerate(zip(self.soc[m], self.r_ohm[m], strict=True)):
+            for c, (soc, r) in enumerate(zip(self.soc[m], r_ohm[m], strict=True)):
                 i_cell = i_a - (bleed_a if self.bleeding(m, c, now_s) else 0.0)
                 row.append(cell_ocv_v(soc) + i_cell * r)
             out.append(row)

@@ -58,7 +58,11 @@ def run(
         t = profile.start_s + steps * step_s
         plant.step(t)
         reading = plant.meter.latest(t)
-        if reading is not None and reading.t_s != last_meter_t and reading.value_w == reading.value_w:
+        if (
+            reading is not None
+            and reading.t_s != last_meter_t
+            and reading.value_w == reading.value_w
+        ):
             last_meter_t = reading.t_s
             demand_w = max(-2500.0, min(900.0 * n_inv, demand_w + 0.7 * reading.value_w))
         if steps % 10 == 0:

@@ -166,8 +166,8 @@ def rig_factory(own_broker: TestBroker, tmp_path: Path) -> Iterator[Callable[...
         rig = Rig(
             runner,
             rectifier,
-            own_broker.probe("bms", subscribe=None),
-            own_broker.probe("controller", subscribe=None),
+            own_broker.probe("bms", subscribe="gridzero/charger/ack"),
+            own_broker.probe("controller", subscribe="gridzero/charger/ack"),
             watcher,
         )
         made.append(rig)
@@ -201,7 +201,7 @@ def test_command_above_ccl_is_clamped(rig_factory: Callable[..., Rig]) -> None:
     rig = rig_factory(bms_stale_s=10.0, command_stale_s=60.0)
     rig.limits(ccl_a=20.0)
     rig.command(current_a=50.0)
-    _, message = rig.rectifier.wait_for(is_setpoint(Register.ONLINE_CURRENT, 20.0 / 62.5 * 1.21))
+    rig.rectifier.wait_for(is_setpoint(Register.ONLINE_CURRENT, 20.0 / 62.5 * 1.21))
     rig.rectifier.wait_for(is_control(False))
     state = json.loads(
         rig.watcher.wait_for(T.charger_state, lambda p: json.loads(p)["dc_on"] is True)

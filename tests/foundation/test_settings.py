@@ -54,3 +54,23 @@ def test_bad_yaml_file(tmp_path: Path, text: str, message: str) -> None:
 def test_missing_yaml_file(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="cannot read"):
         load_settings(ServiceSettings, tmp_path / "nope.yaml")
+
+
+def test_env_file_below_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    creds = tmp_path / "bms.env"
+    creds.write_text(
+        "GRIDZERO_MQTT__USERNAME=bms\nGRIDZERO_MQTT__PASSWORD=s3cret\nGRIDZERO_LOG_LEVEL=DEBUG\n"
+    )
+    monkeypatch.setenv("GRIDZERO_ENV_FILE", str(creds))
+    monkeypatch.setenv("GRIDZERO_LOG_LEVEL", "WARNING")
+    settings = load_settings(ServiceSettings)
+    assert (settings.mqtt.username, settings.mqtt.password) == ("bms", "s3cret")
+    assert settings.log_level == "WARNING"
+
+
+def test_missing_env_file_is_a_settings_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GRIDZERO_ENV_FILE", str(tmp_path / "nope.env"))
+    with pytest.raises(SettingsError, match="no such file"):
+        load_settings(ServiceSettings)

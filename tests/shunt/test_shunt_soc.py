@@ -78,7 +78,7 @@ def test_a_day_of_a_known_profile() -> None:
     assert r.wh_out == pytest.approx(wh_out)
     assert r.counting
     assert r.gaps == 0
-    assert r.source == "manual"
+    assert r.source == "set"
 
 
 def test_charge_efficiency_applies_to_charge_in_only() -> None:
@@ -139,10 +139,10 @@ def test_full_anchor_after_hold_time() -> None:
     c.set_soc(80.0)  # drifted: the pack is really full
     c.update(0.0, 3.0, cell_max_v=4.09)
     run(c, 0, 179, 3.0, cell_max_v=4.09)
-    assert c.reading().source == "manual"
+    assert c.reading().source == "set"
     run(c, 179, 180, 3.0, cell_max_v=4.09)
     assert c.remaining_ah == CAP
-    assert c.source == "full"
+    assert c.source == "full_anchor"
 
 
 def test_full_anchor_needs_small_current_held() -> None:
@@ -153,9 +153,9 @@ def test_full_anchor_needs_small_current_held() -> None:
     run(c, 0, 100, 3.0, cell_max_v=4.09)
     run(c, 100, 101, 20.0, cell_max_v=4.09)  # bulk current again: the timer restarts
     run(c, 101, 250, 3.0, cell_max_v=4.09)
-    assert c.reading().source == "manual"
+    assert c.reading().source == "set"
     run(c, 250, 290, 3.0, cell_max_v=4.09)
-    assert c.source == "full"
+    assert c.source == "full_anchor"
 
 
 def test_empty_anchor_and_unknown_start() -> None:
@@ -167,7 +167,7 @@ def test_empty_anchor_and_unknown_start() -> None:
     assert c.reading().soc_pct is None
     run(c, 59, 60, -30.0, cell_min_v=3.15)
     assert c.reading().soc_pct == 0.0
-    assert c.source == "empty"
+    assert c.source == "empty_anchor"
 
 
 def test_initial_soc_from_ocv_at_rest() -> None:
@@ -212,7 +212,7 @@ def test_persistence_round_trip_continues_counting() -> None:
     stored = json.loads(json.dumps(c.to_dict()))
     again = CoulombCounter.from_dict(stored, s)
     assert again.remaining_ah == pytest.approx(c.remaining_ah)
-    assert again.source == "stored"
+    assert again.source == "restored"
     assert (again.ah_in, again.wh_in) == (c.ah_in, c.wh_in)
     again.update(5000.0, 20.0)  # first sample after restart: nothing integrated yet
     again.update(5001.0, 20.0)

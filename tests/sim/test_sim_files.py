@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gridzero.errors import UsageError
-from gridzero.sim.params import bundled_plants, load_plant, parse_plant
+from gridzero.sim.params import PlantParams, bundled_plants, load_plant, parse_plant
 from gridzero.sim.profile import Profile, bundled_profiles, load_profile, parse_profile
 
 # --- plant files ---------------------------------------------------------------------------
@@ -22,8 +22,6 @@ def test_every_bundled_plant_loads() -> None:
 
 
 def test_default_yaml_states_the_model_defaults() -> None:
-    from gridzero.sim.params import PlantParams
-
     loaded = load_plant("default")
     defaults = PlantParams()
     assert loaded.model_dump(exclude={"name", "description"}) == defaults.model_dump(
@@ -36,13 +34,18 @@ def test_variants_differ_where_they_say() -> None:
     assert load_plant("meter-latency").meter.latency_s > 1.0
     assert load_plant("meter-noise").meter.noise_w > 0.0
     assert load_plant("small-pack").pack.modules < load_plant("large-pack").pack.modules
-    assert load_plant("slow-inverter").inverters[0].lag_s > load_plant("fast-inverter").inverters[0].lag_s
+    assert (
+        load_plant("slow-inverter").inverters[0].lag_s
+        > load_plant("fast-inverter").inverters[0].lag_s
+    )
     assert len(load_plant("two-inverters").inverters) == 2
 
 
 def test_plant_error_names_file_line_and_field(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text("name: bad\npack:\n  modules: 9\ncharger:\n  max_power_w: 3000\n  efficiency: 1.7\n")
+    path.write_text(
+        "name: bad\npack:\n  modules: 9\ncharger:\n  max_power_w: 3000\n  efficiency: 1.7\n"
+    )
     with pytest.raises(UsageError) as err:
         load_plant(path)
     text = str(err.value)
@@ -91,7 +94,7 @@ def test_impossible_plant_values(text: str, needle: str) -> None:
 
 
 def test_unknown_bundled_plant() -> None:
-    with pytest.raises(UsageError, match="known: .*default"):
+    with pytest.raises(UsageError, match=r"known: .*default"):
         load_plant("no-such-plant")
 
 

@@ -309,11 +309,14 @@ class Charger(Service[ChargerServiceSettings]):
 
     def stop(self) -> None:
         # Safe state: DC off now; the EEPROM defaults written at start cover what follows.
+        if getattr(self, "bus", None) is None:
+            return  # start() failed before the bus opened: nothing to put in a safe state
         try:
             self._send((codec.encode_control(Control(dc_off=True)),))
         finally:
             self._rx_stop.set()
-            self._rx_thread.join(1.0)
+            if getattr(self, "_rx_thread", None) is not None:
+                self._rx_thread.join(1.0)
             self.bus.shutdown()
 
 

@@ -122,6 +122,12 @@ class Controller:
         if stamps:
             self.law.record_battery(max(stamps), total)
 
+    def _commanded_battery_w(self, commands: Commands, pack_voltage_v: float | None) -> float:
+        charge_w = 0.0
+        if commands.charger.on and pack_voltage_v:
+            charge_w = commands.charger.current_a * pack_voltage_v / self.settings.charger_efficiency
+        return commands.discharge_w - charge_w
+
     def limits_ok(self, obs: Observation) -> bool:
         """bms limits present, fresh and without alarm, and a pack voltage known."""
         lim = obs.limits
@@ -178,6 +184,7 @@ class Controller:
         )
         commands = self.dispatcher.step(now_s, law_out.setpoint_w, data, s)
         self._last = commands
+        self.law.record_command(now_s, self._commanded_battery_w(commands, obs.pack_voltage_v))
         faults = self._supervise(now_s, commands, inverters, charger)
         if obs.meter is not None:
             self.quality.add_meter(obs.meter.at_s, obs.meter.grid_w - s.target_grid_w)

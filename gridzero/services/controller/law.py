@@ -12,6 +12,7 @@ the full design and the reasons for each part.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
@@ -83,10 +84,22 @@ class BatteryHistory:
         while len(self._points) > 2 and self._points[1][0] < at_s - self._keep_s:
             self._points.popleft()
 
-    def at(self, at_s: float) -> float | None:
-        """The output at ``at_s``: interpolated inside the history, held outside it."""
+    def last(self) -> tuple[float, float] | None:
+        """The newest (time, value), if any."""
+        return self._points[-1] if self._points else None
+
+    def at(self, at_s: float, *, hold: bool = False) -> float | None:
+        """The value at ``at_s``: interpolated (or held from the previous point) inside the
+        history, held outside it."""
         if not self._points:
             return None
+        if hold:
+            value = self._points[0][1]
+            for t, w in self._points:
+                if t > at_s:
+                    break
+                value = w
+            return value
         if at_s >= self._points[-1][0]:
             return self._points[-1][1]
         if at_s <= self._points[0][0]:
@@ -106,11 +119,13 @@ class ControlLaw:
     def __init__(self) -> None:
         self.setpoint_w = 0.0
         self._history = BatteryHistory()
+        self._commands = BatteryHistory()
         self._last_meter_at_s: float | None = None
         self._last_step_s: float | None = None
         self._accepted_load_w: float | None = None
         self._last_raw_load_w: float | None = None
         self._reason = LawReason.NO_METER
+        self._last_direction = 0
 
     @property
     def load_estimate_w(self) -> float | None:
@@ -120,6 +135,42 @@ class ControlLaw:
     def record_battery(self, at_s: float, battery_w: float) -> None:
         """A measured battery output (inverters' AC output − charger AC input) at ``at_s``."""
         self._history.add(at_s, battery_w)
+
+    def record_command(self, at_s: float, battery_w: float) -> None:
+        """The battery power actually commanded (after dispatch) at ``at_s``."""
+        self._commands.add(at_s, battery_w)
+
+    def battery_at(self, at_s: float, settings: ControllerSettings) -> float | None:
+        """Best estimate of the battery output at ``at_s``.
+
+        Inside the measured history: interpolated. After the newest measurement: the plant
+        moves from that measurement towards the command then in effect (issued at least
+        `plant_dead_time_s` earlier) with time constant `plant_time_constant_s`, no faster than
+        `plant_ramp_w_per_s`; the estimate
+        always lies between the measurement and the command, so a wrong plant guess costs
+        speed, never a wrong direction.
+        """
+        last = self._history.last()
+        if last is None:
+            return None
+        t_meas, y_meas = last
+        if at_s <= t_meas:
+            return self._history.at(at_s)
+        command = self._commands.at(at_s - settings.plant_dead_time_s, hold=True)
+        if command is None:
+            return y_meas
+        dt = at_s - t_meas
+        gap = command - y_meas
+        move = abs(gap) * (1.0 - math.exp(-dt / settings.plant_time_constant_s))
+        move = min(move, settings.plant_ramp_w_per_s * dt)
+        return y_meas + math.copysign(move, gap)
+
+    def _plant_settled(self, settings: ControllerSettings) -> bool:
+        last = self._history.last()
+        command = self._commands.last()
+        if last is None or command is None:
+            return True
+        return abs(last[1] - command[1]) <= 2 * settings.deadband_w
 
     def force_zero(self, now_s: float) -> LawOutput:
         """Set-point 0 at once (stale or alarmed bms limits, mode hold/off)."""
@@ -167,7 +218,7 @@ class ControlLaw:
     def _on_sample(
         self, meter: MeterSample, bounds: PowerBounds, settings: ControllerSettings
     ) -> None:
-        battery_w = self._history.at(meter.at_s - settings.meter_latency_s)
+        battery_w = self.battery_at(meter.at_s - settings.meter_latency_s, settings)
         raw_load_w = meter.grid_w + (self.setpoint_w if battery_w is None else battery_w)
         previous_raw = self._last_raw_load_w
         self._last_raw_load_w = raw_load_w
@@ -191,6 +242,18 @@ class ControlLaw:
             self.setpoint_w = current_w
             self._reason = LawReason.DEADBAND
             return
+        direction = 1 if desired_w > current_w else -1
+        if (
+            direction == -self._last_direction
+            and abs(desired_w - current_w) <= settings.reversal_w
+            and not self._plant_settled(settings)
+        ):
+            # A small turn-back while the plant is still moving is most likely our own
+            # estimate's error during the transient: wait for the plant.
+            self.setpoint_w = current_w
+            self._reason = LawReason.DEADBAND
+            return
+        self._last_direction = direction
         rising = abs(desired_w) > abs(current_w) and desired_w * current_w >= 0
         if rising:
             desired_w = current_w + settings.rise_gain * (desired_w - current_w)

@@ -85,6 +85,8 @@ class QualityMonitor:
     def __init__(self, window_s: float = 60.0) -> None:
         self.window_s = window_s
         self._errors: deque[tuple[float, float]] = deque()
+        self._sum = 0.0
+        self._sum_sq = 0.0
         self._reversals: deque[float] = deque()
         self._last_setpoint: float | None = None
         self._last_direction = 0
@@ -96,6 +98,8 @@ class QualityMonitor:
             return
         self._last_meter_at_s = at_s
         self._errors.append((at_s, error_w))
+        self._sum += error_w
+        self._sum_sq += error_w * error_w
 
     def add_setpoint(self, now_s: float, setpoint_w: float, min_step_w: float) -> None:
         """A set-point; a change of direction larger than ``min_step_w`` counts as a reversal."""
@@ -115,11 +119,15 @@ class QualityMonitor:
         """Quality over the window ending at ``now_s``."""
         start = now_s - self.window_s
         while self._errors and self._errors[0][0] < start:
-            self._errors.popleft()
+            _, old = self._errors.popleft()
+            self._sum -= old
+            self._sum_sq -= old * old
+        if not self._errors:
+            self._sum = self._sum_sq = 0.0
         while self._reversals and self._reversals[0] < start:
             self._reversals.popleft()
         n = len(self._errors)
-        mean = sum(e for _, e in self._errors) / n if n else 0.0
-        rms = math.sqrt(sum(e * e for _, e in self._errors) / n) if n else 0.0
+        mean = self._sum / n if n else 0.0
+        rms = math.sqrt(max(0.0, self._sum_sq) / n) if n else 0.0
         age = None if self._last_meter_at_s is None else now_s - self._last_meter_at_s
         return LoopQuality(mean, rms, len(self._reversals) * 60.0 / self.window_s, age, n)

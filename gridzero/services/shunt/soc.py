@@ -41,8 +41,8 @@ MODULE_CAPACITY_AH = MODULE_ENERGY_WH / MODULE_NOMINAL_V
 DEFAULT_MODULES = 9
 DEFAULT_CAPACITY_AH = DEFAULT_MODULES * MODULE_CAPACITY_AH
 
-Source = Literal["unknown", "ocv", "full", "empty", "manual", "stored"]
-SOURCES: tuple[Source, ...] = ("unknown", "ocv", "full", "empty", "manual", "stored")
+Source = Literal["unknown", "ocv", "full_anchor", "empty_anchor", "set", "restored"]
+SOURCES: tuple[Source, ...] = ("unknown", "ocv", "full_anchor", "empty_anchor", "set", "restored")
 STATE_VERSION = 1
 
 
@@ -239,9 +239,9 @@ class CoulombCounter:
         self._empty_since_s = self._held(self._empty_since_s, empty, now_s)
         self._rest_since_s = self._held(self._rest_since_s, rest, now_s)
         if self._full_since_s is not None and now_s - self._full_since_s >= s.full_hold_s:
-            self.remaining_ah, self.source = s.capacity_ah, "full"
+            self.remaining_ah, self.source = s.capacity_ah, "full_anchor"
         elif self._empty_since_s is not None and now_s - self._empty_since_s >= s.empty_hold_s:
-            self.remaining_ah, self.source = 0.0, "empty"
+            self.remaining_ah, self.source = 0.0, "empty_anchor"
         elif (
             self._rest_since_s is not None
             and cell_min_v is not None
@@ -253,7 +253,7 @@ class CoulombCounter:
 
     # --- manual actions ------------------------------------------------------------------
 
-    def set_soc(self, soc_pct: float, source: Source = "manual") -> None:
+    def set_soc(self, soc_pct: float, source: Source = "set") -> None:
         """Set the state of charge (0..100 %), e.g. the "battery is full" button."""
         value = _finite("soc", soc_pct)
         if not 0 <= value <= 100:
@@ -322,7 +322,7 @@ class CoulombCounter:
                 f"stored remaining {value!r} Ah is outside 0..{saved_capacity:g} Ah",
             )
             counter.remaining_ah = min(1.0, value / saved_capacity) * counter.settings.capacity_ah
-            counter.source = "stored"
+            counter.source = "restored"
         return counter
 
     def with_settings(self, settings: SocSettings) -> CoulombCounter:

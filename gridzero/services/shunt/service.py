@@ -1,0 +1,514 @@
+"""The shunt service: ADS1115 + shunt -> current, power, SoC and energy counters on MQTT.
+
+Hardware: ``smbus2.SMBus(<i2c_bus>)``. Simulation (``i2c_bus: sim``): the
+register-level ADS1115 model behind the same driver, its input voltage set from
+the simulator's true battery current (``<base>/sim/truth`` ``current_a``)
+through the shunt's resistance, wired the default way (charging = positive).
+
+Loop: sample every 1/``sample_rate_hz`` s; every ``publish_s`` average the
+samples, feed the coulomb counter (pack voltage and cell extremes from
+``<base>/bms/pack`` when fresh) and publish ``<base>/shunt/state``. Any I2C
+failure leaves the sample out; a saturated ADC or too few good samples make the
+sensor ``unavailable`` (no current, counting pauses). A missing device is
+retried every ``retry_s``. The counter state is persisted (debounced by the
+runtime's store, ``store_flush_s``) and restored at start.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from gridzero import ha
+from gridzero.contract import PackState, ShuntState, SimTruth, parse_payload
+from gridzero.runtime.mqtt import Message
+from gridzero.runtime.service import Service, run_service
+from gridzero.runtime.settings import ServiceSettings, load_settings
+from gridzero.services.shunt.ads1115 import Ads1115, Ads1115Error, Ads1115Settings, SMBusLike
+from gridzero.services.shunt.ads1115_model import Ads1115Model
+from gridzero.services.shunt.codec import FSR_CHOICES_V, RATE_CHOICES_SPS
+from gridzero.services.shunt.current import (
+    MIN_CALIBRATION_SAMPLES,
+    CalibrationError,
+    CurrentAverager,
+    CurrentReading,
+    CurrentSettings,
+    zero_offset,
+)
+from gridzero.services.shunt.soc import DEFAULT_CAPACITY_AH, CoulombCounter, SocSettings
+
+_SOC = SocSettings()
+STORE_KEY = "counter"
+
+
+class ShuntSettings(ServiceSettings):
+    """Start-up settings (environment ``GRIDZERO_<FIELD>`` / YAML)."""
+
+    i2c_bus: int | Literal["sim"] = Field(
+        default=1, description="I2C bus number (/dev/i2c-N), or 'sim' for the ADS1115 model"
+    )
+    address: int = Field(default=0x48, ge=0x48, le=0x4B, description="ADDR pin: 0x48..0x4B")
+    fsr_v: float = Field(default=0.256, description="ADC full-scale range (PGA), volts")
+    data_rate_sps: int = Field(default=8, description="ADC data rate, samples per second")
+    single_shot: bool = Field(default=False, description="single-shot instead of continuous")
+    transfer: Literal["block", "word"] = Field(
+        default="block", description="I2C block transfers (MSB first) or SMBus words (swapped)"
+    )
+    shunt_rated_a: float = Field(default=100.0, gt=0, le=10000)
+    shunt_rated_mv: float = Field(default=75.0, gt=0, le=1000)
+    sample_rate_hz: float = Field(default=8.0, ge=4.0, le=50.0)
+    publish_s: float = Field(default=1.0, ge=0.25, le=10.0)
+    retry_s: float = Field(default=5.0, gt=0, le=300, description="re-open a missing device")
+    capacity_ah: float = Field(
+        default=round(DEFAULT_CAPACITY_AH, 1),
+        gt=0,
+        le=10000,
+        description="initial capacity (9 GTE modules x 24.46 Ah); a runtime setting after that",
+    )
+    charge_efficiency: float = Field(default=_SOC.charge_efficiency, ge=0.5, le=1.0)
+    series_cells: int = Field(default=_SOC.series_cells, ge=1, le=200)
+    full_cell_v: float = Field(default=_SOC.full_cell_v, ge=3.5, le=4.25)
+    tail_current_a: float = Field(default=_SOC.tail_current_a, ge=0, le=1000)
+    full_hold_s: float = Field(default=_SOC.full_hold_s, ge=0, le=7200)
+    empty_cell_v: float = Field(default=_SOC.empty_cell_v, ge=2.5, le=3.7)
+    empty_hold_s: float = Field(default=_SOC.empty_hold_s, ge=0, le=7200)
+    max_gap_s: float = Field(default=_SOC.max_gap_s, gt=0, le=60)
+    rest_current_a: float = Field(default=_SOC.rest_current_a, ge=0, le=100)
+    rest_hold_s: float = Field(default=_SOC.rest_hold_s, ge=0, le=7200)
+    bms_stale_s: float = Field(default=5.0, gt=0, le=120, description="pack data older is ignored")
+
+    @field_validator("fsr_v")
+    @classmethod
+    def _fsr(cls, value: float) -> float:
+        if not any(abs(value - v) < 1e-9 for v in FSR_CHOICES_V):
+            raise ValueError(f"must be one of {', '.join(f'{v:g}' for v in FSR_CHOICES_V)} V")
+        return value
+
+    @field_validator("data_rate_sps")
+    @classmethod
+    def _rate(cls, value: int) -> int:
+        if value not in RATE_CHOICES_SPS:
+            raise ValueError(f"must be one of {', '.join(map(str, RATE_CHOICES_SPS))} SPS")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ShuntSettings:
+        if self.single_shot and 1.5 / self.data_rate_sps > 0.5 / self.sample_rate_hz:
+            raise ValueError(
+                f"single-shot conversions at {self.data_rate_sps} SPS block too long for"
+                f" {self.sample_rate_hz:g} Hz sampling; use continuous mode or a higher data rate"
+            )
+        if self.empty_cell_v >= self.full_cell_v:
+            raise ValueError(
+                f"empty_cell_v {self.empty_cell_v} V must be below full_cell_v {self.full_cell_v} V"
+            )
+        return self
+
+    def adc(self) -> Ads1115Settings:
+        return Ads1115Settings(
+            address=self.address,
+            fsr_v=self.fsr_v,
+            data_rate_sps=self.data_rate_sps,
+            single_shot=self.single_shot,
+            transfer=self.transfer,
+        )
+
+    def soc(self, capacity_ah: float) -> SocSettings:
+        return SocSettings(
+            capacity_ah=capacity_ah,
+            charge_efficiency=self.charge_efficiency,
+            series_cells=self.series_cells,
+            full_cell_v=self.full_cell_v,
+            tail_current_a=self.tail_current_a,
+            full_hold_s=self.full_hold_s,
+            empty_cell_v=self.empty_cell_v,
+            empty_hold_s=self.empty_hold_s,
+            max_gap_s=self.max_gap_s,
+            rest_current_a=self.rest_current_a,
+            rest_hold_s=self.rest_hold_s,
+        )
+
+
+class ShuntRuntime(BaseModel):
+    """Settings changed at runtime (MQTT / Home Assistant), persisted."""
+
+    capacity_ah: float = Field(
+        default=round(DEFAULT_CAPACITY_AH, 1),
+        ge=1,
+        le=10000,
+        json_schema_extra={"unit": "Ah", "step": 0.1},
+    )
+    invert: bool = Field(default=False, title="Invert current sign")
+    offset_counts: float = Field(
+        default=0.0, ge=-1000, le=1000, json_schema_extra={"unit": "counts", "step": 0.1}
+    )
+    gain: float = Field(default=1.0, ge=0.5, le=2.0, json_schema_extra={"step": 0.001})
+    dead_band_a: float = Field(
+        default=0.05,
+        ge=0,
+        le=5,
+        json_schema_extra={"unit": "A", "step": 0.01, "device_class": "current"},
+    )
+
+
+class Shunt(Service[ShuntSettings]):
+    """Battery current, state of charge and energy from an ADS1115 on a shunt."""
+
+    name = "shunt"
+    settings_class = ShuntSettings
+
+    def start(self) -> None:
+        ctx, s = self.ctx, self.settings
+        self.model: Ads1115Model | None = None
+        self.adc: Ads1115 | None = None
+        self.open_error = ""
+        self.next_open_s = 0.0
+        self.runtime = ctx.runtime_settings(
+            ShuntRuntime(capacity_ah=s.capacity_ah), self.on_runtime_change
+        )
+        self.current_settings = self._current_settings(self.runtime.value)
+        self.averager = CurrentAverager(self.current_settings)
+        self.counter = self._restore_counter()
+        self.last_reading: CurrentReading | None = None
+        self.pack: PackState | None = None
+        self.pack_at_s = -1e9
+        self.calibration: list[int] | None = None
+        self.calibration_topic = ""
+        self.errors_logged = 0
+        if s.i2c_bus == "sim":
+            self.model = Ads1115Model(s.address, clock=ctx.now)
+            ctx.subscribe(ctx.topics.sim_truth, self.on_truth)
+        ctx.subscribe(ctx.topics.bms_pack, self.on_pack)
+        ctx.action("soc_full", self.on_soc_full)
+        ctx.action("set_soc", self.on_set_soc)
+        ctx.action("calibrate_zero", self.on_calibrate_zero)
+        ctx.every(1.0 / s.sample_rate_hz, self.sample, name="sample")
+        ctx.every(s.publish_s, self.publish_state, name="publish", start_s=s.publish_s)
+        ctx.discovery(self.discovery)
+
+    # --- settings and state -------------------------------------------------------------
+
+    def _current_settings(self, rt: ShuntRuntime) -> CurrentSettings:
+        s = self.settings
+        return CurrentSettings(
+            shunt_rated_a=s.shunt_rated_a,
+            shunt_rated_mv=s.shunt_rated_mv,
+            fsr_v=s.fsr_v,
+            offset_counts=rt.offset_counts,
+            gain=rt.gain,
+            invert=rt.invert,
+            dead_band_a=rt.dead_band_a,
+        )
+
+    def _restore_counter(self) -> CoulombCounter:
+        soc_settings = self.settings.soc(self.runtime.value.capacity_ah)
+        stored = self.ctx.store.get(STORE_KEY)
+        if stored is None:
+            return CoulombCounter(soc_settings)
+        try:
+            if not isinstance(stored, dict):
+                raise ValueError(f"stored counter is a {type(stored).__name__}, not an object")
+            counter = CoulombCounter.from_dict(stored, soc_settings)
+        except ValueError as exc:
+            self.ctx.log.error("stored SoC/energy counters unusable, starting afresh: %s", exc)
+            return CoulombCounter(soc_settings)
+        self.ctx.log.info("restored counters: %s", counter.reading())
+        return counter
+
+    def on_runtime_change(self, new: ShuntRuntime) -> None:
+        self.current_settings = self._current_settings(new)
+        self.averager.settings = self.current_settings
+        if new.capacity_ah != self.counter.settings.capacity_ah:
+            self.counter.settings = self.settings.soc(new.capacity_ah)
+        self._save()
+
+    def _save(self) -> None:
+        self.ctx.store.set(STORE_KEY, self.counter.to_dict())
+
+    # --- device -----------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        s = self.settings
+        bus: SMBusLike
+        if self.model is not None:
+            bus, where = self.model, "simulated I2C"
+        else:
+            from smbus2 import SMBus  # noqa: PLC0415 - hardware only; tests run without it
+
+            where = f"/dev/i2c-{s.i2c_bus}"
+            try:
+                bus = SMBus(s.i2c_bus)
+            except OSError as exc:
+                raise Ads1115Error(f"ADS1115: cannot open {where}: {exc}") from exc
+        adc = Ads1115(bus, s.adc(), where=where)
+        try:
+            adc.start()
+        except Ads1115Error:
+            bus.close()
+            raise
+        self.adc = adc
+        self.ctx.log.info("%s ready (%s)", adc.name, s.adc())
+
+    def sample(self) -> None:
+        now = self.ctx.now()
+        if self.adc is None:
+            if now < self.next_open_s:
+                self.averager.add(None)
+                return
+            try:
+                self._open()
+                self.open_error = ""
+            except Ads1115Error as exc:
+                self.next_open_s = now + self.settings.retry_s
+                if str(exc) != self.open_error:
+                    self.ctx.log.error(
+                        "%s; sensor unavailable, retrying every %g s", exc, self.settings.retry_s
+                    )
+                self.open_error = str(exc)
+                self.averager.add(None)
+                return
+        adc = self.adc
+        if adc is None:  # not opened yet: the branch above returned or opened it
+            return
+        try:
+            counts = adc.read_counts()
+        except Ads1115Error as exc:
+            self.errors_logged += 1
+            if self.errors_logged <= 5 or self.errors_logged % 100 == 0:
+                self.ctx.log.warning("read failed (%d so far): %s", self.errors_logged, exc)
+            self.averager.add(None)
+            return
+        self.averager.add(counts)
+        if self.calibration is not None:
+            self._calibration_sample(counts)
+
+    # --- inputs -------------------------------------------------------------------------------
+
+    def on_truth(self, msg: Message) -> None:
+        truth = parse_payload(SimTruth, msg.topic, msg.payload)
+        if self.model is not None:
+            self.model.input_v = truth.current_a * self.current_settings.shunt_ohm
+
+    def on_pack(self, msg: Message) -> None:
+        self.pack = parse_payload(PackState, msg.topic, msg.payload)
+        self.pack_at_s = self.ctx.now()
+
+    def _fresh_pack(self) -> PackState | None:
+        if self.pack is None or self.ctx.now() - self.pack_at_s > self.settings.bms_stale_s:
+            return None
+        return self.pack
+
+    # --- actions ------------------------------------------------------------------------------
+
+    def on_soc_full(self, payload: bytes) -> None:
+        self.counter.set_soc(100.0)
+        self._save()
+        self.publish_state(integrate=False)
+
+    def on_set_soc(self, payload: bytes) -> None:
+        text = payload.decode("utf-8", "replace").strip()
+        try:
+            value = float(text)
+        except ValueError as exc:
+            raise ValueError(f"set_soc takes a number 0..100 (%), got {text[:20]!r}") from exc
+        self.counter.set_soc(value)
+        self._save()
+        self.publish_state(integrate=False)
+
+    def on_calibrate_zero(self, payload: bytes) -> None:
+        if self.adc is None:
+            raise ValueError("calibrate_zero: the ADS1115 is unavailable")
+        if self.calibration is not None:
+            raise ValueError("calibrate_zero: a calibration is already running")
+        self.calibration = []
+        self.calibration_topic = self.ctx.topics.action_set(self.name, "calibrate_zero")
+        self.ctx.log.info(
+            "zero calibration: averaging %d samples; no current may flow", self._cal_samples
+        )
+
+    @property
+    def _cal_samples(self) -> int:
+        return max(MIN_CALIBRATION_SAMPLES, round(4 * self.settings.sample_rate_hz))
+
+    def _calibration_sample(self, counts: int) -> None:
+        assert self.calibration is not None
+        self.calibration.append(counts)
+        if len(self.calibration) < self._cal_samples:
+            return
+        samples, self.calibration = self.calibration, None
+        try:
+            result = zero_offset(samples)
+        except CalibrationError as exc:
+            self.ctx.log.error("%s", exc)
+            self.ctx.ack(self.calibration_topic, b"result", ok=False, reason=str(exc))
+            return
+        new = self.runtime.value.model_copy(
+            update={"offset_counts": round(result.offset_counts, 2)}
+        )
+        self.runtime.apply(ShuntRuntime.model_validate(new.model_dump()), changed="offset_counts")
+        self.ctx.log.info(
+            "zero calibration: offset %.2f counts (stdev %.2f, %d samples)",
+            result.offset_counts,
+            result.stdev_counts,
+            result.samples,
+        )
+        self.ctx.ack(self.calibration_topic, b"result", ok=True)
+
+    # --- output -------------------------------------------------------------------------------
+
+    def publish_state(self, integrate: bool = True) -> None:
+        ctx = self.ctx
+        pack = self._fresh_pack()
+        if integrate:
+            expected = max(1, round(self.settings.sample_rate_hz * self.settings.publish_s))
+            self.last_reading = self.averager.take(expected)
+            self.counter.update(
+                ctx.now(),
+                self.last_reading.current_a,
+                pack_voltage_v=pack.pack_voltage_v if pack else None,
+                cell_min_v=pack.cell_min.voltage_v if pack and pack.cell_min else None,
+                cell_max_v=pack.cell_max.voltage_v if pack and pack.cell_max else None,
+            )
+            self._save()
+        reading = self.last_reading
+        current = reading.current_a if reading is not None else None
+        soc = self.counter.reading()
+        ctx.publish(
+            ctx.topics.shunt_state,
+            ShuntState(
+                ts=ctx.wall(),
+                sensor="ok" if current is not None else "unavailable",
+                current_a=current,
+                power_w=current * pack.pack_voltage_v if current is not None and pack else None,
+                soc_pct=None if soc.soc_pct is None else min(100.0, max(0.0, soc.soc_pct)),
+                soc_source=soc.source,
+                remaining_ah=soc.remaining_ah,
+                remaining_wh=soc.remaining_wh,
+                capacity_ah=self.counter.settings.capacity_ah,
+                charge_in_ah=soc.ah_in,
+                charge_out_ah=soc.ah_out,
+                energy_in_kwh=soc.wh_in / 1000.0,
+                energy_out_kwh=soc.wh_out / 1000.0,
+                offset_counts=self.current_settings.offset_counts,
+                gain=self.current_settings.gain,
+            ),
+            retain=True,
+        )
+
+    def discovery(self) -> tuple[str, dict[str, object]]:
+        t = self.ctx.topics
+        state = t.shunt_state
+        comps = [
+            ha.sensor(
+                "current",
+                "Current",
+                state,
+                "current_a",
+                unit="A",
+                device_class="current",
+                precision=2,
+            ),
+            ha.sensor(
+                "power", "Power", state, "power_w", unit="W", device_class="power", precision=0
+            ),
+            ha.sensor(
+                "soc",
+                "State of charge",
+                state,
+                "soc_pct",
+                unit="%",
+                device_class="battery",
+                precision=1,
+            ),
+            ha.sensor(
+                "remaining_ah", "Remaining charge", state, "remaining_ah", unit="Ah", precision=1
+            ),
+            ha.sensor(
+                "remaining_wh",
+                "Remaining energy",
+                state,
+                "remaining_wh",
+                unit="Wh",
+                device_class="energy_storage",
+                precision=0,
+            ),
+            ha.sensor(
+                "energy_in",
+                "Energy charged",
+                state,
+                "energy_in_kwh",
+                unit="kWh",
+                device_class="energy",
+                state_class="total_increasing",
+                precision=3,
+            ),
+            ha.sensor(
+                "energy_out",
+                "Energy discharged",
+                state,
+                "energy_out_kwh",
+                unit="kWh",
+                device_class="energy",
+                state_class="total_increasing",
+                precision=3,
+            ),
+            ha.sensor(
+                "charge_in",
+                "Charge in",
+                state,
+                "charge_in_ah",
+                unit="Ah",
+                state_class="total_increasing",
+                entity_category="diagnostic",
+                precision=2,
+            ),
+            ha.sensor(
+                "charge_out",
+                "Charge out",
+                state,
+                "charge_out_ah",
+                unit="Ah",
+                state_class="total_increasing",
+                entity_category="diagnostic",
+                precision=2,
+            ),
+            ha.text_sensor(
+                "soc_source",
+                "SoC source",
+                state,
+                "{{ value_json.soc_source }}",
+                entity_category="diagnostic",
+            ),
+            ha.text_sensor(
+                "sensor", "Sensor", state, "{{ value_json.sensor }}", entity_category="diagnostic"
+            ),
+            *ha.settings_components(ShuntRuntime, t, self.name),
+            ha.button("soc_full", "Set SoC to 100 %", t.action_set(self.name, "soc_full")),
+            ha.button(
+                "calibrate_zero",
+                "Calibrate zero (no current!)",
+                t.action_set(self.name, "calibrate_zero"),
+            ),
+        ]
+        return ha.device_discovery(
+            ha.service_device(self.name, "ADS1115 + 100 A / 75 mV shunt"),
+            comps,
+            t.status(self.name),
+        )
+
+    def stop(self) -> None:
+        self._save()
+        if self.adc is not None:
+            try:
+                self.adc.close()
+            except Ads1115Error as exc:
+                self.ctx.log.warning("%s", exc)
+            self.adc = None
+
+
+SERVICE = Shunt
+
+if __name__ == "__main__":
+    sys.exit(run_service(Shunt, load_settings(ShuntSettings)))

@@ -1,0 +1,369 @@
+"""The inverter service against the real broker, with a local TCP server as its socket:// port."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gridzero.contract import Topics
+from gridzero.errors import SettingsError
+from gridzero.runtime.service import ServiceRunner
+from gridzero.runtime.settings import load_settings
+from gridzero.services.inverter.codec import (
+    DemandFrame,
+    Framer,
+    StatusQuery,
+    StatusReply,
+    encode_status_reply,
+)
+from gridzero.services.inverter.service import Inverter, InverterSettings, UnitConfig
+from gridzero.testing import TestBroker, wait_until
+
+pytestmark = pytest.mark.broker
+T = Topics()
+REPLY = StatusReply(0, 51.2, 5.0, 231.0, 50.0, 36.5)
+
+
+class InverterPeer:
+    """A TCP server playing a SoyoSource on its limiter port: records frames, may answer queries."""
+
+    def __init__(self, port: int = 0, *, answer: bool = False) -> None:
+        self.answer = answer
+        self.frames: list[tuple[float, DemandFrame | StatusQuery | StatusReply]] = []
+        self._cond = threading.Condition()
+        self._server = socket.create_server(("127.0.0.1", port), reuse_port=False)
+        self._server.settimeout(0.05)
+        self.port = self._server.getsockname()[1]
+        self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._conns.append(conn)
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        framer = Framer()
+        conn.settimeout(0.05)
+        while not self._stop.is_set():
+            try:
+                data = conn.recv(256)
+            except TimeoutError:
+                result = framer.flush()
+            except OSError:
+                return
+            else:
+                if not data:
+                    return
+                result = framer.feed(data)
+            now = time.monotonic()
+            with self._cond:
+                self.frames.extend((now, f) for f in result.frames)
+                self._cond.notify_all()
+            if self.answer and any(isinstance(f, StatusQuery) for f in result.frames):
+                conn.sendall(encode_status_reply(REPLY))
+
+    def demands(self, after: float = 0.0) -> list[tuple[float, int]]:
+        with self._cond:
+            return [
+                (t, f.power_w) for t, f in self.frames if isinstance(f, DemandFrame) and t >= after
+            ]
+
+    def wait_demand(self, power_w: int, *, after: float = 0.0, timeout_s: float = 10.0) -> float:
+        """Time the first demand frame of ``power_w`` arrived after ``after``."""
+        wait_until(
+            lambda: any(p == power_w for _t, p in self.demands(after)),
+            timeout_s,
+            f"a {power_w} W frame",
+        )
+        return next(t for t, p in self.demands(after) if p == power_w)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.close()
+        for conn in self._conns:
+            conn.close()
+        self._thread.join(1.0)
+
+
+class Publisher:
+    """Publishes bms limits and/or a controller command periodically until stopped."""
+
+    def __init__(self, broker: TestBroker, user: str, topic: str, body: dict[str, object]) -> None:
+        self.probe = broker.probe(user, subscribe="")
+        self.topic = topic
+        self.body = body
+        self.last_s = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.probe.publish(self.topic, json.dumps({**self.body, "ts": time.time()}))
+            self.last_s = time.monotonic()
+            self._stop.wait(0.3)  # the publishing rate, not synchronisation
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join(2.0)
+        self.probe.close()
+        return self.last_s
+
+
+LIMITS = {
+    "cvl_v": 58.0,
+    "ccl_a": 20.0,
+    "dcl_a": 20.0,
+    "charge_allowed": True,
+    "discharge_allowed": True,
+    "pack_voltage_v": 50.0,
+    "reasons": [],
+    "alarms": [],
+}
+
+
+def make_settings(
+    broker: TestBroker, data_dir: Path, peer_port: int, **extra: object
+) -> InverterSettings:
+    unit = UnitConfig(
+        id="u1", port=f"socket://127.0.0.1:{peer_port}", max_power_w=800, dc_min_v=40, dc_max_v=60
+    )
+    values: dict[str, object] = {
+        "units": [unit],
+        "mqtt": broker.mqtt_settings("inverter"),
+        "data_dir": data_dir,
+        "store_flush_s": 0.2,
+        "command_stale_s": 1.0,
+        "bms_stale_s": 1.0,
+        "status_poll_s": 0.5,
+        "reconnect_min_s": 0.1,
+        "reconnect_max_s": 0.5,
+    }
+    values.update(extra)
+    return InverterSettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def peer() -> Iterator[InverterPeer]:
+    p = InverterPeer(answer=True)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def service(broker: TestBroker, tmp_path: Path, peer: InverterPeer) -> Iterator[ServiceRunner]:
+    runner = ServiceRunner(Inverter, make_settings(broker, tmp_path, peer.port))
+    runner.start_thread()
+    assert runner.ctx.conn.wait_connected(5)
+    yield runner
+    runner.stop()
+    runner.join()
+
+
+def test_demand_follows_command_and_goes_to_zero_when_controller_falls_silent(
+    broker: TestBroker, service: ServiceRunner, peer: InverterPeer
+) -> None:
+    bms = Publisher(broker, "bms", T.bms_limits, LIMITS)
+    ctl = Publisher(broker, "controller", T.inverter_set("u1"), {"power_w": 300})
+    try:
+        peer.wait_demand(300)
+        silent_from = ctl.stop()
+        zero_at = peer.wait_demand(0, after=silent_from)
+        assert zero_at - silent_from < 3.0, f"0 W after {zero_at - silent_from:.2f} s"
+        probe = broker.probe()
+        probe.wait_for(
+            T.inverter_state("u1"),
+            lambda p: (
+                json.loads(p)["cap_reason"] == "stale_command" and json.loads(p)["sending"] is False
+            ),
+        )
+        probe.close()
+        zeros = [p for t, p in peer.demands(silent_from) if p == 0]
+        assert len(zeros) == 3
+        assert all(p in (0, 300) for _t, p in peer.demands(silent_from))
+    finally:
+        bms.stop()
+
+
+def test_demand_goes_to_zero_when_bms_falls_silent(
+    broker: TestBroker, service: ServiceRunner, peer: InverterPeer
+) -> None:
+    bms = Publisher(broker, "bms", T.bms_limits, LIMITS)
+    ctl = Publisher(broker, "controller", T.inverter_set("u1"), {"power_w": 500})
+    try:
+        peer.wait_demand(500)
+        silent_from = bms.stop()
+        zero_at = peer.wait_demand(0, after=silent_from)
+        assert zero_at - silent_from < 3.0, f"0 W after {zero_at - silent_from:.2f} s"
+    finally:
+        ctl.stop()
+
+
+def test_command_clamped_to_dcl_and_max_power(
+    broker: TestBroker, service: ServiceRunner, peer: InverterPeer
+) -> None:
+    bms = Publisher(broker, "bms", T.bms_limits, {**LIMITS, "dcl_a": 5.0})  # 250 W
+    ctl = Publisher(broker, "controller", T.inverter_set("u1"), {"power_w": 5000})
+    probe = broker.probe()
+    try:
+        peer.wait_demand(250)
+        state = probe.wait_for(
+            T.inverter_state("u1"), lambda p: json.loads(p)["cap_reason"] == "dcl"
+        )
+        assert json.loads(state)["cap_w"] == 250
+        assert max(p for _t, p in peer.demands()) <= 250
+    finally:
+        ctl.stop()
+        bms.stop()
+        probe.close()
+
+
+def test_bad_command_is_refused_with_a_reason(
+    broker: TestBroker, service: ServiceRunner, peer: InverterPeer
+) -> None:
+    probe = broker.probe()
+    sender = broker.probe("controller", subscribe="")
+    sender.publish(T.inverter_set("u1"), json.dumps({"ts": time.time(), "power_w": -5}))
+    ack = json.loads(probe.wait_for(T.ack("inverter"), lambda p: b"power_w" in p))
+    assert ack["ok"] is False
+    assert "greater than or equal to 0" in ack["reason"]
+    sender.publish(T.inverter_set("nope"), json.dumps({"ts": time.time(), "power_w": 5}))
+    ack = json.loads(probe.wait_for(T.ack("inverter"), lambda p: b"nope" in p))
+    assert "not configured" in ack["reason"]
+    sender.close()
+    probe.close()
+
+
+def test_status_replies_make_link_ok_and_are_published(
+    broker: TestBroker, service: ServiceRunner, peer: InverterPeer
+) -> None:
+    probe = broker.probe()
+    state = probe.wait_for(T.inverter_state("u1"), lambda p: json.loads(p)["link"] == "ok")
+    doc = json.loads(state)
+    assert doc["battery_voltage_v"] == 51.2
+    assert doc["temperature_c"] == 36.5
+    assert doc["frequency_hz"] == 50.0
+    probe.close()
+
+
+def test_frames_resume_after_the_tcp_peer_restarts(broker: TestBroker, tmp_path: Path) -> None:
+    peer = InverterPeer()
+    port = peer.port
+    runner = ServiceRunner(Inverter, make_settings(broker, tmp_path, port))
+    runner.start_thread()
+    bms = Publisher(broker, "bms", T.bms_limits, LIMITS)
+    ctl = Publisher(broker, "controller", T.inverter_set("u1"), {"power_w": 200})
+    probe = broker.probe()
+    try:
+        peer.wait_demand(200)
+        down_at = time.monotonic()
+        peer.close()
+        probe.wait_for(
+            T.inverter_state("u1"), lambda p: json.loads(p)["link"] == "port_error", after=down_at
+        )
+        peer = InverterPeer(port)  # the gateway comes back on the same address
+        peer.wait_demand(200)
+    finally:
+        ctl.stop()
+        bms.stop()
+        probe.close()
+        runner.stop()
+        runner.join()
+        peer.close()
+
+
+def test_runtime_max_power_is_validated_and_persisted(
+    broker: TestBroker, service: ServiceRunner, peer: InverterPeer, tmp_path: Path
+) -> None:
+    probe = broker.probe()
+    setter = broker.probe("homeassistant", subscribe="")
+    setter.publish(T.setting_set("inverter", "max_power_w", unit="u1"), "900")
+    ack = json.loads(probe.wait_for(T.ack("inverter"), lambda p: b"max_power_w" in p))
+    assert ack["ok"] is False
+    assert "800" in ack["reason"]
+    setter.publish(T.setting_set("inverter", "max_power_w", unit="u1"), "150")
+    probe.wait_for(T.setting("inverter", "max_power_w", unit="u1"), lambda p: p == b"150")
+    assert service.service.dispatcher.unit("u1").max_power_w == 150
+    bms = Publisher(broker, "bms", T.bms_limits, LIMITS)
+    ctl = Publisher(broker, "controller", T.inverter_set("u1"), {"power_w": 600})
+    try:
+        peer.wait_demand(150)
+        wait_until(lambda: (tmp_path / "inverter.json").exists(), 5, "settings persisted")
+        wait_until(
+            lambda: "150" in (tmp_path / "inverter.json").read_text(), 5, "max_power_w persisted"
+        )
+    finally:
+        ctl.stop()
+        bms.stop()
+        setter.close()
+        probe.close()
+
+
+def test_discovery_one_device_per_unit(broker: TestBroker, tmp_path: Path) -> None:
+    peer = InverterPeer()
+    units = [
+        UnitConfig(id="u48", port=f"socket://127.0.0.1:{peer.port}", dc_min_v=40, dc_max_v=60),
+        UnitConfig(
+            id="u36", port=f"socket://127.0.0.1:{peer.port}", dc_min_v=28, dc_max_v=44, address=0x25
+        ),
+    ]
+    settings = make_settings(broker, tmp_path, peer.port, units=units)
+    probe = broker.probe()
+    runner = ServiceRunner(Inverter, settings)
+    runner.start_thread()
+    try:
+        for uid in ("u48", "u36"):
+            topic = f"homeassistant/device/gridzero_inverter/gridzero_inverter_{uid}/config"
+            doc = json.loads(probe.wait_for(topic))
+            assert doc["dev"]["ids"] == [f"gridzero_inverter_{uid}"]
+            assert doc["cmps"]["demand"]["state_topic"] == T.inverter_state(uid)
+            assert doc["cmps"]["max_power_w"]["p"] == "number"
+            assert doc["cmps"]["enabled"]["p"] == "switch"
+    finally:
+        runner.stop()
+        runner.join()
+        probe.close()
+        peer.close()
+
+
+def test_settings_refuse_two_units_on_one_wire(tmp_path: Path) -> None:
+    unit = {"id": "a", "port": "/dev/ttyUSB0", "dc_min_v": 40, "dc_max_v": 60}
+    with pytest.raises(SettingsError, match="share port /dev/ttyUSB0 and address 0x24"):
+        load_settings(InverterSettings, units=[unit, {**unit, "id": "b"}], data_dir=tmp_path)
+    with pytest.raises(SettingsError, match="dc_min_v 60.0 must be below dc_max_v 40.0"):
+        load_settings(
+            InverterSettings, units=[{**unit, "dc_min_v": 60, "dc_max_v": 40}], data_dir=tmp_path
+        )
+
+
+def test_unreachable_port_reports_port_error(broker: TestBroker, tmp_path: Path) -> None:
+    peer = InverterPeer()
+    port = peer.port
+    peer.close()  # nothing listens there now
+    probe = broker.probe()
+    runner = ServiceRunner(Inverter, make_settings(broker, tmp_path, port))
+    runner.start_thread()
+    try:
+        doc = json.loads(
+            probe.wait_for(T.inverter_state("u1"), lambda p: json.loads(p)["link"] == "port_error")
+        )
+        assert doc["sending"] is False
+    finally:
+        runner.stop()
+        runner.join()
+        probe.close()
