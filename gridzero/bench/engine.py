@@ -126,7 +126,13 @@ class DeviceServices:
         lim = self.limits
         cp = self.params.charger
         min_a = self.config.charger_min_current_a
-        if not ok or cmd is None or lim is None or not cmd.charger.on or lim.charge_current_a < min_a:
+        if (
+            not ok
+            or cmd is None
+            or lim is None
+            or not cmd.charger.on
+            or lim.charge_current_a < min_a
+        ):
             plant.charger_dc(False, now_s)
             return
         top_a = min(lim.charge_current_a, cp.max_fraction * cp.amps_per_fraction)
@@ -202,7 +208,9 @@ class RunTrace:
 class ViolationCheck:
     """Checks the plant's truth against hard cell limits and the bms's own current limits."""
 
-    def __init__(self, bms: SimpleBms, current_tolerance_a: float = 1.0, grace_s: float = 5.0) -> None:
+    def __init__(
+        self, bms: SimpleBms, current_tolerance_a: float = 1.0, grace_s: float = 5.0
+    ) -> None:
         self.bms = bms
         self.tol = current_tolerance_a
         self.grace_s = grace_s
@@ -225,8 +233,15 @@ class ViolationCheck:
         if lim is None:
             return
         current = plant.battery_current_a
-        v.note("charge_over_current", current > lim.charge_current_a + self.tol, now_s, self.grace_s)
-        v.note("discharge_over_current", -current > lim.discharge_current_a + self.tol, now_s, self.grace_s)
+        v.note(
+            "charge_over_current", current > lim.charge_current_a + self.tol, now_s, self.grace_s
+        )
+        v.note(
+            "discharge_over_current",
+            -current > lim.discharge_current_a + self.tol,
+            now_s,
+            self.grace_s,
+        )
         both = plant.inverter_ac_w > 5.0 and plant.charger_current_a > 0.5
         v.note("charge_and_discharge", both, now_s)
 
@@ -285,10 +300,10 @@ def run(
             k_meter += 1
             next_meter = mp.phase_s + k_meter * mp.period_s + mp.latency_s
             latest = plant.meter.latest(now + eps)
-            if latest is not None and not math.isnan(latest.value_w):
-                if meter is None or latest.available_s > meter.at_s:
-                    meter = MeterSample(latest.value_w, now)
-                    fresh_meter = True
+            usable = latest is not None and not math.isnan(latest.value_w)
+            if usable and latest is not None and (meter is None or latest.available_s > meter.at_s):
+                meter = MeterSample(latest.value_w, now)
+                fresh_meter = True
         if now >= next_bms - eps:
             next_bms += config.bms_period_s
             if truth is None or now >= next_truth - eps:

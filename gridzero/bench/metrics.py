@@ -25,7 +25,9 @@ class LoadStep:
     window_s: float
 
 
-def find_steps(profile: Profile, params: PlantParams, start_s: float, end_s: float) -> list[LoadStep]:
+def find_steps(
+    profile: Profile, params: PlantParams, start_s: float, end_s: float
+) -> list[LoadStep]:
     """Load steps in [start_s, end_s), each with the time until the next one (max 120 s)."""
     hold = params.house.interpolation == "hold"
 
@@ -78,6 +80,50 @@ def settling_time_s(trace: RunTrace, step: LoadStep) -> float | None:
     return None
 
 
+OSCILLATION_SWING_W = 50.0
+OSCILLATION_PER_MIN = 6
+EXPLAIN_S = 3.0
+
+
+def net_load_series(profile: Profile, params: PlantParams, start_s: float, tick_s: float, n: int) -> list[float]:
+    """True net load (load − PV) at each trace sample."""
+    hold = params.house.interpolation == "hold"
+    out = []
+    for i in range(n):
+        load, pv = profile.at(start_s + (i + 1) * tick_s, hold=hold)
+        out.append(max(0.0, load * params.house.load_scale) - pv * params.house.pv_scale)
+    return out
+
+
+def oscillating_minutes(trace: RunTrace, net_w: Sequence[float]) -> int:
+    """Minutes with >= 6 reversals of the commanded power (swings >= 50 W) that the load
+    does not explain: a reversal counts only if the net load did not itself move >= 25 W
+    the same way during the 3 s before it."""
+    cmd = trace.battery_cmd_w
+    tick = trace.tick_s
+    per_min = round(60.0 / tick)
+    back = round(EXPLAIN_S / tick)
+    count = 0
+    for start in range(0, len(cmd) - per_min + 1, per_min):
+        last = cmd[start]
+        direction = 0
+        n = 0
+        for i in range(start + 1, start + per_min):
+            delta = cmd[i] - last
+            if abs(delta) < OSCILLATION_SWING_W:
+                continue
+            d = 1 if delta > 0 else -1
+            if direction and d != direction:
+                window = net_w[max(0, i - back) : i + 1]
+                moved = (max(window) - window[0]) if d > 0 else (window[0] - min(window))
+                if moved < OSCILLATION_SWING_W / 2:
+                    n += 1
+            direction = d
+            last = cmd[i]
+        count += n >= OSCILLATION_PER_MIN
+    return count
+
+
 def reversals(trace: RunTrace) -> tuple[float, float]:
     """(mean reversals per minute, worst minute) of the commanded battery power."""
     cmd = trace.battery_cmd_w
@@ -119,6 +165,7 @@ class Metrics:
     unsettled_steps: int
     reversals_per_min: float
     worst_reversals_per_min: float
+    oscillating_minutes: int
     battery_throughput_wh: float
     violations: dict[str, int]
 
@@ -131,11 +178,14 @@ class Metrics:
             "abs_grid_wh": round(self.abs_grid_wh, 2),
             "avoidable_wh": None if self.avoidable_wh is None else round(self.avoidable_wh, 2),
             "mean_abs_grid_w": round(self.mean_abs_grid_w, 2),
-            "mean_settling_s": None if self.mean_settling_s is None else round(self.mean_settling_s, 2),
+            "mean_settling_s": None
+            if self.mean_settling_s is None
+            else round(self.mean_settling_s, 2),
             "settling_s": [None if s is None else round(s, 2) for s in self.settling_s],
             "unsettled_steps": self.unsettled_steps,
             "reversals_per_min": round(self.reversals_per_min, 3),
             "worst_reversals_per_min": self.worst_reversals_per_min,
+            "oscillating_minutes": self.oscillating_minutes,
             "battery_throughput_wh": round(self.battery_throughput_wh, 2),
             "violations": self.violations,
             "violations_total": sum(self.violations.values()),
@@ -146,7 +196,9 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def metrics_for(trace: RunTrace, steps: Sequence[LoadStep], oracle_abs_wh: float | None) -> Metrics:
+def metrics_for(
+    trace: RunTrace, steps: Sequence[LoadStep], oracle_abs_wh: float | None, net_w: Sequence[float]
+) -> Metrics:
     """All figures for one run."""
     settling = tuple(settling_time_s(trace, s) for s in steps)
     settled = [s for s in settling if s is not None]
@@ -164,6 +216,7 @@ def metrics_for(trace: RunTrace, steps: Sequence[LoadStep], oracle_abs_wh: float
         unsettled_steps=len(settling) - len(settled),
         reversals_per_min=rev,
         worst_reversals_per_min=worst,
+        oscillating_minutes=oscillating_minutes(trace, net_w),
         battery_throughput_wh=trace.battery_throughput_wh,
         violations=trace.violations.as_dict(),
     )

@@ -25,6 +25,7 @@ from gridzero.errors import SettingsError
 
 ENV_PREFIX = "GRIDZERO_"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+SECRET_WORDS = ("password", "secret", "token", "hash")  # never echoed in error messages
 
 
 class MqttSettings(BaseModel):
@@ -153,6 +154,8 @@ def describe_settings_error(exc: ValidationError, config_file: Path | None = Non
             lines.append(f"  {name} ({env_name(loc)}): unknown setting")
             continue
         value = "missing" if err["type"] == "missing" else repr(err.get("input"))
+        if any(word in name.lower() for word in SECRET_WORDS):
+            value = "<hidden>"
         lines.append(f"  {name} ({env_name(loc)}) = {value}: {err['msg']}{_allowed(err)}")
     return "\n".join(lines)
 

@@ -416,16 +416,17 @@ class Plant:
 
     # --- views ---------------------------------------------------------------------------
 
+    def balancing_cells(self, module: int, now_s: float) -> frozenset[int]:
+        """Cells (0-based) of ``module`` bleeding at ``now_s``."""
+        n_cells = self.params.pack.cells_per_module
+        return frozenset(c for c in range(n_cells) if self.pack.bleeding(module, c, now_s))
+
     def truth(self) -> PlantTruth:
         """A full snapshot at the plant's current time."""
         now = self.now_s
         pack = self.pack
         cells = self.measured_cell_voltages_v(now)
-        n_cells = self.params.pack.cells_per_module
-        balancing = tuple(
-            frozenset(c for c in range(n_cells) if pack.bleeding(m, c, now))
-            for m in range(self.params.pack.modules)
-        )
+        balancing = tuple(self.balancing_cells(m, now) for m in range(self.params.pack.modules))
         rect = self.rectifier
         return PlantTruth(
             t_s=now,

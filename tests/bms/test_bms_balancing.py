@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from bms_helpers import feed, feed_all, small_pack
-
 from gridzero.services.bms.balancing import (
     Balancer,
     BalanceSettings,
@@ -12,6 +10,8 @@ from gridzero.services.bms.balancing import (
     decide,
 )
 from gridzero.services.bms.pack import ModuleKey, Pack
+
+from .bms_helpers import feed, feed_all, small_pack
 
 ALL = frozenset(range(1, 9))
 
@@ -105,8 +105,7 @@ def test_voltages_untrusted_while_bleeding_and_settling() -> None:
     assert balancer.phase is Phase.BLEED
     assert not balancer.voltages_trusted(key, 5.5)
     assert balancer.voltages_trusted(ModuleKey(0, 2), 5.5)
-    balancer.step(pack.snapshot(6.0), 6.0, allowed=False)
-    assert balancer.phase is Phase.IDLE
+    assert balancer.step(pack.snapshot(6.0), 6.0, allowed=False).phase is Phase.IDLE
     assert not balancer.voltages_trusted(key, 6.5)
     assert balancer.voltages_trusted(key, 7.0)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from bms_helpers import DECODER, feed, feed_all, small_pack
 from pydantic import ValidationError
 
 from gridzero.services.bms.codec import encode_cell_frame
 from gridzero.services.bms.pack import CellRef, ModuleKey, Pack, PackLayout, PackSettings
+
+from .bms_helpers import DECODER, feed, feed_all, small_pack
 
 
 def test_empty_pack_reports_everything_missing() -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from bms_helpers import feed, feed_all, small_pack
 from pydantic import ValidationError
 
 from gridzero.services.bms.pack import Pack
 from gridzero.services.bms.protection import Limits, Protection, ProtectionSettings
+
+from .bms_helpers import feed, feed_all, small_pack
 
 MAX_A = 30.0
 
@@ -85,6 +86,7 @@ def test_over_voltage_trips_within_one_second_and_releases_after_hysteresis() ->
     assert tripped.discharge_current_a == MAX_A  # discharging an over-voltage cell is fine
     alarm = next(a for a in tripped.alarms if a.code == "over_voltage")
     assert "bus 0 module 2 cell 7 at 4.250 V > 4.200 V" in alarm.message
+    assert alarm.since_s == 11.0
     # Back to 4.10 V: not past the 4.05 V release threshold, the alarm holds.
     held = _run(pack, prot, 11.0, 20.0, 3700, {(0, 2, 7): 4100})
     assert "over_voltage" in _codes(held)

@@ -74,3 +74,12 @@ def test_missing_env_file_is_a_settings_error(
     monkeypatch.setenv("GRIDZERO_ENV_FILE", str(tmp_path / "nope.env"))
     with pytest.raises(SettingsError, match="no such file"):
         load_settings(ServiceSettings)
+
+
+def test_secret_values_are_never_echoed(tmp_path: Path) -> None:
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("mqtt:\n  password: [hunter2]\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings(ServiceSettings, cfg)
+    assert "mqtt.password (GRIDZERO_MQTT__PASSWORD) = <hidden>" in str(info.value)
+    assert "hunter2" not in str(info.value)

@@ -184,6 +184,7 @@ def test_demand_follows_command_and_goes_to_zero_when_controller_falls_silent(
         peer.wait_demand(300)
         silent_from = ctl.stop()
         zero_at = peer.wait_demand(0, after=silent_from)
+        print(f"0 W frame {zero_at - silent_from:.2f} s after the last message")
         assert zero_at - silent_from < 3.0, f"0 W after {zero_at - silent_from:.2f} s"
         probe = broker.probe()
         probe.wait_for(
@@ -209,6 +210,7 @@ def test_demand_goes_to_zero_when_bms_falls_silent(
         peer.wait_demand(500)
         silent_from = bms.stop()
         zero_at = peer.wait_demand(0, after=silent_from)
+        print(f"0 W frame {zero_at - silent_from:.2f} s after the last message")
         assert zero_at - silent_from < 3.0, f"0 W after {zero_at - silent_from:.2f} s"
     finally:
         ctl.stop()
@@ -298,12 +300,14 @@ def test_runtime_max_power_is_validated_and_persisted(
     assert "800" in ack["reason"]
     setter.publish(T.setting_set("inverter", "max_power_w", unit="u1"), "150")
     probe.wait_for(T.setting("inverter", "max_power_w", unit="u1"), lambda p: p == b"150")
-    assert service.service.dispatcher.unit("u1").max_power_w == 150
+    inverter = service.service
+    assert isinstance(inverter, Inverter)
+    assert inverter.dispatcher.unit("u1").max_power_w == 150
     bms = Publisher(broker, "bms", T.bms_limits, LIMITS)
     ctl = Publisher(broker, "controller", T.inverter_set("u1"), {"power_w": 600})
     try:
         peer.wait_demand(150)
-        wait_until(lambda: (tmp_path / "inverter.json").exists(), 5, "settings persisted")
+        wait_until((tmp_path / "inverter.json").exists, 5, "settings persisted")
         wait_until(
             lambda: "150" in (tmp_path / "inverter.json").read_text(), 5, "max_power_w persisted"
         )
@@ -345,7 +349,7 @@ def test_settings_refuse_two_units_on_one_wire(tmp_path: Path) -> None:
     unit = {"id": "a", "port": "/dev/ttyUSB0", "dc_min_v": 40, "dc_max_v": 60}
     with pytest.raises(SettingsError, match="share port /dev/ttyUSB0 and address 0x24"):
         load_settings(InverterSettings, units=[unit, {**unit, "id": "b"}], data_dir=tmp_path)
-    with pytest.raises(SettingsError, match="dc_min_v 60.0 must be below dc_max_v 40.0"):
+    with pytest.raises(SettingsError, match=r"dc_min_v 60\.0 must be below dc_max_v 40\.0"):
         load_settings(
             InverterSettings, units=[{**unit, "dc_min_v": 60, "dc_max_v": 40}], data_dir=tmp_path
         )
@@ -367,3 +371,21 @@ def test_unreachable_port_reports_port_error(broker: TestBroker, tmp_path: Path)
         runner.stop()
         runner.join()
         probe.close()
+
+
+def test_clean_stop_sends_zero_frames(broker: TestBroker, tmp_path: Path) -> None:
+    peer = InverterPeer()
+    runner = ServiceRunner(Inverter, make_settings(broker, tmp_path, peer.port))
+    runner.start_thread()
+    bms = Publisher(broker, "bms", T.bms_limits, LIMITS)
+    ctl = Publisher(broker, "controller", T.inverter_set("u1"), {"power_w": 400})
+    try:
+        peer.wait_demand(400)
+        stop_at = time.monotonic()
+        runner.stop()
+        runner.join()
+        peer.wait_demand(0, after=stop_at)
+    finally:
+        ctl.stop()
+        bms.stop()
+        peer.close()

@@ -31,11 +31,19 @@ def make_runner(broker: TestBroker, data_dir: Path, **extra: object) -> ServiceR
     return ServiceRunner(Shunt, settings)
 
 
+def start(runner: ServiceRunner, broker: TestBroker) -> None:
+    """Start and wait for the settings echo: the broker has then seen the subscriptions too."""
+    probe = broker.probe("operator")
+    begin = time.monotonic()
+    runner.start_thread()
+    probe.wait_for(T.setting("shunt", "capacity_ah"), after=begin)
+    probe.close()
+
+
 @pytest.fixture
 def running(broker: TestBroker, tmp_path: Path) -> Iterator[ServiceRunner]:
     runner = make_runner(broker, tmp_path)
-    runner.start_thread()
-    assert runner.ctx.conn.wait_connected(5)
+    start(runner, broker)
     yield runner
     runner.stop()
     runner.join()
@@ -209,8 +217,7 @@ def test_counters_continue_after_restart(broker: TestBroker, tmp_path: Path) -> 
     sim = broker.probe("sim", subscribe="")
     ha = broker.probe("homeassistant", subscribe="")
     runner = make_runner(broker, tmp_path)
-    runner.start_thread()
-    assert runner.ctx.conn.wait_connected(5)
+    start(runner, broker)
     state_until(
         probe,
         lambda s: s.soc_pct == 50.0,

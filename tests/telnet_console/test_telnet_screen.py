@@ -246,3 +246,10 @@ def test_help_lists_every_key_and_command() -> None:
     text = "\n".join(screen.help_lines())
     for word in ("space", "C/B/I", "%", "!", ":set", ":get", ":mode", ":log"):
         assert word in text
+
+
+def test_long_message_keeps_its_start_and_typed_line_its_end() -> None:
+    message = "> " + "m" * 100 + "END"
+    assert visible_lines(screen.frame([], message, 40, 24))[-1].startswith("> mmm")
+    typed = ":" + "t" * 100 + "END"
+    assert visible_lines(screen.frame([], typed, 40, 24, typing=True))[-1].endswith("END")

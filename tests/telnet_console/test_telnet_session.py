@@ -100,6 +100,20 @@ def test_wrong_password_three_times_locks_the_address() -> None:
     assert not later.start(304.0, snap).close
 
 
+def test_lockout_also_stops_a_parallel_connection_with_the_right_password() -> None:
+    guard = LoginGuard(max_failures=1, lockout_s=300.0)
+    first, snap = new_session(guard)
+    second = Session(CONFIG, guard, "192.0.2.7", now_s=0.0)
+    first.start(0.0, snap)
+    second.start(0.0, snap)
+    second.feed(b"right\r\n", 1.0, snap)
+    first.feed(b"wrong\r\n", 1.0, snap)
+    assert first.login_result(False, 1.0, snap).close
+    out = second.login_result(True, 1.1, snap)
+    assert out.close
+    assert phase_of(second) is Phase.CLOSED
+
+
 def test_login_times_out() -> None:
     session, snap = new_session()
     session.start(0.0, snap)
@@ -207,3 +221,15 @@ def test_any_bytes_in_any_phase_never_crash(chunks: list[bytes]) -> None:
         session.tick(now, snap)
         if out.close:
             break
+
+
+def test_ending_in_the_raw_view_switches_raw_debugging_off() -> None:
+    session, snap = logged_in()
+    out = session.feed(b"C", 2.0, snap)
+    assert [(p.topic, p.payload) for p in out.publish] == [
+        ("gridzero/charger/settings/raw_debug/set", "true")
+    ]
+    assert [(p.topic, p.payload) for p in session.end()] == [
+        ("gridzero/charger/settings/raw_debug/set", "false")
+    ]
+    assert session.end() == []

@@ -157,6 +157,7 @@ class Alarm:
     message: str
     blocks_charge: bool
     blocks_discharge: bool
+    since_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,10 +194,11 @@ class _Latch:
     an alarm.
     """
 
-    __slots__ = ("active", "message", "release_since", "trip_since")
+    __slots__ = ("active", "active_since", "message", "release_since", "trip_since")
 
     def __init__(self) -> None:
         self.active = False
+        self.active_since = 0.0
         self.trip_since: float | None = None
         self.release_since: float | None = None
         self.message = ""
@@ -223,6 +225,7 @@ class _Latch:
                     self.trip_since = now_s
                 if now_s - self.trip_since >= trip_s:
                     self.active = True
+                    self.active_since = now_s
                     self.trip_since = None
         return self.active
 
@@ -380,7 +383,13 @@ class Protection:
                 latch.message = message
             if latch.step(tripping, releasable, now_s, trip_s, s.release_delay_s):
                 active.append(
-                    Alarm(check.code, latch.message, check.blocks_charge, check.blocks_discharge)
+                    Alarm(
+                        check.code,
+                        latch.message,
+                        check.blocks_charge,
+                        check.blocks_discharge,
+                        latch.active_since,
+                    )
                 )
         return tuple(active)
 

@@ -40,6 +40,10 @@ class CanSettings(BaseModel):
     )
     channel: str = Field(default="can0", min_length=1)
     bitrate: int = Field(default=125000, ge=10000, le=1000000, description="R48: 125 kbit/s")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="extra python-can Bus() keyword arguments (e.g. host/port for socketcand)",
+    )
 
 
 class ChargerServiceSettings(ServiceSettings):
@@ -116,6 +120,7 @@ class Charger(Service[ChargerServiceSettings]):
         kwargs: dict[str, Any] = {"interface": cfg.interface, "channel": cfg.channel}
         if cfg.interface in ("socketcan", "virtual"):
             kwargs["bitrate"] = cfg.bitrate
+        kwargs.update(cfg.options)
         return can.Bus(**kwargs)
 
     def _domain_settings(self, runtime: ChargerRuntime) -> ChargerSettings:

@@ -125,7 +125,9 @@ class Controller:
     def _commanded_battery_w(self, commands: Commands, pack_voltage_v: float | None) -> float:
         charge_w = 0.0
         if commands.charger.on and pack_voltage_v:
-            charge_w = commands.charger.current_a * pack_voltage_v / self.settings.charger_efficiency
+            charge_w = (
+                commands.charger.current_a * pack_voltage_v / self.settings.charger_efficiency
+            )
         return commands.discharge_w - charge_w
 
     def limits_ok(self, obs: Observation) -> bool:

@@ -50,6 +50,15 @@ class LawOutput:
 
 
 @dataclass(frozen=True, slots=True)
+class BatteryEstimate:
+    """Battery output at one instant: surely within [low_w, high_w], most likely guess_w."""
+
+    low_w: float
+    guess_w: float
+    high_w: float
+
+
+@dataclass(frozen=True, slots=True)
 class PowerBounds:
     """How far the set-point may go: max discharge (>= 0) and max charge (>= 0), AC W."""
 
@@ -83,6 +92,19 @@ class BatteryHistory:
         self._points.append((at_s, battery_w))
         while len(self._points) > 2 and self._points[1][0] < at_s - self._keep_s:
             self._points.popleft()
+
+    def span(self, t0_s: float, t1_s: float) -> tuple[float, float] | None:
+        """(min, max) of the values in effect during [t0_s, t1_s] (step-held)."""
+        if not self._points:
+            return None
+        lo = hi = self.at(t0_s, hold=True)
+        assert lo is not None
+        assert hi is not None
+        for t, w in self._points:
+            if t0_s < t <= t1_s:
+                lo = min(lo, w)
+                hi = max(hi, w)
+        return lo, hi
 
     def last(self) -> tuple[float, float] | None:
         """The newest (time, value), if any."""
@@ -125,7 +147,6 @@ class ControlLaw:
         self._accepted_load_w: float | None = None
         self._last_raw_load_w: float | None = None
         self._reason = LawReason.NO_METER
-        self._last_direction = 0
 
     @property
     def load_estimate_w(self) -> float | None:
@@ -140,37 +161,37 @@ class ControlLaw:
         """The battery power actually commanded (after dispatch) at ``at_s``."""
         self._commands.add(at_s, battery_w)
 
-    def battery_at(self, at_s: float, settings: ControllerSettings) -> float | None:
-        """Best estimate of the battery output at ``at_s``.
+    def battery_estimate(self, at_s: float, settings: ControllerSettings) -> BatteryEstimate | None:
+        """What the battery output was at ``at_s``: a range that surely holds it, and a guess.
 
-        Inside the measured history: interpolated. After the newest measurement: the plant
-        moves from that measurement towards the command then in effect (issued at least
-        `plant_dead_time_s` earlier) with time constant `plant_time_constant_s`, no faster than
-        `plant_ramp_w_per_s`; the estimate
-        always lies between the measurement and the command, so a wrong plant guess costs
-        speed, never a wrong direction.
+        Inside the measured history the value is interpolated and exact. After the newest
+        measurement the output can only have moved from that measurement towards the commands
+        given since (every real device approaches its command monotonically, or stays put if
+        it does not follow): the range spans the measurement and those commands. The guess
+        inside it moves from the measurement towards the command then in effect with time
+        constant `plant_time_constant_s`, no faster than `plant_ramp_w_per_s`.
         """
         last = self._history.last()
         if last is None:
             return None
         t_meas, y_meas = last
         if at_s <= t_meas:
-            return self._history.at(at_s)
-        command = self._commands.at(at_s - settings.plant_dead_time_s, hold=True)
-        if command is None:
-            return y_meas
+            y = self._history.at(at_s)
+            assert y is not None
+            return BatteryEstimate(y, y, y)
+        dead = settings.plant_dead_time_s
+        span = self._commands.span(t_meas - dead, at_s)
+        command = self._commands.at(at_s - dead / 2, hold=True)
+        if span is None or command is None:
+            return BatteryEstimate(y_meas, y_meas, y_meas)
+        lo = min(y_meas, span[0])
+        hi = max(y_meas, span[1])
         dt = at_s - t_meas
         gap = command - y_meas
         move = abs(gap) * (1.0 - math.exp(-dt / settings.plant_time_constant_s))
         move = min(move, settings.plant_ramp_w_per_s * dt)
-        return y_meas + math.copysign(move, gap)
-
-    def _plant_settled(self, settings: ControllerSettings) -> bool:
-        last = self._history.last()
-        command = self._commands.last()
-        if last is None or command is None:
-            return True
-        return abs(last[1] - command[1]) <= 2 * settings.deadband_w
+        guess = max(lo, min(hi, y_meas + math.copysign(move, gap)))
+        return BatteryEstimate(lo, guess, hi)
 
     def force_zero(self, now_s: float) -> LawOutput:
         """Set-point 0 at once (stale or alarmed bms limits, mode hold/off)."""
@@ -218,42 +239,35 @@ class ControlLaw:
     def _on_sample(
         self, meter: MeterSample, bounds: PowerBounds, settings: ControllerSettings
     ) -> None:
-        battery_w = self.battery_at(meter.at_s - settings.meter_latency_s, settings)
-        raw_load_w = meter.grid_w + (self.setpoint_w if battery_w is None else battery_w)
+        estimate = self.battery_estimate(meter.at_s - settings.meter_latency_s, settings)
+        if estimate is None:
+            estimate = BatteryEstimate(self.setpoint_w, self.setpoint_w, self.setpoint_w)
+        target = settings.target_grid_w
+        raw_load_w = meter.grid_w + estimate.guess_w
         previous_raw = self._last_raw_load_w
         self._last_raw_load_w = raw_load_w
+        current_w = bounds.clamp(self.setpoint_w)
         accepted = self._accepted_load_w
         if accepted is not None and abs(raw_load_w - accepted) > settings.spike_w:
             confirmed = (
                 previous_raw is not None
                 and abs(raw_load_w - previous_raw) <= settings.spike_confirm_w
             )
-            backs_off = abs(bounds.clamp(raw_load_w - settings.target_grid_w)) < abs(
-                self.setpoint_w
-            )
+            backs_off = abs(bounds.clamp(raw_load_w - target)) < abs(current_w)
             if not confirmed and not backs_off:
                 self._reason = LawReason.SPIKE_HELD
-                self.setpoint_w = bounds.clamp(self.setpoint_w)
+                self.setpoint_w = current_w
                 return
         self._accepted_load_w = raw_load_w
-        desired_w = bounds.clamp(raw_load_w - settings.target_grid_w)
-        current_w = bounds.clamp(self.setpoint_w)
-        if abs(desired_w - current_w) <= settings.deadband_w:
+        # The set-point that would cancel the load, for the lowest and highest battery
+        # output the plant can have had: hold while the current set-point is among them.
+        low_w = meter.grid_w + estimate.low_w - target - settings.deadband_w
+        high_w = meter.grid_w + estimate.high_w - target + settings.deadband_w
+        if low_w <= current_w <= high_w:
             self.setpoint_w = current_w
             self._reason = LawReason.DEADBAND
             return
-        direction = 1 if desired_w > current_w else -1
-        if (
-            direction == -self._last_direction
-            and abs(desired_w - current_w) <= settings.reversal_w
-            and not self._plant_settled(settings)
-        ):
-            # A small turn-back while the plant is still moving is most likely our own
-            # estimate's error during the transient: wait for the plant.
-            self.setpoint_w = current_w
-            self._reason = LawReason.DEADBAND
-            return
-        self._last_direction = direction
+        desired_w = bounds.clamp(max(low_w, min(high_w, raw_load_w - target)))
         rising = abs(desired_w) > abs(current_w) and desired_w * current_w >= 0
         if rising:
             desired_w = current_w + settings.rise_gain * (desired_w - current_w)

@@ -40,7 +40,6 @@ class ControllerSettings(BaseModel):
     mode: Mode = Mode.AUTO
     target_grid_w: float = Field(0.0, ge=-500.0, le=500.0)
     deadband_w: float = Field(10.0, ge=0.0, le=200.0)
-    reversal_w: float = Field(40.0, ge=0.0, le=500.0)
     max_charge_w: float = Field(3000.0, ge=0.0, le=20000.0)
     max_discharge_w: float = Field(3000.0, ge=0.0, le=20000.0)
     constant_power_w: float = Field(0.0, ge=-20000.0, le=20000.0)
@@ -55,7 +54,7 @@ class ControllerSettings(BaseModel):
     meter_latency_s: float = Field(0.0, ge=0.0, le=10.0)
     # Gain on increases of |battery power| (backing off always uses gain 1; docs/controller.md).
     # Plant guess used only between two output measurements (law.ControlLaw.battery_at).
-    plant_dead_time_s: float = Field(0.5, ge=0.0, le=30.0)
+    plant_dead_time_s: float = Field(1.0, ge=0.0, le=30.0)
     plant_time_constant_s: float = Field(1.0, gt=0.0, le=60.0)
     plant_ramp_w_per_s: float = Field(300.0, gt=0.0, le=100000.0)
     rise_gain: float = Field(1.0, gt=0.0, le=1.0)

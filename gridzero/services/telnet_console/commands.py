@@ -240,6 +240,13 @@ class Interpreter:
         actions.append(Redraw(full=True))
         return actions
 
+    def leave(self) -> list[Publish]:
+        """What to send when the session ends: switch raw traffic debugging back off."""
+        if self.state.view is not View.RAW:
+            return []
+        self.state.view = View.STATUS
+        return [self._raw_debug(self.state.raw_service, on=False)]
+
     def _toggle_raw(self, service: str) -> list[Action]:
         if self.state.view is View.RAW and self.state.raw_service == service:
             return self._set_view(View.STATUS)

@@ -74,10 +74,19 @@ def wrap_items(items: Sequence[str], width: int, sep: str = " | ", indent: str =
     return lines
 
 
-def frame(body: Sequence[str], prompt: str, width: int, height: int, *, full: bool = False) -> str:
+def frame(
+    body: Sequence[str],
+    prompt: str,
+    width: int,
+    height: int,
+    *,
+    full: bool = False,
+    typing: bool = False,
+) -> str:
     """One screen: body lines from the top, the prompt on the last used line.
 
-    The cursor ends after the prompt, where a typed ``:`` command appears.
+    The cursor ends after the prompt, where a typed ``:`` command appears; while
+    ``typing``, a prompt too long for the width keeps its end visible.
     """
     rows = max(1, height - 1)
     lines = list(body)
@@ -86,7 +95,8 @@ def frame(body: Sequence[str], prompt: str, width: int, height: int, *, full: bo
         lines = [*lines[: rows - 1], f"... {hidden} more line(s): make the window taller"]
     out = [CLEAR_ALL if full else "", HOME]
     out.extend(fit(line, width) + CLEAR_EOL + "\r\n" for line in lines)
-    out.append(fit_tail(prompt, width) + CLEAR_EOL + CLEAR_EOS)
+    shown = fit_tail(prompt, width) if typing else fit(prompt, width)
+    out.append(shown + CLEAR_EOL + CLEAR_EOS)
     return "".join(out)
 
 

@@ -169,6 +169,9 @@ class ConsoleServer:
                     if not await self._apply(session, writer, out):
                         return
         finally:
+            for command in session.end():
+                log.info("telnet %s: %s -> %s", session.address, command.what, command.topic)
+                self.publish(command.topic, command.payload)
             self.sessions.discard(session)
             log.info("telnet session from %s closed (%d open)", address, len(self.sessions))
 

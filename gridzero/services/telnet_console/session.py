@@ -154,6 +154,10 @@ class Session:
         out = Output()
         if self.phase is not Phase.CHECKING:
             return out
+        locked = self.guard.locked_for_s(self.address, now_s)
+        if locked > 0:
+            # another connection from this address tripped the lockout meanwhile
+            return self._close(out, f"too many failed logins; locked for {locked:.0f} s")
         if ok:
             self.guard.success(self.address)
             self.phase = Phase.RUNNING
@@ -168,6 +172,11 @@ class Session:
         self.phase = Phase.LOGIN
         out.data += encode_output("\nwrong password\npassword: ")
         return out
+
+    def end(self) -> list[Publish]:
+        """The connection is gone (quit, timeout or the client vanished): what to undo."""
+        self.phase = Phase.CLOSED
+        return self.interpreter.leave()
 
     # --- keys -------------------------------------------------------------------------
 
@@ -250,7 +259,10 @@ class Session:
         lines = screen.body(
             snap, self.interpreter.state, now_s, width=width, height=height, title_right=title_right
         )
-        text = screen.frame(lines, self._prompt(now_s), width, height, full=self.full_redraw)
+        typing = self.interpreter.state.line is not None
+        text = screen.frame(
+            lines, self._prompt(now_s), width, height, full=self.full_redraw, typing=typing
+        )
         self.full_redraw = False
         return encode_output(text)
 
