@@ -246,9 +246,141 @@ class ViolationCheck:
         v.note("charge_and_discharge", both, now_s)
 
 
+_EPS = 1e-9
+
+
 def _battery_cmd_w(cmd: Commands, pack_v: float, charger_efficiency: float) -> float:
     charge_w = cmd.charger.current_a * pack_v / charger_efficiency if cmd.charger.on else 0.0
     return sum(cmd.inverter_w) - charge_w
+
+
+class _Loop:
+    """State of one closed-loop run (see `run`)."""
+
+    def __init__(
+        self,
+        controller: BenchController,
+        params: PlantParams,
+        profile: Profile,
+        config: BenchConfig,
+    ) -> None:
+        self.controller = controller
+        self.params = params
+        self.config = config
+        self.start = profile.start_s if config.start_s is None else config.start_s
+        end = profile.end_s if config.duration_s is None else self.start + config.duration_s
+        self.plant = Plant(params, profile, seed=config.seed, start_s=self.start)
+        self.bms = SimpleBms(params)
+        self.services = DeviceServices(params, config)
+        self.check = ViolationCheck(self.bms)
+        self.n_rec = max(1, round((end - self.start) / config.tick_s))
+        self.grid = array("f")
+        self.bat_cmd = array("f")
+        self.meter: MeterSample | None = None
+        self.limits: BmsLimits | None = None
+        self.pack_v: float | None = None
+        self.soc: float | None = None
+        self.inverters: tuple[InverterReading | None, ...] = tuple(None for _ in params.inverters)
+        self.charger: ChargerReading | None = None
+        self.truth: PlantTruth | None = None
+        mp = params.meter
+        self.k_meter = math.ceil((self.start - mp.phase_s) / mp.period_s - 1e-9)
+        self.next_meter = self._meter_time()
+        self.next_bms = self.next_state = self.next_frame = self.next_ctrl = self.next_truth = (
+            self.start
+        )
+        self.next_rec = self.start + config.tick_s
+        self.cmd_w = 0.0
+
+    def _meter_time(self) -> float:
+        mp = self.params.meter
+        return mp.phase_s + self.k_meter * mp.period_s + mp.latency_s
+
+    def _on_meter(self, now: float) -> bool:
+        self.k_meter += 1
+        self.next_meter = self._meter_time()
+        latest = self.plant.meter.latest(now + _EPS)
+        if latest is None or math.isnan(latest.value_w):
+            return False
+        if self.meter is not None and latest.available_s <= self.meter.at_s:
+            return False
+        self.meter = MeterSample(latest.value_w, now)
+        return True
+
+    def _on_bms(self, now: float) -> None:
+        self.next_bms += self.config.bms_period_s
+        if self.truth is None or now >= self.next_truth - _EPS:
+            # Cells are read once a second (they change slowly and are the costly part of
+            # the plant); limits are published every bms period.
+            self.next_truth = now + 1.0
+            self.truth = self.plant.truth()
+            self.check.check(self.plant, self.truth, now)
+        self.limits = self.bms.limits(self.truth, now)
+        self.services.limits = self.limits
+        self.pack_v = self.plant.pack_voltage_v
+
+    def _on_state(self, now: float) -> None:
+        plant = self.plant
+        self.next_state += self.config.state_period_s
+        self.inverters = tuple(InverterReading(inv.output_w, now) for inv in plant.inverters)
+        self.charger = ChargerReading(plant.rectifier.terminal_v, plant.charger_current_a, now)
+        self.soc = plant.soc_pct
+
+    def _on_control(self, now: float) -> None:
+        self.next_ctrl = now + self.config.control_period_s
+        obs = Observation(
+            now, self.meter, self.limits, self.pack_v, self.soc, self.inverters, self.charger
+        )
+        self.services.commands = self.controller.step(obs)
+        self.cmd_w = _battery_cmd_w(
+            self.services.commands, self.pack_v or 48.0, self.params.charger.efficiency
+        )
+
+    def step(self, progress: Callable[[float], None] | None, report_every: int) -> None:
+        """Advance to the next event and handle everything due then."""
+        now = min(
+            self.next_meter,
+            self.next_bms,
+            self.next_state,
+            self.next_frame,
+            self.next_ctrl,
+            self.next_rec,
+        )
+        self.plant.step(now)
+        fresh = now >= self.next_meter - _EPS and self._on_meter(now)
+        if now >= self.next_bms - _EPS:
+            self._on_bms(now)
+        if now >= self.next_state - _EPS:
+            self._on_state(now)
+        if fresh or now >= self.next_ctrl - _EPS:
+            self._on_control(now)
+        if now >= self.next_frame - _EPS:
+            self.next_frame += self.config.frame_period_s
+            self.services.send_frames(self.plant, now)
+        if now >= self.next_rec - _EPS:
+            self.next_rec += self.config.tick_s
+            self.grid.append(self.plant.grid_w)
+            self.bat_cmd.append(self.cmd_w)
+            self.check.check_fast(self.plant, now)
+            if progress is not None and len(self.grid) % report_every == 0:
+                progress(len(self.grid) / self.n_rec)
+
+    def trace(self) -> RunTrace:
+        """The result."""
+        e = self.plant.energy
+        return RunTrace(
+            controller=self.controller.name,
+            start_s=self.start,
+            tick_s=self.config.tick_s,
+            grid_w=self.grid,
+            battery_cmd_w=self.bat_cmd,
+            import_wh=e.grid_import_wh,
+            export_wh=e.grid_export_wh,
+            abs_grid_wh=e.abs_grid_wh,
+            battery_throughput_wh=e.battery_in_wh + e.battery_out_wh,
+            violations=self.check.v,
+            duration_s=self.n_rec * self.config.tick_s,
+        )
 
 
 def run(
@@ -264,88 +396,8 @@ def run(
     a bms or state publication, a frame, a control step or a trace sample); the plant
     sub-steps its physics at ``sim.max_step_s`` in between.
     """
-    start = profile.start_s if config.start_s is None else config.start_s
-    end = profile.end_s if config.duration_s is None else start + config.duration_s
-    plant = Plant(params, profile, seed=config.seed, start_s=start)
-    bms = SimpleBms(params)
-    services = DeviceServices(params, config)
-    check = ViolationCheck(bms)
-    n_inv = len(params.inverters)
-    rec = config.tick_s
-    n_rec = max(1, round((end - start) / rec))
-    grid = array("f")
-    bat_cmd = array("f")
-    meter: MeterSample | None = None
-    limits: BmsLimits | None = None
-    pack_v: float | None = None
-    soc: float | None = None
-    inverters: tuple[InverterReading | None, ...] = tuple(None for _ in range(n_inv))
-    charger: ChargerReading | None = None
-    mp = params.meter
-    k_meter = math.ceil((start - mp.phase_s) / mp.period_s - 1e-9)
-    next_meter = mp.phase_s + k_meter * mp.period_s + mp.latency_s
-    next_bms = next_state = next_frame = next_ctrl = start
-    next_truth = start
-    next_rec = start + rec
-    cmd_w = 0.0
-    eff = params.charger.efficiency
-    truth: PlantTruth | None = None
-    report_every = max(1, n_rec // 200)
-    eps = 1e-9
-    while len(grid) < n_rec:
-        now = min(next_meter, next_bms, next_state, next_frame, next_ctrl, next_rec)
-        plant.step(now)
-        fresh_meter = False
-        if now >= next_meter - eps:
-            k_meter += 1
-            next_meter = mp.phase_s + k_meter * mp.period_s + mp.latency_s
-            latest = plant.meter.latest(now + eps)
-            usable = latest is not None and not math.isnan(latest.value_w)
-            if usable and latest is not None and (meter is None or latest.available_s > meter.at_s):
-                meter = MeterSample(latest.value_w, now)
-                fresh_meter = True
-        if now >= next_bms - eps:
-            next_bms += config.bms_period_s
-            if truth is None or now >= next_truth - eps:
-                # The cell model is read once a second (cells change slowly; it is the
-                # costly part of the plant), limits are published every bms period.
-                next_truth = now + 1.0
-                truth = plant.truth()
-                check.check(plant, truth, now)
-            limits = bms.limits(truth, now)
-            services.limits = limits
-            pack_v = plant.pack_voltage_v
-        if now >= next_state - eps:
-            next_state += config.state_period_s
-            inverters = tuple(InverterReading(inv.output_w, now) for inv in plant.inverters)
-            charger = ChargerReading(plant.rectifier.terminal_v, plant.charger_current_a, now)
-            soc = plant.soc_pct
-        if fresh_meter or now >= next_ctrl - eps:
-            next_ctrl = now + config.control_period_s
-            obs = Observation(now, meter, limits, pack_v, soc, inverters, charger)
-            services.commands = controller.step(obs)
-            cmd_w = _battery_cmd_w(services.commands, pack_v or 48.0, eff)
-        if now >= next_frame - eps:
-            next_frame += config.frame_period_s
-            services.send_frames(plant, now)
-        if now >= next_rec - eps:
-            next_rec += rec
-            grid.append(plant.grid_w)
-            bat_cmd.append(cmd_w)
-            check.check_fast(plant, now)
-            if progress is not None and len(grid) % report_every == 0:
-                progress(len(grid) / n_rec)
-    e = plant.energy
-    return RunTrace(
-        controller=controller.name,
-        start_s=start,
-        tick_s=rec,
-        grid_w=grid,
-        battery_cmd_w=bat_cmd,
-        import_wh=e.grid_import_wh,
-        export_wh=e.grid_export_wh,
-        abs_grid_wh=e.abs_grid_wh,
-        battery_throughput_wh=e.battery_in_wh + e.battery_out_wh,
-        violations=check.v,
-        duration_s=n_rec * rec,
-    )
+    loop = _Loop(controller, params, profile, config)
+    report_every = max(1, loop.n_rec // 200)
+    while len(loop.grid) < loop.n_rec:
+        loop.step(progress, report_every)
+    return loop.trace()

@@ -85,7 +85,9 @@ OSCILLATION_PER_MIN = 6
 EXPLAIN_S = 3.0
 
 
-def net_load_series(profile: Profile, params: PlantParams, start_s: float, tick_s: float, n: int) -> list[float]:
+def net_load_series(
+    profile: Profile, params: PlantParams, start_s: float, tick_s: float, n: int
+) -> list[float]:
     """True net load (load − PV) at each trace sample."""
     hold = params.house.interpolation == "hold"
     out = []

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gridzero.contract import DEFAULT_BASE, DEFAULT_METER_TOPIC, LEGACY_CHARGE_TARGET_TOPIC
+from gridzero.errors import UsageError
 
 MOSQUITTO_ITERATIONS = 101  # Mosquitto 2's own default for $7$ hashes
 
@@ -147,10 +148,42 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def init_credentials(config_dir: Path, secrets_dir: Path, *, force: bool = False) -> dict[str, str]:
+CONSOLE_PASSWORD_FILE = "telnet-console-password.txt"  # noqa: S105 - a file name
+CONSOLE_ITERATIONS = 600_000
+
+
+def console_password_hash(password: str, salt: bytes | None = None) -> str:
+    """The telnet console's ``pbkdf2_sha256$<iterations>$<salt>$<hash>`` setting value."""
+    salt = salt if salt is not None else os.urandom(16)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, CONSOLE_ITERATIONS)
+    encode = base64.b64encode
+    return f"pbkdf2_sha256${CONSOLE_ITERATIONS}${encode(salt).decode()}${encode(digest).decode()}"
+
+
+def _console_login(secrets_dir: Path, force: bool) -> str:
+    """The console password (created once), returned as the env line with its hash."""
+    path = secrets_dir / CONSOLE_PASSWORD_FILE
+    if path.exists() and not force:
+        password = path.read_text(encoding="utf-8").strip()
+    else:
+        password = new_password()[:16]
+        _write_private(path, password + "\n")
+    return f"GRIDZERO_PASSWORD_HASH={console_password_hash(password)}\n"
+
+
+def init_credentials(
+    config_dir: Path,
+    secrets_dir: Path,
+    *,
+    force: bool = False,
+    per_service_dirs: bool = False,
+    owner: tuple[int, int] | None = None,
+) -> dict[str, str]:
     """Create (or keep) a password per user; write the passwd file and the env files.
 
-    Returns user -> password.
+    ``secrets/<user>.env`` always; with ``per_service_dirs`` also
+    ``secrets/<user>/mqtt.env`` (what one container mounts, so it sees only its own
+    credentials), owned by ``owner`` (uid, gid) when given. Returns user -> password.
     """
     secrets_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(secrets_dir, 0o700)
@@ -161,10 +194,19 @@ def init_credentials(config_dir: Path, secrets_dir: Path, *, force: bool = False
             passwords[user.name] = read_env_file(env_path)["GRIDZERO_MQTT__PASSWORD"]
             continue
         passwords[user.name] = new_password()
-        _write_private(
-            env_path,
-            f"GRIDZERO_MQTT__USERNAME={user.name}\nGRIDZERO_MQTT__PASSWORD={passwords[user.name]}\n",
+        text = (
+            f"GRIDZERO_MQTT__USERNAME={user.name}\nGRIDZERO_MQTT__PASSWORD={passwords[user.name]}\n"
         )
+        if user.name == "telnet-console":
+            text += _console_login(secrets_dir, force)
+        _write_private(env_path, text)
+    if per_service_dirs:
+        for user in ALL_USERS:
+            target = secrets_dir / user.name / "mqtt.env"
+            _write_private(target, (secrets_dir / f"{user.name}.env").read_text(encoding="utf-8"))
+            if owner is not None:
+                os.chown(target.parent, *owner)
+                os.chown(target, *owner)
     write_passwd(config_dir / "passwd", passwords)
     return passwords
 
@@ -197,6 +239,12 @@ def main(argv: list[str]) -> int:
     init.add_argument("--config-dir", type=Path, default=Path("mosquitto/config"))
     init.add_argument("--secrets-dir", type=Path, default=Path("secrets"))
     init.add_argument("--force", action="store_true", help="replace existing passwords")
+    init.add_argument(
+        "--per-service-dirs",
+        action="store_true",
+        help="also write secrets/<user>/mqtt.env (one directory per container)",
+    )
+    init.add_argument("--owner", metavar="UID:GID", help="owner of the per-service files (Docker)")
     acl = sub.add_parser("acl", help="print (or --write) the ACL for a base topic")
     acl.add_argument("--base", default=DEFAULT_BASE)
     acl.add_argument("--write", type=Path, help="write to this file instead of stdout")
@@ -208,7 +256,19 @@ def main(argv: list[str]) -> int:
         else:
             print(text, end="")
         return 0
-    passwords = init_credentials(args.config_dir, args.secrets_dir, force=args.force)
+    owner = None
+    if args.owner:
+        uid, _, gid = args.owner.partition(":")
+        if not (uid.isdigit() and gid.isdigit()):
+            raise UsageError(f"--owner {args.owner!r}: expected UID:GID, e.g. 10001:10001")
+        owner = (int(uid), int(gid))
+    passwords = init_credentials(
+        args.config_dir,
+        args.secrets_dir,
+        force=args.force,
+        per_service_dirs=args.per_service_dirs,
+        owner=owner,
+    )
     print(
         f"{len(passwords)} broker users in {args.config_dir / 'passwd'}; credentials in {args.secrets_dir}/<user>.env"
     )

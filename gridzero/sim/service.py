@@ -45,6 +45,10 @@ class CanBusSettings(BaseModel):
 
     interface: str = Field("udp_multicast", min_length=1)
     channel: str = Field("239.74.163.11", min_length=1)
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="extra python-can Bus() keyword arguments (e.g. host/port for socketcand)",
+    )
 
 
 class SimSettings(ServiceSettings):
@@ -268,6 +272,7 @@ class Sim(Service[SimSettings]):
 
     def _open(self, cfg: CanBusSettings) -> can.BusABC:
         kwargs: dict[str, Any] = {"interface": cfg.interface, "channel": cfg.channel}
+        kwargs.update(cfg.options)
         if cfg.interface == "virtual":
             kwargs["receive_own_messages"] = False
         return can.Bus(**kwargs)

@@ -19,11 +19,15 @@ from gridzero.services.controller.settings import ControllerSettings
 
 UNITS = (InverterUnit("a", 900.0), InverterUnit("b", 600.0))
 S = ControllerSettings(min_dwell_s=2.0)
-LIMITS = BmsLimits(charge_voltage_v=49.2, charge_current_a=50.0, discharge_current_a=50.0, alarm=False, at_s=0.0)
+LIMITS = BmsLimits(
+    charge_voltage_v=49.2, charge_current_a=50.0, discharge_current_a=50.0, alarm=False, at_s=0.0
+)
 
 
 def data(inv=(0.0, 0.0), chg=0.0, soc=50.0, limits=LIMITS, v=48.0):
-    return DispatchInput(pack_voltage_v=v, soc_pct=soc, limits=limits, inverter_output_w=inv, charger_current_a=chg)
+    return DispatchInput(
+        pack_voltage_v=v, soc_pct=soc, limits=limits, inverter_output_w=inv, charger_current_a=chg
+    )
 
 
 def test_discharge_splits_over_units_within_limits():
@@ -39,7 +43,11 @@ def test_discharge_splits_over_units_within_limits():
 
 
 def test_split_water_fills_and_respects_dc_window():
-    units = (InverterUnit("a", 300.0), InverterUnit("b", 1000.0), InverterUnit("c", 1000.0, dc_min_v=50.0))
+    units = (
+        InverterUnit("a", 300.0),
+        InverterUnit("b", 1000.0),
+        InverterUnit("c", 1000.0, dc_min_v=50.0),
+    )
     assert split_discharge(1000.0, units, 48.0) == pytest.approx((300.0, 700.0, 0.0))
     assert split_discharge(5000.0, units, 48.0) == pytest.approx((300.0, 1000.0, 0.0))
     assert split_discharge(500.0, units, None) == (0.0, 0.0, 0.0)
@@ -142,7 +150,9 @@ def test_soc_gate_hysteresis():
 
 
 def test_soc_bounds_stop_discharge_and_charge():
-    s = ControllerSettings(soc_min_pct=10.0, soc_max_pct=90.0, soc_hysteresis_pct=5.0, min_dwell_s=0.0)
+    s = ControllerSettings(
+        soc_min_pct=10.0, soc_max_pct=90.0, soc_hysteresis_pct=5.0, min_dwell_s=0.0
+    )
     d = Dispatcher(UNITS)
     d.step(-1.0, 0.0, data(soc=50.0), s)
     assert d.step(0.0, 500.0, data(soc=9.0), s).side is Side.IDLE

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from gridzero.services.controller.law import (
@@ -46,13 +48,15 @@ def run_plant(
 
 def test_step_response_settles_without_overshoot_or_reversal():
     law = ControlLaw()
-    grids, setpoints = run_plant(law, lambda t: 1000.0 if t >= 5.0 else 200.0, seconds=30.0, lag_steps=4)
+    grids, setpoints = run_plant(
+        law, lambda t: 1000.0 if t >= 5.0 else 200.0, seconds=30.0, lag_steps=4
+    )
     # Before the step the battery covers the 200 W; after it, 1000 W, never more.
     assert setpoints[9] == pytest.approx(200.0)
     assert max(setpoints) == pytest.approx(1000.0)
     assert abs(grids[-1]) < 1.0
     # Monotone: no reversal of the set-point while the plant catches up.
-    diffs = [b - a for a, b in zip(setpoints, setpoints[1:], strict=False)]
+    diffs = [b - a for a, b in itertools.pairwise(setpoints)]
     assert all(d >= -1e-9 for d in diffs)
 
 
@@ -152,10 +156,14 @@ def test_rise_gain_applies_only_to_increases():
     settings = ControllerSettings(rise_gain=0.5)
     law = ControlLaw()
     law.record_battery(0.0, 0.0)
-    assert law.step(0.0, MeterSample(1000.0, 0.0), WIDE, settings).setpoint_w == pytest.approx(500.0)
+    assert law.step(0.0, MeterSample(1000.0, 0.0), WIDE, settings).setpoint_w == pytest.approx(
+        500.0
+    )
     law.record_battery(0.5, 500.0)
     # Load fell to 100 W: backing off is taken in full.
-    assert law.step(0.5, MeterSample(-400.0, 0.5), WIDE, settings).setpoint_w == pytest.approx(100.0)
+    assert law.step(0.5, MeterSample(-400.0, 0.5), WIDE, settings).setpoint_w == pytest.approx(
+        100.0
+    )
 
 
 def test_meter_latency_pairs_with_older_output():

@@ -92,7 +92,9 @@ def test_modes(mode, grid, expect):
 
 
 def test_constant_mode_ignores_meter():
-    c = Controller(ControllerSettings(mode=Mode.CONSTANT, constant_power_w=-1000.0, min_dwell_s=1.0), UNITS)
+    c = Controller(
+        ControllerSettings(mode=Mode.CONSTANT, constant_power_w=-1000.0, min_dwell_s=1.0), UNITS
+    )
     c.step(obs(0.0, 0.0))
     out = c.step(obs(1.0, 3000.0))
     assert out.law.reason is LawReason.CONSTANT

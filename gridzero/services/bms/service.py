@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import can
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic.config import JsonDict
 
 from gridzero import ha
@@ -29,6 +29,7 @@ from gridzero.runtime.service import Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
 from gridzero.services.bms.balancing import Balancer, BalanceSettings, BalanceStep
 from gridzero.services.bms.codec import (
+    MAX_MODULE,
     CodecOptions,
     ExtenderBalance,
     Frame,
@@ -57,6 +58,19 @@ class BusSettings(BaseModel):
         default_factory=lambda: list(range(1, 9)), description="module numbers on this bus"
     )
     options: dict[str, Any] = Field(default_factory=dict, description="extra python-can Bus() keyword arguments")  # fmt: skip
+
+    @field_validator("modules")
+    @classmethod
+    def _check_modules(cls, value: list[int]) -> list[int]:
+        bad = [n for n in value if not 1 <= n <= MAX_MODULE]
+        if bad:
+            raise ValueError(f"module numbers {bad} are outside 1..{MAX_MODULE}")
+        dupes = sorted({n for n in value if value.count(n) > 1})
+        if dupes:
+            raise ValueError(
+                f"module {dupes} listed twice; modules with the same number need different buses"
+            )
+        return value
 
 
 class BmsSettings(ServiceSettings):
