@@ -30,6 +30,7 @@ from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
 from gridzero.sim import faults
+from gridzero.sim.canhub import CanHub
 from gridzero.sim.devices.bms import BmsBusEmulator
 from gridzero.sim.devices.inverter import InverterEmulator
 from gridzero.sim.devices.rectifier import RectifierEmulator
@@ -40,11 +41,21 @@ from gridzero.sim.profile import load_profile
 MODULES_PER_BUS = 8
 
 
-class CanBusSettings(BaseModel):
-    """A python-can bus."""
+DEFAULT_HUB = "127.0.0.1:29536"
 
-    interface: str = Field("udp_multicast", min_length=1)
-    channel: str = Field("239.74.163.11", min_length=1)
+
+def _hub_bus(channel: str) -> CanBusSettings:
+    host, _, port = DEFAULT_HUB.rpartition(":")
+    return CanBusSettings(
+        interface="socketcand", channel=channel, options={"host": host, "port": int(port)}
+    )
+
+
+class CanBusSettings(BaseModel):
+    """A python-can bus (by default a channel of the simulator's own loopback CAN hub)."""
+
+    interface: str = Field("socketcand", min_length=1)
+    channel: str = Field("bms0", min_length=1)
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="extra python-can Bus() keyword arguments (e.g. host/port for socketcand)",
@@ -59,18 +70,18 @@ class SimSettings(ServiceSettings):
     seed: int = 1
     speed: float = Field(1.0, gt=0, le=1000, description="simulated seconds per real second")
     start_s: float | None = Field(None, ge=0, description="profile time to start at")
+    can_hub: str = Field(
+        DEFAULT_HUB,
+        description="host:port where the simulator serves its socketcand CAN hub "
+        "(see gridzero/sim/canhub.py); empty: use the buses as configured (e.g. udp_multicast)",
+    )
     bms_buses: list[CanBusSettings] = Field(
-        default_factory=lambda: [
-            CanBusSettings(channel="239.74.163.11"),
-            CanBusSettings(channel="239.74.163.12"),
-        ]
+        default_factory=lambda: [_hub_bus("bms0"), _hub_bus("bms1")]
     )
     module_numbers: list[list[int]] | None = Field(
         None, description="module numbers per bus; default: 1..8 on each bus in turn"
     )
-    charger_bus: CanBusSettings = Field(
-        default_factory=lambda: CanBusSettings(channel="239.74.163.20")
-    )
+    charger_bus: CanBusSettings = Field(default_factory=lambda: _hub_bus("r48"))
     inverter_listen: list[str] = Field(
         default_factory=lambda: ["127.0.0.1:4851"], description="host:port per inverter unit"
     )
@@ -175,6 +186,7 @@ class Sim(Service[SimSettings]):
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.bms: list[tuple[can.BusABC, BmsBusEmulator]] = []
+        self.hub = self._start_hub(s.can_hub)
         first = 0
         for i, (cfg, numbers) in enumerate(zip(s.bms_buses, self.layout, strict=False)):
             bus = self._open(cfg)
@@ -269,6 +281,16 @@ class Sim(Service[SimSettings]):
                 self._send(bus, ident, data, extended)
 
     # ----------------------------------------------------------------- CAN
+
+    def _start_hub(self, address: str) -> CanHub | None:
+        if not address:
+            return None
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise UsageError(f"sim: can_hub {address!r} is not host:port")
+        hub = CanHub(host, int(port)).start()
+        self.ctx.log.info("CAN hub (socketcand) listening on %s:%d", hub.host, hub.port)
+        return hub
 
     def _open(self, cfg: CanBusSettings) -> can.BusABC:
         kwargs: dict[str, Any] = {"interface": cfg.interface, "channel": cfg.channel}
@@ -399,6 +421,8 @@ class Sim(Service[SimSettings]):
         for bus, _ in self.bms:
             bus.shutdown()
         self.charger_bus.shutdown()
+        if self.hub is not None:
+            self.hub.stop()
 
 
 SERVICE = Sim

@@ -31,6 +31,7 @@ def sim(broker: TestBroker, tmp_path: Path) -> Iterator[tuple[ServiceRunner, Sim
         mqtt=broker.mqtt_settings("sim"),
         data_dir=tmp_path,
         profile="load-steps",
+        can_hub="",
         bms_buses=[
             CanBusSettings(interface="virtual", channel=f"{tag}-bms0"),
             CanBusSettings(interface="virtual", channel=f"{tag}-bms1"),
