@@ -29,6 +29,8 @@ def setup_logging(level: str, service: str) -> logging.Logger:
     # paho and python-can are chatty at DEBUG; our own level governs what matters
     for noisy in ("paho", "can"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+    # python-can's socketcand client warns on every TCP read that splits a frame
+    logging.getLogger("can.interfaces.socketcand").setLevel(logging.ERROR)
     return logging.getLogger(f"gridzero.{service}")
 
 

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from gridzero.contract import DEFAULT_METER_TOPIC, SimFault, SimTruth, parse_payload
 from gridzero.errors import UsageError
+from gridzero.runtime.canbus import open_bus
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
@@ -293,11 +294,7 @@ class Sim(Service[SimSettings]):
         return hub
 
     def _open(self, cfg: CanBusSettings) -> can.BusABC:
-        kwargs: dict[str, Any] = {"interface": cfg.interface, "channel": cfg.channel}
-        kwargs.update(cfg.options)
-        if cfg.interface == "virtual":
-            kwargs["receive_own_messages"] = False
-        return can.Bus(**kwargs)
+        return open_bus(cfg.interface, cfg.channel, None, cfg.options)
 
     def _reader(self, bus: can.BusABC, handler: Any) -> None:
         def run() -> None:

@@ -25,6 +25,7 @@ from gridzero.codec import CodecError
 from gridzero.contract import Alarm as AlarmPayload
 from gridzero.contract import BmsLimits, ModuleState, PackState
 from gridzero.contract import CellRef as CellRefPayload
+from gridzero.runtime.canbus import open_bus
 from gridzero.runtime.service import Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
 from gridzero.services.bms.balancing import Balancer, BalanceSettings, BalanceStep
@@ -226,9 +227,7 @@ class _BusLink:
         """Open the bus (loop thread); failures are logged and retried by the service."""
         s = self.settings
         try:
-            self.bus = can.Bus(
-                interface=s.interface, channel=s.channel, bitrate=s.bitrate, **s.options
-            )
+            self.bus = open_bus(s.interface, s.channel, s.bitrate, s.options)
         except (can.CanError, OSError, ValueError, ImportError) as exc:
             self.bus = None
             self.service.ctx.log.warning("bus %s: cannot open: %s", self.name, exc)

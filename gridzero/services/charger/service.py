@@ -9,6 +9,7 @@ and publishes what it decided and why.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import threading
@@ -22,6 +23,7 @@ from gridzero.codec import CodecError
 from gridzero.contract import BmsLimits as BmsLimitsPayload
 from gridzero.contract import ChargeCommand as ChargeCommandPayload
 from gridzero.contract import ChargerState, PayloadError, parse_payload
+from gridzero.runtime.canbus import open_bus
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
@@ -117,11 +119,18 @@ class Charger(Service[ChargerServiceSettings]):
 
     def _open_bus(self) -> can.BusABC:
         cfg = self.settings.can
-        kwargs: dict[str, Any] = {"interface": cfg.interface, "channel": cfg.channel}
-        if cfg.interface in ("socketcan", "virtual"):
-            kwargs["bitrate"] = cfg.bitrate
-        kwargs.update(cfg.options)
-        return can.Bus(**kwargs)
+        return open_bus(cfg.interface, cfg.channel, cfg.bitrate, cfg.options)
+
+    def _reopen_bus(self) -> None:
+        """Receive thread: the bus failed; replace it (a restarted socketcand, a re-plugged adapter)."""
+        with contextlib.suppress(can.CanError, OSError):
+            self.bus.shutdown()
+        try:
+            self.bus = self._open_bus()
+        except (can.CanError, OSError, ValueError) as exc:
+            self.ctx.log.warning("CAN bus reopen failed: %s", exc)
+            return
+        self.ctx.log.info("CAN bus reopened")
 
     def _domain_settings(self, runtime: ChargerRuntime) -> ChargerSettings:
         s = self.settings
@@ -175,6 +184,8 @@ class Charger(Service[ChargerServiceSettings]):
             except (can.CanError, OSError, ValueError) as exc:
                 self.ctx.log.warning("CAN receive failed: %s", exc)
                 self._rx_stop.wait(1.0)
+                if not self._rx_stop.is_set():
+                    self._reopen_bus()
                 continue
             if message is None or message.is_error_frame or message.is_remote_frame:
                 continue
