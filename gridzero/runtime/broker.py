@@ -76,6 +76,7 @@ class BrokerProcess:
             [exe, "-c", str(self.workdir / "config" / "mosquitto.conf")],
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # a terminal's Ctrl-C must not kill it before the services
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

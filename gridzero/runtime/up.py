@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import yaml
+
 from gridzero.errors import UsageError
 from gridzero.runtime.broker import PROJECT_CONFIG_DIR, BrokerProcess, free_port
 from gridzero.runtime.credentials import init_credentials, read_env_file
@@ -79,8 +81,14 @@ class Supervisor:
         stream.close()
 
     def start(self, child: Child) -> None:
+        # own session: a terminal's Ctrl-C reaches only `up`, which stops the
+        # children in order (services before the broker they report through)
         child.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            child.argv, env=child.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            child.argv,
+            env=child.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         child.started_s = time.monotonic()
         assert child.proc.stdout is not None
@@ -227,6 +235,36 @@ def _selected(args: argparse.Namespace) -> list[str]:
     return [n for n in ORDER if not (args.no_sim and n == "sim")]
 
 
+def _start_simulator_first(sup: Supervisor, config_dir: Path | None) -> None:
+    """The device services open the simulator's CAN hub and serial endpoints: let it listen first."""
+    sim = next((c for c in sup.children if c.name == "sim"), None)
+    if sim is None:
+        return
+    sup.start(sim)
+    host, port = _hub_address(config_dir)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not sup.stopping.is_set():
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    sup.say(
+        "up",
+        f"the simulator's CAN hub {host}:{port} is not listening yet; starting the services anyway",
+    )
+
+
+def _hub_address(config_dir: Path | None) -> tuple[str, int]:
+    address = "127.0.0.1:29536"
+    path = config_dir / "sim.yaml" if config_dir is not None else None
+    if path is not None and path.exists():
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        address = str(data.get("can_hub") or address)
+    host, _, port = address.rpartition(":")
+    return ("127.0.0.1" if host in ("", "0.0.0.0") else host), int(port)  # noqa: S104
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if not (args.secrets_dir / "controller.env").exists():
@@ -246,6 +284,7 @@ def main(argv: list[str]) -> int:
         sup.say("up", f"not built yet, skipped: {', '.join(missing)}")
     signal.signal(signal.SIGTERM, lambda *_: sup.stopping.set())
     try:
+        _start_simulator_first(sup, config_dir)
         sup.watch()
     except KeyboardInterrupt:
         sup.say("up", "Ctrl-C: stopping")
