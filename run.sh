@@ -62,7 +62,6 @@ case "$cmd" in
   up)
     need_apt up
     need_venv
-    [ -f secrets/controller.env ] || $VENV/bin/gridzero credentials init
     exec $VENV/bin/gridzero up "$@"
     ;;
   bench)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gridzero.errors import GridzeroError
+from gridzero.runtime.credentials import write_passwd
 
 PROJECT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "mosquitto" / "config"
 
@@ -53,11 +54,14 @@ class BrokerProcess:
     config_dir: Path = PROJECT_CONFIG_DIR
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
-    def prepare(self) -> None:
-        """Copy config, ACL and passwd into the work directory."""
+    def prepare(self, passwords: dict[str, str] | None = None) -> None:
+        """Copy config and ACL into the work directory; the passwd file is copied, or
+        written from ``passwords`` (user -> password) so it always matches them."""
         (self.workdir / "config").mkdir(parents=True, exist_ok=True)
         (self.workdir / "data").mkdir(parents=True, exist_ok=True)
-        for name in ("acl", "passwd"):
+        if passwords is not None:
+            write_passwd(self.workdir / "config" / "passwd", passwords)
+        for name in ("acl",) if passwords is not None else ("acl", "passwd"):
             src = self.config_dir / name
             if not src.exists():
                 raise GridzeroError(

@@ -27,7 +27,7 @@ from typing import IO
 import yaml
 
 from gridzero.errors import UsageError
-from gridzero.runtime.broker import PROJECT_CONFIG_DIR, BrokerProcess, free_port
+from gridzero.runtime.broker import BrokerProcess, free_port
 from gridzero.runtime.credentials import init_credentials, read_env_file
 from gridzero.runtime.launch import SERVICE_MODULES
 
@@ -203,7 +203,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _broker_address(args: argparse.Namespace) -> tuple[str, int, BrokerProcess | None]:
+def _broker_address(
+    args: argparse.Namespace, passwords: dict[str, str]
+) -> tuple[str, int, BrokerProcess | None]:
     if args.broker:
         host, _, port = args.broker.rpartition(":")
         if not host or not port.isdigit():
@@ -211,7 +213,7 @@ def _broker_address(args: argparse.Namespace) -> tuple[str, int, BrokerProcess |
         return host, int(port), None
     port = args.port or (1883 if _port_free(1883) else free_port())
     broker = BrokerProcess((args.data_dir / "broker").resolve(), port)
-    broker.prepare()
+    broker.prepare(passwords)
     broker.start()
     return broker.host, port, broker
 
@@ -267,11 +269,11 @@ def _hub_address(config_dir: Path | None) -> tuple[str, int]:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    if not (args.secrets_dir / "controller.env").exists():
-        init_credentials(PROJECT_CONFIG_DIR, args.secrets_dir)
+    # the broker we start gets a passwd file made from these very secrets
+    passwords = init_credentials(args.data_dir / "credentials", args.secrets_dir)
     names = _selected(args)
     missing = [n for n in names if not _available(n)]
-    host, port, broker = _broker_address(args)
+    host, port, broker = _broker_address(args, passwords)
     config_dir = None if args.no_sim and args.config_dir == DATA_UP else args.config_dir
     children = [
         Child(n, _argv(n, config_dir), _child_env(n, host, port, args.secrets_dir, args.data_dir))

@@ -263,11 +263,16 @@ class ControlLaw:
         # output the plant can have had: hold while the current set-point is among them.
         low_w = meter.grid_w + estimate.low_w - target - settings.deadband_w
         high_w = meter.grid_w + estimate.high_w - target + settings.deadband_w
+        guess_w = raw_load_w - target
         if low_w <= current_w <= high_w:
-            self.setpoint_w = current_w
-            self._reason = LawReason.DEADBAND
-            return
-        desired_w = bounds.clamp(max(low_w, min(high_w, raw_load_w - target)))
+            # The set-point may already be right; the guess says how likely it is wrong.
+            # Move only part of the way: a wrong plant guess then cannot sustain a swing.
+            if abs(guess_w - current_w) <= settings.deadband_w:
+                self.setpoint_w = current_w
+                self._reason = LawReason.DEADBAND
+                return
+            guess_w = current_w + settings.uncertain_gain * (guess_w - current_w)
+        desired_w = bounds.clamp(max(low_w, min(high_w, guess_w)))
         rising = abs(desired_w) > abs(current_w) and desired_w * current_w >= 0
         if rising:
             desired_w = current_w + settings.rise_gain * (desired_w - current_w)
