@@ -241,14 +241,16 @@ class _BusLink:
 
     def close(self) -> None:
         bus, self.bus = self.bus, None
+        # let the receive thread leave recv() (it sees self.bus changed) before the
+        # bus is shut under it
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(1.0)
+        self.thread = None
         if bus is not None:
             try:
                 bus.shutdown()
             except (can.CanError, OSError) as exc:
                 self.service.ctx.log.warning("bus %s: shutdown failed: %s", self.name, exc)
-        if self.thread is not None and self.thread is not threading.current_thread():
-            self.thread.join(1.0)
-        self.thread = None
 
     def send(self, frames: list[tuple[int, bytes]]) -> bool:
         bus = self.bus

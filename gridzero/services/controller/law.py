@@ -258,7 +258,14 @@ class ControlLaw:
                 self._reason = LawReason.SPIKE_HELD
                 self.setpoint_w = current_w
                 return
-        self._accepted_load_w = raw_load_w
+        # Small changes of the estimate are mostly noise (the meter and the output are not
+        # sampled at the same instant, loads flicker): smooth them. Large changes are real
+        # steps: take them at once.
+        if accepted is None or abs(raw_load_w - accepted) > settings.smooth_band_w:
+            self._accepted_load_w = raw_load_w
+        else:
+            self._accepted_load_w = accepted + settings.smooth_gain * (raw_load_w - accepted)
+        raw_load_w = self._accepted_load_w
         # The set-point that would cancel the load, for the lowest and highest battery
         # output the plant can have had: hold while the current set-point is among them.
         low_w = meter.grid_w + estimate.low_w - target - settings.deadband_w

@@ -57,6 +57,8 @@ class ControllerSettings(BaseModel):
     plant_dead_time_s: float = Field(1.0, ge=0.0, le=30.0)
     plant_time_constant_s: float = Field(1.0, gt=0.0, le=60.0)
     plant_ramp_w_per_s: float = Field(300.0, gt=0.0, le=100000.0)
+    smooth_band_w: float = Field(60.0, ge=0.0, le=2000.0)
+    smooth_gain: float = Field(0.3, gt=0.0, le=1.0)
     uncertain_gain: float = Field(0.5, ge=0.0, le=1.0)
     rise_gain: float = Field(1.0, gt=0.0, le=1.0)
     bms_stale_s: float = Field(3.0, ge=0.5, le=60.0)
