@@ -7,6 +7,10 @@ Waiting is always on a condition with a deadline, never a fixed sleep.
 from __future__ import annotations
 
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -14,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as paho
+import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gridzero.runtime.broker import PROJECT_CONFIG_DIR, BrokerProcess, free_port
-from gridzero.runtime.credentials import init_credentials
+from gridzero.runtime.credentials import init_credentials, read_env_file
 from gridzero.runtime.settings import MqttSettings
 
 
@@ -195,3 +200,134 @@ def wait_until(
             raise TimeoutError(f"{what} not met within {timeout_s} s")
         time.sleep(poll_s)
     return time.monotonic() - start
+
+
+class System:
+    """The whole system (`gridzero up`) in a private directory with free ports.
+
+    The broker, the simulator and every service run as real processes, exactly
+    as a user starts them; only the ports and directories differ, so several
+    systems (and a developer's own `./run.sh up`) can run side by side.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        services: str | None = None,
+        sim: dict[str, object] | None = None,
+        settings: dict[str, dict[str, object]] | None = None,
+    ) -> None:
+        self.root = root
+        self.port = free_port()
+        self.hub_port = free_port()
+        self.inverter_port = free_port()
+        self.console_port = free_port()
+        self.config_dir = root / "config"
+        self.data_dir = root / "data"
+        self.secrets_dir = root / "secrets"
+        self._services = services
+        self._write_config(sim or {}, settings or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = root / "up.log"
+
+    def _write_config(self, sim: dict[str, object], settings: dict[str, dict[str, object]]) -> None:
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        hub = {"host": "127.0.0.1", "port": self.hub_port}
+        base: dict[str, dict[str, object]] = {
+            "sim": {
+                "plant": "default",
+                "profile": "sunny-day",
+                "can_hub": f"127.0.0.1:{self.hub_port}",
+                "inverter_listen": [f"127.0.0.1:{self.inverter_port}"],
+                "bms_buses": [
+                    {"interface": "socketcand", "channel": c, "options": hub}
+                    for c in ("bms0", "bms1")
+                ],
+                "charger_bus": {"interface": "socketcand", "channel": "r48", "options": hub},
+                **sim,
+            },
+            "bms": {
+                "buses": [
+                    {
+                        "interface": "socketcand",
+                        "channel": "bms0",
+                        "modules": list(range(1, 9)),
+                        "options": hub,
+                    },
+                    {"interface": "socketcand", "channel": "bms1", "modules": [1], "options": hub},
+                ]
+            },
+            "charger": {"can": {"interface": "socketcand", "channel": "r48", "options": hub}},
+            "inverter": {
+                "units": [
+                    {
+                        "id": "gtn1",
+                        "port": f"socket://127.0.0.1:{self.inverter_port}",
+                        "max_power_w": 900,
+                        "dc_min_v": 43.0,
+                        "dc_max_v": 60.0,
+                    }
+                ]
+            },
+            "shunt": {"i2c_bus": "sim"},
+            "controller": {},
+            "telnet-console": {"bind_host": "127.0.0.1", "port": self.console_port},
+        }
+        for name, extra in settings.items():
+            base.setdefault(name, {}).update(extra)
+        for name, values in base.items():
+            (self.config_dir / f"{name}.yaml").write_text(yaml.safe_dump(values), encoding="utf-8")
+
+    def start(self) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "gridzero.cli",
+            "up",
+            "--port",
+            str(self.port),
+            "--config-dir",
+            str(self.config_dir),
+            "--data-dir",
+            str(self.data_dir),
+            "--secrets-dir",
+            str(self.secrets_dir),
+            "--no-colour",
+        ]
+        if self._services:
+            argv += ["--services", self._services]
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+        wait_until((self.secrets_dir / "operator.env").exists, 30, "credentials")
+        wait_until(self._broker_up, 30, "broker")
+
+    def _broker_up(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def password(self, user: str) -> str:
+        return read_env_file(self.secrets_dir / f"{user}.env")["GRIDZERO_MQTT__PASSWORD"]
+
+    def probe(self, user: str = "operator", subscribe: str = "#") -> Probe:
+        return Probe.connect("127.0.0.1", self.port, user, self.password(user), subscribe)
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def log(self) -> str:
+        return (
+            self.log_path.read_text(encoding="utf-8", errors="replace")
+            if self.log_path.exists()
+            else ""
+        )
