@@ -325,6 +325,10 @@ class System:
                 self.proc.wait()
         self.proc = None
 
+    def pid(self, name: str) -> int:
+        """PID of a running child of `gridzero up` (a service name, or ``mosquitto``)."""
+        return int((self.data_dir / "pids" / f"{name}.pid").read_text(encoding="utf-8"))
+
     def log(self) -> str:
         return (
             self.log_path.read_text(encoding="utf-8", errors="replace")

@@ -59,10 +59,15 @@ class Child:
 
 
 class Supervisor:
-    """Starts, watches and stops the children; prints their output with prefixes."""
+    """Starts, watches and stops the children; prints their output with prefixes.
 
-    def __init__(self, children: list[Child], *, colour: bool) -> None:
+    Each child's PID is written to ``<pid_dir>/<name>.pid`` (tools and the fault
+    tests use it to kill one service and watch it come back).
+    """
+
+    def __init__(self, children: list[Child], *, colour: bool, pid_dir: Path | None = None) -> None:
         self.children = children
+        self.pid_dir = pid_dir
         self.colour = colour
         self.stopping = threading.Event()
         self._print_lock = threading.Lock()
@@ -91,6 +96,9 @@ class Supervisor:
             start_new_session=True,
         )
         child.started_s = time.monotonic()
+        if self.pid_dir is not None:
+            self.pid_dir.mkdir(parents=True, exist_ok=True)
+            (self.pid_dir / f"{child.name}.pid").write_text(f"{child.proc.pid}\n", encoding="utf-8")
         assert child.proc.stdout is not None
         reader = threading.Thread(
             target=self._pump, args=(child.name, child.proc.stdout), daemon=True
@@ -280,7 +288,14 @@ def main(argv: list[str]) -> int:
         for n in names
         if n not in missing
     ]
-    sup = Supervisor(children, colour=sys.stdout.isatty() and not args.no_colour)
+    sup = Supervisor(
+        children, colour=sys.stdout.isatty() and not args.no_colour, pid_dir=args.data_dir / "pids"
+    )
+    if broker is not None and broker.proc is not None:
+        (args.data_dir / "pids").mkdir(parents=True, exist_ok=True)
+        (args.data_dir / "pids" / "mosquitto.pid").write_text(
+            f"{broker.proc.pid}\n", encoding="utf-8"
+        )
     sup.say("up", f"broker {host}:{port}" + (" (started from mosquitto/config)" if broker else ""))
     if missing:
         sup.say("up", f"not built yet, skipped: {', '.join(missing)}")
