@@ -136,8 +136,13 @@ def load_settings(cls: type[S], config_file: Path | None = None, **overrides: An
 
 
 def env_name(loc: tuple[int | str, ...]) -> str:
-    """The environment variable that sets a nested setting."""
-    return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
+    """The environment variable that sets a nested setting (a list item: the whole list's)."""
+    parts: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            break
+        parts.append(str(part).upper())
+    return ENV_PREFIX + "__".join(parts)
 
 
 def describe_settings_error(exc: ValidationError, config_file: Path | None = None) -> str:
@@ -162,6 +167,8 @@ def describe_settings_error(exc: ValidationError, config_file: Path | None = Non
 
 def _allowed(err: Any) -> str:
     ctx = err.get("ctx") or {}
+    if any(str(v) in err["msg"] for v in ctx.values()):
+        return ""  # pydantic's own message already names the limit
     bounds = [
         f"{k} {v}" for k, v in ctx.items() if k in ("ge", "gt", "le", "lt", "expected", "pattern")
     ]
