@@ -2,6 +2,7 @@
 
 The runtime touches ``<data_dir>/<service>.health`` every few seconds while it is
 connected to the broker; this command checks the file's age (Docker healthcheck).
+It imports only the standard library: it runs every few seconds in every container.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ import os
 import time
 from pathlib import Path
 
-from gridzero.runtime.service import HEARTBEAT_S, health_path
+HEARTBEAT_S = 5.0
+"""How often the runtime touches the heartbeat file (see ServiceRunner)."""
+
+
+def health_path(data_dir: Path, name: str) -> Path:
+    return data_dir / f"{name}.health"
 
 
 def main(argv: list[str]) -> int:

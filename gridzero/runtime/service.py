@@ -32,7 +32,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from paho.mqtt.client import topic_matches_sub
@@ -49,6 +48,7 @@ from gridzero.contract import (
     format_setting,
     parse_setting_text,
 )
+from gridzero.runtime.health import HEARTBEAT_S, health_path
 from gridzero.runtime.logs import MqttLogHandler, RawRing, setup_logging
 from gridzero.runtime.mqtt import Connection, Message
 from gridzero.runtime.settings import ServiceSettings
@@ -395,13 +395,6 @@ class Service(abc.ABC, Generic[S]):
 
     def stop(self) -> None:
         """Put the device into its safe state and release it. Must return within ~1 s."""
-
-
-HEARTBEAT_S = 5.0
-
-
-def health_path(data_dir: Path, name: str) -> Path:
-    return data_dir / f"{name}.health"
 
 
 class ServiceRunner:

@@ -9,8 +9,8 @@ same channel (one channel per simulated bus), like a real shared bus.
 
 Why not ``udp_multicast``: its packets follow the host's default route, so on a
 machine whose loopback has no multicast route they leave the machine. The hub
-keeps simulated CAN traffic on 127.0.0.1. In Docker (a project network)
-``udp_multicast`` is fine and is what ``compose.yaml`` uses.
+keeps simulated CAN traffic on 127.0.0.1. In Docker the simulator binds it on
+the project network and the services reach it as host ``sim``.
 
 Protocol subset (socketcand's raw mode): server ``< hi >``; client ``< open CH >``
 -> ``< ok >``; client ``< rawmode >`` -> ``< ok >``; client ``< send ID LEN B.. >``;

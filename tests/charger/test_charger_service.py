@@ -289,3 +289,45 @@ def test_discovery_has_settings_and_sensors(rig_factory: Callable[..., Rig]) -> 
     assert cmps["offline_voltage_v"]["max"] == 58.5
     assert cmps["power"]["unit_of_measurement"] == "W"
     assert cmps["dc_on"]["p"] == "binary_sensor"
+
+
+def test_bus_that_is_not_there_yet_is_retried_then_gets_the_safe_defaults(
+    own_broker: TestBroker, tmp_path: Path
+) -> None:
+    from gridzero.runtime.broker import free_port
+    from gridzero.runtime.service import ServiceRunner
+    from gridzero.services.charger.service import CanSettings, Charger, ChargerServiceSettings
+    from gridzero.sim.canhub import CanHub
+
+    port = free_port()
+    settings = ChargerServiceSettings(
+        mqtt=own_broker.mqtt_settings("charger"),
+        data_dir=tmp_path,
+        bus_retry_s=0.5,
+        can=CanSettings(
+            interface="socketcand", channel="r48", options={"host": "127.0.0.1", "port": port}
+        ),
+    )
+    runner = ServiceRunner(Charger, settings)
+    runner.start_thread()
+    probe = own_broker.probe()
+    probe.wait_for("gridzero/charger/status", lambda p: p == b"online")
+    hub = CanHub("127.0.0.1", port).start()
+    listener = can.Bus(interface="socketcand", host="127.0.0.1", port=port, channel="r48")
+    try:
+        deadline = time.monotonic() + 10
+        seen: list[codec.Message] = []
+        while time.monotonic() < deadline and not any(is_control(dc_off=True)(m) for m in seen):
+            msg = listener.recv(0.5)
+            if msg is not None:
+                seen.append(codec.decode_frame(msg.arbitration_id, bytes(msg.data)))
+        assert any(is_control(dc_off=True)(m) for m in seen), (
+            "no DC-off frame after the bus appeared"
+        )
+        assert runner.error is None
+    finally:
+        runner.stop()
+        runner.join()
+        listener.shutdown()
+        hub.stop()
+        probe.close()

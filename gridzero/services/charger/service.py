@@ -60,6 +60,9 @@ class ChargerServiceSettings(ServiceSettings):
     command_stale_s: float = Field(default=5.0, ge=0.5, le=60, description="command max age")
     refresh_period_s: float = Field(default=5.0, ge=0.5, le=15, description="online refresh")
     link_timeout_s: float = Field(default=10.0, ge=2, le=120, description="no reply -> lost")
+    bus_retry_s: float = Field(
+        default=5.0, ge=0.5, le=300, description="re-open a CAN bus that failed"
+    )
 
 
 def _bounded(default: float, name: str, step: float, **extra: Any) -> Any:
@@ -105,9 +108,8 @@ class Charger(Service[ChargerServiceSettings]):
         self.send_errors = 0
         self.bad_frames = 0
         self._rx_stop = threading.Event()
-        self.bus = self._open_bus()
-        self._send(domain.startup_frames(self.domain_settings))
-        self.last_sent_s = self.started_s
+        self.bus: can.BusABC | None = None
+        self._try_open()
         self._rx_thread = threading.Thread(target=self._receive, name="charger-can-rx", daemon=True)
         self._rx_thread.start()
         ctx.subscribe(ctx.topics.charger_set, self.on_command)
@@ -121,16 +123,37 @@ class Charger(Service[ChargerServiceSettings]):
         cfg = self.settings.can
         return open_bus(cfg.interface, cfg.channel, cfg.bitrate, cfg.options)
 
+    def _try_open(self) -> bool:
+        """Open the bus (any thread); on success the loop re-sends the start-up frames.
+
+        A bus that will not open (adapter missing, socketcand not up yet) is retried by
+        the receive thread; meanwhile nothing can be commanded, and the rectifier runs
+        on the offline defaults written the last time the bus was up.
+        """
+        try:
+            bus = self._open_bus()
+        except (can.CanError, OSError, ValueError, ImportError) as exc:
+            self.ctx.log.warning("CAN bus %s: cannot open: %s", self.settings.can.channel, exc)
+            return False
+        self.bus = bus
+        self.ctx.post(self._on_bus_open)
+        return True
+
+    def _on_bus_open(self) -> None:
+        self.ctx.log.info(
+            "CAN bus %s open: writing DC off and the safe offline defaults",
+            self.settings.can.channel,
+        )
+        self._send(domain.startup_frames(self.domain_settings))
+        self.last_sent_s = self.ctx.now()
+
     def _reopen_bus(self) -> None:
         """Receive thread: the bus failed; replace it (a restarted socketcand, a re-plugged adapter)."""
-        with contextlib.suppress(can.CanError, OSError):
-            self.bus.shutdown()
-        try:
-            self.bus = self._open_bus()
-        except (can.CanError, OSError, ValueError) as exc:
-            self.ctx.log.warning("CAN bus reopen failed: %s", exc)
-            return
-        self.ctx.log.info("CAN bus reopened")
+        bus, self.bus = self.bus, None
+        if bus is not None:
+            with contextlib.suppress(can.CanError, OSError):
+                bus.shutdown()
+        self._try_open()
 
     def _domain_settings(self, runtime: ChargerRuntime) -> ChargerSettings:
         s = self.settings
@@ -170,8 +193,12 @@ class Charger(Service[ChargerServiceSettings]):
             message = can.Message(
                 arbitration_id=frame.arbitration_id, data=frame.data, is_extended_id=True
             )
+            bus = self.bus
+            if bus is None:
+                self.send_errors += 1
+                continue
             try:
-                self.bus.send(message, timeout=0.2)
+                bus.send(message, timeout=0.2)
             except can.CanError as exc:
                 self.send_errors += 1
                 self.ctx.log.warning("CAN send of %08X failed: %s", frame.arbitration_id, exc)
@@ -179,8 +206,13 @@ class Charger(Service[ChargerServiceSettings]):
     def _receive(self) -> None:
         """Receive thread: hand every frame to the loop thread, never touch state here."""
         while not self._rx_stop.is_set():
+            bus = self.bus
+            if bus is None:
+                if not self._try_open():
+                    self._rx_stop.wait(self.settings.bus_retry_s)
+                continue
             try:
-                message = self.bus.recv(timeout=0.2)
+                message = bus.recv(timeout=0.2)
             except (can.CanError, OSError, ValueError) as exc:
                 self.ctx.log.warning("CAN receive failed: %s", exc)
                 self._rx_stop.wait(1.0)
@@ -325,15 +357,17 @@ class Charger(Service[ChargerServiceSettings]):
 
     def stop(self) -> None:
         # Safe state: DC off now; the EEPROM defaults written at start cover what follows.
-        if getattr(self, "bus", None) is None:
-            return  # start() failed before the bus opened: nothing to put in a safe state
         try:
-            self._send((codec.encode_control(Control(dc_off=True)),))
+            if getattr(self, "bus", None) is not None:
+                self._send((codec.encode_control(Control(dc_off=True)),))
         finally:
-            self._rx_stop.set()
+            if getattr(self, "_rx_stop", None) is not None:
+                self._rx_stop.set()
             if getattr(self, "_rx_thread", None) is not None:
                 self._rx_thread.join(1.0)
-            self.bus.shutdown()
+            bus = getattr(self, "bus", None)
+            if bus is not None:
+                bus.shutdown()
 
 
 SERVICE = Charger
