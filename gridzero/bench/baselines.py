@@ -355,7 +355,8 @@ class OpenDtuController:
             return
         v = obs.pack_voltage_v
         lim = obs.limits
-        producing = any(r is not None and r.output_w > 0 for r in obs.inverters)
+        # An inverter reports whole watts: a decaying lag tail below 5 W reads as 0.
+        producing = any(r is not None and r.output_w >= 5.0 for r in obs.inverters)
         current_w = (
             obs.charger.voltage_v * obs.charger.current_a if obs.charger is not None else 0.0
         )

@@ -3,13 +3,15 @@
 The controller under test only sees what it would see over MQTT: meter values as they are
 published (every ``meter.period_s``, after ``meter.latency_s``), bms limits every 0.5 s,
 inverter and charger states every 1 s, SoC every 1 s. Its commands reach the plant the way the
-device services send them: frames every ``frame_period_s``, clamped to the bms limits, the
+device services send them: frames every ``frame_period_s`` (a lower inverter demand at once,
+as the inverter service does), clamped to the bms limits, the
 charger never below its minimum current (research/devices.md A.5, B.3).
 
 bms limits: the bms service's protection module was not available when the bench was written,
 so `SimpleBms` computes limits from the plant's true cell voltages with the housebatt rules
 (vw-bms-can.md 6.2: CVL 4.10 V/cell, charge taper over the 0.2 V below it, discharge taper over
-the 0.3 V above 3.20 V, 50 A maximum each way, alarms at 4.20 V and 3.00 V).
+the 0.3 V above 3.20 V, 50 A maximum each way, alarms at 4.20 V and 3.00 V), with the release
+latches and ramp of services/bms/protection.py.
 """
 
 from __future__ import annotations
@@ -40,27 +42,67 @@ class BmsRules:
     under_voltage_v: float = 3.00
     max_charge_a: float = 50.0
     max_discharge_a: float = 50.0
+    restart_hysteresis_v: float = 0.10
+    release_delay_s: float = 2.0
+    ramp_a_per_s: float = 5.0
 
 
 class SimpleBms:
-    """bms limits from the plant's true cell voltages (see the module docstring)."""
+    """bms limits from the plant's true cell voltages (see the module docstring).
+
+    Like the bms service's protection (services/bms/protection.py): an "empty" latch at the
+    discharge cut-off released 0.1 V above it after 2 s, a "full" latch at the charge end
+    released 0.2 V below it, and raised limits ramping back at 5 A/s (reductions at once).
+    Without these, a pack that sags under load would toggle its own limit every few seconds.
+    """
 
     def __init__(self, params: PlantParams, rules: BmsRules = BmsRules()) -> None:
         self.rules = rules
         self.series_cells = params.pack.cells_per_module * params.pack.modules_per_string
+        self._empty = False
+        self._empty_release_since: float | None = None
+        self._full = False
+        self._ccl_a = 0.0
+        self._dcl_a = 0.0
+        self._last_s: float | None = None
+
+    def _latches(self, high: float, low: float, now_s: float) -> None:
+        r = self.rules
+        if low <= r.discharge_cutoff_v:
+            self._empty = True
+            self._empty_release_since = None
+        elif self._empty and low > r.discharge_cutoff_v + r.restart_hysteresis_v:
+            if self._empty_release_since is None:
+                self._empty_release_since = now_s
+            if now_s - self._empty_release_since >= r.release_delay_s:
+                self._empty = False
+        else:
+            self._empty_release_since = None
+        if high >= r.charge_end_v:
+            self._full = True
+        elif high < r.charge_end_v - r.charge_taper_v:
+            self._full = False
 
     def limits(self, truth: PlantTruth, now_s: float) -> BmsLimits:
         """Limits for the present cell voltages."""
         r = self.rules
         high = truth.cell_max_v
         low = truth.cell_min_v
+        self._latches(high, low, now_s)
         charge_frac = min(1.0, max(0.0, (r.charge_end_v - high) / r.charge_taper_v))
         discharge_frac = min(1.0, max(0.0, (low - r.discharge_cutoff_v) / r.discharge_taper_v))
         alarm = high >= r.over_voltage_v or low <= r.under_voltage_v
+        ccl = 0.0 if alarm or self._full else r.max_charge_a * charge_frac
+        dcl = 0.0 if alarm or self._empty else r.max_discharge_a * discharge_frac
+        dt = 0.0 if self._last_s is None else max(0.0, now_s - self._last_s)
+        self._last_s = now_s
+        step = r.ramp_a_per_s * min(dt, 1.0)
+        self._ccl_a = ccl if ccl <= self._ccl_a else min(ccl, self._ccl_a + step)
+        self._dcl_a = dcl if dcl <= self._dcl_a else min(dcl, self._dcl_a + step)
         return BmsLimits(
             charge_voltage_v=r.charge_end_v * self.series_cells,
-            charge_current_a=0.0 if alarm else r.max_charge_a * charge_frac,
-            discharge_current_a=0.0 if alarm else r.max_discharge_a * discharge_frac,
+            charge_current_a=self._ccl_a,
+            discharge_current_a=self._dcl_a,
             alarm=alarm,
             at_s=now_s,
         )
@@ -72,6 +114,7 @@ class BenchConfig:
 
     tick_s: float = 0.25
     frame_period_s: float = 1.0
+    min_gap_s: float = 0.25
     state_period_s: float = 1.0
     bms_period_s: float = 0.5
     control_period_s: float = 0.5
@@ -85,7 +128,9 @@ class BenchConfig:
 def units_of(params: PlantParams) -> tuple[InverterUnit, ...]:
     """The controller's view of the plant's inverters (names, limits, DC windows)."""
     return tuple(
-        InverterUnit(name=p.name, max_w=p.max_power_w, dc_min_v=p.dc_start_v, dc_max_v=p.dc_max_v)
+        InverterUnit(
+            name=p.name, max_w=p.max_power_w, dc_min_v=p.dc_shutdown_v, dc_max_v=p.dc_max_v
+        )
         for p in params.inverters
     )
 
@@ -98,6 +143,8 @@ class DeviceServices:
         self.config = config
         self.commands: Commands | None = None
         self.limits: BmsLimits | None = None
+        self.pack_voltage_v = 0.0
+        self.last_sent: dict[int, tuple[float, float]] = {}
 
     def _limits_ok(self, now_s: float) -> bool:
         lim = self.limits
@@ -105,21 +152,38 @@ class DeviceServices:
 
     def send_frames(self, plant: Plant, now_s: float) -> None:
         """One frame period: inverter demand frames and charger set-points."""
-        cmd = self.commands
         ok = self._limits_ok(now_s)
-        lim = self.limits
-        v = plant.pack_voltage_v
-        n = len(self.params.inverters)
-        demands = [0.0] * n
-        if ok and cmd is not None and lim is not None:
-            eff = min(p.efficiency for p in self.params.inverters)
-            cap_w = lim.discharge_current_a * v * eff
-            total = sum(max(0.0, w) for w in cmd.inverter_w)
-            scale = min(1.0, cap_w / total) if total > 0 else 0.0
-            demands = [max(0.0, w) * scale for w in cmd.inverter_w[:n]]
+        self.pack_voltage_v = plant.pack_voltage_v
+        demands = self._demands(now_s)
         for i, w in enumerate(demands):
-            plant.command_inverter(i, w, now_s)
+            self._send(plant, i, w, now_s)
         self._charger(plant, now_s, ok)
+
+    def _send(self, plant: Plant, unit: int, demand_w: float, now_s: float) -> None:
+        watts = float(round(demand_w))  # the frame carries integer watts (devices.md B.2)
+        plant.command_inverter(unit, watts, now_s)
+        self.last_sent[unit] = (now_s, watts)
+
+    def _demands(self, now_s: float) -> list[float]:
+        cmd = self.commands
+        lim = self.limits
+        n = len(self.params.inverters)
+        if not self._limits_ok(now_s) or cmd is None or lim is None:
+            return [0.0] * n
+        eff = min(p.efficiency for p in self.params.inverters)
+        cap_w = lim.discharge_current_a * self.pack_voltage_v * eff
+        total = sum(max(0.0, w) for w in cmd.inverter_w)
+        scale = min(1.0, cap_w / total) if total > 0 else 0.0
+        return [max(0.0, w) * scale for w in cmd.inverter_w[:n]]
+
+    def send_cuts(self, plant: Plant, now_s: float) -> None:
+        """Like the inverter service: a lower demand goes out at once (>= min_gap_s after the
+        last frame), an increase waits for the next period (services/inverter/domain.py)."""
+        self.pack_voltage_v = plant.pack_voltage_v
+        for i, w in enumerate(self._demands(now_s)):
+            sent = self.last_sent.get(i)
+            if sent is not None and round(w) < sent[1] and now_s - sent[0] >= self.config.min_gap_s:
+                self._send(plant, i, w, now_s)
 
     def _charger(self, plant: Plant, now_s: float, ok: bool) -> None:
         cmd = self.commands
@@ -217,11 +281,11 @@ class ViolationCheck:
         self.v = Violations()
         self._limits: BmsLimits | None = None
 
-    def check(self, plant: Plant, truth: PlantTruth, now_s: float) -> None:
-        """Cell voltages (from a fresh truth snapshot) and the limits they imply."""
+    def check(self, plant: Plant, truth: PlantTruth, now_s: float, limits: BmsLimits) -> None:
+        """Cell voltages (from a fresh truth snapshot) and the limits the bms publishes."""
         r = self.bms.rules
         v = self.v
-        self._limits = self.bms.limits(truth, now_s)
+        self._limits = limits
         v.note("cell_over_voltage", truth.cell_max_v > r.over_voltage_v, now_s)
         v.note("cell_under_voltage", truth.cell_min_v < r.under_voltage_v, now_s)
         self.check_fast(plant, now_s)
@@ -314,8 +378,10 @@ class _Loop:
             # the plant); limits are published every bms period.
             self.next_truth = now + 1.0
             self.truth = self.plant.truth()
-            self.check.check(self.plant, self.truth, now)
-        self.limits = self.bms.limits(self.truth, now)
+            self.limits = self.bms.limits(self.truth, now)
+            self.check.check(self.plant, self.truth, now, self.limits)
+        else:
+            self.limits = self.bms.limits(self.truth, now)
         self.services.limits = self.limits
         self.pack_v = self.plant.pack_voltage_v
 
@@ -332,6 +398,7 @@ class _Loop:
             now, self.meter, self.limits, self.pack_v, self.soc, self.inverters, self.charger
         )
         self.services.commands = self.controller.step(obs)
+        self.services.send_cuts(self.plant, now)
         self.cmd_w = _battery_cmd_w(
             self.services.commands, self.pack_v or 48.0, self.params.charger.efficiency
         )

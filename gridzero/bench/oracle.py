@@ -4,9 +4,10 @@ It asks for the net load ``lead_s`` ahead (feed-forward through the known dead t
 ramp of the plant), dispatches it through gridzero's own dispatcher (same interlock, charger
 minimum current, bms bounds, the same device services), and trims the small steady error that
 conversion losses leave with a slow integrator that is only active while the load is steady.
-The bench runs it with several leads and keeps the best: the physical limit. With lead 0 it
-is the *causal* limit (the load known the instant it changes, nothing anticipated): the best
-settling time any real controller could reach on this plant.
+The bench runs it with several leads and keeps the best: the physical limit. With lead 0
+("oracle-causal") the load is known the instant it changes but nothing is anticipated: a
+reference for what a causal controller can reach (not a strict bound: its only feedback is the
+slow trim, so a good feedback controller can beat it slightly).
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ class OracleController:
             err = meter.grid_w - s.target_grid_w
             # Only small steady errors are conversion losses; large ones are saturation
             # (load beyond the inverters, bms limits), where trimming would only wind up.
-            if abs(err) < self.trim_max_w / 2 and self._steady(now):
+            unwinding = err * self.trim_w < 0
+            if (abs(err) < self.trim_max_w / 2 or unwinding) and self._steady(now):
                 self.trim_w = max(
                     -self.trim_max_w, min(self.trim_max_w, self.trim_w + self.trim_gain * err)
                 )

@@ -200,3 +200,14 @@ def test_interlock_never_both_on(steps):
             plant.inv = [min(a, b) for a, b in zip(plant.inv, c.inverter_w, strict=True)]
             plant.chg = min(plant.chg, c.charger.current_a if c.charger.on else 0.0)
         assert not (plant.chg > S.off_charger_a and sum(plant.inv) > S.off_inverter_w)
+
+
+def test_unit_is_derated_near_its_dc_shutdown_voltage():
+    from gridzero.services.controller.dispatch import unit_cap_w
+
+    unit = InverterUnit("a", 900.0, dc_min_v=43.0, dc_max_v=60.0, dc_margin_v=1.0)
+    assert unit_cap_w(unit, 48.0) == pytest.approx(900.0)
+    assert unit_cap_w(unit, 43.5) == pytest.approx(450.0)
+    assert unit_cap_w(unit, 42.9) == 0.0
+    assert unit_cap_w(unit, 61.0) == 0.0
+    assert split_discharge(900.0, (unit,), 43.25) == pytest.approx((225.0,))

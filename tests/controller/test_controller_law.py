@@ -186,3 +186,47 @@ def test_battery_history_interpolates_and_holds():
     assert h.at(1.0) == pytest.approx(100.0)
     assert h.at(-5.0) == 0.0
     assert h.at(9.0) == 200.0
+
+
+def test_estimate_range_spans_measurement_and_recent_commands():
+    law = ControlLaw()
+    law.record_battery(0.0, 100.0)
+    law.record_command(0.0, 100.0)
+    law.record_command(0.5, 900.0)
+    est = law.battery_estimate(0.8, S)
+    assert est is not None
+    assert est.low_w == pytest.approx(100.0)
+    assert est.high_w == pytest.approx(900.0)
+    assert est.low_w <= est.guess_w <= est.high_w
+    # Inside the measured history the value is exact.
+    law.record_battery(1.0, 500.0)
+    exact = law.battery_estimate(0.5, S)
+    assert exact is not None
+    assert exact.low_w == exact.high_w == pytest.approx(300.0)
+
+
+def test_fast_device_and_slow_measurements_do_not_oscillate():
+    """A charger-like device that jumps to its command within 0.5 s (far faster than the
+    plant guess), measured only every 1 s: after the step the set-point settles, no swing."""
+    law = ControlLaw()
+    bounds = WIDE
+    load = -2000.0
+    command_at: list[tuple[float, float]] = [(0.0, 0.0)]
+    output = 0.0
+    measured_output = 0.0
+    setpoints = []
+    for k in range(120):
+        t = k * 0.5
+        # Device follows the command given at least 0.5 s earlier, at once.
+        due = [c for tc, c in command_at if tc <= t - 0.5]
+        output = due[-1] if due else 0.0
+        if k % 2 == 0:
+            measured_output = output
+            law.record_battery(t, measured_output)
+        out = law.step(t, MeterSample(load - output, t), bounds, S)
+        law.record_command(t, out.setpoint_w)
+        command_at.append((t, out.setpoint_w))
+        setpoints.append(out.setpoint_w)
+    tail = setpoints[40:]
+    assert max(tail) - min(tail) < 1.0
+    assert tail[-1] == pytest.approx(-2000.0, abs=S.deadband_w + 1)

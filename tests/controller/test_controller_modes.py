@@ -37,14 +37,14 @@ def test_settings_ranges_are_enforced_with_names():
 def test_update_is_all_or_nothing():
     s = ControllerSettings()
     with pytest.raises(SettingsError):
-        update_settings(s, {"deadband_w": 5, "max_charge_w": -1})
-    assert s.deadband_w == 10.0
+        update_settings(s, {"deadband_w": 7, "max_charge_w": -1})
+    assert s.deadband_w == ControllerSettings().deadband_w
     assert update_settings(s, {"mode": "hold"}).mode is Mode.HOLD
 
 
 def test_charge_target_command():
     s = apply_charge_target(ControllerSettings(), 1500)
-    assert s.mode is Mode.CONSTANT
+    assert s.mode is Mode.CONSTANT_POWER
     assert s.constant_power_w == -1500.0
     assert apply_charge_target(s, 0).mode is Mode.AUTO
 
@@ -93,7 +93,8 @@ def test_modes(mode, grid, expect):
 
 def test_constant_mode_ignores_meter():
     c = Controller(
-        ControllerSettings(mode=Mode.CONSTANT, constant_power_w=-1000.0, min_dwell_s=1.0), UNITS
+        ControllerSettings(mode=Mode.CONSTANT_POWER, constant_power_w=-1000.0, min_dwell_s=1.0),
+        UNITS,
     )
     c.step(obs(0.0, 0.0))
     out = c.step(obs(1.0, 3000.0))

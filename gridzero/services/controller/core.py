@@ -15,6 +15,7 @@ from gridzero.services.controller.dispatch import (
     Dispatcher,
     DispatchInput,
     InverterUnit,
+    unit_cap_w,
 )
 from gridzero.services.controller.law import ControlLaw, LawOutput, MeterSample, PowerBounds
 from gridzero.services.controller.settings import ControllerSettings, Mode
@@ -70,6 +71,8 @@ class ControllerOutput:
 
 class Controller:
     """Pure and stateful; create one per service (or bench run)."""
+
+    CV_MARGIN_V = 0.3
 
     def __init__(self, settings: ControllerSettings, units: tuple[InverterUnit, ...]) -> None:
         self.settings = settings
@@ -148,7 +151,7 @@ class Controller:
         v = obs.pack_voltage_v
         gate = self.dispatcher.soc_gate
         gate.update(obs.soc_pct, s)
-        units_w = sum(u.max_w for u in self.units if u.dc_min_v <= v <= u.dc_max_v)
+        units_w = sum(unit_cap_w(u, v) for u in self.units)
         dis = min(
             s.max_discharge_w, units_w, obs.limits.discharge_current_a * v * s.inverter_efficiency
         )
@@ -173,7 +176,7 @@ class Controller:
         bounds = self._bounds(obs, ok)
         if not ok or s.mode in (Mode.HOLD, Mode.OFF):
             law_out = self.law.force_zero(now_s)
-        elif s.mode is Mode.CONSTANT:
+        elif s.mode is Mode.CONSTANT_POWER:
             law_out = self.law.set_constant(now_s, s.constant_power_w, bounds)
         else:
             law_out = self.law.step(now_s, obs.meter, bounds, s)
@@ -217,6 +220,14 @@ class Controller:
                 faults.append(fault)
         cmd_a = commands.charger.current_a if commands.charger.on else 0.0
         measured_a = None if charger is None else charger.current_a
+        cv_phase = (
+            charger is not None
+            and commands.charger.on
+            and charger.voltage_v >= commands.charger.voltage_v - self.CV_MARGIN_V
+        )
+        if cv_phase and measured_a is not None and measured_a <= cmd_a:
+            # At its voltage limit the charger rightly delivers less than the current asked.
+            measured_a = cmd_a
         tol_a = s.follow_tolerance_w / max(charger.voltage_v if charger else 48.0, 1.0)
         fault = self._charger_monitor.update(now_s, cmd_a, measured_a, tol_a, s.follow_timeout_s)
         if fault is not None:

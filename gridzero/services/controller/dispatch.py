@@ -28,6 +28,7 @@ class InverterUnit:
     max_w: float = 1000.0
     dc_min_v: float = 40.0
     dc_max_v: float = 60.0
+    dc_margin_v: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,25 +111,35 @@ class SocGate:
             self.charge_allowed = True
 
 
+def unit_cap_w(unit: InverterUnit, pack_voltage_v: float | None) -> float:
+    """What a unit may be asked for at this pack voltage.
+
+    Inside its DC window the full rating, derated linearly over the `dc_margin_v` above the
+    lower end: a pack that sags under load then settles where the inverter still runs, instead
+    of dropping out, recovering and dropping out again.
+    """
+    if pack_voltage_v is None or not unit.dc_min_v <= pack_voltage_v <= unit.dc_max_v:
+        return 0.0
+    if unit.dc_margin_v <= 0:
+        return unit.max_w
+    return unit.max_w * min(1.0, (pack_voltage_v - unit.dc_min_v) / unit.dc_margin_v)
+
+
 def split_discharge(
     total_w: float, units: tuple[InverterUnit, ...], pack_voltage_v: float | None
 ) -> tuple[float, ...]:
-    """Share ``total_w`` equally over the units whose DC window holds the pack voltage.
+    """Share ``total_w`` equally over the units, each within `unit_cap_w`.
 
-    Water-filling: a unit at its limit passes the rest to the others.
+    Water-filling: a unit at its cap passes the rest to the others.
     """
-    usable = [
-        i
-        for i, u in enumerate(units)
-        if pack_voltage_v is not None and u.dc_min_v <= pack_voltage_v <= u.dc_max_v
-    ]
+    caps = [unit_cap_w(u, pack_voltage_v) for u in units]
     demand = [0.0] * len(units)
     remaining = max(0.0, total_w)
-    open_units = sorted(usable, key=lambda i: units[i].max_w)
+    open_units = sorted((i for i, c in enumerate(caps) if c > 0), key=lambda i: caps[i])
     while open_units and remaining > 1e-9:
         share = remaining / len(open_units)
         i = open_units[0]
-        give = min(share, units[i].max_w - demand[i])
+        give = min(share, caps[i] - demand[i])
         if give >= share:
             for j in open_units:
                 demand[j] += share

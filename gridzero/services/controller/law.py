@@ -145,6 +145,7 @@ class ControlLaw:
         self._last_meter_at_s: float | None = None
         self._last_step_s: float | None = None
         self._accepted_load_w: float | None = None
+        self._noise_w = 0.0
         self._last_raw_load_w: float | None = None
         self._reason = LawReason.NO_METER
 
@@ -264,17 +265,21 @@ class ControlLaw:
         if accepted is None or abs(raw_load_w - accepted) > settings.smooth_band_w:
             self._accepted_load_w = raw_load_w
         else:
+            self._noise_w += 0.05 * (abs(raw_load_w - accepted) - self._noise_w)
             self._accepted_load_w = accepted + settings.smooth_gain * (raw_load_w - accepted)
         raw_load_w = self._accepted_load_w
         # The set-point that would cancel the load, for the lowest and highest battery
         # output the plant can have had: hold while the current set-point is among them.
-        low_w = meter.grid_w + estimate.low_w - target - settings.deadband_w
-        high_w = meter.grid_w + estimate.high_w - target + settings.deadband_w
         guess_w = raw_load_w - target
+        # A noisy meter widens the deadband to the noise it shows (mean |change| of the
+        # estimate between samples), so the set-point does not chase the noise.
+        deadband_w = max(settings.deadband_w, settings.noise_deadband * self._noise_w)
+        low_w = meter.grid_w + estimate.low_w - target - deadband_w
+        high_w = meter.grid_w + estimate.high_w - target + deadband_w
         if low_w <= current_w <= high_w:
             # The set-point may already be right; the guess says how likely it is wrong.
             # Move only part of the way: a wrong plant guess then cannot sustain a swing.
-            if abs(guess_w - current_w) <= settings.deadband_w:
+            if abs(guess_w - current_w) <= deadband_w:
                 self.setpoint_w = current_w
                 self._reason = LawReason.DEADBAND
                 return

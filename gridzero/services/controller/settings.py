@@ -6,30 +6,19 @@ refused with its name, the value and the allowed range, and never changes state.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from gridzero.contract import ControllerMode
 from gridzero.errors import SettingsError
 
-
-class Mode(StrEnum):
-    """What the controller is allowed to do.
-
-    AUTO: keep the grid at the target, charging and discharging.
-    CHARGE_ONLY / DISCHARGE_ONLY: the same loop, one side only.
-    HOLD: battery idle (0 W), devices stay ready.
-    CONSTANT: a fixed signed battery power (`constant_power_w`, + discharge, − charge).
-    OFF: everything off; the charger's DC output is switched off too.
-    """
-
-    AUTO = "auto"
-    CHARGE_ONLY = "charge_only"
-    DISCHARGE_ONLY = "discharge_only"
-    HOLD = "hold"
-    CONSTANT = "constant"
-    OFF = "off"
+# The modes are part of the MQTT contract (auto, charge_only, discharge_only, hold,
+# constant_power, off): AUTO keeps the grid at the target charging and discharging;
+# CHARGE_ONLY / DISCHARGE_ONLY the same loop, one side only; HOLD battery idle (0 W), devices
+# ready; CONSTANT_POWER a fixed signed battery power (`constant_power_w`, + discharge,
+# − charge); OFF everything off, the charger's DC output too.
+Mode = ControllerMode
 
 
 class ControllerSettings(BaseModel):
@@ -39,7 +28,7 @@ class ControllerSettings(BaseModel):
 
     mode: Mode = Mode.AUTO
     target_grid_w: float = Field(0.0, ge=-500.0, le=500.0)
-    deadband_w: float = Field(10.0, ge=0.0, le=200.0)
+    deadband_w: float = Field(5.0, ge=0.0, le=200.0)
     max_charge_w: float = Field(3000.0, ge=0.0, le=20000.0)
     max_discharge_w: float = Field(3000.0, ge=0.0, le=20000.0)
     constant_power_w: float = Field(0.0, ge=-20000.0, le=20000.0)
@@ -57,8 +46,9 @@ class ControllerSettings(BaseModel):
     plant_dead_time_s: float = Field(1.0, ge=0.0, le=30.0)
     plant_time_constant_s: float = Field(1.0, gt=0.0, le=60.0)
     plant_ramp_w_per_s: float = Field(300.0, gt=0.0, le=100000.0)
-    smooth_band_w: float = Field(60.0, ge=0.0, le=2000.0)
+    smooth_band_w: float = Field(100.0, ge=0.0, le=2000.0)
     smooth_gain: float = Field(0.3, gt=0.0, le=1.0)
+    noise_deadband: float = Field(1.0, ge=0.0, le=5.0)
     uncertain_gain: float = Field(0.5, ge=0.0, le=1.0)
     rise_gain: float = Field(1.0, gt=0.0, le=1.0)
     bms_stale_s: float = Field(3.0, ge=0.5, le=60.0)
@@ -69,8 +59,8 @@ class ControllerSettings(BaseModel):
     charger_max_current_a: float = Field(51.7, gt=0.0, le=200.0)
     discharge_start_w: float = Field(20.0, ge=0.0, le=1000.0)
     charge_start_margin_w: float = Field(50.0, ge=0.0, le=2000.0)
-    min_dwell_s: float = Field(3.0, ge=0.0, le=600.0)
-    off_inverter_w: float = Field(10.0, ge=0.0, le=200.0)
+    min_dwell_s: float = Field(1.0, ge=0.0, le=600.0)
+    off_inverter_w: float = Field(5.0, ge=0.0, le=200.0)
     off_charger_a: float = Field(0.5, ge=0.0, le=20.0)
     off_unconfirmed_s: float = Field(15.0, ge=1.0, le=600.0)
     state_stale_s: float = Field(5.0, ge=0.5, le=120.0)
@@ -115,6 +105,6 @@ def apply_charge_target(current: ControllerSettings, charge_target_w: float) -> 
     """
     if charge_target_w > 0:
         return update_settings(
-            current, {"mode": Mode.CONSTANT, "constant_power_w": -float(charge_target_w)}
+            current, {"mode": Mode.CONSTANT_POWER, "constant_power_w": -float(charge_target_w)}
         )
     return update_settings(current, {"mode": Mode.AUTO})
