@@ -177,12 +177,12 @@ class DeviceServices:
         return [max(0.0, w) * scale for w in cmd.inverter_w[:n]]
 
     def send_cuts(self, plant: Plant, now_s: float) -> None:
-        """Like the inverter service: a lower demand goes out at once (>= min_gap_s after the
-        last frame), an increase waits for the next period (services/inverter/domain.py)."""
+        """Like the inverter service: a changed demand goes out at once (>= min_gap_s after
+        the last frame), not only at the next period (services/inverter/domain.py)."""
         self.pack_voltage_v = plant.pack_voltage_v
         for i, w in enumerate(self._demands(now_s)):
             sent = self.last_sent.get(i)
-            if sent is not None and round(w) < sent[1] and now_s - sent[0] >= self.config.min_gap_s:
+            if sent is not None and round(w) != sent[1] and now_s - sent[0] >= self.config.min_gap_s:
                 self._send(plant, i, w, now_s)
 
     def _charger(self, plant: Plant, now_s: float, ok: bool) -> None:

@@ -290,18 +290,20 @@ def test_leaving_safe_state_resumes_and_reentering_sends_zeros_again() -> None:
     assert not sched.silent(T)
 
 
-def test_period_and_immediate_cut() -> None:
+def test_period_and_immediate_change() -> None:
     sched = SendSchedule()
     d600 = UnitDecision("u", 600, 900, Reason.CONTROLLER, 600)
     d700 = UnitDecision("u", 700, 900, Reason.CONTROLLER, 700)
     d100 = UnitDecision("u", 100, 900, Reason.CONTROLLER, 100)
     assert sched.due(d600, T, 0.0) == 600
     sched.sent(600, 0.0)
-    assert sched.due(d600, T, 0.5) is None
-    assert sched.due(d700, T, 0.5) is None  # a rise waits for the period
+    assert sched.due(d600, T, 0.5) is None  # unchanged: only every period
     assert sched.due(d100, T, 0.1) is None  # min_gap
-    assert sched.due(d100, T, 0.3) == 100  # a cut does not
-    assert sched.due(d700, T, 1.0) == 700
+    assert sched.due(d100, T, 0.3) == 100  # a cut goes out at once
+    assert sched.due(d700, T, 0.3) == 700  # so does a rise
+    sched.sent(700, 0.3)
+    assert sched.due(d700, T, 1.0) is None
+    assert sched.due(d700, T, 1.3) == 700  # the period repeats it
 
 
 def test_failed_write_is_retried() -> None:

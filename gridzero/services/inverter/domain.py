@@ -119,7 +119,7 @@ class Timing:
     command_stale_s: float = 3.0
     zero_frames: int = 3  # explicit 0 W frames before silence (research B.3, KlausLi)
     send_period_s: float = 1.0  # research B.3: 1 s is inside every project's working range
-    min_gap_s: float = 0.25  # a lowered demand goes out at once, but never faster than this
+    min_gap_s: float = 0.25  # a changed demand goes out at once, but never faster than this
     status_timeout_s: float = 10.0  # link "ok" if a status reply came within this
 
     def problems(self) -> list[str]:
@@ -303,8 +303,10 @@ class SendSchedule:
         since_s = now_s - self.last_sent_s
         if since_s >= timing.send_period_s:
             return decision.demand_w
-        if decision.demand_w < self.last_sent_w and since_s >= timing.min_gap_s:
-            return decision.demand_w  # a cut is never held back for the period
+        if decision.demand_w != self.last_sent_w and since_s >= timing.min_gap_s:
+            # a new demand is never held back for the period: the controller's own
+            # model of the plant (docs/controller.md) assumes the frame leaves at once
+            return decision.demand_w
         return None
 
     def sent(self, power_w: int, now_s: float) -> None:
