@@ -16,6 +16,7 @@ need_apt() {
   if [ "${1:-}" = test ]; then
     command -v telnet >/dev/null 2>&1 || missing+=(telnet)
     command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # dashboard screenshot (tests/homeassistant)
   fi
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" != 0 ]; then

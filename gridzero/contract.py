@@ -511,6 +511,13 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
         "Home Assistant device-based discovery; re-published when HA sends `online`",
     ),
     TopicSpec(
+        "homeassistant/device/gridzero_hub/config",
+        "controller",
+        "HA device discovery JSON",
+        True,
+        "the gridzero hub device (one running sensor per service) every service device links to",
+    ),
+    TopicSpec(
         "homeassistant/status",
         "Home Assistant",
         "`online` or `offline`",

@@ -72,13 +72,73 @@ class Device:
         return f"{prefix}/device/{node}{self.object_id}/config"
 
 
+# Display precision when a sensor does not set one: HA shows the state as published
+# (e.g. 138.95383094446544 W) unless told otherwise.
+DEFAULT_PRECISION: dict[str, int] = {
+    "W": 0,
+    "kW": 2,
+    "V": 2,
+    "mV": 0,
+    "A": 1,
+    "mA": 0,
+    "°C": 1,
+    "%": 1,
+    "Hz": 2,
+    "s": 1,
+    "Wh": 0,
+    "kWh": 3,
+    "Ah": 1,
+    "1/min": 1,
+}
+
+# unit -> device class for number entities of runtime settings (HA then shows the
+# right icon and, for temperatures, converts to the user's unit system)
+NUMBER_UNIT_CLASSES: dict[str, str] = {
+    "V": "voltage",
+    "A": "current",
+    "W": "power",
+    "°C": "temperature",
+    "s": "duration",
+}
+
+# the name suffix of a setting -> the word its label ends with ("target_grid_w" ->
+# "Target grid power"); empty: the unit needs no word ("soc_min_pct" -> "SoC min")
+_SUFFIX_WORDS: dict[str, str] = {
+    "w": "power",
+    "v": "voltage",
+    "a": "current",
+    "c": "temperature",
+    "s": "time",
+    "pct": "",
+    "ah": "",
+}
+_ACRONYMS = {"soc": "SoC", "ocv": "OCV", "dc": "DC", "ac": "AC", "bms": "BMS", "rms": "RMS"}
+
+# The services the hub device shows as running or not (the simulator is not part of
+# an installation).
+HUB_SERVICES: tuple[str, ...] = (
+    "bms",
+    "charger",
+    "inverter",
+    "shunt",
+    "controller",
+    "telnet-console",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Component:
-    """One entity of a device: platform plus its discovery keys."""
+    """One entity of a device: platform plus its discovery keys.
+
+    ``available_when`` is a Jinja condition on ``value_json`` of the state topic: while
+    it is false (e.g. the value is ``null`` because nothing was measured yet) Home
+    Assistant shows the entity as unavailable instead of a stale or ``unknown`` value.
+    """
 
     key: str
     platform: str
     config: Mapping[str, Any] = field(default_factory=dict)
+    available_when: str | None = None
 
 
 def _check_class(
@@ -110,17 +170,66 @@ def sensor(
     precision: int | None = None,
     icon: str | None = None,
 ) -> Component:
-    """A sensor reading one key of a JSON state payload."""
+    """A sensor reading one key (dotted for nested objects) of a JSON state payload.
+
+    A ``null`` value (nothing measured yet, device not answering) makes the entity
+    unavailable rather than ``unknown``; the template renders ``None`` for it, which
+    Home Assistant's MQTT sensor stores as no value instead of failing on it.
+    """
+    parts = value_key.split(".")
+    if not all(p.isidentifier() for p in parts):
+        raise ValueError(f"entity {key!r}: value key {value_key!r} is not a dotted identifier")
+    paths = ["value_json." + ".".join(parts[: i + 1]) for i in range(len(parts))]
+    present = " and ".join(f"{p} is not none" for p in paths)
+    value = paths[-1] if len(paths) == 1 else f"{paths[-1]} if {present} else none"
+    return computed_sensor(
+        key,
+        name,
+        state_topic,
+        value,
+        present,
+        unit=unit,
+        device_class=device_class,
+        state_class=state_class,
+        entity_category=entity_category,
+        precision=precision,
+        icon=icon,
+    )
+
+
+def computed_sensor(
+    key: str,
+    name: str,
+    state_topic: str,
+    expression: str,
+    available_when: str,
+    *,
+    unit: str | None = None,
+    device_class: str | None = None,
+    state_class: StateClass | None = "measurement",
+    entity_category: EntityCategory | None = None,
+    precision: int | None = None,
+    icon: str | None = None,
+    attributes: str | None = None,
+) -> Component:
+    """A sensor whose value is a Jinja ``expression`` on ``value_json``, available only
+    while ``available_when`` holds; ``attributes`` is an expression giving a dict of
+    extra attributes from the same topic (e.g. a module's cell voltages)."""
     _check_class(key, device_class, unit, state_class)
     config: dict[str, Any] = {
         "name": name,
         "state_topic": state_topic,
-        "value_template": "{{ value_json.%s }}" % value_key,  # noqa: UP031 - Jinja braces
+        "value_template": "{{ %s }}" % expression,  # noqa: UP031 - Jinja braces
     }
     if unit is None and state_class == "measurement":
         state_class = (
             None  # HA refuses a measurement without a unit for numeric-less sensors (text)
         )
+    if precision is None and unit is not None:
+        precision = DEFAULT_PRECISION.get(unit)
+    if attributes is not None:
+        config["json_attributes_topic"] = state_topic
+        config["json_attributes_template"] = "{{ (%s) | tojson }}" % attributes  # noqa: UP031
     _put(
         config,
         unit_of_measurement=unit,
@@ -130,7 +239,7 @@ def sensor(
         suggested_display_precision=precision,
         icon=icon,
     )
-    return Component(key, "sensor", config)
+    return Component(key, "sensor", config, available_when=available_when)
 
 
 def text_sensor(
@@ -156,12 +265,13 @@ def binary_sensor(
     *,
     device_class: str | None = None,
     entity_category: EntityCategory | None = None,
+    template: str | None = None,
 ) -> Component:
-    """A binary sensor from a boolean key of a JSON state payload."""
+    """A binary sensor from a boolean key of a JSON state payload (or a full template)."""
     config: dict[str, Any] = {
         "name": name,
         "state_topic": state_topic,
-        "value_template": "{{ 'ON' if value_json.%s else 'OFF' }}" % value_key,  # noqa: UP031
+        "value_template": template or "{{ 'ON' if value_json.%s else 'OFF' }}" % value_key,  # noqa: UP031
     }
     _put(config, device_class=device_class, entity_category=entity_category)
     return Component(key, "binary_sensor", config)
@@ -263,37 +373,51 @@ def _put(config: dict[str, Any], **values: Any) -> None:
     config.update({k: v for k, v in values.items() if v is not None})
 
 
+def _availability(topic: str, condition: str) -> dict[str, str]:
+    return {
+        "topic": topic,
+        "value_template": "{{ 'online' if %s else 'offline' }}" % condition,  # noqa: UP031
+        "payload_available": "online",
+        "payload_not_available": "offline",
+    }
+
+
 def device_discovery(
     device: Device,
     components: Iterable[Component],
-    availability_topic: str,
+    availability_topic: str | None,
     *,
     prefix: str = HA_DISCOVERY_PREFIX,
 ) -> tuple[str, dict[str, Any]]:
-    """The (topic, payload) of one device's discovery message."""
+    """The (topic, payload) of one device's discovery message.
+
+    Every entity is available while the service's status topic reads ``online``
+    (``availability_topic``; ``None`` for a device whose entities are always
+    meaningful, like the hub's service states). A component with ``available_when``
+    gets its own availability list: the service's status and its value, both needed.
+    """
+    service_available = (
+        _availability(availability_topic, f"value == '{ServiceStatus.ONLINE.value}'")
+        if availability_topic is not None
+        else None
+    )
     cmps: dict[str, Any] = {}
     for comp in components:
         if comp.key in cmps:
             raise ValueError(f"device {device.object_id}: component key {comp.key!r} used twice")
-        cmps[comp.key] = {
+        cmp: dict[str, Any] = {
             "p": comp.platform,
             "unique_id": f"{device.object_id}_{comp.key}",
             **comp.config,
         }
-    payload: dict[str, Any] = {
-        "dev": device.block(),
-        "o": ORIGIN,
-        "cmps": cmps,
-        "availability": [
-            {
-                "topic": availability_topic,
-                "value_template": f"{{{{ 'online' if value == '{ServiceStatus.ONLINE.value}' else 'offline' }}}}",
-                "payload_available": "online",
-                "payload_not_available": "offline",
-            }
-        ],
-        "qos": 1,
-    }
+        if comp.available_when is not None:
+            own = _availability(str(comp.config["state_topic"]), comp.available_when)
+            cmp["availability"] = [a for a in (service_available, own) if a is not None]
+            cmp["availability_mode"] = "all"
+        cmps[comp.key] = cmp
+    payload: dict[str, Any] = {"dev": device.block(), "o": ORIGIN, "cmps": cmps, "qos": 1}
+    if service_available is not None:
+        payload["availability"] = [service_available]
     return device.discovery_topic(prefix), payload
 
 
@@ -315,21 +439,64 @@ def hub_device() -> Device:
     return Device(HUB_ID, "gridzero", "grid-zero home battery", via_hub=False)
 
 
+def hub_discovery(
+    topics: Topics, services: Iterable[str] = HUB_SERVICES, *, prefix: str = HA_DISCOVERY_PREFIX
+) -> tuple[str, dict[str, Any]]:
+    """The hub device every service device links to (``via_device``), announced by the
+    controller: one "running" binary sensor per service, from its retained status topic.
+
+    These entities have no availability of their own: the broker keeps each status
+    topic true (its last will writes ``offline``), so they stay right when the
+    announcing service is down.
+    """
+    comps = [
+        binary_sensor(
+            _object_key(service),
+            f"{service} service",
+            topics.status(service),
+            "",
+            device_class="running",
+            template="{{ 'ON' if value == '%s' else 'OFF' }}" % ServiceStatus.ONLINE.value,  # noqa: UP031
+        )
+        for service in services
+    ]
+    return device_discovery(hub_device(), comps, None, prefix=prefix)
+
+
+def _object_key(name: str) -> str:
+    return name.replace("-", "_")
+
+
 def settings_components(
     model: type[BaseModel], topics: Topics, service: str, *, unit: str | None = None
 ) -> list[Component]:
     """number/select/switch entities for every field of a runtime-settings model.
 
     Ranges come from the field's constraints (ge/le/gt/lt); unit, step and
-    device class from ``json_schema_extra={"unit": "W", "step": 10, "device_class": "power"}``.
+    device class from ``json_schema_extra={"unit": "W", "step": 10, "device_class": "power"}``
+    (a number's device class otherwise follows its unit); the label from the field's
+    ``title`` or its name ("target_grid_w" -> "Target grid power").
     """
     out = []
     for name, info in model.model_fields.items():
         cmd = topics.setting_set(service, name, unit=unit)
         state = topics.setting(service, name, unit=unit)
-        label = info.title or name.replace("_", " ").capitalize()
-        out.append(_setting_component(name, label, info, cmd, state))
+        out.append(_setting_component(name, setting_label(name, info.title), info, cmd, state))
     return out
+
+
+def setting_label(name: str, title: str | None = None) -> str:
+    """A runtime setting's entity name: its title, or its name without the unit suffix."""
+    if title:
+        return title
+    words = name.split("_")
+    if len(words) > 1 and words[-1] in _SUFFIX_WORDS:
+        noun = _SUFFIX_WORDS[words.pop()]
+        if noun and noun not in words:
+            words.append(noun)
+    words = [_ACRONYMS.get(w, w) for w in words]
+    text = " ".join(words)
+    return text[:1].upper() + text[1:]
 
 
 def _setting_component(name: str, label: str, info: FieldInfo, cmd: str, state: str) -> Component:
@@ -345,7 +512,10 @@ def _setting_component(name: str, label: str, info: FieldInfo, cmd: str, state: 
         lo, hi = _bounds(info)
         step = float(extra.get("step", 1 if annotation is int else 0.01))  # type: ignore[arg-type]
         unit_value = extra.get("unit")
+        unit = str(unit_value) if unit_value is not None else None
         device_class = extra.get("device_class")
+        if device_class is None and unit is not None:
+            device_class = NUMBER_UNIT_CLASSES.get(unit)
         return number(
             name,
             label,
@@ -354,7 +524,7 @@ def _setting_component(name: str, label: str, info: FieldInfo, cmd: str, state: 
             minimum=lo,
             maximum=hi,
             step=step,
-            unit=str(unit_value) if unit_value is not None else None,
+            unit=unit,
             device_class=str(device_class) if device_class is not None else None,
         )
     raise ValueError(f"setting {name!r}: type {annotation!r} has no Home Assistant entity")

@@ -82,7 +82,7 @@ class TestBroker:
             "GRIDZERO_MQTT__RECONNECT_MAX_S": "2",
         }
 
-    def probe(self, user: str = "operator", subscribe: str = "#") -> Probe:
+    def probe(self, user: str = "operator", subscribe: str | None = "#") -> Probe:
         return Probe.connect(self.host, self.port, user, self.passwords.get(user, ""), subscribe)
 
     def restart(self, down_s: float = 0.0) -> None:
@@ -312,7 +312,7 @@ class System:
     def password(self, user: str) -> str:
         return read_env_file(self.secrets_dir / f"{user}.env")["GRIDZERO_MQTT__PASSWORD"]
 
-    def probe(self, user: str = "operator", subscribe: str = "#") -> Probe:
+    def probe(self, user: str = "operator", subscribe: str | None = "#") -> Probe:
         return Probe.connect("127.0.0.1", self.port, user, self.password(user), subscribe)
 
     def stop(self, timeout_s: float = 20.0) -> None:

@@ -74,11 +74,16 @@ USERS: tuple[User, ...] = (
         ),
     ),
     User("shunt", _service_writes("shunt", "{base}/shunt/state")),
-    # the controller alone commands the charger and the inverters
+    # the controller alone commands the charger and the inverters; it announces the
+    # gridzero hub device in Home Assistant, which every service device links to
     User(
         "controller",
         _service_writes(
-            "controller", "{base}/controller/state", "{base}/charger/set", "{base}/inverter/+/set"
+            "controller",
+            "{base}/controller/state",
+            "{base}/charger/set",
+            "{base}/inverter/+/set",
+            "homeassistant/device/gridzero_hub/config",
         ),
     ),
     User("telnet-console", (*_service_writes("telnet-console"), *_SETTING_COMMANDS)),
@@ -96,7 +101,8 @@ USERS: tuple[User, ...] = (
         ),
         reads=("#",),
     ),
-    User("meter", (DEFAULT_METER_TOPIC, LEGACY_CHARGE_TARGET_TOPIC)),
+    # the meter only reports; the legacy chargeTarget command is the operator's (see the contract)
+    User("meter", (DEFAULT_METER_TOPIC,)),
 )
 """Who may write what. Tests (the fault injector) use the `sim` user's fault topic via `operator`."""
 

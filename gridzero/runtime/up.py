@@ -300,6 +300,8 @@ def main(argv: list[str]) -> int:
     if missing:
         sup.say("up", f"not built yet, skipped: {', '.join(missing)}")
     signal.signal(signal.SIGTERM, lambda *_: sup.stopping.set())
+    # started in the background by a shell, SIGINT may be ignored: Ctrl-C / kill -INT must stop us
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         _start_simulator_first(sup, config_dir)
         sup.watch()

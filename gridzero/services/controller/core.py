@@ -159,9 +159,9 @@ class Controller:
         chg = min(s.max_charge_w, chg_a * v / s.charger_efficiency)
         if chg_a < s.charger_min_current_a:
             chg = 0.0
-        if not gate.discharge_allowed or s.mode is Mode.CHARGE_ONLY:
+        if not gate.discharge_allowed or s.mode is Mode.CHARGE_ONLY or not s.discharge_enabled:
             dis = 0.0
-        if not gate.charge_allowed or s.mode is Mode.DISCHARGE_ONLY:
+        if not gate.charge_allowed or s.mode is Mode.DISCHARGE_ONLY or not s.charge_enabled:
             chg = 0.0
         return PowerBounds(max(0.0, dis), max(0.0, chg))
 

@@ -85,6 +85,8 @@ class ControllerRuntime(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     mode: Mode = Mode.AUTO
+    charge_enabled: bool = True
+    discharge_enabled: bool = True
     target_grid_w: float = _num(0.0, -500.0, 500.0, "W", 5)
     deadband_w: float = _num(5.0, 0.0, 200.0, "W", 1)
     max_charge_w: float = _num(3000.0, 0.0, 20000.0, "W", 50)
@@ -159,6 +161,8 @@ class ControllerService(Service[ControllerServiceSettings]):
             ctx.subscribe(LEGACY_CHARGE_TARGET_TOPIC, self.on_charge_target)
         ctx.every(s.control_period_s, self.tick, name="control")
         ctx.discovery(self.discovery)
+        # the hub device every service device links to in Home Assistant
+        ctx.discovery(lambda: ha.hub_discovery(ctx.topics))
 
     # ------------------------------------------------------------------ settings
 
@@ -300,6 +304,10 @@ class ControllerService(Service[ControllerServiceSettings]):
                 "discharge", "Discharge power", st, "discharge_w", unit="W", device_class="power"
             ),
             ha.sensor("state", "State", st, "state", state_class=None),
+            # a state may hold 255 characters; the full list is in the state payload
+            ha.text_sensor(
+                "faults", "Faults", st, "{{ (value_json.faults | join('; ') or 'none')[:255] }}"
+            ),
             ha.sensor(
                 "rms_error",
                 "Grid error RMS",

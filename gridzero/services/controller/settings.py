@@ -27,6 +27,10 @@ class ControllerSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     mode: Mode = Mode.AUTO
+    # Independent of the mode: the owner's "no charging" / "no discharging" switches (the
+    # telnet console's `c`/`i` keys and Home Assistant switches); off = that side at 0 W.
+    charge_enabled: bool = True
+    discharge_enabled: bool = True
     target_grid_w: float = Field(0.0, ge=-500.0, le=500.0)
     deadband_w: float = Field(5.0, ge=0.0, le=200.0)
     max_charge_w: float = Field(3000.0, ge=0.0, le=20000.0)
