@@ -182,6 +182,8 @@ def full_snapshot(now_s: float = 100.0, *, alarm: bool = False) -> Snapshot:
     put(snap, TOPICS.inverter_state("gti1"), inverter(), now_s)
     put(snap, TOPICS.shunt_state, shunt(), now_s)
     put(snap, TOPICS.setting("controller", "mode"), "auto", now_s)
+    put(snap, TOPICS.setting("controller", "charge_enabled"), "true", now_s)
+    put(snap, TOPICS.setting("controller", "discharge_enabled"), "true", now_s)
     put(snap, TOPICS.setting("controller", "target_grid_w"), "0", now_s)
     put(snap, TOPICS.setting("bms", "mqtt_log_level"), "INFO", now_s)
     put(snap, TOPICS.setting("inverter", "max_power_w", unit="gti1"), "900", now_s)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gridzero.contract import ControllerMode
 from gridzero.services.telnet_console.commands import (
     Action,
     Interpreter,
@@ -17,7 +18,7 @@ from gridzero.services.telnet_console.commands import (
 )
 from gridzero.services.telnet_console.protocol import Key, Named
 from gridzero.services.telnet_console.snapshot import Snapshot
-from tests.telnet_console.telnet_samples import TOPICS, full_snapshot, put
+from tests.telnet_console.telnet_samples import TOPICS, controller, full_snapshot, put
 
 ENTER = Key(named=Named.ENTER)
 
@@ -55,6 +56,8 @@ def fresh() -> tuple[Interpreter, Snapshot]:
 
 
 MODE_SET = "gridzero/controller/settings/mode/set"
+CHARGE_SET = "gridzero/controller/settings/charge_enabled/set"
+DISCHARGE_SET = "gridzero/controller/settings/discharge_enabled/set"
 
 
 def test_views_and_pause() -> None:
@@ -80,26 +83,83 @@ def test_quit_keys() -> None:
     assert any(isinstance(a, Quit) for a in interp.key(Key(named=Named.EOF), snap))
 
 
-def test_charge_and_discharge_toggles_follow_the_mode() -> None:
-    interp, snap = fresh()
-    assert published(press(interp, snap, "c")) == [(MODE_SET, "discharge_only")]
-    assert published(press(interp, snap, "i")) == [(MODE_SET, "charge_only")]
-    put(snap, TOPICS.setting("controller", "mode"), "discharge_only")
-    assert published(press(interp, snap, "c")) == [(MODE_SET, "auto")]
-    assert published(press(interp, snap, "i")) == [(MODE_SET, "hold")]
-    put(snap, TOPICS.setting("controller", "mode"), "hold")
-    assert published(press(interp, snap, "c")) == [(MODE_SET, "charge_only")]
-
-
-def test_toggles_refuse_in_off_or_unknown_mode() -> None:
-    interp, snap = fresh()
-    put(snap, TOPICS.setting("controller", "mode"), "off")
+def test_charge_and_discharge_keys_toggle_the_enables() -> None:
+    interp, snap = fresh()  # both enables echoed "true"
     actions = press(interp, snap, "c")
-    assert published(actions) == []
-    assert "use :mode auto" in messages(actions)[0]
-    actions = interp.key(Key(char="i"), Snapshot())
-    assert published(actions) == []
-    assert "unknown" in messages(actions)[0]
+    assert published(actions) == [(CHARGE_SET, "false")]
+    assert messages(actions) == ["charge off (controller.charge_enabled -> false)"]
+    actions = press(interp, snap, "i")
+    assert published(actions) == [(DISCHARGE_SET, "false")]
+    assert messages(actions) == ["discharge off (controller.discharge_enabled -> false)"]
+    put(snap, TOPICS.setting("controller", "charge_enabled"), "false")
+    actions = press(interp, snap, "c")
+    assert published(actions) == [(CHARGE_SET, "true")]
+    assert messages(actions) == ["charge on (controller.charge_enabled -> true)"]
+    put(snap, TOPICS.setting("controller", "discharge_enabled"), "false")
+    actions = press(interp, snap, "i")
+    assert published(actions) == [(DISCHARGE_SET, "true")]
+    assert messages(actions) == ["discharge on (controller.discharge_enabled -> true)"]
+
+
+def test_toggles_read_the_echo_not_the_last_key() -> None:
+    interp, snap = fresh()
+    # no echo came back in between: the controller still says true, so both presses ask for false
+    assert published(press(interp, snap, "cc")) == [(CHARGE_SET, "false")] * 2
+    assert published(press(interp, snap, "ii")) == [(DISCHARGE_SET, "false")] * 2
+
+
+def test_toggles_ignore_the_mode() -> None:
+    for mode in ControllerMode:
+        interp, snap = fresh()
+        put(snap, TOPICS.setting("controller", "mode"), mode.value)
+        put(snap, TOPICS.setting("controller", "discharge_enabled"), "false")
+        actions = press(interp, snap, "ci")
+        assert published(actions) == [(CHARGE_SET, "false"), (DISCHARGE_SET, "true")], mode
+        assert all(MODE_SET not in topic for topic, _ in published(actions))
+
+
+def test_enabling_says_when_the_mode_still_forbids_it() -> None:
+    interp, snap = fresh()
+    put(snap, TOPICS.setting("controller", "mode"), "charge_only")
+    put(snap, TOPICS.setting("controller", "discharge_enabled"), "false")
+    assert messages(press(interp, snap, "i")) == [
+        "discharge on (controller.discharge_enabled -> true); mode charge_only still forbids it"
+    ]
+    assert messages(press(interp, snap, "c")) == ["charge off (controller.charge_enabled -> false)"]
+
+
+def test_toggles_send_nothing_when_the_enable_is_unknown() -> None:
+    # no echo at all (even with the controller's state and mode known)
+    snap = Snapshot()
+    put(snap, TOPICS.controller_state, controller())
+    put(snap, TOPICS.setting("controller", "mode"), "auto")
+    for key, name in (("c", "charge_enabled"), ("i", "discharge_enabled")):
+        actions = Interpreter(TOPICS).key(Key(char=key), snap)
+        assert published(actions) == []
+        assert messages(actions) == [
+            f"controller.{name} unknown (no echo from the controller yet); nothing sent"
+        ]
+    # a cleared retained echo or a value that is not a boolean is not a value
+    for text in ("", "maybe"):
+        interp, snap = fresh()
+        put(snap, TOPICS.setting("controller", "charge_enabled"), text)
+        actions = press(interp, snap, "c")
+        assert published(actions) == []
+        assert "unknown" in messages(actions)[0]
+
+
+def test_toggles_send_nothing_while_the_controller_is_offline() -> None:
+    for status in ("offline", "stopped"):
+        interp, snap = fresh()
+        put(snap, TOPICS.status("controller"), status)
+        for key in "ci":
+            actions = press(interp, snap, key)
+            assert published(actions) == []
+            assert len(messages(actions)) == 1
+            assert f"controller is {status}" in messages(actions)[0]
+            assert "nothing sent" in messages(actions)[0]
+        put(snap, TOPICS.status("controller"), "online")
+        assert published(press(interp, snap, "c")) == [(CHARGE_SET, "false")]
 
 
 def test_force_balance_button() -> None:
@@ -201,7 +261,12 @@ def test_mode_and_get() -> None:
     interp, snap = fresh()
     assert published(press(interp, snap, ":mode hold\n")) == [(MODE_SET, "hold")]
     assert messages(press(interp, snap, ":get controller.mode\n")) == ["controller.mode = auto"]
-    assert messages(press(interp, snap, ":get controller\n")) == ["controller: mode, target_grid_w"]
+    assert messages(press(interp, snap, ":get controller\n")) == [
+        "controller: charge_enabled, discharge_enabled, mode, target_grid_w"
+    ]
+    assert messages(press(interp, snap, ":get controller.charge_enabled\n")) == [
+        "controller.charge_enabled = true"
+    ]
 
 
 def test_log_and_raw_commands() -> None:

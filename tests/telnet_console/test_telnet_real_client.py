@@ -111,13 +111,13 @@ def test_debian_telnet_character_mode(running: Running, pane: Pane) -> None:
     pane.keys("p")
     pane.wait_for("Grid ")
     pane.keys("c")  # one key, no Enter: character mode
-    pane.wait_for("mode auto -> discharge_only")
+    pane.wait_for("charge off (controller.charge_enabled -> false)")
     pane.tmux("resize-window", "-t", "t", "-x", "50", "-y", "20")  # NAWS tells the server
     screen = pane.wait_for("make the window taller")
     assert all(len(line.rstrip()) <= 49 for line in screen.splitlines())
     pane.keys("q")
     wait_until(lambda: not running.server.sessions, WAIT_S, "the session to close")
-    assert running.sent == [("gridzero/controller/settings/mode/set", "discharge_only")]
+    assert running.sent == [("gridzero/controller/settings/charge_enabled/set", "false")]
 
 
 def test_debian_telnet_line_mode(running: Running, pane: Pane) -> None:

@@ -52,7 +52,12 @@ def test_ingest_keeps_every_state_topic() -> None:
     assert len(snap.modules) == 8
     assert snap.status["bms"] == "online"
     assert snap.settings["inverter.gti1.max_power_w"] == "900"
-    assert snap.setting_names("controller") == ["mode", "target_grid_w"]
+    assert snap.setting_names("controller") == [
+        "charge_enabled",
+        "discharge_enabled",
+        "mode",
+        "target_grid_w",
+    ]
     assert snap.bad_payloads == 0
 
 
@@ -152,7 +157,30 @@ def test_status_with_nothing_received() -> None:
 def test_mode_from_state_when_no_setting_echo() -> None:
     snap = Snapshot()
     put(snap, TOPICS.controller_state, controller(ControllerMode.CHARGE_ONLY))
+    # the mode forbids discharging; whether charging is enabled is not known yet
+    assert "charge_only (charge ?, discharge off)" in status_text(snap)
+    put(snap, TOPICS.setting("controller", "charge_enabled"), "true")
     assert "charge_only (charge on, discharge off)" in status_text(snap)
+
+
+def test_status_combines_the_mode_and_the_enables() -> None:
+    snap = full_snapshot()
+    put(snap, TOPICS.setting("controller", "discharge_enabled"), "false")
+    assert "auto (charge on, discharge off)" in status_text(snap)
+    put(snap, TOPICS.setting("controller", "charge_enabled"), "false")
+    assert "auto (charge off, discharge off)" in status_text(snap)
+    put(snap, TOPICS.setting("controller", "charge_enabled"), "true")
+    put(snap, TOPICS.setting("controller", "mode"), "discharge_only")
+    assert "discharge_only (charge off, discharge off)" in status_text(snap)
+    put(snap, TOPICS.setting("controller", "discharge_enabled"), "true")
+    assert "discharge_only (charge off, discharge on)" in status_text(snap)
+    for mode in ("hold", "off"):
+        put(snap, TOPICS.setting("controller", "mode"), mode)
+        assert f"{mode} (charge off, discharge off)" in status_text(snap)
+    put(snap, TOPICS.setting("controller", "mode"), "constant_power")
+    assert "constant_power (charge on, discharge on)" in status_text(snap)
+    put(snap, TOPICS.setting("controller", "charge_enabled"), "garbage")
+    assert "constant_power (charge ?, discharge on)" in status_text(snap)
 
 
 def test_bus_text_cannot_inject_escape_sequences() -> None:

@@ -86,6 +86,8 @@ def test_login_read_screen_send_command_quit() -> None:
         thread.start()
         thread.join()
         server.deliver(TOPICS.setting("controller", "mode"), b"auto")
+        server.deliver(TOPICS.setting("controller", "charge_enabled"), b"false")
+        server.deliver(TOPICS.setting("controller", "discharge_enabled"), b"true")
         reader, writer = await login(server)
         writer.write(b"h")  # any key redraws with the latest snapshot
         await writer.drain()
@@ -94,9 +96,13 @@ def test_login_read_screen_send_command_quit() -> None:
         await writer.drain()
         screen = await read_until(reader, b"set-point -850 W")
         assert b"+123 W" in screen
+        assert b"auto (charge off, discharge on)" in screen
         writer.write(b"c")
         await writer.drain()
-        await read_until(reader, b"mode auto -> discharge_only")
+        await read_until(reader, b"charge on (controller.charge_enabled -> true)")
+        writer.write(b"i")
+        await writer.drain()
+        await read_until(reader, b"discharge off (controller.discharge_enabled -> false)")
         writer.write(b"q")
         await writer.drain()
         rest = await reader.read()  # until the server closes
@@ -104,7 +110,10 @@ def test_login_read_screen_send_command_quit() -> None:
         writer.close()
 
     sent = run(scenario)
-    assert sent == [("gridzero/controller/settings/mode/set", "discharge_only")]
+    assert sent == [
+        ("gridzero/controller/settings/charge_enabled/set", "true"),
+        ("gridzero/controller/settings/discharge_enabled/set", "false"),
+    ]
 
 
 def test_wrong_passwords_lock_out_then_refuse_at_once() -> None:

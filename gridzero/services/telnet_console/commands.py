@@ -73,8 +73,8 @@ KEY_HELP: tuple[KeyHelp, ...] = (
     KeyHelp("space", "space pause", "pause/resume screen updates"),
     KeyHelp("d", "d debug", "follow service logs (< > service, + - level)"),
     KeyHelp("C/B/I", "C/B/I raw dbg", "raw CAN/serial traffic: charger / bms / inverter"),
-    KeyHelp("c", "c charge on/off", "allow/forbid charging (controller mode)"),
-    KeyHelp("i", "i discharge on/off", "allow/forbid discharging (controller mode)"),
+    KeyHelp("c", "c charge on/off", "allow/forbid charging (controller.charge_enabled)"),
+    KeyHelp("i", "i discharge on/off", "allow/forbid discharging (controller.discharge_enabled)"),
     KeyHelp("l", "l force balance", "bms: force balancing (button)"),
     KeyHelp("%", "% SoC from voltage", "shunt: recompute SoC from pack voltage (asks y)"),
     KeyHelp("!", "! SoC 100%", "shunt: set SoC to 100 % (asks y)"),
@@ -100,25 +100,22 @@ RAW_KEYS: dict[str, str] = {"C": "charger", "B": "bms", "I": "inverter"}
 # Names on the contract's settings/action topics that the keys use. The owning
 # services define them; docs/telnet-console.md lists them.
 MODE_SETTING = "mode"
+CHARGE_ENABLED_SETTING = "charge_enabled"
+DISCHARGE_ENABLED_SETTING = "discharge_enabled"
 RAW_DEBUG_SETTING = "raw_debug"
 FORCE_BALANCE_ACTION = ("bms", "force_balance")
 SOC_FROM_VOLTAGE_ACTION = ("shunt", "soc_from_voltage")
 SOC_FULL_ACTION = ("shunt", "soc_full")
 BUTTON_PAYLOAD = "PRESS"  # Home Assistant's default button payload
 
-# c / i flip charging or discharging and keep the other side as it is.
-CHARGE_TOGGLE: dict[str, str] = {
-    "auto": "discharge_only",
-    "discharge_only": "auto",
-    "charge_only": "hold",
-    "hold": "charge_only",
+# c / i flip the controller's charge/discharge enable, whatever the mode:
+# key -> (setting, what the operator reads).
+ENABLE_KEYS: dict[str, tuple[str, str]] = {
+    "c": (CHARGE_ENABLED_SETTING, "charge"),
+    "i": (DISCHARGE_ENABLED_SETTING, "discharge"),
 }
-DISCHARGE_TOGGLE: dict[str, str] = {
-    "auto": "charge_only",
-    "charge_only": "auto",
-    "discharge_only": "hold",
-    "hold": "discharge_only",
-}
+_TRUE_TEXT = ("true", "on")  # the contract's boolean texts (parse_setting_text)
+_FALSE_TEXT = ("false", "off")
 
 USAGE: dict[str, str] = {
     "set": "set <service>.<setting> <value>",
@@ -199,8 +196,8 @@ class Interpreter:
             "h": lambda: self._toggle_view(View.HELP),
             "?": lambda: self._toggle_view(View.HELP),
             "q": lambda: [Quit("bye")],
-            "c": lambda: self._toggle_mode(snap, CHARGE_TOGGLE, "charging"),
-            "i": lambda: self._toggle_mode(snap, DISCHARGE_TOGGLE, "discharging"),
+            "c": lambda: self._toggle_enable(snap, *ENABLE_KEYS["c"]),
+            "i": lambda: self._toggle_enable(snap, *ENABLE_KEYS["i"]),
             "l": lambda: [self._button(FORCE_BALANCE_ACTION)],
         }
         if char in RAW_KEYS:
@@ -277,23 +274,21 @@ class Interpreter:
             state.log_level = LOG_LEVELS[min(max(index, 0), len(LOG_LEVELS) - 1)]
         return [Redraw(full=True)]
 
-    def _toggle_mode(self, snap: Snapshot, table: dict[str, str], what: str) -> list[Action]:
+    def _toggle_enable(self, snap: Snapshot, name: str, what: str) -> list[Action]:
+        key = f"controller.{name}"
+        status = snap.status.get("controller")
+        if status in ("offline", "stopped"):
+            return [Message(f"controller is {status}: {key} not changed; nothing sent")]
+        current = enabled(snap, name)
+        if current is None:
+            return [Message(f"{key} unknown (no echo from the controller yet); nothing sent")]
+        payload = "false" if current else "true"
+        text = f"{what} {'off' if current else 'on'} ({key} -> {payload})"
         mode = current_mode(snap)
-        if mode is None:
-            return [Message(f"controller mode unknown (controller offline?); {what} not changed")]
-        new = table.get(mode)
-        if new is None:
-            return [
-                Message(
-                    f"controller mode is {mode!r}: c/i work in auto, charge_only, "
-                    f"discharge_only and hold; use :mode auto"
-                )
-            ]
-        topic = self.topics.setting_set("controller", MODE_SETTING)
-        return [
-            Publish(topic, new, f"controller.{MODE_SETTING}"),
-            Message(f"{what} {'off' if what_allowed(mode, what) else 'on'}: mode {mode} -> {new}"),
-        ]
+        if not current and mode is not None and not mode_allows(mode, what):
+            text += f"; mode {mode} still forbids it"
+        topic = self.topics.setting_set("controller", name)
+        return [Publish(topic, payload, key), Message(text)]
 
     # --- the ':' line -----------------------------------------------------------
 
@@ -419,11 +414,21 @@ def current_mode(snap: Snapshot) -> str | None:
     return None
 
 
-def what_allowed(mode: str, what: str) -> bool:
-    """Whether a mode allows charging or discharging."""
-    if what == "charging":
-        return mode in ("auto", "charge_only")
-    return mode in ("auto", "discharge_only")
+def enabled(snap: Snapshot, name: str) -> bool | None:
+    """A controller boolean setting from its retained echo; None if unknown or not a boolean."""
+    text = snap.settings.get(f"controller.{name}", "").strip().lower()
+    if text in _TRUE_TEXT:
+        return True
+    if text in _FALSE_TEXT:
+        return False
+    return None
+
+
+def mode_allows(mode: str, what: str) -> bool:
+    """Whether a controller mode lets it ``charge`` or ``discharge`` (the enables aside)."""
+    if what == "charge":
+        return mode in ("auto", "charge_only", "constant_power")
+    return mode in ("auto", "discharge_only", "constant_power")
 
 
 def _parse_target(target: str) -> tuple[str, str | None, str] | str:

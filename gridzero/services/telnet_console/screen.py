@@ -20,13 +20,15 @@ from typing import Any
 
 from gridzero.contract import SERVICES, Ack, CellRef, LogRecord, RawFrame
 from gridzero.services.telnet_console.commands import (
+    ENABLE_KEYS,
     KEY_HELP,
     LINE_HELP,
     LOG_LEVELS,
     ConsoleState,
     View,
     current_mode,
-    what_allowed,
+    enabled,
+    mode_allows,
 )
 from gridzero.services.telnet_console.snapshot import Entry, Seen, Snapshot
 
@@ -164,9 +166,8 @@ def _grid_lines(snap: Snapshot, now_s: float) -> list[str]:
         return [_row("Grid", "-- (no controller state)")]
     c = seen.value
     mode = current_mode(snap) or c.mode.value
-    allowed = (
-        f"charge {'on' if what_allowed(mode, 'charging') else 'off'}, "
-        f"discharge {'on' if what_allowed(mode, 'discharging') else 'off'}"
+    allowed = ", ".join(
+        f"{what} {_allowed(snap, mode, name, what)}" for name, what in ENABLE_KEYS.values()
     )
     grid = _row(
         "Grid",
@@ -182,6 +183,14 @@ def _grid_lines(snap: Snapshot, now_s: float) -> list[str]:
     if c.faults:
         lines.append(_row("", "faults: " + clean(", ".join(c.faults))))
     return lines
+
+
+def _allowed(snap: Snapshot, mode: str, name: str, what: str) -> str:
+    """``on`` if both the mode and the enable setting allow it, ``off``, or ``?`` if unknown."""
+    if not mode_allows(mode, what):
+        return "off"
+    flag = enabled(snap, name)
+    return "?" if flag is None else "on" if flag else "off"
 
 
 def _charger_lines(snap: Snapshot, now_s: float) -> list[str]:
