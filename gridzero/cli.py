@@ -54,6 +54,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command("docs", "gridzero.docs:main", "regenerate generated documentation (docs/mqtt.md)"),
     Command("fuzz", "gridzero.fuzz:main", "fuzz every decoder and MQTT handler"),
+    Command("faults", "gridzero.faults.cli:main", "run the fault matrix over the running system"),
 )
 
 

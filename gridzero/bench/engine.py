@@ -182,7 +182,11 @@ class DeviceServices:
         self.pack_voltage_v = plant.pack_voltage_v
         for i, w in enumerate(self._demands(now_s)):
             sent = self.last_sent.get(i)
-            if sent is not None and round(w) != sent[1] and now_s - sent[0] >= self.config.min_gap_s:
+            if (
+                sent is not None
+                and round(w) != sent[1]
+                and now_s - sent[0] >= self.config.min_gap_s
+            ):
                 self._send(plant, i, w, now_s)
 
     def _charger(self, plant: Plant, now_s: float, ok: bool) -> None:

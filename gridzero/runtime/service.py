@@ -365,6 +365,12 @@ class RuntimeSettings(Generic[M]):
             self._ctx.log.info(
                 "setting changed: %s", ", ".join(f"{k}={v!r}" for k, v in diff.items())
             )
+            # written now, not at the next debounced flush: a change that was acknowledged
+            # must survive a crash right after it (settings change rarely; counters do not)
+            try:
+                self._ctx.store.flush()
+            except OSError as exc:
+                self._ctx.log.error("setting change not saved to %s: %s", self._ctx.store.path, exc)
         for name in diff or ([changed] if changed else []):
             self._echo(name)
         if diff and self._on_change is not None:

@@ -120,6 +120,29 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 S = TypeVar("S", bound=ServiceSettings)
 
 
+# GRIDZERO_ variables that are not settings: the config and env files, and the names
+# compose.yaml interpolates on the host
+NOT_SETTINGS = frozenset({"CONFIG", "ENV_FILE", "IMAGE", "CONFIG_DIR"})
+
+
+def unknown_env(cls: type[BaseSettings], environ: dict[str, str] | None = None) -> list[str]:
+    """``GRIDZERO_*`` environment variables that name no setting of ``cls``.
+
+    pydantic-settings reads only the fields it knows, so a misspelt top-level
+    variable (``GRIDZERO_STALE_AFTR_S``) would otherwise be ignored in silence.
+    """
+    known = {name.upper() for name in cls.model_fields}
+    names = os.environ if environ is None else environ
+    out = []
+    for key in names:
+        if not key.upper().startswith(ENV_PREFIX):
+            continue
+        rest = key[len(ENV_PREFIX) :].upper()
+        if rest not in NOT_SETTINGS and rest.split("__", 1)[0] not in known:
+            out.append(key)
+    return sorted(out)
+
+
 def load_settings(cls: type[S], config_file: Path | None = None, **overrides: Any) -> S:
     """Build and validate settings, or raise SettingsError listing every problem."""
     if config_file is None and os.environ.get(ENV_PREFIX + "CONFIG"):
@@ -128,10 +151,21 @@ def load_settings(cls: type[S], config_file: Path | None = None, **overrides: An
     env_file = os.environ.get(ENV_PREFIX + "ENV_FILE")
     if env_file and not Path(env_file).is_file():
         raise SettingsError(f"GRIDZERO_ENV_FILE={env_file}: no such file")
+    unknown = [
+        f"  {key[len(ENV_PREFIX) :].lower()} ({key}): unknown setting" for key in unknown_env(cls)
+    ]
     try:
         settings: S = bound(_env_file=env_file or None, **overrides)
     except ValidationError as exc:
-        raise SettingsError(describe_settings_error(exc, config_file)) from exc
+        text = describe_settings_error(exc, config_file)
+        if unknown:
+            head, _, rest = text.partition("\n")
+            count = exc.error_count() + len(unknown)
+            head = head.replace(f"{exc.error_count()} invalid", f"{count} invalid", 1)
+            text = "\n".join([head, *unknown, rest])
+        raise SettingsError(text) from exc
+    if unknown:
+        raise SettingsError("\n".join([f"{len(unknown)} invalid setting(s):", *unknown]))
     return settings
 
 

@@ -17,6 +17,7 @@ optional ``start_s`` (default: when it is injected) and ``duration_s``
 | meter_silent | the meter publishes nothing |
 | meter_junk | the meter publishes garbage payloads |
 | load_step | ``extra_w`` of load is added |
+| temperature_offset | a module's measured temperature moves by ``offset_c`` + ``c_per_h`` x hours |
 """
 
 from __future__ import annotations
@@ -117,6 +118,19 @@ class LoadStep(_Fault):
     extra_w: float = Field(ge=-100000, le=100000)
 
 
+class TemperatureOffset(_Fault):
+    """A module's measured temperature is offset (a hot spot at the sensor, or a sensor fault).
+
+    Like ``cell_drift`` it changes what the module reports (and the truth's
+    ``temperatures_c``), not the physics: the bms's temperature protection acts on it.
+    """
+
+    kind: Literal["temperature_offset"] = "temperature_offset"
+    module: int = Field(ge=0)
+    offset_c: float = Field(0.0, ge=-100, le=150)
+    c_per_h: float = Field(0.0, ge=-3600, le=3600)
+
+
 Fault = Annotated[
     CellDrift
     | CellLeak
@@ -127,7 +141,8 @@ Fault = Annotated[
     | BusGarbage
     | MeterSilent
     | MeterJunk
-    | LoadStep,
+    | LoadStep
+    | TemperatureOffset,
     Field(discriminator="kind"),
 ]
 
@@ -143,6 +158,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "meter_silent",
     "meter_junk",
     "load_step",
+    "temperature_offset",
 )
 
 

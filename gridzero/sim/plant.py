@@ -47,6 +47,7 @@ from gridzero.sim.faults import (
     MeterJunk,
     MeterSilent,
     ModuleSilent,
+    TemperatureOffset,
 )
 from gridzero.sim.inverters import Inverter
 from gridzero.sim.meter import Meter
@@ -342,7 +343,10 @@ class Plant:
 
     def _validate_fault(self, fault: Fault) -> None:
         n_mod, n_cell = self.params.pack.modules, self.params.pack.cells_per_module
-        if isinstance(fault, CellDrift | CellLeak | ModuleSilent) and fault.module >= n_mod:
+        if (
+            isinstance(fault, CellDrift | CellLeak | ModuleSilent | TemperatureOffset)
+            and fault.module >= n_mod
+        ):
             raise ValueError(f"fault {fault.kind}: module {fault.module} outside 0..{n_mod - 1}")
         if isinstance(fault, CellDrift | CellLeak) and fault.cell >= n_cell:
             raise ValueError(f"fault {fault.kind}: cell {fault.cell} outside 0..{n_cell - 1}")
@@ -414,6 +418,16 @@ class Plant:
                 cells[fault.module][fault.cell] += fault.offset_v + fault.v_per_h * hours
         return cells
 
+    def measured_temperatures_c(self, now_s: float) -> list[float]:
+        """Module temperatures as the sensors report them (true + temperature_offset faults)."""
+        temps = list(self.pack.temperature_c)
+        for fault in self.faults:
+            if isinstance(fault, TemperatureOffset) and fault.active(now_s):
+                start = fault.start_s if fault.start_s is not None else now_s
+                hours = (now_s - start) / 3600.0
+                temps[fault.module] += fault.offset_c + fault.c_per_h * hours
+        return temps
+
     # --- views ---------------------------------------------------------------------------
 
     def balancing_cells(self, module: int, now_s: float) -> frozenset[int]:
@@ -435,7 +449,7 @@ class Plant:
             battery_current_a=self.battery_current_a,
             cell_voltages_v=tuple(tuple(row) for row in cells),
             cell_soc_pct=tuple(tuple(100.0 * s for s in row) for row in pack.soc),
-            temperatures_c=tuple(pack.temperature_c),
+            temperatures_c=tuple(self.measured_temperatures_c(now)),
             balancing=balancing,
             inverter_ac_w=tuple(inv.output_w for inv in self.inverters),
             inverter_dc_w=tuple(inv.dc_power_w for inv in self.inverters),

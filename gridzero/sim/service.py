@@ -19,7 +19,7 @@ import functools
 import random
 import socket
 import threading
-from typing import Any
+from typing import Any, TextIO
 
 import can
 from pydantic import BaseModel, Field, ValidationError
@@ -90,6 +90,11 @@ class SimSettings(ServiceSettings):
     meter_topic: str = Field(DEFAULT_METER_TOPIC, min_length=1)
     tick_s: float = Field(0.05, ge=0.01, le=1)
     truth_period_s: float = Field(1.0, ge=0.1, le=60)
+    truth_file: str = Field(
+        "",
+        description="also append every truth as one JSON line to this file, so fault tests see "
+        "the plant while the broker is down (empty: off)",
+    )
 
 
 def module_layout(settings: SimSettings, modules: int) -> list[list[int]]:
@@ -142,14 +147,18 @@ def contract_fault(  # noqa: PLR0911 (one return per fault kind reads best)
     if kind == "bus_garbage":
         bus: int | str = "charger" if msg.target == "charger" else int(msg.target or 0)
         return faults.BusGarbage(bus=bus, rate_hz=msg.value or 50.0, duration_s=duration)
-    if kind in ("module_silent", "cell_drift"):
+    if kind in ("module_silent", "cell_drift", "over_temperature"):
         parts = msg.target.split(":")
+        if not 2 <= len(parts) <= 3:
+            raise ValueError(f"fault target {msg.target!r}: expected 'bus:module[:cell]'")
         bus, number = int(parts[0]), int(parts[1])
         if not 0 <= bus < len(layout) or number not in layout[bus]:
             raise ValueError(f"fault target {msg.target!r}: no module {number} on bus {bus}")
         module = sum(len(b) for b in layout[:bus]) + layout[bus].index(number)
         if kind == "module_silent":
             return faults.ModuleSilent(module=module, duration_s=duration)
+        if kind == "over_temperature":
+            return faults.TemperatureOffset(module=module, offset_c=msg.value, duration_s=duration)
         cell = int(parts[2]) - 1 if len(parts) > 2 else 0
         return faults.CellDrift(module=module, cell=cell, v_per_h=msg.value, duration_s=duration)
     raise ValueError(f"fault kind {kind!r} is not modelled by the simulator")
@@ -206,6 +215,9 @@ class Sim(Service[SimSettings]):
         self._servers = [
             self._listen(u, s.inverter_listen[u]) for u in range(len(self.inverter_emus))
         ]
+        self._truth_log: TextIO | None = None
+        if s.truth_file:
+            self._truth_log = open(s.truth_file, "a", encoding="utf-8")  # noqa: SIM115 - kept open
         ctx.subscribe(ctx.topics.sim_fault_set, self.on_fault)
         ctx.every(s.tick_s, self.tick, name="tick")
         ctx.every(s.truth_period_s, self.publish_truth, name="truth")
@@ -228,46 +240,65 @@ class Sim(Service[SimSettings]):
 
     def publish_truth(self) -> None:
         tr = self.plant.truth()
-        self.ctx.publish(
-            self.ctx.topics.sim_truth,
-            SimTruth(
-                ts=self.ctx.wall(),
-                soc_pct=round(tr.soc_pct, 3),
-                pack_voltage_v=round(tr.pack_voltage_v, 3),
-                current_a=round(tr.battery_current_a, 3),
-                cell_min_v=round(tr.cell_min_v, 4),
-                cell_max_v=round(tr.cell_max_v, 4),
-                cells_v=[[round(v, 4) for v in row] for row in tr.cell_voltages_v],
-                temperatures_c=[round(t, 2) for t in tr.temperatures_c],
-                load_w=round(tr.load_w, 1),
-                pv_w=round(tr.pv_w, 1),
-                grid_w=round(tr.grid_w, 1),
-                inverter_w=[round(w, 1) for w in tr.inverter_ac_w],
-                charger_ac_w=round(tr.charger_ac_w, 1),
-                charger_dc_a=round(tr.charger_current_a, 3),
-            ),
+        truth = SimTruth(
+            ts=self.ctx.wall(),
+            soc_pct=round(tr.soc_pct, 3),
+            pack_voltage_v=round(tr.pack_voltage_v, 3),
+            current_a=round(tr.battery_current_a, 3),
+            cell_min_v=round(tr.cell_min_v, 4),
+            cell_max_v=round(tr.cell_max_v, 4),
+            cells_v=[[round(v, 4) for v in row] for row in tr.cell_voltages_v],
+            temperatures_c=[round(t, 2) for t in tr.temperatures_c],
+            load_w=round(tr.load_w, 1),
+            pv_w=round(tr.pv_w, 1),
+            grid_w=round(tr.grid_w, 1),
+            inverter_w=[round(w, 1) for w in tr.inverter_ac_w],
+            charger_ac_w=round(tr.charger_ac_w, 1),
+            charger_dc_a=round(tr.charger_current_a, 3),
         )
+        self.ctx.publish(self.ctx.topics.sim_truth, truth)
+        if self._truth_log is not None:
+            try:
+                self._truth_log.write(truth.model_dump_json() + "\n")
+                self._truth_log.flush()
+            except OSError as exc:
+                self.ctx.log.error(
+                    "truth_file %s: %s; no longer written", self.settings.truth_file, exc
+                )
+                self._truth_log = None
 
     # ----------------------------------------------------------------- faults
 
     def on_fault(self, msg: Message) -> None:
         now = self.sim_now()
         try:
+            fault = self._parse_fault(msg)
+            if isinstance(fault, str):
+                cleared = self.plant.clear_faults(fault or None, now_s=now)
+                self.ctx.log.info("cleared %d fault(s) %s", cleared, fault or "(all)")
+            else:
+                injected = self.plant.inject(fault, now)
+                self.ctx.log.info("fault injected: %s", injected.model_dump_json())
+        except ValueError as exc:
+            # a refused fault is answered like any refused command, and changes nothing
+            self.ctx.ack(msg.topic, msg.payload, ok=False, reason=str(exc))
+            raise
+        self.ctx.ack(msg.topic, msg.payload, ok=True)
+
+    def _parse_fault(self, msg: Message) -> faults.Fault | str:
+        """The contract's SimFault, or else the plant's own fault JSON; ValueError if neither."""
+        try:
             spec = parse_payload(SimFault, msg.topic, msg.payload)
-            fault = contract_fault(spec, self.plant, self.layout)
-        except (ValueError, ValidationError):
-            fault = faults.parse_fault(msg.payload) if b'"kind"' in msg.payload else ""
-            if fault == "":
+            return contract_fault(spec, self.plant, self.layout)
+        except (ValueError, ValidationError) as contract_error:
+            if b'"kind"' not in msg.payload:
                 raise
+            try:
+                return faults.parse_fault(msg.payload)
+            except UsageError as exc:
+                raise ValueError(f"{contract_error}; as a plant fault: {exc}") from exc
         except UsageError as exc:
             raise ValueError(str(exc)) from exc
-        if isinstance(fault, str):
-            cleared = self.plant.clear_faults(fault or None, now_s=now)
-            self.ctx.log.info("cleared %d fault(s) %s", cleared, fault or "(all)")
-        else:
-            injected = self.plant.inject(fault, now)
-            self.ctx.log.info("fault injected: %s", injected.model_dump_json())
-        self.ctx.ack(msg.topic, msg.payload, ok=True)
 
     def garbage(self) -> None:
         now = self.sim_now()
@@ -420,6 +451,8 @@ class Sim(Service[SimSettings]):
         self.charger_bus.shutdown()
         if self.hub is not None:
             self.hub.stop()
+        if self._truth_log is not None:
+            self._truth_log.close()
 
 
 SERVICE = Sim

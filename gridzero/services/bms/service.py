@@ -508,13 +508,39 @@ class Bms(Service[BmsSettings]):
             sensor("temp_max", "Highest temperature", pack, "temperature_max_c", unit="°C", device_class="temperature", precision=1),
             sensor("modules_present", "Modules present", pack, "modules_present", entity_category="diagnostic", state_class=None),
             sensor("balancing_cells", "Cells balancing", pack, "balancing_cells", state_class=None),
-            ha.text_sensor("alarm", "Alarm", pack, "{{ value_json.alarm_text or 'ok' }}"),
+            ha.text_sensor("alarm", "Alarm", pack, "{{ (value_json.alarm_text or 'ok')[:255] }}"),
             sensor("frames_bad", "Bad CAN frames", pack, "frames_bad", entity_category="diagnostic", state_class="total_increasing"),
             *ha.settings_components(BmsRuntime, t, self.name),
+            *self._module_components(),
         ]  # fmt: skip
         return ha.device_discovery(
             ha.service_device(self.name, "VW GTE module BMS"), comps, t.status(self.name)
         )
+
+    def _module_components(self) -> list[ha.Component]:
+        """One sensor per expected module: its lowest cell, with every cell, temperature
+        and bleeding cell as attributes (the per-module view of the dashboard)."""
+        known = "value_json.present and value_json.cells_v and none not in value_json.cells_v"
+        attributes = (
+            "{'bus': value_json.bus, 'module': value_json.module, 'present': value_json.present,"
+            " 'cells_v': value_json.cells_v, 'temperatures_c': value_json.temperatures_c,"
+            " 'balancing_cells': value_json.balancing_cells}"
+        )
+        return [
+            ha.computed_sensor(
+                f"module_{bus}_{module}",
+                f"Module {bus}-{module} lowest cell",
+                self.ctx.topics.bms_module(bus, module),
+                f"value_json.cells_v | min if {known} else none",
+                known,
+                unit="V",
+                device_class="voltage",
+                precision=3,
+                attributes=attributes,
+            )
+            for bus, settings in enumerate(self.settings.buses)
+            for module in settings.modules
+        ]
 
     def stop(self) -> None:
         """Switch every bleed resistor off, then release the buses."""

@@ -348,7 +348,7 @@ class Charger(Service[ChargerServiceSettings]):
             ha.text_sensor("link", "Rectifier link", t, "{{ value_json.link }}",
                            entity_category="diagnostic"),
             ha.text_sensor("status_flags", "Rectifier status", t,
-                           "{{ value_json.status_flags | join(', ') }}",
+                           "{{ value_json.status_flags | join(', ') or 'none' }}",
                            entity_category="diagnostic"),
             *ha.settings_components(ChargerRuntime, self.ctx.topics, self.name),
         ]  # fmt: skip

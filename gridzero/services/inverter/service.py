@@ -62,7 +62,9 @@ class InverterSettings(ServiceSettings):
 
     units: list[UnitConfig] = Field(min_length=1)
     send_period_s: float = Field(default=1.0, gt=0, le=3, description="research B.3")
-    min_gap_s: float = Field(default=0.25, ge=0, le=3, description="earliest re-send of a cut")
+    min_gap_s: float = Field(
+        default=0.25, ge=0, le=3, description="earliest re-send of a changed demand"
+    )
     bms_stale_s: float = Field(default=3.0, gt=0, le=30)
     command_stale_s: float = Field(default=3.0, gt=0, le=30)
     zero_frames: int = Field(default=3, ge=0, le=100, description="0 W frames before silence")
@@ -441,7 +443,13 @@ class Inverter(Service[InverterSettings]):
 
 
 def discovery(ctx: Context, unit: UnitConfig) -> tuple[str, dict[str, Any]]:
-    """One Home Assistant device per inverter unit."""
+    """One Home Assistant device per inverter unit.
+
+    The unit's own measurements (DC side, AC voltage, frequency, temperature) are
+    announced only for a unit that is asked for its status (``query_status``): many
+    units never answer on the limiter port, and their entities would never have a
+    value. A unit that is asked but gives no fresh answer shows them as unavailable.
+    """
     topics = ctx.topics
     state = topics.inverter_state(unit.id)
     diag: ha.EntityCategory = "diagnostic"
@@ -452,63 +460,31 @@ def discovery(ctx: Context, unit: UnitConfig) -> tuple[str, dict[str, Any]]:
         ha.text_sensor("cap_reason", "Cap reason", state, "{{ value_json.cap_reason }}"),
         ha.text_sensor("link", "Link", state, "{{ value_json.link }}", entity_category=diag),
         ha.binary_sensor("sending", "Sending", state, "sending", entity_category=diag),
-        ha.sensor(
-            "battery_voltage",
-            "Battery voltage",
-            state,
-            "battery_voltage_v",
-            unit="V",
-            device_class="voltage",
-            entity_category=diag,
-        ),
-        ha.sensor(
-            "battery_current",
-            "Battery current",
-            state,
-            "battery_current_a",
-            unit="A",
-            device_class="current",
-            entity_category=diag,
-        ),
-        ha.sensor(
-            "ac_voltage",
-            "AC voltage",
-            state,
-            "ac_voltage_v",
-            unit="V",
-            device_class="voltage",
-            entity_category=diag,
-        ),
-        ha.sensor(
-            "frequency",
-            "AC frequency",
-            state,
-            "frequency_hz",
-            unit="Hz",
-            device_class="frequency",
-            entity_category=diag,
-        ),
-        ha.sensor(
-            "temperature",
-            "Temperature",
-            state,
-            "temperature_c",
-            unit="°C",
-            device_class="temperature",
-            entity_category=diag,
-        ),
-        ha.sensor(
-            "operation_status",
-            "Operation status",
-            state,
-            "operation_status",
-            state_class=None,
-            entity_category=diag,
-        ),
         *ha.settings_components(runtime_model(unit), topics, "inverter", unit=unit.id),
     ]
+    if unit.query_status:
+        comps += _measurement_components(state)
     device = ha.service_device("inverter", "SoyoSource GTN (limiter RS485)", unit=unit.id)
     return ha.device_discovery(device, comps, topics.status("inverter"))
+
+
+def _measurement_components(state: str) -> list[ha.Component]:
+    """What a unit reports when asked (research B.2): values, not settings."""
+    diag: ha.EntityCategory = "diagnostic"
+    return [
+        ha.sensor("battery_voltage", "Battery voltage", state, "battery_voltage_v", unit="V",
+                  device_class="voltage", entity_category=diag),
+        ha.sensor("battery_current", "Battery current", state, "battery_current_a", unit="A",
+                  device_class="current", entity_category=diag),
+        ha.sensor("ac_voltage", "AC voltage", state, "ac_voltage_v", unit="V",
+                  device_class="voltage", precision=0, entity_category=diag),
+        ha.sensor("frequency", "AC frequency", state, "frequency_hz", unit="Hz",
+                  device_class="frequency", precision=1, entity_category=diag),
+        ha.sensor("temperature", "Temperature", state, "temperature_c", unit="°C",
+                  device_class="temperature", entity_category=diag),
+        ha.sensor("operation_status", "Operation status", state, "operation_status",
+                  state_class=None, entity_category=diag),
+    ]  # fmt: skip
 
 
 SERVICE = Inverter

@@ -171,6 +171,11 @@ class Shunt(Service[ShuntSettings]):
         self.current_settings = self._current_settings(self.runtime.value)
         self.averager = CurrentAverager(self.current_settings)
         self.counter = self._restore_counter()
+        # the energy totals published are those already on disk: after a crash the restored
+        # counters are never below what Home Assistant saw (a decrease of a total_increasing
+        # sensor reads as a meter reset, and the whole total would be counted again)
+        self.saved_totals = self._totals()
+        self.next_save_s = 0.0
         self.last_reading: CurrentReading | None = None
         self.pack: PackState | None = None
         self.pack_at_s = -1e9
@@ -358,6 +363,21 @@ class Shunt(Service[ShuntSettings]):
 
     # --- output -------------------------------------------------------------------------------
 
+    def _totals(self) -> tuple[float, float, float, float]:
+        """Ah in, Ah out, kWh in, kWh out of the counter now."""
+        soc = self.counter.reading()
+        return soc.ah_in, soc.ah_out, soc.wh_in / 1000.0, soc.wh_out / 1000.0
+
+    def _write_totals(self) -> None:
+        """Write the store now (at the runtime's own flush rate) and publish what is written."""
+        self.next_save_s = self.ctx.now() + self.settings.store_flush_s
+        try:
+            self.ctx.store.flush()
+        except OSError as exc:
+            self.ctx.log.error("could not save the counters to %s: %s", self.ctx.store.path, exc)
+            return
+        self.saved_totals = self._totals()
+
     def publish_state(self, integrate: bool = True) -> None:
         ctx = self.ctx
         pack = self._fresh_pack()
@@ -372,6 +392,8 @@ class Shunt(Service[ShuntSettings]):
                 cell_max_v=pack.cell_max.voltage_v if pack and pack.cell_max else None,
             )
             self._save()
+            if ctx.now() >= self.next_save_s:
+                self._write_totals()
         reading = self.last_reading
         current = reading.current_a if reading is not None else None
         soc = self.counter.reading()
@@ -387,10 +409,10 @@ class Shunt(Service[ShuntSettings]):
                 remaining_ah=soc.remaining_ah,
                 remaining_wh=soc.remaining_wh,
                 capacity_ah=self.counter.settings.capacity_ah,
-                charge_in_ah=soc.ah_in,
-                charge_out_ah=soc.ah_out,
-                energy_in_kwh=soc.wh_in / 1000.0,
-                energy_out_kwh=soc.wh_out / 1000.0,
+                charge_in_ah=self.saved_totals[0],
+                charge_out_ah=self.saved_totals[1],
+                energy_in_kwh=self.saved_totals[2],
+                energy_out_kwh=self.saved_totals[3],
                 offset_counts=self.current_settings.offset_counts,
                 gain=self.current_settings.gain,
             ),
@@ -478,7 +500,9 @@ class Shunt(Service[ShuntSettings]):
                 "soc_source",
                 "SoC source",
                 state,
-                "{{ value_json.soc_source }}",
+                # "unknown" would read like Home Assistant's own unknown state
+                "{{ 'not estimated yet' if value_json.soc_source == 'unknown'"
+                " else value_json.soc_source }}",
                 entity_category="diagnostic",
             ),
             ha.text_sensor(

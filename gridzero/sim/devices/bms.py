@@ -84,7 +84,7 @@ class BmsBusEmulator:
         """Every module's cell and temperature frames (silent modules send nothing)."""
         self._counter = (self._counter + 1) & 0x0F
         cells = plant.measured_cell_voltages_v(now_s)
-        temps = plant.pack.temperature_c
+        temps = plant.measured_temperatures_c(now_s)
         out: list[WireFrame] = []
         for i, number in enumerate(self.numbers):
             index = self.first_index + i
