@@ -304,6 +304,8 @@ def test_period_and_immediate_change() -> None:
     sched.sent(700, 0.3)
     assert sched.due(d700, T, 1.0) is None
     assert sched.due(d700, T, 1.3) == 700  # the period repeats it
+    sched.sent(700, 1.3)
+    assert sched.due(d600, T, 1.35) == 600  # a repeat does not hold back the next change
 
 
 def test_failed_write_is_retried() -> None:

@@ -29,6 +29,7 @@ from gridzero.contract import (
     parse_payload,
 )
 from gridzero.contract import BmsLimits as BmsLimitsPayload
+from gridzero.errors import SettingsError
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
@@ -176,7 +177,11 @@ class ControllerService(Service[ControllerServiceSettings]):
     def on_charge_target(self, msg: Message) -> None:
         """`meterbox/chargeTarget`: > 0 W constant charge, <= 0 back to auto."""
         watts = parse_meter(msg.payload, topic=msg.topic)
-        full = apply_charge_target(self.controller.settings, watts)
+        try:
+            full = apply_charge_target(self.controller.settings, watts)
+        except SettingsError as exc:
+            # e.g. above the constant-power range: refused like any bad command
+            raise ValueError(f"{msg.topic}: {watts:g} W refused: {exc}") from exc
         self.runtime.apply(runtime_from(full), changed="mode")
 
     # ------------------------------------------------------------------ inputs

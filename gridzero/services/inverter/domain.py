@@ -285,6 +285,7 @@ class SendSchedule:
 
     last_sent_s: float | None = None
     last_sent_w: int | None = None
+    last_change_s: float | None = None  # when a frame last carried a new value
     zeros_in_safe_state: int = 0
     in_safe_state: bool = False
 
@@ -303,7 +304,11 @@ class SendSchedule:
         since_s = now_s - self.last_sent_s
         if since_s >= timing.send_period_s:
             return decision.demand_w
-        if decision.demand_w != self.last_sent_w and since_s >= timing.min_gap_s:
+        since_change_s = now_s - (
+            self.last_change_s if self.last_change_s is not None else self.last_sent_s
+        )
+        # min_gap spaces changes only: a periodic repeat just before must not delay a new value
+        if decision.demand_w != self.last_sent_w and since_change_s >= timing.min_gap_s:
             # a new demand is never held back for the period: the controller's own
             # model of the plant (docs/controller.md) assumes the frame leaves at once
             return decision.demand_w
@@ -311,6 +316,8 @@ class SendSchedule:
 
     def sent(self, power_w: int, now_s: float) -> None:
         """Record a frame that went out (call only after a successful write)."""
+        if power_w != self.last_sent_w:
+            self.last_change_s = now_s
         self.last_sent_s = now_s
         self.last_sent_w = power_w
         if self.in_safe_state:
