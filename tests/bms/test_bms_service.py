@@ -188,7 +188,7 @@ def test_runtime_setting_is_validated_and_echoed(
     probe.wait_for(T.setting("bms", "over_voltage_v"), lambda p: p == b"4.15", after=start)
     service = running.service
     assert isinstance(service, Bms)
-    wait_until(lambda: service.protection.settings.over_voltage_v == 4.15, 5, "applied")
+    wait_until(lambda: service.protection.settings.over_voltage_v == 4.15, 15, "applied")
     probe.close()
 
 
@@ -224,3 +224,18 @@ def test_balancing_commands_reach_the_bus(broker: TestBroker, tmp_path: Path, ch
         assert service.balancer.bleeding == {ModuleKey(0, 2): frozenset({5})}
     runner.stop()
     runner.join()
+
+
+def test_force_balance_button_toggles_the_setting(
+    broker: TestBroker, running: ServiceRunner
+) -> None:
+    probe = broker.probe()
+    ha = broker.probe("homeassistant", subscribe=None)
+    start = time.monotonic()
+    ha.publish(T.action_set("bms", "force_balance"), "press")
+    probe.wait_for(T.setting("bms", "balance_force"), lambda p: p == b"true", after=start)
+    start = time.monotonic()
+    ha.publish(T.action_set("bms", "force_balance"), "press")
+    probe.wait_for(T.setting("bms", "balance_force"), lambda p: p == b"false", after=start)
+    probe.close()
+    ha.close()

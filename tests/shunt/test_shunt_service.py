@@ -15,6 +15,7 @@ from gridzero.errors import SettingsError
 from gridzero.runtime.service import ServiceRunner
 from gridzero.runtime.settings import load_settings
 from gridzero.services.shunt.service import Shunt, ShuntSettings
+from gridzero.services.shunt.soc import soc_window_from_ocv
 from gridzero.testing import Probe, TestBroker, wait_until
 
 pytestmark = pytest.mark.broker
@@ -279,3 +280,39 @@ def test_missing_device_is_unavailable_and_retried(broker: TestBroker, tmp_path:
 def test_bad_start_settings(tmp_path: Path, overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         load_settings(ShuntSettings, None, data_dir=tmp_path, **overrides)
+
+
+def test_soc_from_voltage_uses_the_lowest_cell(running: ServiceRunner, broker: TestBroker) -> None:
+    probe = broker.probe("operator")
+    bms = broker.probe("bms", subscribe=None)
+    ha = broker.probe("homeassistant", subscribe=None)
+    shunt = running.service
+    assert isinstance(shunt, Shunt)
+    expected = soc_window_from_ocv(3.8, shunt.counter.settings) * 100.0
+    state = state_until(
+        probe,
+        lambda s: (
+            s.soc_source == "ocv" and s.soc_pct is not None and abs(s.soc_pct - expected) < 0.2
+        ),
+        lambda: (
+            bms.publish(T.bms_pack, pack(45.6)),
+            ha.publish(T.action_set("shunt", "soc_from_voltage"), "press"),
+        ),
+    )
+    assert 5 < (state.soc_pct or 0) < 95
+    for p in (probe, bms, ha):
+        p.close()
+
+
+def test_soc_from_voltage_without_cells_is_refused(
+    running: ServiceRunner, broker: TestBroker
+) -> None:
+    probe = broker.probe("operator")
+    ha = broker.probe("homeassistant", subscribe=None)
+    start = time.monotonic()
+    ha.publish(T.action_set("shunt", "soc_from_voltage"), "press")
+    ack = json.loads(probe.wait_for(T.ack("shunt"), after=start))
+    assert ack["ok"] is False
+    assert "no fresh cell voltages" in ack["reason"]
+    for p in (probe, ha):
+        p.close()

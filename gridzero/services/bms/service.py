@@ -325,7 +325,16 @@ class Bms(Service[BmsSettings]):
         ctx.every(s.pack_period_s, self.publish_pack, name="pack")
         ctx.every(s.module_period_s, self.publish_modules, name="modules")
         ctx.every(s.bus_retry_s, self.reopen_buses, name="bus retry")
+        ctx.action("force_balance", self.on_force_balance)
         ctx.discovery(self.discovery)
+
+    def on_force_balance(self, payload: bytes) -> None:
+        """The original system's `l` key: toggle forced balancing (the `balance_force` setting)."""
+        current = self.runtime.value
+        self.runtime.apply(
+            current.model_copy(update={"balance_force": not current.balance_force}),
+            changed="balance_force",
+        )
 
     # ------------------------------------------------------------------ CAN
 

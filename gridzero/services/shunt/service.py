@@ -37,7 +37,12 @@ from gridzero.services.shunt.current import (
     CurrentSettings,
     zero_offset,
 )
-from gridzero.services.shunt.soc import DEFAULT_CAPACITY_AH, CoulombCounter, SocSettings
+from gridzero.services.shunt.soc import (
+    DEFAULT_CAPACITY_AH,
+    CoulombCounter,
+    SocSettings,
+    soc_window_from_ocv,
+)
 
 _SOC = SocSettings()
 STORE_KEY = "counter"
@@ -189,6 +194,7 @@ class Shunt(Service[ShuntSettings]):
         ctx.action("soc_full", self.on_soc_full)
         ctx.action("set_soc", self.on_set_soc)
         ctx.action("calibrate_zero", self.on_calibrate_zero)
+        ctx.action("soc_from_voltage", self.on_soc_from_voltage)
         ctx.every(1.0 / s.sample_rate_hz, self.sample, name="sample")
         ctx.every(s.publish_s, self.publish_state, name="publish", start_s=s.publish_s)
         ctx.discovery(self.discovery)
@@ -311,6 +317,23 @@ class Shunt(Service[ShuntSettings]):
         self.counter.set_soc(100.0)
         self._save()
         self.publish_state(integrate=False)
+
+    def on_soc_from_voltage(self, payload: bytes) -> None:
+        """The original system's `%` key: SoC from the lowest cell's voltage, now.
+
+        Under load the cell voltage is below its rest value, so this reads low while
+        discharging; the automatic estimate waits for rest, this one is the operator's call.
+        """
+        pack = self._fresh_pack()
+        if pack is None or pack.cell_min is None:
+            raise ValueError("soc_from_voltage: no fresh cell voltages from the bms")
+        soc = soc_window_from_ocv(pack.cell_min.voltage_v, self.counter.settings) * 100.0
+        self.counter.set_soc(soc, source="ocv")
+        self._save()
+        self.publish_state(integrate=False)
+        self.ctx.log.info(
+            "SoC set to %.1f %% from the lowest cell, %.3f V", soc, pack.cell_min.voltage_v
+        )
 
     def on_set_soc(self, payload: bytes) -> None:
         text = payload.decode("utf-8", "replace").strip()
