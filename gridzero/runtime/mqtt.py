@@ -74,6 +74,8 @@ class Connection:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self._pending_mid: int | None = None
 
     @property
     def connected(self) -> bool:
@@ -92,7 +94,7 @@ class Connection:
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         with self._lock:
             self._filters[topic_filter] = qos
-        if self.connected:
+        if self.client.is_connected():
             self.client.subscribe(topic_filter, qos)
 
     def publish(
@@ -105,7 +107,7 @@ class Connection:
     ) -> None:
         """Publish the final status (if connected), disconnect and stop the network thread."""
         self._closing = True
-        if self.connected:
+        if self.client.is_connected():
             info = self.client.publish(self._status_topic, final_status.value, qos=1, retain=True)
             try:
                 info.wait_for_publish(timeout_s)
@@ -141,10 +143,32 @@ class Connection:
             self.connect_count,
         )
         with self._lock:
-            filters = dict(self._filters)
-        for topic_filter, qos in filters.items():
-            client.subscribe(topic_filter, qos)
+            filters = list(self._filters.items())
         client.publish(self._status_topic, ServiceStatus.ONLINE.value, qos=1, retain=True)
+        if not filters:
+            self._ready()
+            return
+        # ready only once the broker confirmed every subscription: a message published
+        # right after we report "connected" must reach our handlers
+        _result, self._pending_mid = client.subscribe(filters)
+
+    def _on_subscribe(
+        self,
+        client: paho.Client,
+        userdata: object,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        if mid != self._pending_mid:
+            return
+        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if refused:
+            log.error("broker refused %d subscription(s): %s", len(refused), ", ".join(refused))
+        self._pending_mid = None
+        self._ready()
+
+    def _ready(self) -> None:
         self._connected.set()
         for callback in list(self.on_connected):
             callback()

@@ -49,6 +49,9 @@ def test_console_shows_state_and_sends_commands(broker: TestBroker, console: Ser
     operator = broker.probe()
     plays_controller = broker.probe("controller", subscribe="")
     echo = TOPICS.setting("controller", "discharge_enabled")
+    # the session broker may hold a real controller's retained echo from an earlier test
+    plays_controller.publish(TOPICS.setting("controller", "charge_enabled"), b"", retain=True)
+    plays_controller.publish(TOPICS.status("controller"), "online", retain=True)
     plays_controller.publish(TOPICS.setting("controller", "mode"), "auto", retain=True)
     plays_controller.publish(echo, "true", retain=True)
     plays_controller.publish(TOPICS.controller_state, controller().model_dump_json(), retain=True)
