@@ -304,15 +304,20 @@ def test_soc_from_voltage_uses_the_lowest_cell(running: ServiceRunner, broker: T
         p.close()
 
 
-def test_soc_from_voltage_without_cells_is_refused(
-    running: ServiceRunner, broker: TestBroker
-) -> None:
+def test_soc_from_voltage_without_cells_is_refused(broker: TestBroker, tmp_path: Path) -> None:
+    bms = broker.probe("bms", subscribe=None)
+    bms.publish(T.bms_pack, b"", retain=True)  # no retained pack left by other tests
+    bms.close()
+    runner = make_runner(broker, tmp_path)
+    start(runner, broker)
     probe = broker.probe("operator")
     ha = broker.probe("homeassistant", subscribe=None)
-    start = time.monotonic()
+    since = time.monotonic()
     ha.publish(T.action_set("shunt", "soc_from_voltage"), "press")
-    ack = json.loads(probe.wait_for(T.ack("shunt"), after=start))
+    ack = json.loads(probe.wait_for(T.ack("shunt"), after=since))
     assert ack["ok"] is False
     assert "no fresh cell voltages" in ack["reason"]
     for p in (probe, ha):
         p.close()
+    runner.stop()
+    runner.join()

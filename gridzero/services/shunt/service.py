@@ -304,7 +304,8 @@ class Shunt(Service[ShuntSettings]):
 
     def on_pack(self, msg: Message) -> None:
         self.pack = parse_payload(PackState, msg.topic, msg.payload)
-        self.pack_at_s = self.ctx.now()
+        # aged by its own time stamp: a retained pack of a dead bms is not fresh
+        self.pack_at_s = self.ctx.now() - max(0.0, self.ctx.wall() - self.pack.ts)
 
     def _fresh_pack(self) -> PackState | None:
         if self.pack is None or self.ctx.now() - self.pack_at_s > self.settings.bms_stale_s:
