@@ -144,7 +144,6 @@ class Connection:
         )
         with self._lock:
             filters = list(self._filters.items())
-        client.publish(self._status_topic, ServiceStatus.ONLINE.value, qos=1, retain=True)
         if not filters:
             self._ready()
             return
@@ -169,6 +168,8 @@ class Connection:
         self._ready()
 
     def _ready(self) -> None:
+        # `online` means: connected and every subscription in place
+        self.client.publish(self._status_topic, ServiceStatus.ONLINE.value, qos=1, retain=True)
         self._connected.set()
         for callback in list(self.on_connected):
             callback()

@@ -57,10 +57,33 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[System, Pro
     try:
         for service in SERVICES:
             probe.wait_for(T.status(service), lambda p: p == b"online", timeout_s=60)
+        # the settings echoes follow `online`: wait for one of each service that has settings
+        for service, name, unit in (
+            ("bms", "charge_end_v", None),
+            ("charger", "max_charge_power_w", None),
+            ("shunt", "gain", None),
+            ("controller", "mode", None),
+            ("inverter", "max_power_w", "gtn1"),
+        ):
+            probe.wait_for(T.setting(service, name, unit=unit), timeout_s=30)
+        _wait_for_all_echoes(probe)
         yield sut, probe
     finally:
         probe.close()
         sut.stop()
+
+
+def _wait_for_all_echoes(probe: Probe, quiet_s: float = 2.0, timeout_s: float = 30.0) -> None:
+    """Until no new setting echo has appeared for ``quiet_s`` (each service sends its set at once)."""
+    deadline = time.monotonic() + timeout_s
+    count, since = len(_settings(probe)), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = len(_settings(probe))
+        if now != count:
+            count, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
 
 
 def _junk(seed_payloads: tuple[bytes, ...], count: int, seed: int) -> list[bytes]:
