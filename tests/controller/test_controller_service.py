@@ -141,3 +141,15 @@ def test_runtime_settings_mode_hold_and_refusal(broker: TestBroker, system) -> N
     assert ack["ok"] is False
     probe.close()
     op.close()
+
+
+def test_limits_with_an_old_time_stamp_count_as_stale(broker: TestBroker, system) -> None:
+    _runner, feeder = system
+    probe = broker.probe()
+    probe.wait_for(T.controller_state, lambda p: b"discharging" in p, 10)
+    # still arriving, but stamped 10 s ago (a retained message of a dead bms looks like this)
+    feeder.limits = {"ts": time.time() - 10.0}
+    start = time.monotonic()
+    probe.wait_for(T.controller_state, lambda p: b"stale_bms" in p, 5, after=start)
+    probe.wait_for(T.inverter_set("gtn1"), lambda p: power_of(p) == 0.0, 10, after=start)
+    probe.close()

@@ -205,7 +205,8 @@ class ControllerService(Service[ControllerServiceSettings]):
             charge_current_a=p.ccl_a if p.charge_allowed else 0.0,
             discharge_current_a=p.dcl_a if p.discharge_allowed else 0.0,
             alarm=bool(p.alarms),
-            at_s=self.ctx.now(),
+            # aged by its own time stamp: a retained message of a dead bms is not fresh
+            at_s=self.ctx.now() - max(0.0, self.ctx.wall() - p.ts),
         )
         self.pack_voltage_v = p.pack_voltage_v if p.pack_voltage_v > 0 else None
 
