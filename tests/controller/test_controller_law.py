@@ -12,8 +12,12 @@ from gridzero.services.controller.law import (
     LawReason,
     MeterSample,
     PowerBounds,
+    lag_ramp_after,
+    shaped_command,
 )
 from gridzero.services.controller.settings import ControllerSettings
+from gridzero.sim.inverters import Inverter
+from gridzero.sim.params import InverterParams
 
 WIDE = PowerBounds(max_discharge_w=3000.0, max_charge_w=3000.0)
 S = ControllerSettings()
@@ -146,10 +150,10 @@ def test_stale_meter_ramps_to_zero():
 
 def test_no_meter_ramps_to_zero_and_force_zero_is_immediate():
     law = ControlLaw()
-    law.set_constant(0.0, -800.0, WIDE)
+    law.set_constant(0.0, -800.0, WIDE, S)
     out = law.step(1.0, None, WIDE, ControllerSettings(stale_ramp_w_per_s=300.0))
     assert out.setpoint_w == pytest.approx(-500.0)
-    assert law.force_zero(1.1).setpoint_w == 0.0
+    assert law.force_zero(1.1, S).setpoint_w == 0.0
 
 
 def test_rise_gain_applies_only_to_increases():
@@ -230,3 +234,91 @@ def test_fast_device_and_slow_measurements_do_not_oscillate():
     tail = setpoints[40:]
     assert max(tail) - min(tail) < 1.0
     assert tail[-1] == pytest.approx(-2000.0, abs=S.deadband_w + 1)
+
+
+# -- overdrive: the command shaping while the inverters ramp ---------------------------------
+
+
+def _sim_inverter(lag_s: float, ramp: float) -> Inverter:
+    inv = Inverter(InverterParams(lag_s=lag_s, ramp_w_per_s=ramp, max_power_w=5000.0), 0.0, 50.0)
+    inv.running = True
+    return inv
+
+
+@pytest.mark.parametrize(
+    ("y0", "command", "t", "lag", "ramp"),
+    [
+        (0, 900, 1.0, 1.0, 300),
+        (900, 200, 2.5, 1.0, 300),
+        (100, 150, 0.7, 1.0, 300),
+        (0, 600, 3.0, 4.0, 100),
+        (800, 0, 0.4, 0.2, 3000),
+    ],
+)
+def test_lag_ramp_model_matches_the_simulated_inverter(y0, command, t, lag, ramp):
+    inv = _sim_inverter(lag, ramp)
+    inv.output_w = float(y0)
+    inv.command(float(command), 0.0)
+    now, dt = 0.0, 0.001
+    while now < t - 1e-9:
+        now += dt
+        inv.step(now, dt, 50.0)
+    assert lag_ramp_after(y0, command, t, lag, ramp) == pytest.approx(inv.output_w, abs=2.0)
+
+
+def test_shaped_command_reaches_the_set_point_at_the_horizon_within_its_cap():
+    up = shaped_command(200.0, 500.0, 0.5, 1.0, 300.0, 300.0)
+    assert 500.0 < up <= 800.0
+    assert lag_ramp_after(200.0, up, 0.5, 1.0, 300.0) == pytest.approx(500.0, abs=0.5) or (
+        up == pytest.approx(800.0)
+    )
+    down = shaped_command(900.0, 850.0, 0.5, 1.0, 300.0, 300.0)
+    assert down < 850.0
+    assert lag_ramp_after(900.0, down, 0.5, 1.0, 300.0) == pytest.approx(850.0, abs=0.5)
+    # Far away: the cap holds; already there: no overdrive at all.
+    assert shaped_command(0.0, 900.0, 0.5, 1.0, 300.0, 300.0) == pytest.approx(1200.0)
+    assert shaped_command(400.0, 400.0, 0.5, 1.0, 300.0, 300.0) == 400.0
+
+
+def _inverter_loop(settings: ControllerSettings, plant_lag: float, plant_ramp: float, delay=0.0):
+    """The whole law on the simulated inverter (plus a pure delay), a 200 -> 800 W load step."""
+    inv = _sim_inverter(plant_lag, plant_ramp)
+    law = ControlLaw()
+    pending: list[tuple[float, float]] = []
+    t, dt = 0.0, 0.05
+    grid_ws, commands = 0.0, []
+    while t < 20.0:
+        load = 800.0 if t >= 2.0 else 200.0
+        while pending and pending[0][0] <= t:
+            inv.command(pending.pop(0)[1], t)
+        inv.step(t, dt, 50.0)
+        grid = load - inv.output_w
+        grid_ws += abs(grid) * dt
+        if round(t / dt) % 10 == 0:  # meter and state every 0.5 s
+            law.record_battery(t, inv.output_w)
+            out = law.step(t, MeterSample(grid, t), WIDE, settings)
+            law.record_command(t, out.command_w)
+            commands.append(out.command_w)
+            pending.append((t + delay, out.command_w))
+        t += dt
+    return grid_ws, commands, law
+
+
+def test_overdrive_shortens_a_step_on_the_modelled_plant():
+    with_od, commands, law = _inverter_loop(S, 1.0, 300.0)
+    without, _, _ = _inverter_loop(S.model_copy(update={"overdrive_gain": 0.0}), 1.0, 300.0)
+    assert with_od < 0.85 * without
+    assert max(commands) <= 800.0 + 300.0 + 1e-6
+    assert commands[-1] == pytest.approx(law.setpoint_w)
+    assert law.setpoint_w == pytest.approx(800.0, abs=10.0)
+
+
+def test_overdrive_on_a_plant_slower_than_its_guess_is_a_bounded_pulse():
+    # 1.5 s of dead time and a 4 s lag the guess does not know about.
+    _, commands, law = _inverter_loop(S, 4.0, 100.0, delay=1.5)
+    assert max(commands) <= 800.0 + 300.0 + 1e-6
+    assert law.setpoint_w == pytest.approx(800.0, abs=15.0)
+    # After the pulse the command is the set-point again and stays there: no swing.
+    settled = commands[-12:]
+    assert max(settled) - min(settled) < 15.0
+    assert commands[-1] == pytest.approx(law.setpoint_w)

@@ -70,6 +70,15 @@ def test_auto_mode_discharges_on_import():
     c.step(obs(0.0, 0.0))
     out = c.step(obs(1.0, 500.0))
     assert out.commands.side is Side.DISCHARGE
+    assert out.setpoint_w == pytest.approx(500.0)
+    # The inverter still at 0 W is asked for more while it ramps, by at most ramp × lag.
+    assert 500.0 < out.commands.inverter_w[0] <= 800.0
+
+
+def test_auto_mode_without_overdrive_commands_the_set_point():
+    c = Controller(ControllerSettings(min_dwell_s=1.0, overdrive_gain=0.0), UNITS)
+    c.step(obs(0.0, 0.0))
+    out = c.step(obs(1.0, 500.0))
     assert out.commands.inverter_w[0] == pytest.approx(500.0)
 
 
@@ -104,7 +113,7 @@ def test_constant_mode_ignores_meter():
 
 
 def test_stale_bms_limits_zero_at_once():
-    c = Controller(ControllerSettings(min_dwell_s=1.0, bms_stale_s=3.0), UNITS)
+    c = Controller(ControllerSettings(min_dwell_s=1.0, bms_stale_s=3.0, overdrive_gain=0.0), UNITS)
     c.step(obs(0.0, 0.0))
     assert c.step(obs(1.0, 800.0, lim_at=1.0)).commands.discharge_w == pytest.approx(800.0)
     out = c.step(obs(4.5, 0.0, inv=800.0, lim_at=1.0))

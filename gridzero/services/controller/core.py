@@ -175,9 +175,9 @@ class Controller:
         ok = self.limits_ok(obs)
         bounds = self._bounds(obs, ok)
         if not ok or s.mode in (Mode.HOLD, Mode.OFF):
-            law_out = self.law.force_zero(now_s)
+            law_out = self.law.force_zero(now_s, s)
         elif s.mode is Mode.CONSTANT_POWER:
-            law_out = self.law.set_constant(now_s, s.constant_power_w, bounds)
+            law_out = self.law.set_constant(now_s, s.constant_power_w, bounds, s)
         else:
             law_out = self.law.step(now_s, obs.meter, bounds, s)
         data = DispatchInput(
@@ -187,7 +187,7 @@ class Controller:
             inverter_output_w=inverters,
             charger_current_a=None if charger is None else charger.current_a,
         )
-        commands = self.dispatcher.step(now_s, law_out.setpoint_w, data, s)
+        commands = self.dispatcher.step(now_s, law_out.command_w, data, s)
         self._last = commands
         self.law.record_command(now_s, self._commanded_battery_w(commands, obs.pack_voltage_v))
         faults = self._supervise(now_s, commands, inverters, charger)

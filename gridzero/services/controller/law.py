@@ -42,11 +42,17 @@ class LawReason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class LawOutput:
-    """The law's result for one step."""
+    """The law's result for one step.
+
+    ``setpoint_w`` is the battery power the law wants; ``command_w`` what to ask the devices
+    for now to get there soonest (the set-point plus a short, bounded overdrive while the
+    inverters are still ramping; equal to the set-point otherwise).
+    """
 
     setpoint_w: float
     reason: LawReason
     load_estimate_w: float | None
+    command_w: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,52 @@ def _toward_zero(value: float, step: float) -> float:
     if value > 0:
         return max(0.0, value - step)
     return min(0.0, value + step)
+
+
+def lag_ramp_after(y0_w: float, command_w: float, t_s: float, tau_s: float, rate: float) -> float:
+    """Output of a first-order lag (``tau_s``) with a slew limit (``rate`` W/s) after ``t_s``
+    of a constant command, from ``y0_w``: the plant guess of the inverters (sim/inverters.py).
+    """
+    gap = command_w - y0_w
+    if t_s <= 0 or gap == 0:
+        return y0_w
+    sign = 1.0 if gap > 0 else -1.0
+    gap = abs(gap)
+    # The slew limit binds while gap / tau > rate, i.e. until the gap has shrunk to rate*tau.
+    ramp_s = max(0.0, (gap - rate * tau_s) / rate)
+    if t_s <= ramp_s:
+        return y0_w + sign * rate * t_s
+    left = min(gap, rate * tau_s) * math.exp(-(t_s - ramp_s) / tau_s)
+    return command_w - sign * left
+
+
+def shaped_command(
+    model_w: float, setpoint_w: float, horizon_s: float, tau_s: float, rate: float, max_w: float
+) -> float:
+    """The command that brings the modelled output from ``model_w`` to ``setpoint_w`` in
+    ``horizon_s`` (or as close as the slew limit allows), at most ``max_w`` beyond the set-point.
+
+    Found by bisection: the output after the horizon rises monotonically with the command.
+    """
+    gap = setpoint_w - model_w
+    if gap == 0 or max_w <= 0:
+        return setpoint_w
+    sign = 1.0 if gap > 0 else -1.0
+    lo, hi = 0.0, max_w
+    if (
+        sign
+        * (lag_ramp_after(model_w, setpoint_w + sign * hi, horizon_s, tau_s, rate) - setpoint_w)
+        <= 0
+    ):
+        return setpoint_w + sign * hi
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        reached = lag_ramp_after(model_w, setpoint_w + sign * mid, horizon_s, tau_s, rate)
+        if sign * (reached - setpoint_w) < 0:
+            lo = mid
+        else:
+            hi = mid
+    return setpoint_w + sign * hi
 
 
 class BatteryHistory:
@@ -148,6 +200,12 @@ class ControlLaw:
         self._noise_w = 0.0
         self._last_raw_load_w: float | None = None
         self._reason = LawReason.NO_METER
+        # The inverters' output as the plant guess predicts it from the commands alone (no
+        # measurement: the overdrive must not feed back on a measurement it disturbs).
+        self._model_w = 0.0
+        self._model_at_s: float | None = None
+        self._meter_period_s = 0.5
+        self._last_command_w = 0.0
 
     @property
     def load_estimate_w(self) -> float | None:
@@ -194,19 +252,21 @@ class ControlLaw:
         guess = max(lo, min(hi, y_meas + math.copysign(move, gap)))
         return BatteryEstimate(lo, guess, hi)
 
-    def force_zero(self, now_s: float) -> LawOutput:
+    def force_zero(self, now_s: float, settings: ControllerSettings) -> LawOutput:
         """Set-point 0 at once (stale or alarmed bms limits, mode hold/off)."""
         self.setpoint_w = 0.0
         self._last_step_s = now_s
         self._reason = LawReason.FORCED_ZERO
-        return LawOutput(0.0, self._reason, self._accepted_load_w)
+        return self._output(now_s, settings, None)
 
-    def set_constant(self, now_s: float, power_w: float, bounds: PowerBounds) -> LawOutput:
+    def set_constant(
+        self, now_s: float, power_w: float, bounds: PowerBounds, settings: ControllerSettings
+    ) -> LawOutput:
         """Constant-power mode: the set-point is given, only bounded."""
         self.setpoint_w = bounds.clamp(power_w)
         self._last_step_s = now_s
         self._reason = LawReason.CONSTANT
-        return LawOutput(self.setpoint_w, self._reason, self._accepted_load_w)
+        return self._output(now_s, settings, None)
 
     def step(
         self,
@@ -223,19 +283,72 @@ class ControlLaw:
                 _toward_zero(self.setpoint_w, settings.stale_ramp_w_per_s * dt)
             )
             self._reason = LawReason.NO_METER
-            return LawOutput(self.setpoint_w, self._reason, self._accepted_load_w)
+            return self._output(now_s, settings, None)
         if now_s - meter.at_s > settings.meter_stale_s:
             ramp = settings.stale_ramp_w_per_s * dt
             self.setpoint_w = bounds.clamp(_toward_zero(self.setpoint_w, ramp))
             self._reason = LawReason.METER_STALE
-            return LawOutput(self.setpoint_w, self._reason, self._accepted_load_w)
+            return self._output(now_s, settings, None)
         if self._last_meter_at_s is not None and meter.at_s <= self._last_meter_at_s:
             # No fresh sample: hold (a bound may have tightened meanwhile).
             self.setpoint_w = bounds.clamp(self.setpoint_w)
-            return LawOutput(self.setpoint_w, self._reason, self._accepted_load_w)
+            return self._output(now_s, settings, bounds)
+        if self._last_meter_at_s is not None:
+            period = min(5.0, max(0.1, meter.at_s - self._last_meter_at_s))
+            self._meter_period_s += 0.2 * (period - self._meter_period_s)
         self._last_meter_at_s = meter.at_s
         self._on_sample(meter, bounds, settings)
-        return LawOutput(self.setpoint_w, self._reason, self._accepted_load_w)
+        return self._output(now_s, settings, bounds)
+
+    def _output(
+        self, now_s: float, settings: ControllerSettings, shaping: PowerBounds | None
+    ) -> LawOutput:
+        """The output; ``shaping`` (the bounds) when the set-point may be overdriven."""
+        self._advance_model(now_s, settings)
+        command_w = self.setpoint_w
+        if shaping is not None:
+            command_w = self._overdrive(shaping, settings)
+        self._last_command_w = command_w
+        return LawOutput(self.setpoint_w, self._reason, self._accepted_load_w, command_w)
+
+    def _advance_model(self, now_s: float, settings: ControllerSettings) -> None:
+        # What the devices were last asked for: as dispatched if known, else as output here.
+        last = self._commands.last()
+        command_w = self._last_command_w if last is None else last[1]
+        if self._model_at_s is not None and now_s > self._model_at_s:
+            self._model_w = lag_ramp_after(
+                self._model_w,
+                max(0.0, command_w),
+                now_s - self._model_at_s,
+                settings.plant_time_constant_s,
+                settings.plant_ramp_w_per_s,
+            )
+        self._model_at_s = now_s
+
+    def _overdrive(self, bounds: PowerBounds, settings: ControllerSettings) -> float:
+        """Ask the inverters for more (or less) than the set-point while the plant guess says
+        they are still far from it, so a lagging output ramps at its full slew rate.
+
+        Open loop on the plant guess and bounded by ``plant_ramp_w_per_s`` ×
+        ``plant_time_constant_s`` (beyond that a faster command buys nothing), so a plant
+        slower than its guess sees a short pulse, never a growing swing. Discharge only: the
+        rectifier's current loop has different dynamics and needs none.
+        """
+        setpoint = self.setpoint_w
+        gain = settings.overdrive_gain
+        if setpoint <= 0 or gain <= 0:
+            return setpoint
+        most = settings.plant_ramp_w_per_s * settings.plant_time_constant_s
+        shaped = shaped_command(
+            self._model_w,
+            setpoint,
+            self._meter_period_s,
+            settings.plant_time_constant_s,
+            settings.plant_ramp_w_per_s,
+            most,
+        )
+        command = setpoint + gain * (shaped - setpoint)
+        return max(min(setpoint, 1.0), min(bounds.max_discharge_w, command))
 
     def _on_sample(
         self, meter: MeterSample, bounds: PowerBounds, settings: ControllerSettings

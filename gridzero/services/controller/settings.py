@@ -55,6 +55,8 @@ class ControllerSettings(BaseModel):
     noise_deadband: float = Field(1.0, ge=0.0, le=5.0)
     uncertain_gain: float = Field(0.5, ge=0.0, le=1.0)
     rise_gain: float = Field(1.0, gt=0.0, le=1.0)
+    # Share of the plant guess's overdrive used while the inverters ramp (0 = none; law.py).
+    overdrive_gain: float = Field(1.0, ge=0.0, le=1.0)
     bms_stale_s: float = Field(3.0, ge=0.5, le=60.0)
     # Dispatch.
     inverter_efficiency: float = Field(0.92, gt=0.5, le=1.0)
