@@ -3,8 +3,8 @@
 The controller under test only sees what it would see over MQTT: meter values as they are
 published (every ``meter.period_s``, after ``meter.latency_s``), bms limits every 0.5 s,
 inverter and charger states every 1 s, SoC every 1 s. Its commands reach the plant the way the
-device services send them: frames every ``frame_period_s`` (a lower inverter demand at once,
-as the inverter service does), clamped to the bms limits, the
+device services send them: frames every ``frame_period_s`` and a changed command at once (as the
+inverter and charger services do), clamped to the bms limits, the
 charger never below its minimum current (research/devices.md A.5, B.3).
 
 bms limits: the bms service's protection module was not available when the bench was written,
@@ -178,8 +178,11 @@ class DeviceServices:
 
     def send_cuts(self, plant: Plant, now_s: float) -> None:
         """Like the inverter service: a changed demand goes out at once (>= min_gap_s after
-        the last frame), not only at the next period (services/inverter/domain.py)."""
+        the last frame), not only at the next period (services/inverter/domain.py). Like the
+        charger service, a changed charge command goes out at once too
+        (services/charger/domain.py `needs_refresh`)."""
         self.pack_voltage_v = plant.pack_voltage_v
+        self._charger(plant, now_s, self._limits_ok(now_s))
         for i, w in enumerate(self._demands(now_s)):
             sent = self.last_sent.get(i)
             if (
@@ -265,6 +268,9 @@ class RunTrace:
     tick_s: float
     grid_w: array[float]
     battery_cmd_w: array[float]
+    # What the battery side actually delivered (inverters' AC output − charger AC input):
+    # reversals and oscillation are counted on this, what the house and the devices see.
+    battery_w: array[float]
     import_wh: float
     export_wh: float
     abs_grid_wh: float
@@ -344,6 +350,7 @@ class _Loop:
         self.n_rec = max(1, round((end - self.start) / config.tick_s))
         self.grid = array("f")
         self.bat_cmd = array("f")
+        self.bat = array("f")
         self.meter: MeterSample | None = None
         self.limits: BmsLimits | None = None
         self.pack_v: float | None = None
@@ -432,6 +439,7 @@ class _Loop:
             self.next_rec += self.config.tick_s
             self.grid.append(self.plant.grid_w)
             self.bat_cmd.append(self.cmd_w)
+            self.bat.append(self.plant.inverter_ac_w - self.plant.charger_ac_w)
             self.check.check_fast(self.plant, now)
             if progress is not None and len(self.grid) % report_every == 0:
                 progress(len(self.grid) / self.n_rec)
@@ -445,6 +453,7 @@ class _Loop:
             tick_s=self.config.tick_s,
             grid_w=self.grid,
             battery_cmd_w=self.bat_cmd,
+            battery_w=self.bat,
             import_wh=e.grid_import_wh,
             export_wh=e.grid_export_wh,
             abs_grid_wh=e.abs_grid_wh,

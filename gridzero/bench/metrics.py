@@ -98,10 +98,14 @@ def net_load_series(
 
 
 def oscillating_minutes(trace: RunTrace, net_w: Sequence[float]) -> int:
-    """Minutes with >= 6 reversals of the commanded power (swings >= 50 W) that the load
-    does not explain: a reversal counts only if the net load did not itself move >= 25 W
-    the same way during the 3 s before it."""
-    cmd = trace.battery_cmd_w
+    """Minutes with >= 6 reversals of the battery's delivered power (swings >= 50 W) that the
+    load does not explain: a reversal counts only if the net load did not itself move >= 25 W
+    the same way during the 3 s before it.
+
+    Counted on the delivered power, not on the command: a controller may shape its commands
+    (gridzero's overdrive) without the plant swinging, and a swing of the plant is what wears
+    the devices and shows on the meter."""
+    cmd = trace.battery_w
     tick = trace.tick_s
     per_min = round(60.0 / tick)
     back = round(EXPLAIN_S / tick)
@@ -127,8 +131,8 @@ def oscillating_minutes(trace: RunTrace, net_w: Sequence[float]) -> int:
 
 
 def reversals(trace: RunTrace) -> tuple[float, float]:
-    """(mean reversals per minute, worst minute) of the commanded battery power."""
-    cmd = trace.battery_cmd_w
+    """(mean reversals per minute, worst minute) of the battery's delivered power."""
+    cmd = trace.battery_w
     tick = trace.tick_s
     last = cmd[0] if cmd else 0.0
     direction = 0
