@@ -78,9 +78,13 @@ def bench_settings(params: PlantParams) -> ControllerSettings:
         max_charge_w=ch.max_power_w,
         max_discharge_w=sum(i.max_power_w for i in params.inverters),
         meter_latency_s=params.meter.latency_s,
-        # The plant guess from the inverters' data sheet (lag, ramp), as an installer would.
-        plant_time_constant_s=max(0.05, *(i.lag_s for i in params.inverters)),
-        plant_ramp_w_per_s=min(i.ramp_w_per_s for i in params.inverters),
+        # The plant guess from the inverters' data sheets, as an installer would set it: the
+        # set-point is shared equally, so every unit ramps at once and the total output slews
+        # at the sum of their rates; its lag is their mean.
+        plant_time_constant_s=max(
+            0.05, sum(i.lag_s for i in params.inverters) / len(params.inverters)
+        ),
+        plant_ramp_w_per_s=sum(i.ramp_w_per_s for i in params.inverters),
     )
 
 

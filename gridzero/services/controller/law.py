@@ -20,6 +20,9 @@ from enum import StrEnum
 from gridzero.services.controller.settings import ControllerSettings
 
 
+RANGE_NOISE_FACTOR = 2.5
+
+
 @dataclass(frozen=True, slots=True)
 class MeterSample:
     """One grid meter reading: W, + = import; ``at_s`` when it was received (monotonic)."""
@@ -387,8 +390,12 @@ class ControlLaw:
         # A noisy meter widens the deadband to the noise it shows (mean |change| of the
         # estimate between samples), so the set-point does not chase the noise.
         deadband_w = max(settings.deadband_w, settings.noise_deadband * self._noise_w)
-        low_w = meter.grid_w + estimate.low_w - target - deadband_w
-        high_w = meter.grid_w + estimate.high_w - target + deadband_w
+        # The certain range rests on one raw sample: widen it to ~3 sigma of the noise seen
+        # (mean |difference| of two samples is 1.13 sigma), or a noisy sample alone would count
+        # as proof that the set-point is wrong and the battery would chase the meter's noise.
+        margin_w = max(deadband_w, RANGE_NOISE_FACTOR * settings.noise_deadband * self._noise_w)
+        low_w = meter.grid_w + estimate.low_w - target - margin_w
+        high_w = meter.grid_w + estimate.high_w - target + margin_w
         if low_w <= current_w <= high_w:
             # The set-point may already be right; the guess says how likely it is wrong.
             # Move only part of the way: a wrong plant guess then cannot sustain a swing.
