@@ -9,7 +9,8 @@ services as processes (`gridzero run`), and plays the rest of the world:
   inverter service as ``socket://``) records every demand frame and its arrival
   time, and acts as an ideal inverter (its output is the last demand);
 - a meter publishes grid = house load - inverter output, with the house load
-  jumping by 150..400 W at every message, so every message needs a new demand;
+  jumping by 150..400 W at every message (held at 150..850 W), so every message but
+  those where the load sits at a bound needs a new demand;
 - the bms, shunt and charger states the controller and the inverter service
   need are published as their users would (fresh limits, SoC 60 %, charger off).
 
@@ -194,17 +195,21 @@ def _measure(
     latencies: list[float] = []
     missed = 0
     cpu0, wall0 = _proc_cpu_s(controller_pid), time.monotonic()
+    unchanged = 0
     for i in range(messages):
+        previous_load_w = load_w
         load_w = min(850.0, max(150.0, load_w + rng.choice((-1, 1)) * rng.uniform(150, 400)))
         before = peer.output_w
         sent = time.monotonic()
         meter.publish("meterbox/grid", str(round(load_w - before)), qos=0)
         deadline = sent + period_s
         latency = _first_change(peer, sent, before, deadline)
-        if latency is None:
-            missed += 1
-        else:
+        if latency is not None:
             latencies.append(latency)
+        elif load_w == previous_load_w:
+            unchanged += 1  # the load sat at its bound: no new demand was due
+        else:
+            missed += 1
         time.sleep(max(0.0, deadline - time.monotonic()))
         if sys.stderr.isatty() and i % 50 == 0:
             print(f"\r{i}/{messages}", end="", file=sys.stderr)
@@ -215,6 +220,7 @@ def _measure(
     return {
         "messages": messages,
         "answered": len(latencies),
+        "load_unchanged": unchanged,
         "no_new_frame": missed,
         "p50_ms": q[49] * 1000,
         "p90_ms": q[89] * 1000,

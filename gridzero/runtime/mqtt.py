@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -27,6 +28,14 @@ from gridzero.contract import ServiceStatus
 from gridzero.runtime.settings import MqttSettings
 
 log = logging.getLogger(__name__)
+
+
+def _no_delay(_client: object, _userdata: object, sock: object) -> None:
+    """Send every MQTT packet at once (Nagle off): a command published while the previous
+    packet is unacknowledged would otherwise wait for the broker's delayed ACK (~40 ms)."""
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +84,7 @@ class Connection:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_socket_open = _no_delay
         self._pending_mid: int | None = None
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -251,3 +252,10 @@ def test_discovery_republished_when_home_assistant_comes_online(
     payload = json.loads(ha.wait_for(topic, after=start))
     assert payload["cmps"]["target_w"]["p"] == "number"
     ha.close()
+
+
+def test_mqtt_socket_has_nagle_off(running: ServiceRunner) -> None:
+    # A small command must not wait for the broker's delayed ACK (~40 ms with Nagle on).
+    sock = running.ctx.conn.client.socket()
+    assert isinstance(sock, socket.socket)
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

@@ -19,7 +19,6 @@ from enum import StrEnum
 
 from gridzero.services.controller.settings import ControllerSettings
 
-
 RANGE_NOISE_FACTOR = 2.5
 
 

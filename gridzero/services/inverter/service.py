@@ -9,6 +9,7 @@ polls status where units answer, and publishes per unit what it sent and why.
 from __future__ import annotations
 
 import contextlib
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -159,7 +160,7 @@ class SerialPort:
         return None
 
     def _open(self) -> Any:
-        return serial.serial_for_url(
+        port = serial.serial_for_url(
             self.url,
             baudrate=BAUD,
             bytesize=serial.EIGHTBITS,
@@ -168,6 +169,8 @@ class SerialPort:
             timeout=0.05,
             write_timeout=0.5,
         )
+        _no_delay(port)
+        return port
 
     def _run(self) -> None:
         backoff_s = self._settings.reconnect_min_s
@@ -210,6 +213,19 @@ class SerialPort:
     def _close_quietly(port: Any) -> None:
         with contextlib.suppress(serial.SerialException, OSError):
             port.close()
+
+
+def _no_delay(port: Any) -> None:
+    """Turn off Nagle's algorithm on a ``socket://`` port (an RS485-over-TCP gateway).
+
+    An 8-byte demand frame written while the previous one is still unacknowledged would
+    otherwise wait for the peer's delayed ACK, up to 40 ms on Linux. pyserial keeps the socket
+    in ``_socket`` and offers no option for it; a local serial port has no such attribute.
+    """
+    sock = getattr(port, "_socket", None)
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @dataclass(slots=True)
