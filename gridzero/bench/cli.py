@@ -69,6 +69,11 @@ def make_controller(
     raise UsageError(f"unknown controller {name!r}; known: {', '.join(CONTROLLERS)}")
 
 
+def _nominal_v(params: PlantParams) -> float:
+    """Nominal pack voltage: 3.7 V per series cell."""
+    return 3.7 * params.pack.cells_per_module * params.pack.modules_per_string
+
+
 def bench_settings(params: PlantParams) -> ControllerSettings:
     """gridzero's defaults, with the plant's charger data (as an installer would set them)."""
     ch = params.charger
@@ -85,6 +90,8 @@ def bench_settings(params: PlantParams) -> ControllerSettings:
             0.05, sum(i.lag_s for i in params.inverters) / len(params.inverters)
         ),
         plant_ramp_w_per_s=sum(i.ramp_w_per_s for i in params.inverters),
+        # The rectifier's current ramp at the pack's nominal voltage, as AC power.
+        charger_ramp_w_per_s=ch.current_ramp_a_per_s * _nominal_v(params) / ch.efficiency,
     )
 
 

@@ -240,7 +240,14 @@ class ControlLaw:
             y = self._history.at(at_s)
             assert y is not None
             return BatteryEstimate(y, y, y)
-        dead = settings.plant_dead_time_s
+        newest = self._commands.last()
+        if newest is not None and newest[1] <= 0 and y_meas <= 0:
+            # Charging: the rectifier's current loop, not the inverters' lag.
+            dead = settings.charger_dead_time_s
+            tau, rate = settings.charger_time_constant_s, settings.charger_ramp_w_per_s
+        else:
+            dead = settings.plant_dead_time_s
+            tau, rate = settings.plant_time_constant_s, settings.plant_ramp_w_per_s
         span = self._commands.span(t_meas - dead, at_s)
         command = self._commands.at(at_s - dead / 2, hold=True)
         if span is None or command is None:
@@ -249,8 +256,8 @@ class ControlLaw:
         hi = max(y_meas, span[1])
         dt = at_s - t_meas
         gap = command - y_meas
-        move = abs(gap) * (1.0 - math.exp(-dt / settings.plant_time_constant_s))
-        move = min(move, settings.plant_ramp_w_per_s * dt)
+        move = abs(gap) * (1.0 - math.exp(-dt / tau))
+        move = min(move, rate * dt)
         guess = max(lo, min(hi, y_meas + math.copysign(move, gap)))
         return BatteryEstimate(lo, guess, hi)
 

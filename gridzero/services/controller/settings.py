@@ -50,6 +50,11 @@ class ControllerSettings(BaseModel):
     plant_dead_time_s: float = Field(1.0, ge=0.0, le=30.0)
     plant_time_constant_s: float = Field(1.0, gt=0.0, le=60.0)
     plant_ramp_w_per_s: float = Field(300.0, gt=0.0, le=100000.0)
+    # The same guess for the rectifier while charging: its current loop follows within
+    # ~0.1 s, rising at ~20 A/s (≈ 1 kW/s at 48 V) and falling at once.
+    charger_dead_time_s: float = Field(0.2, ge=0.0, le=30.0)
+    charger_time_constant_s: float = Field(0.1, gt=0.0, le=60.0)
+    charger_ramp_w_per_s: float = Field(1000.0, gt=0.0, le=100000.0)
     smooth_band_w: float = Field(100.0, ge=0.0, le=2000.0)
     smooth_gain: float = Field(0.3, gt=0.0, le=1.0)
     noise_deadband: float = Field(1.0, ge=0.0, le=5.0)
