@@ -209,6 +209,26 @@ def test_estimate_range_spans_measurement_and_recent_commands():
     assert exact.low_w == exact.high_w == pytest.approx(300.0)
 
 
+def test_charging_guess_follows_the_rectifier_not_the_inverters():
+    """Between two charger readings the guess moves to a new charge command within a few
+    tenths of a second (rectifier current loop), not at the inverters' 1 s / 300 W/s."""
+    law = ControlLaw()
+    law.record_battery(0.0, -2400.0)
+    law.record_command(0.0, -2400.0)
+    law.record_command(0.1, -1900.0)
+    est = law.battery_estimate(0.6, S)
+    assert est is not None
+    assert est.guess_w == pytest.approx(-1900.0, abs=25.0)
+    # The same change on the discharge side is still on its way after 0.5 s.
+    law = ControlLaw()
+    law.record_battery(0.0, 900.0)
+    law.record_command(0.0, 900.0)
+    law.record_command(0.1, 400.0)
+    est = law.battery_estimate(0.6, S)
+    assert est is not None
+    assert est.guess_w > 700.0
+
+
 def test_fast_device_and_slow_measurements_do_not_oscillate():
     """A charger-like device that jumps to its command within 0.5 s (far faster than the
     plant guess), measured only every 1 s: after the step the set-point settles, no swing."""

@@ -55,6 +55,8 @@ class ControllerSettings(BaseModel):
     charger_dead_time_s: float = Field(0.2, ge=0.0, le=30.0)
     charger_time_constant_s: float = Field(0.1, gt=0.0, le=60.0)
     charger_ramp_w_per_s: float = Field(1000.0, gt=0.0, le=100000.0)
+    # `uncertain_gain` while charging: the rectifier's guess is close (fast current loop).
+    charger_uncertain_gain: float = Field(1.0, ge=0.0, le=1.0)
     smooth_band_w: float = Field(100.0, ge=0.0, le=2000.0)
     smooth_gain: float = Field(0.3, gt=0.0, le=1.0)
     noise_deadband: float = Field(1.0, ge=0.0, le=5.0)
