@@ -22,6 +22,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "opendtu": (200, 0, 120),
     "oracle": (0, 0, 0),
     "oracle-causal": (130, 130, 130),
+    "oracle-meter": (190, 190, 190),
 }
 
 

@@ -130,6 +130,56 @@ def shaped_command(
     return setpoint_w + sign * hi
 
 
+class Overdrive:
+    """Asks the inverters for more (or less) than the set-point while the plant guess says
+    they are still far from it, so a lagging output ramps at its full slew rate.
+
+    Open loop on the plant guess: the modelled output is advanced from the commands given,
+    never corrected from a measurement, so the overdrive cannot feed back on what it
+    disturbs. Bounded by ``plant_ramp_w_per_s`` × ``plant_time_constant_s`` beyond the
+    set-point (beyond that a faster command buys nothing), so a plant slower than its guess
+    sees a short pulse, never a growing swing. Discharge only: the rectifier's current loop
+    is fast already. The horizon is the interval between steps (the next chance to correct).
+    """
+
+    def __init__(self) -> None:
+        self.model_w = 0.0
+        self._at_s: float | None = None
+        self._step_s = 0.5
+
+    def advance(self, now_s: float, command_w: float, settings: ControllerSettings) -> None:
+        """Move the modelled output to ``now_s`` under the command given since the last call."""
+        if self._at_s is not None and now_s > self._at_s:
+            dt = now_s - self._at_s
+            self._step_s += 0.2 * (min(5.0, max(0.05, dt)) - self._step_s)
+            self.model_w = lag_ramp_after(
+                self.model_w,
+                max(0.0, command_w),
+                dt,
+                settings.plant_time_constant_s,
+                settings.plant_ramp_w_per_s,
+            )
+        self._at_s = now_s
+
+    def command(
+        self, setpoint_w: float, bounds: PowerBounds, settings: ControllerSettings
+    ) -> float:
+        """The command for ``setpoint_w`` now (the set-point itself when charging or idle)."""
+        gain = settings.overdrive_gain
+        if setpoint_w <= 0 or gain <= 0:
+            return setpoint_w
+        shaped = shaped_command(
+            self.model_w,
+            setpoint_w,
+            self._step_s,
+            settings.plant_time_constant_s,
+            settings.plant_ramp_w_per_s,
+            settings.plant_ramp_w_per_s * settings.plant_time_constant_s,
+        )
+        command = setpoint_w + gain * (shaped - setpoint_w)
+        return max(min(setpoint_w, 1.0), min(bounds.max_discharge_w, command))
+
+
 class BatteryHistory:
     """Recent measured battery output, to pair a meter sample with the output at its time."""
 
@@ -204,9 +254,7 @@ class ControlLaw:
         self._reason = LawReason.NO_METER
         # The inverters' output as the plant guess predicts it from the commands alone (no
         # measurement: the overdrive must not feed back on a measurement it disturbs).
-        self._model_w = 0.0
-        self._model_at_s: float | None = None
-        self._meter_period_s = 0.5
+        self._overdrive = Overdrive()
         self._last_command_w = 0.0
 
     @property
@@ -302,9 +350,6 @@ class ControlLaw:
             # No fresh sample: hold (a bound may have tightened meanwhile).
             self.setpoint_w = bounds.clamp(self.setpoint_w)
             return self._output(now_s, settings, bounds)
-        if self._last_meter_at_s is not None:
-            period = min(5.0, max(0.1, meter.at_s - self._last_meter_at_s))
-            self._meter_period_s += 0.2 * (period - self._meter_period_s)
         self._last_meter_at_s = meter.at_s
         self._on_sample(meter, bounds, settings)
         return self._output(now_s, settings, bounds)
@@ -313,51 +358,14 @@ class ControlLaw:
         self, now_s: float, settings: ControllerSettings, shaping: PowerBounds | None
     ) -> LawOutput:
         """The output; ``shaping`` (the bounds) when the set-point may be overdriven."""
-        self._advance_model(now_s, settings)
-        command_w = self.setpoint_w
-        if shaping is not None:
-            command_w = self._overdrive(shaping, settings)
-        self._last_command_w = command_w
-        return LawOutput(self.setpoint_w, self._reason, self._accepted_load_w, command_w)
-
-    def _advance_model(self, now_s: float, settings: ControllerSettings) -> None:
         # What the devices were last asked for: as dispatched if known, else as output here.
         last = self._commands.last()
-        command_w = self._last_command_w if last is None else last[1]
-        if self._model_at_s is not None and now_s > self._model_at_s:
-            self._model_w = lag_ramp_after(
-                self._model_w,
-                max(0.0, command_w),
-                now_s - self._model_at_s,
-                settings.plant_time_constant_s,
-                settings.plant_ramp_w_per_s,
-            )
-        self._model_at_s = now_s
-
-    def _overdrive(self, bounds: PowerBounds, settings: ControllerSettings) -> float:
-        """Ask the inverters for more (or less) than the set-point while the plant guess says
-        they are still far from it, so a lagging output ramps at its full slew rate.
-
-        Open loop on the plant guess and bounded by ``plant_ramp_w_per_s`` ×
-        ``plant_time_constant_s`` (beyond that a faster command buys nothing), so a plant
-        slower than its guess sees a short pulse, never a growing swing. Discharge only: the
-        rectifier's current loop has different dynamics and needs none.
-        """
-        setpoint = self.setpoint_w
-        gain = settings.overdrive_gain
-        if setpoint <= 0 or gain <= 0:
-            return setpoint
-        most = settings.plant_ramp_w_per_s * settings.plant_time_constant_s
-        shaped = shaped_command(
-            self._model_w,
-            setpoint,
-            self._meter_period_s,
-            settings.plant_time_constant_s,
-            settings.plant_ramp_w_per_s,
-            most,
-        )
-        command = setpoint + gain * (shaped - setpoint)
-        return max(min(setpoint, 1.0), min(bounds.max_discharge_w, command))
+        self._overdrive.advance(now_s, self._last_command_w if last is None else last[1], settings)
+        command_w = self.setpoint_w
+        if shaping is not None:
+            command_w = self._overdrive.command(self.setpoint_w, shaping, settings)
+        self._last_command_w = command_w
+        return LawOutput(self.setpoint_w, self._reason, self._accepted_load_w, command_w)
 
     def _on_sample(
         self, meter: MeterSample, bounds: PowerBounds, settings: ControllerSettings
