@@ -251,6 +251,9 @@ def targets(case: Case) -> dict[str, object]:
         ratio = g.mean_settling_s / o.mean_settling_s
         out["settling_vs_causal_oracle"] = round(ratio, 3)
         out["settling_within_1_5x_causal_oracle"] = ratio <= 1.5
+    if seen is not None and seen.mean_settling_s and g.mean_settling_s is not None:
+        # Against the oracle with the same information (a slow or late meter delays both).
+        out["settling_vs_meter_oracle"] = round(g.mean_settling_s / seen.mean_settling_s, 3)
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 
@@ -342,3 +343,32 @@ def test_overdrive_on_a_plant_slower_than_its_guess_is_a_bounded_pulse():
     settled = commands[-12:]
     assert max(settled) - min(settled) < 15.0
     assert commands[-1] == pytest.approx(law.setpoint_w)
+
+
+def _small_step_response(settings: ControllerSettings, noise_w: float) -> list[float]:
+    """An ideal plant (output = set-point at once), a 30 W rise of the load at t = 60 s."""
+    law = ControlLaw()
+    rng = random.Random(3)
+    setpoints, output, t = [], 300.0, 0.0
+    while t < 65.0:
+        load = 330.0 if t >= 60.0 else 300.0
+        law.record_battery(t, output)
+        grid = load - output + rng.gauss(0.0, noise_w)
+        out = law.step(t, MeterSample(grid, t), WIDE, settings)
+        law.record_command(t, out.command_w)
+        output = out.setpoint_w
+        setpoints.append(out.setpoint_w)
+        t += 0.5
+    return setpoints
+
+
+def test_a_quiet_meter_is_followed_at_once_a_noisy_or_late_one_smoothed():
+    quiet = _small_step_response(S, 0.0)
+    assert quiet[121] == pytest.approx(330.0, abs=1.0)  # the first sample after the rise
+    late = _small_step_response(S.model_copy(update={"meter_latency_s": 1.0}), 0.0)
+    assert late[121] < 320.0  # smoothed: a late meter's small changes are over already
+    # Once the noise is learnt (tens of samples), it is not chased sample by sample.
+    noisy = _small_step_response(S, 20.0)
+    moves = [abs(b - a) for a, b in itertools.pairwise(noisy[60:120]) if b != a]
+    assert len(moves) <= 8  # held on most of the 59 samples
+    assert max(moves) < 40.0  # and never by two sigma of the noise

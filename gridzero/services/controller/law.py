@@ -20,6 +20,9 @@ from enum import StrEnum
 from gridzero.services.controller.settings import ControllerSettings
 
 RANGE_NOISE_FACTOR = 2.5
+QUIET_NOISE_W = 5.0
+NOISY_NOISE_W = 15.0
+LATE_METER_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +370,22 @@ class ControlLaw:
         self._last_command_w = command_w
         return LawOutput(self.setpoint_w, self._reason, self._accepted_load_w, command_w)
 
+    def _smooth_gain(self, settings: ControllerSettings) -> float:
+        """How much of a small change of the load estimate to follow at once.
+
+        A quiet estimate (mean |change| up to `QUIET_NOISE_W`) of a battery whose output is
+        known (not ramping) changes because the load does, and following it at once pays (a
+        fridge, a flickering base load); a noisy one changes mostly because the meter is
+        noisy, and one taken while the output ramps mostly because the plant guess is off:
+        both are smoothed with `smooth_gain`. A late meter
+        (more than `LATE_METER_S`) is always smoothed: its small changes are over by the
+        time the battery could follow them.
+        """
+        if settings.meter_latency_s > LATE_METER_S:
+            return settings.smooth_gain
+        quiet = (NOISY_NOISE_W - self._noise_w) / (NOISY_NOISE_W - QUIET_NOISE_W)
+        return settings.smooth_gain + (1.0 - settings.smooth_gain) * max(0.0, min(1.0, quiet))
+
     def _on_sample(
         self, meter: MeterSample, bounds: PowerBounds, settings: ControllerSettings
     ) -> None:
@@ -396,7 +415,9 @@ class ControlLaw:
             self._accepted_load_w = raw_load_w
         else:
             self._noise_w += 0.05 * (abs(raw_load_w - accepted) - self._noise_w)
-            self._accepted_load_w = accepted + settings.smooth_gain * (raw_load_w - accepted)
+            settled = estimate.high_w - estimate.low_w <= settings.smooth_band_w
+            gain = self._smooth_gain(settings) if settled else settings.smooth_gain
+            self._accepted_load_w = accepted + gain * (raw_load_w - accepted)
         raw_load_w = self._accepted_load_w
         # The set-point that would cancel the load, for the lowest and highest battery
         # output the plant can have had: hold while the current set-point is among them.

@@ -32,7 +32,7 @@ class ControllerSettings(BaseModel):
     charge_enabled: bool = True
     discharge_enabled: bool = True
     target_grid_w: float = Field(0.0, ge=-500.0, le=500.0)
-    deadband_w: float = Field(5.0, ge=0.0, le=200.0)
+    deadband_w: float = Field(3.0, ge=0.0, le=200.0)
     max_charge_w: float = Field(3000.0, ge=0.0, le=20000.0)
     max_discharge_w: float = Field(3000.0, ge=0.0, le=20000.0)
     constant_power_w: float = Field(0.0, ge=-20000.0, le=20000.0)
