@@ -217,8 +217,12 @@ def targets(case: Case) -> dict[str, object]:
     base = [by[b].avoidable_wh for b in BASELINES if b in by and by[b].avoidable_wh is not None]
     if g.avoidable_wh is not None and base:
         best = min(v for v in base if v is not None)
+        # A best baseline at or below the oracle leaves no room to compare (it broke a rule
+        # the oracle keeps): the target is then undefined, not met or failed.
         out["avoidable_vs_best_baseline"] = None if best <= 0 else round(g.avoidable_wh / best, 3)
-        out["avoidable_at_most_half_of_best_baseline"] = g.avoidable_wh <= 0.5 * best
+        out["avoidable_at_most_half_of_best_baseline"] = (
+            None if best <= 0 else g.avoidable_wh <= 0.5 * best
+        )
     causal = by.get(CAUSAL)
     if causal is not None and base:
         # What no causal controller can avoid (anticipation) is taken out: the excess over
