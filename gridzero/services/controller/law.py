@@ -438,8 +438,7 @@ class ControlLaw:
                 self.setpoint_w = current_w
                 self._reason = LawReason.DEADBAND
                 return
-            gain = settings.charger_uncertain_gain if current_w < 0 else settings.uncertain_gain
-            guess_w = current_w + gain * (guess_w - current_w)
+            guess_w = current_w + settings.uncertain_gain * (guess_w - current_w)
         desired_w = bounds.clamp(max(low_w, min(high_w, guess_w)))
         rising = abs(desired_w) > abs(current_w) and desired_w * current_w >= 0
         if rising:

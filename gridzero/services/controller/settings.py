@@ -32,7 +32,7 @@ class ControllerSettings(BaseModel):
     charge_enabled: bool = True
     discharge_enabled: bool = True
     target_grid_w: float = Field(0.0, ge=-500.0, le=500.0)
-    deadband_w: float = Field(3.0, ge=0.0, le=200.0)
+    deadband_w: float = Field(1.0, ge=0.0, le=200.0)
     max_charge_w: float = Field(3000.0, ge=0.0, le=20000.0)
     max_discharge_w: float = Field(3000.0, ge=0.0, le=20000.0)
     constant_power_w: float = Field(0.0, ge=-20000.0, le=20000.0)
@@ -55,12 +55,10 @@ class ControllerSettings(BaseModel):
     charger_dead_time_s: float = Field(0.2, ge=0.0, le=30.0)
     charger_time_constant_s: float = Field(0.1, gt=0.0, le=60.0)
     charger_ramp_w_per_s: float = Field(1000.0, gt=0.0, le=100000.0)
-    # `uncertain_gain` while charging: the rectifier's guess is close (fast current loop).
-    charger_uncertain_gain: float = Field(1.0, ge=0.0, le=1.0)
     smooth_band_w: float = Field(100.0, ge=0.0, le=2000.0)
     smooth_gain: float = Field(0.3, gt=0.0, le=1.0)
     noise_deadband: float = Field(1.0, ge=0.0, le=5.0)
-    uncertain_gain: float = Field(0.5, ge=0.0, le=1.0)
+    uncertain_gain: float = Field(1.0, ge=0.0, le=1.0)
     rise_gain: float = Field(1.0, gt=0.0, le=1.0)
     # Share of the plant guess's overdrive used while the inverters ramp (0 = none; law.py).
     overdrive_gain: float = Field(1.0, ge=0.0, le=1.0)
