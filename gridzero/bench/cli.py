@@ -207,6 +207,16 @@ def run_case(
     return Case(profile.name, params.name, steps, metrics, [traces[n] for n in ordered], lead_best)
 
 
+def _excess_ratio(g: Metrics, ref: Metrics | None, baselines: list[Metrics]) -> float | None:
+    """gridzero's excess over ``ref`` divided by the best baseline's (None: no room)."""
+    if ref is None or not baselines:
+        return None
+    room = min(b.abs_grid_wh for b in baselines) - ref.abs_grid_wh
+    if room <= 0:
+        return None
+    return round((g.abs_grid_wh - ref.abs_grid_wh) / room, 3)
+
+
 def targets(case: Case) -> dict[str, object]:
     """The issue's targets, evaluated for gridzero on this case."""
     by = {m.controller: m for m in case.metrics}
@@ -223,26 +233,13 @@ def targets(case: Case) -> dict[str, object]:
         out["avoidable_at_most_half_of_best_baseline"] = (
             None if best <= 0 else g.avoidable_wh <= 0.5 * best
         )
-    causal = by.get(CAUSAL)
-    if causal is not None and base:
-        # What no causal controller can avoid (anticipation) is taken out: the excess over
-        # the causal oracle, against the best baseline's excess.
-        best_abs = min(by[b].abs_grid_wh for b in BASELINES if b in by)
-        room = best_abs - causal.abs_grid_wh
-        if room > 0:
-            out["excess_over_causal_vs_best_baseline"] = round(
-                (g.abs_grid_wh - causal.abs_grid_wh) / room, 3
-            )
-    seen = by.get(METER_ORACLE)
-    if seen is not None and base:
-        # The same against what the meter lets anyone know: the excess over the oracle that
-        # sees the load only through the meter, against the best baseline's excess.
-        best_abs = min(by[b].abs_grid_wh for b in BASELINES if b in by)
-        room = best_abs - seen.abs_grid_wh
-        if room > 0:
-            out["excess_over_meter_oracle_vs_best_baseline"] = round(
-                (g.abs_grid_wh - seen.abs_grid_wh) / room, 3
-            )
+    # What no causal controller can avoid (anticipation) is taken out: the excess over the
+    # causal oracle, and over the one that sees the load only through the meter, against the
+    # best baseline's excess over the same reference.
+    for key, ref in (("causal", CAUSAL), ("meter_oracle", METER_ORACLE)):
+        ratio = _excess_ratio(g, by.get(ref), [by[b] for b in BASELINES if b in by])
+        if ratio is not None:
+            out[f"excess_over_{key}_vs_best_baseline"] = ratio
     out["zero_violations"] = sum(g.violations.values()) == 0
     o = by.get("oracle")
     # Reversals the load forces (an oven's thermostat, side switches) show in the oracles
@@ -255,6 +252,7 @@ def targets(case: Case) -> dict[str, object]:
         ratio = g.mean_settling_s / o.mean_settling_s
         out["settling_vs_causal_oracle"] = round(ratio, 3)
         out["settling_within_1_5x_causal_oracle"] = ratio <= 1.5
+    seen = by.get(METER_ORACLE)
     if seen is not None and seen.mean_settling_s and g.mean_settling_s is not None:
         # Against the oracle with the same information (a slow or late meter delays both).
         out["settling_vs_meter_oracle"] = round(g.mean_settling_s / seen.mean_settling_s, 3)
