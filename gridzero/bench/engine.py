@@ -271,6 +271,7 @@ class RunTrace:
     # What the battery side actually delivered (inverters' AC output − charger AC input):
     # reversals and oscillation are counted on this, what the house and the devices see.
     battery_w: array[float]
+    soc_pct: array[float]
     import_wh: float
     export_wh: float
     abs_grid_wh: float
@@ -351,6 +352,7 @@ class _Loop:
         self.grid = array("f")
         self.bat_cmd = array("f")
         self.bat = array("f")
+        self.soc_trace = array("f")
         self.meter: MeterSample | None = None
         self.limits: BmsLimits | None = None
         self.pack_v: float | None = None
@@ -440,6 +442,7 @@ class _Loop:
             self.grid.append(self.plant.grid_w)
             self.bat_cmd.append(self.cmd_w)
             self.bat.append(self.plant.inverter_ac_w - self.plant.charger_ac_w)
+            self.soc_trace.append(self.plant.soc_pct)
             self.check.check_fast(self.plant, now)
             if progress is not None and len(self.grid) % report_every == 0:
                 progress(len(self.grid) / self.n_rec)
@@ -454,6 +457,7 @@ class _Loop:
             grid_w=self.grid,
             battery_cmd_w=self.bat_cmd,
             battery_w=self.bat,
+            soc_pct=self.soc_trace,
             import_wh=e.grid_import_wh,
             export_wh=e.grid_export_wh,
             abs_grid_wh=e.abs_grid_wh,

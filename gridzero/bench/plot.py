@@ -1,8 +1,9 @@
 """A tiny PNG line plot (zlib + struct only; matplotlib is not a dependency).
 
-One line per trace: the true grid power over time. A light grey line marks 0 W, dark grey
-lines mark ±500 W steps. There is no text in the image; the colour of each controller is
-printed by `plot_traces` and listed in docs/controller.md.
+Three strips, one line per trace in each: the true grid power, the battery power delivered and
+the state of charge over time. Light grey lines mark every 500 W (and 10 % SoC), 0 W darker.
+There is no text in the image; the scales and the colour of each controller are printed by
+`plot_traces` and listed in docs/controller.md.
 """
 
 from __future__ import annotations
@@ -79,43 +80,84 @@ class Canvas:
         return _png(self.width, self.height, self.rows)
 
 
-def plot_traces(
-    path: Path, traces: Sequence[RunTrace], title: str = "", width: int = 1200, height: int = 500
+def _scale(series: Sequence[Sequence[float]], floor: float) -> tuple[float, float]:
+    lo = min((min(x) for x in series if len(x)), default=0.0)
+    hi = max((max(x) for x in series if len(x)), default=0.0)
+    return min(lo, -floor), max(hi, floor)
+
+
+def _panel(
+    canvas: Canvas,
+    top: int,
+    height: int,
+    series: Sequence[tuple[tuple[int, int, int], Sequence[float]]],
+    bounds: tuple[float, float],
+    step: float,
 ) -> None:
-    """Write the grid power of each trace as a PNG line plot; colours go to stderr."""
-    if not traces:
-        return
-    n = max(len(t.grid_w) for t in traces)
-    lo = min(min(t.grid_w) for t in traces if len(t.grid_w))
-    hi = max(max(t.grid_w) for t in traces if len(t.grid_w))
-    lo, hi = min(lo, -100.0), max(hi, 100.0)
-    pad = 10
-    canvas = Canvas(width, height)
+    """One strip of the figure: grid lines every ``step`` (0 darker), one line per series."""
+    lo, hi = bounds
+    pad = 6
+    width = canvas.width
 
-    def y_of(w: float) -> int:
-        return round(pad + (hi - w) / (hi - lo) * (height - 2 * pad))
+    def y_of(v: float) -> int:
+        return round(top + pad + (hi - v) / (hi - lo) * (height - 2 * pad))
 
-    for level in range(int(lo // 500) * 500, int(hi) + 1, 500):
-        colour = (235, 235, 235) if level else (170, 170, 170)
-        canvas.line(0, y_of(level), width - 1, y_of(level), colour)
-    for trace in traces:
-        colour = COLOURS.get(trace.controller, (100, 100, 100))
-        data = trace.grid_w
+    level = (lo // step) * step
+    while level <= hi:
+        canvas.line(
+            0, y_of(level), width - 1, y_of(level), (170,) * 3 if level == 0 else (235,) * 3
+        )
+        level += step
+    canvas.line(0, top + height - 1, width - 1, top + height - 1, (90, 90, 90))
+    for colour, data in series:
+        n = len(data)
         prev: tuple[int, int] | None = None
         for x in range(width):
             i0 = x * n // width
-            i1 = max(i0 + 1, (x + 1) * n // width)
-            chunk = data[i0:i1]
+            chunk = data[i0 : max(i0 + 1, (x + 1) * n // width)]
             if not chunk:
                 break
-            y_min, y_max = y_of(max(chunk)), y_of(min(chunk))
-            canvas.line(x, y_min, x, y_max, colour)
+            canvas.line(x, y_of(max(chunk)), x, y_of(min(chunk)), colour)
             y = y_of(sum(chunk) / len(chunk))
             if prev is not None:
                 canvas.line(prev[0], prev[1], x, y, colour)
             prev = (x, y)
-    path.write_bytes(canvas.png())
-    legend = ", ".join(
-        f"{t.controller}=rgb{COLOURS.get(t.controller, (100, 100, 100))}" for t in traces
+
+
+def plot_traces(
+    path: Path, traces: Sequence[RunTrace], title: str = "", width: int = 1200, height: int = 900
+) -> None:
+    """Write a PNG of three strips, top to bottom: grid power (W, + import), battery power
+    delivered (W, + discharge) and state of charge (%), one line per controller; the
+    colours go to stderr."""
+    if not traces:
+        return
+    colours = [COLOURS.get(t.controller, (100, 100, 100)) for t in traces]
+    strip = height // 3
+    canvas = Canvas(width, strip * 3)
+    grid = _scale([t.grid_w for t in traces], 100.0)
+    battery = _scale([t.battery_w for t in traces], 100.0)
+    _panel(
+        canvas, 0, strip, list(zip(colours, [t.grid_w for t in traces], strict=True)), grid, 500.0
     )
-    print(f"plot {path}: {title}; grid W from {lo:.0f} to {hi:.0f}; {legend}", file=sys.stderr)
+    _panel(
+        canvas,
+        strip,
+        strip,
+        list(zip(colours, [t.battery_w for t in traces], strict=True)),
+        battery,
+        500.0,
+    )
+    soc_lo = min((min(t.soc_pct) for t in traces if len(t.soc_pct)), default=0.0)
+    soc_hi = max((max(t.soc_pct) for t in traces if len(t.soc_pct)), default=100.0)
+    soc = (max(0.0, soc_lo - 1.0), min(100.0, soc_hi + 1.0))
+    socs = list(zip(colours, [t.soc_pct for t in traces], strict=True))
+    _panel(canvas, 2 * strip, strip, socs, soc, 10.0)
+    path.write_bytes(canvas.png())
+    legend = ", ".join(f"{t.controller}=rgb{c}" for t, c in zip(traces, colours, strict=True))
+    print(
+        f"plot {path}: {title}; top: grid W {grid[0]:.0f}..{grid[1]:.0f}; middle: battery W "
+        f"{battery[0]:.0f}..{battery[1]:.0f} (+ discharge); bottom: SoC % {soc[0]:.1f}..{soc[1]:.1f}"
+        f"; grid lines every 500 W and 10 %; {legend}",
+        file=sys.stderr,
+    )
