@@ -143,8 +143,10 @@ def test_stale_meter_ramps_to_zero():
     out = law.step(6.0, MeterSample(600.0, 0.0), WIDE, settings)
     assert out.reason is LawReason.METER_STALE
     assert out.setpoint_w == pytest.approx(500.0)
+    assert out.command_w == out.setpoint_w  # no overdrive on data that is not trusted
     out = law.step(10.0, MeterSample(600.0, 0.0), WIDE, settings)
     assert out.setpoint_w == pytest.approx(100.0)
+    assert out.command_w == out.setpoint_w
     out = law.step(20.0, MeterSample(600.0, 0.0), WIDE, settings)
     assert out.setpoint_w == 0.0
 
