@@ -62,14 +62,21 @@ def test_parse_and_format() -> None:
 
 
 def test_garbage_from_a_client_does_not_stop_the_hub(hub: CanHub) -> None:
-    raw = socket.create_connection((hub.host, hub.port))
-    raw.sendall(b"< open bms0 >< rawmode >\xff\xfe<<< send zz 1 1 >< send 123 1 7 >" + b"x" * 5000)
+    # The listener opens first so that both valid frames are owed to it; opening it after the
+    # garbage raced the hub and the 0x123 frame arrived or not depending on scheduling.
     listener = open_bus(hub, "bms0")
+    raw = socket.create_connection((hub.host, hub.port))
     try:
+        raw.sendall(
+            b"< open bms0 >< rawmode >\xff\xfe<<< send zz 1 1 >< send 123 1 7 >" + b"x" * 5000
+        )
         raw.sendall(b"< send 124 1 8 >")
-        msg = listener.recv(2.0)
-        assert msg is not None
-        assert msg.arbitration_id == 0x124
+        first = listener.recv(2.0)
+        second = listener.recv(2.0)
+        assert first is not None
+        assert second is not None
+        assert (first.arbitration_id, bytes(first.data)) == (0x123, b"\x07")
+        assert (second.arbitration_id, bytes(second.data)) == (0x124, b"\x08")
     finally:
         listener.shutdown()
         raw.close()
