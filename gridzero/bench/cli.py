@@ -303,7 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=float, help="profile time to start at (default: its start)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--plot", help="write a PNG line plot of the grid power of the first case")
+    p.add_argument(
+        "--plot",
+        help="write a PNG of the first case: grid power, battery power and SoC per controller",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return p
 
