@@ -374,3 +374,44 @@ def test_a_quiet_meter_is_followed_at_once_a_noisy_or_late_one_smoothed():
     moves = [abs(b - a) for a, b in itertools.pairwise(noisy[60:120]) if b != a]
     assert len(moves) <= 8  # held on most of the 59 samples
     assert max(moves) < 40.0  # and never by two sigma of the noise
+
+
+def _ideal_plant(settings: ControllerSettings, load_at, noise_w: float, seconds: float):
+    """Output = last command, meter every 0.5 s with Gaussian noise; (setpoints, commands)."""
+    law = ControlLaw()
+    rng = random.Random(5)
+    setpoints, commands, output, t = [], [], 300.0, 0.0
+    while t < seconds:
+        law.record_battery(t, output)
+        grid = load_at(t) - output + rng.gauss(0.0, noise_w)
+        out = law.step(t, MeterSample(grid, t), WIDE, settings)
+        law.record_command(t, out.command_w)
+        output = out.command_w
+        setpoints.append(out.setpoint_w)
+        commands.append(out.command_w)
+        t += 0.5
+    return setpoints, commands
+
+
+def test_a_very_noisy_meter_is_not_taken_for_load_steps():
+    # 50 W sigma: two samples differ by more than the 100 W smooth band one time in seven.
+    def load(t: float) -> float:
+        return 900.0 if t >= 240.0 else 300.0
+
+    setpoints, _ = _ideal_plant(S, load, 50.0, 250.0)
+    before = setpoints[120:480]  # after a minute of learning the scatter
+    jumps = [abs(b - a) for a, b in itertools.pairwise(before) if abs(b - a) > 100.0]
+    assert len(jumps) <= 1
+    assert max(before) - min(before) < 200.0
+    # A real 600 W step still is taken at once.
+    assert setpoints[481] == pytest.approx(900.0, abs=120.0)
+
+
+def test_a_noisy_meter_moves_are_not_overdriven_a_step_still_is():
+    def load(t: float) -> float:
+        return 900.0 if t >= 240.0 else 300.0
+
+    setpoints, commands = _ideal_plant(S, load, 50.0, 245.0)
+    small = [c - s for s, c in zip(setpoints[120:480], commands[120:480], strict=True)]
+    assert max(abs(d) for d in small) < 1e-9  # small moves within the noise: as set
+    assert commands[481] > setpoints[481] + 50.0  # the step: overdriven

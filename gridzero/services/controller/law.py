@@ -23,6 +23,14 @@ RANGE_NOISE_FACTOR = 2.5
 QUIET_NOISE_W = 5.0
 NOISY_NOISE_W = 15.0
 LATE_METER_S = 0.5
+# A change of the estimate this many times its mean noise is taken as a step, not smoothed:
+# mean |difference| of two noisy samples is 1.13 sigma, so 3.5 of it is ~2.8 sigma of a
+# difference: one sample in 200 from noise alone.
+STEP_NOISE_FACTOR = 3.5
+# The step band's noise is measured on the second difference of the estimate, which a steady
+# ramp (PV at a cloud's edge) does not raise. Mean |second difference| of white noise is
+# 1.95 sigma; the scale puts it in the units of the first-difference noise (1.13 sigma).
+JITTER_SCALE = 1.13 / 1.95
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +173,19 @@ class Overdrive:
         self._at_s = now_s
 
     def command(
-        self, setpoint_w: float, bounds: PowerBounds, settings: ControllerSettings
+        self,
+        setpoint_w: float,
+        bounds: PowerBounds,
+        settings: ControllerSettings,
+        noise_w: float = 0.0,
     ) -> float:
-        """The command for ``setpoint_w`` now (the set-point itself when charging or idle)."""
+        """The command for ``setpoint_w`` now (the set-point itself when charging or idle).
+
+        A gap within ``noise_w`` (what the meter's noise alone can move the set-point by) is
+        left to the plant: overdriving it would amplify the noise into the output.
+        """
         gain = settings.overdrive_gain
-        if setpoint_w <= 0 or gain <= 0:
+        if setpoint_w <= 0 or gain <= 0 or abs(setpoint_w - self.model_w) <= noise_w:
             return setpoint_w
         shaped = shaped_command(
             self.model_w,
@@ -254,6 +270,8 @@ class ControlLaw:
         self._accepted_load_w: float | None = None
         self._noise_w = 0.0
         self._last_raw_load_w: float | None = None
+        self._before_last_raw_w: float | None = None
+        self._jitter_w = 0.0
         self._reason = LawReason.NO_METER
         # The inverters' output as the plant guess predicts it from the commands alone (no
         # measurement: the overdrive must not feed back on a measurement it disturbs).
@@ -366,7 +384,10 @@ class ControlLaw:
         self._overdrive.advance(now_s, self._last_command_w if last is None else last[1], settings)
         command_w = self.setpoint_w
         if shaping is not None:
-            command_w = self._overdrive.command(self.setpoint_w, shaping, settings)
+            noise_w = 0.0
+            if self._noise_w >= NOISY_NOISE_W:
+                noise_w = RANGE_NOISE_FACTOR * settings.noise_deadband * self._noise_w
+            command_w = self._overdrive.command(self.setpoint_w, shaping, settings, noise_w)
         self._last_command_w = command_w
         return LawOutput(self.setpoint_w, self._reason, self._accepted_load_w, command_w)
 
@@ -386,6 +407,21 @@ class ControlLaw:
         quiet = (NOISY_NOISE_W - self._noise_w) / (NOISY_NOISE_W - QUIET_NOISE_W)
         return settings.smooth_gain + (1.0 - settings.smooth_gain) * max(0.0, min(1.0, quiet))
 
+    def _step_band(
+        self,
+        raw_w: float,
+        previous_w: float | None,
+        before_previous_w: float | None,
+        settings: ControllerSettings,
+    ) -> float:
+        """The change of the estimate above which it is a step, learning the scatter."""
+        band_w = max(settings.smooth_band_w, STEP_NOISE_FACTOR * self._jitter_w)
+        if previous_w is not None and before_previous_w is not None:
+            curvature = abs(raw_w - 2.0 * previous_w + before_previous_w)
+            if curvature <= 2.0 * band_w:  # a step's own kink is not scatter
+                self._jitter_w += 0.05 * (curvature * JITTER_SCALE - self._jitter_w)
+        return band_w
+
     def _on_sample(
         self, meter: MeterSample, bounds: PowerBounds, settings: ControllerSettings
     ) -> None:
@@ -395,6 +431,8 @@ class ControlLaw:
         target = settings.target_grid_w
         raw_load_w = meter.grid_w + estimate.guess_w
         previous_raw = self._last_raw_load_w
+        before_previous = self._before_last_raw_w
+        self._before_last_raw_w = previous_raw
         self._last_raw_load_w = raw_load_w
         current_w = bounds.clamp(self.setpoint_w)
         accepted = self._accepted_load_w
@@ -410,8 +448,9 @@ class ControlLaw:
                 return
         # Small changes of the estimate are mostly noise (the meter and the output are not
         # sampled at the same instant, loads flicker): smooth them. Large changes are real
-        # steps: take them at once.
-        if accepted is None or abs(raw_load_w - accepted) > settings.smooth_band_w:
+        # steps: take them at once. "Large" grows with a noisy meter's own scatter.
+        step_band_w = self._step_band(raw_load_w, previous_raw, before_previous, settings)
+        if accepted is None or abs(raw_load_w - accepted) > step_band_w:
             self._accepted_load_w = raw_load_w
         else:
             self._noise_w += 0.05 * (abs(raw_load_w - accepted) - self._noise_w)
