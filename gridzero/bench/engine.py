@@ -145,6 +145,10 @@ class DeviceServices:
         self.limits: BmsLimits | None = None
         self.pack_voltage_v = 0.0
         self.last_sent: dict[int, tuple[float, float]] = {}
+        # When a frame last carried a new value, per unit: min_gap spaces changes only.
+        self.last_change: dict[int, float] = {}
+        # When a change held back by min_gap is due (the service's next tick after the gap).
+        self.pending_s = math.inf
 
     def _limits_ok(self, now_s: float) -> bool:
         lim = self.limits
@@ -162,6 +166,9 @@ class DeviceServices:
     def _send(self, plant: Plant, unit: int, demand_w: float, now_s: float) -> None:
         watts = float(round(demand_w))  # the frame carries integer watts (devices.md B.2)
         plant.command_inverter(unit, watts, now_s)
+        sent = self.last_sent.get(unit)
+        if sent is None or sent[1] != watts:
+            self.last_change[unit] = now_s
         self.last_sent[unit] = (now_s, watts)
 
     def _demands(self, now_s: float) -> list[float]:
@@ -177,20 +184,23 @@ class DeviceServices:
         return [max(0.0, w) * scale for w in cmd.inverter_w[:n]]
 
     def send_cuts(self, plant: Plant, now_s: float) -> None:
-        """Like the inverter service: a changed demand goes out at once (>= min_gap_s after
-        the last frame), not only at the next period (services/inverter/domain.py). Like the
-        charger service, a changed charge command goes out at once too
-        (services/charger/domain.py `needs_refresh`)."""
+        """Like the inverter service: a changed demand goes out at once, at most one change
+        per ``min_gap_s`` (a periodic repeat does not hold a change back), and a change held
+        back goes out when the gap is over, not only at the next period
+        (services/inverter/domain.py `due`). Like the charger service, a changed charge
+        command goes out at once too (services/charger/domain.py `needs_refresh`)."""
         self.pack_voltage_v = plant.pack_voltage_v
         self._charger(plant, now_s, self._limits_ok(now_s))
+        self.pending_s = math.inf
         for i, w in enumerate(self._demands(now_s)):
             sent = self.last_sent.get(i)
-            if (
-                sent is not None
-                and round(w) != sent[1]
-                and now_s - sent[0] >= self.config.min_gap_s
-            ):
+            if sent is None or round(w) == sent[1]:
+                continue
+            free_s = self.last_change.get(i, -math.inf) + self.config.min_gap_s
+            if now_s >= free_s - _EPS:
                 self._send(plant, i, w, now_s)
+            else:
+                self.pending_s = min(self.pending_s, free_s)
 
     def _charger(self, plant: Plant, now_s: float, ok: bool) -> None:
         cmd = self.commands
@@ -425,6 +435,7 @@ class _Loop:
             self.next_frame,
             self.next_ctrl,
             self.next_rec,
+            self.services.pending_s,
         )
         self.plant.step(now)
         fresh = now >= self.next_meter - _EPS and self._on_meter(now)
@@ -437,6 +448,8 @@ class _Loop:
         if now >= self.next_frame - _EPS:
             self.next_frame += self.config.frame_period_s
             self.services.send_frames(self.plant, now)
+        if now >= self.services.pending_s - _EPS:
+            self.services.send_cuts(self.plant, now)
         if now >= self.next_rec - _EPS:
             self.next_rec += self.config.tick_s
             self.grid.append(self.plant.grid_w)

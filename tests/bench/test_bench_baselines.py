@@ -144,9 +144,12 @@ def test_short_bench_run_has_finite_metrics_and_no_violations():
     assert sum(g.violations.values()) == 0
     assert g.oscillating_minutes == 0
     assert g.battery_throughput_wh > 0
-    # gridzero is closer to zero than every baseline on this profile.
+    # gridzero is closer to zero than every baseline that keeps the rules on this profile
+    # (housebatt may get closer by charging and discharging at once: it then counts one).
     for b in ("housebatt", "soyosource-meter", "opendtu"):
-        assert g.abs_grid_wh <= by[b].abs_grid_wh + 1e-6
+        if sum(by[b].violations.values()) == 0:
+            assert g.abs_grid_wh <= by[b].abs_grid_wh + 1e-6
+    assert g.abs_grid_wh <= min(by[b].abs_grid_wh for b in ("soyosource-meter", "opendtu"))
 
 
 def test_cli_json_and_usage_errors(tmp_path, capsys):

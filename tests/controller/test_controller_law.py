@@ -103,22 +103,26 @@ def test_bounds_clamp_and_no_windup_when_limited():
     assert out.setpoint_w == pytest.approx(1000.0)
 
 
-def test_single_spike_is_rejected_and_confirmed_step_is_taken():
+def test_single_spike_is_followed_only_part_way_and_confirmed_step_is_taken():
     law = ControlLaw()
     law.record_battery(0.0, 0.0)
     law.step(0.0, MeterSample(300.0, 0.0), WIDE, S)
     law.record_battery(0.5, 300.0)
     law.step(0.5, MeterSample(0.0, 0.5), WIDE, S)
-    # A 3 kW spike for one sample: held.
+    # A 3 kW spike for one sample: followed by half of spike_w at most (750 W), not 2.7 kW.
     out = law.step(1.0, MeterSample(3000.0, 1.0), WIDE, S)
     assert out.reason is LawReason.SPIKE_HELD
+    assert out.setpoint_w == pytest.approx(300.0 + 0.5 * S.spike_w)
+    # Back to normal (the battery followed, so the meter shows the export): back at once.
+    law.record_battery(1.5, 1050.0)
+    out = law.step(1.5, MeterSample(-750.0, 1.5), WIDE, S)
     assert out.setpoint_w == pytest.approx(300.0)
-    # Back to normal: nothing happened.
-    out = law.step(1.5, MeterSample(0.0, 1.5), WIDE, S)
-    assert out.setpoint_w == pytest.approx(300.0)
-    # A real step shows on two samples in a row: taken on the second.
-    law.step(2.0, MeterSample(2000.0, 2.0), WIDE, S)
-    out = law.step(2.5, MeterSample(2000.0, 2.5), WIDE, S)
+    # A real step shows on two samples in a row: part way on the first, whole on the second.
+    law.record_battery(2.0, 300.0)
+    out = law.step(2.0, MeterSample(2000.0, 2.0), WIDE, S)
+    assert out.setpoint_w == pytest.approx(1050.0)
+    law.record_battery(2.5, 1050.0)
+    out = law.step(2.5, MeterSample(1250.0, 2.5), WIDE, S)
     assert out.setpoint_w == pytest.approx(2300.0)
 
 

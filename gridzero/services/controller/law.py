@@ -27,6 +27,9 @@ LATE_METER_S = 0.5
 # mean |difference| of two noisy samples is 1.13 sigma, so 3.5 of it is ~2.8 sigma of a
 # difference: one sample in 200 from noise alone.
 STEP_NOISE_FACTOR = 3.5
+# An unconfirmed jump is followed this fraction of `spike_w` at most: an outlier then costs a
+# bounded pulse for one meter period, a real step (a kettle) is not ignored for a whole one.
+SPIKE_REACH = 0.5
 # The step band's noise is measured on the second difference of the estimate, which a steady
 # ramp (PV at a cloud's edge) does not raise. Mean |second difference| of white noise is
 # 1.95 sigma; the scale puts it in the units of the first-difference noise (1.13 sigma).
@@ -444,7 +447,9 @@ class ControlLaw:
             backs_off = abs(bounds.clamp(raw_load_w - target)) < abs(current_w)
             if not confirmed and not backs_off:
                 self._reason = LawReason.SPIKE_HELD
-                self.setpoint_w = current_w
+                move = raw_load_w - target - current_w
+                reach = SPIKE_REACH * settings.spike_w
+                self.setpoint_w = bounds.clamp(current_w + max(-reach, min(reach, move)))
                 return
         # Small changes of the estimate are mostly noise (the meter and the output are not
         # sampled at the same instant, loads flicker): smooth them. Large changes are real

@@ -47,7 +47,8 @@ class ControllerSettings(BaseModel):
     meter_latency_s: float = Field(0.0, ge=0.0, le=10.0)
     # Gain on increases of |battery power| (backing off always uses gain 1; docs/controller.md).
     # Plant guess used only between two output measurements (law.ControlLaw.battery_at).
-    plant_dead_time_s: float = Field(1.0, ge=0.0, le=30.0)
+    # Dead time: MQTT and the inverter service's 0.1 s tick; the frame goes out at once.
+    plant_dead_time_s: float = Field(0.2, ge=0.0, le=30.0)
     plant_time_constant_s: float = Field(1.0, gt=0.0, le=60.0)
     plant_ramp_w_per_s: float = Field(300.0, gt=0.0, le=100000.0)
     # The same guess for the rectifier while charging: its current loop follows within
