@@ -91,6 +91,8 @@ def bench_settings(params: PlantParams) -> ControllerSettings:
             0.05, sum(i.lag_s for i in params.inverters) / len(params.inverters)
         ),
         plant_ramp_w_per_s=sum(i.ramp_w_per_s for i in params.inverters),
+        # Frame to output: the service's tick and MQTT (0.2 s) plus the inverter's own delay.
+        plant_dead_time_s=0.2 + max(i.dead_time_s for i in params.inverters),
         # The rectifier's current ramp at the pack's nominal voltage, as AC power.
         charger_ramp_w_per_s=ch.current_ramp_a_per_s * _nominal_v(params) / ch.efficiency,
     )

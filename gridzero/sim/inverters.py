@@ -1,7 +1,7 @@
 """SoyoSource GTN grid-tie inverter model (pure; research/devices.md B.2, B.3, B.6).
 
-- Each demand frame sets the wanted AC output (W, per unit); the output
-  follows it through a first-order lag (``lag_s``) and a ramp limit
+- Each demand frame sets the wanted AC output (W, per unit) ``dead_time_s``
+  after it arrives; the output follows it through a first-order lag (``lag_s``) and a ramp limit
   (``ramp_w_per_s``), capped at ``max_power_w`` (no plausibility check: a
   huge demand gives full power).
 - No frame for ``frame_timeout_s`` (~3 s): output stops at once.
@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 
 from gridzero.sim.params import InverterParams
 
@@ -24,6 +25,7 @@ class Inverter:
     def __init__(self, params: InverterParams, now_s: float, dc_v: float):
         self.p = params
         self.demand_w = 0.0
+        self._pending: deque[tuple[float, float]] = deque()  # (applies at, demand) in order
         self.last_frame_s = -math.inf
         self.output_w = 0.0
         self.running = params.dc_start_v <= dc_v <= params.dc_max_v
@@ -31,8 +33,12 @@ class Inverter:
 
     def command(self, demand_w: float, now_s: float) -> None:
         """A demand frame arrived (W for this unit; negative or NaN counts as 0)."""
-        self.demand_w = demand_w if demand_w > 0.0 else 0.0
+        demand = demand_w if demand_w > 0.0 else 0.0
         self.last_frame_s = now_s
+        if self.p.dead_time_s <= 0.0:
+            self.demand_w = demand
+        else:
+            self._pending.append((now_s + self.p.dead_time_s, demand))
 
     def fed(self, now_s: float) -> bool:
         """True while the last frame is younger than the timeout."""
@@ -41,6 +47,8 @@ class Inverter:
     def step(self, now_s: float, dt_s: float, dc_v: float) -> float:
         """Advance by ``dt_s`` at DC bus voltage ``dc_v``; returns AC output W."""
         p = self.p
+        while self._pending and self._pending[0][0] <= now_s:
+            self.demand_w = self._pending.popleft()[1]
         if self.running:
             if dc_v < p.dc_shutdown_v or dc_v > p.dc_max_v:
                 self.running = False

@@ -127,6 +127,7 @@ class InverterParams(_Model):
     efficiency: float = Field(0.87, gt=0.3, le=1)
     lag_s: float = Field(1.0, ge=0, le=120)
     ramp_w_per_s: float = Field(300.0, gt=0)
+    dead_time_s: float = Field(0.0, ge=0, le=10)
     frame_timeout_s: float = Field(3.0, gt=0, le=120)
     dc_shutdown_v: float = Field(43.0, gt=0, le=200)
     dc_start_v: float = Field(44.0, gt=0, le=200)

@@ -211,3 +211,18 @@ def test_unit_is_derated_near_its_dc_shutdown_voltage():
     assert unit_cap_w(unit, 42.9) == 0.0
     assert unit_cap_w(unit, 61.0) == 0.0
     assert split_discharge(900.0, (unit,), 43.25) == pytest.approx((225.0,))
+
+
+def test_charge_waits_for_a_demand_still_in_flight():
+    # The inverters were measured off all along (a small demand had not landed yet): the dwell
+    # counts from when the last non-zero demand can have landed, the plant's dead time later.
+    s = S.model_copy(update={"plant_dead_time_s": 1.5})
+    d = Dispatcher(UNITS)
+    d.step(0.0, 500.0, data(), s)
+    assert d.step(2.0, 500.0, data(), s).side is Side.DISCHARGE
+    assert d.step(3.0, -1000.0, data(), s).side is Side.TO_CHARGE  # demands 0 from now
+    assert d.step(5.0, -1000.0, data(), s).side is Side.TO_CHARGE  # 3.0 + 2 s dwell: not yet
+    assert d.step(6.4, -1000.0, data(), s).side is Side.TO_CHARGE
+    c = d.step(6.5, -1000.0, data(), s)  # 3.0 + 1.5 s dead time + 2 s dwell
+    assert c.side is Side.CHARGE
+    assert c.charger.on

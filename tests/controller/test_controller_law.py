@@ -13,6 +13,7 @@ from gridzero.services.controller.law import (
     LawReason,
     MeterSample,
     PowerBounds,
+    Trust,
     lag_ramp_after,
     shaped_command,
 )
@@ -419,3 +420,19 @@ def test_a_noisy_meter_moves_are_not_overdriven_a_step_still_is():
     small = [c - s for s, c in zip(setpoints[120:480], commands[120:480], strict=True)]
     assert max(abs(d) for d in small) < 1e-9  # small moves within the noise: as set
     assert commands[481] > setpoints[481] + 50.0  # the step: overdriven
+
+
+def test_trust_falls_on_quick_reversals_and_recovers_on_steady_moves():
+    trust = Trust()
+    assert trust.gain(0.0, 300.0) == pytest.approx(1.0)
+    # Large moves reversing within the window: a plant swinging against its guess.
+    values = [trust.gain(0.5 * k, -300.0 if k % 2 else 300.0) for k in range(1, 9)]
+    assert values[0] == pytest.approx(0.6)
+    assert values[-1] == pytest.approx(0.3)  # the floor
+    # Small moves are flicker: they neither cut nor restore.
+    assert trust.gain(5.0, 20.0) == pytest.approx(0.3)
+    assert trust.gain(5.5, -20.0) == pytest.approx(0.3)
+    # Reversals seconds apart are the load changing (an oven's thermostat): they restore.
+    for k in range(40):
+        trust.gain(10.0 + 5.0 * k, 300.0 if k % 2 else -300.0)
+    assert trust.value > 0.95

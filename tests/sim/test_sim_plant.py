@@ -455,3 +455,17 @@ def test_plant_params_are_frozen() -> None:
     params = PlantParams()
     with pytest.raises(ValueError, match="frozen"):
         params.pack.modules = 3  # type: ignore[misc]
+
+
+def test_inverter_dead_time_delays_each_demand_in_order() -> None:
+    p = InverterParams(lag_s=0.0, ramp_w_per_s=1e6, dead_time_s=1.0)
+    inv = Inverter(p, 0.0, 48.0)
+    inv.command(500.0, 0.0)
+    inv.command(200.0, 0.5)
+    assert inv.step(0.9, 0.1, 48.0) == 0.0  # nothing has landed yet
+    assert inv.step(1.0, 0.1, 48.0) == pytest.approx(500.0)
+    assert inv.step(1.4, 0.1, 48.0) == pytest.approx(500.0)
+    assert inv.step(1.5, 0.1, 48.0) == pytest.approx(200.0)
+    # The frame watchdog counts frames as they arrive, not as they land.
+    assert inv.fed(3.5)
+    assert not inv.fed(3.6)

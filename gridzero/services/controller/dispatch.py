@@ -169,6 +169,9 @@ class Dispatcher:
         self._inverters_measured_zero_since: float | None = None
         self._charger_cmd_off_since: float | None = 0.0
         self._charger_measured_off_since: float | None = None
+        # Nothing can be in flight before the first command to run.
+        self._inverters_ever_on = False
+        self._charger_ever_on = False
 
     # -- confirmation of "the other side is off" -------------------------------------------
 
@@ -195,6 +198,7 @@ class Dispatcher:
         measured_since: float | None,
         unknown: bool,
         settings: ControllerSettings,
+        dead_time_s: float,
     ) -> bool:
         if cmd_since is None:
             return False
@@ -202,7 +206,10 @@ class Dispatcher:
             return now_s - cmd_since >= settings.off_unconfirmed_s
         if measured_since is None:
             return False
-        return now_s - max(cmd_since, measured_since) >= settings.min_dwell_s
+        # A command still in flight (the device's dead time) can switch it on after it was
+        # measured off: the dwell counts from when the command to stop has surely landed.
+        landed_s = cmd_since + dead_time_s
+        return now_s - max(landed_s, measured_since) >= settings.min_dwell_s
 
     def inverters_off_confirmed(
         self, now_s: float, data: DispatchInput, settings: ControllerSettings
@@ -215,6 +222,7 @@ class Dispatcher:
             self._inverters_measured_zero_since,
             unknown,
             settings,
+            settings.plant_dead_time_s if self._inverters_ever_on else 0.0,
         )
 
     def charger_off_confirmed(
@@ -227,6 +235,7 @@ class Dispatcher:
             self._charger_measured_off_since,
             data.charger_current_a is None,
             settings,
+            settings.charger_dead_time_s if self._charger_ever_on else 0.0,
         )
 
     # -- main step ---------------------------------------------------------------------------
@@ -333,9 +342,11 @@ class Dispatcher:
         self.side = commands.side
         if any(w > 0 for w in commands.inverter_w):
             self._inverters_cmd_zero_since = None
+            self._inverters_ever_on = True
         elif self._inverters_cmd_zero_since is None:
             self._inverters_cmd_zero_since = now_s
         if commands.charger.on:
             self._charger_cmd_off_since = None
+            self._charger_ever_on = True
         elif self._charger_cmd_off_since is None:
             self._charger_cmd_off_since = now_s

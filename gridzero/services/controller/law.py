@@ -27,6 +27,14 @@ LATE_METER_S = 0.5
 # mean |difference| of two noisy samples is 1.13 sigma, so 3.5 of it is ~2.8 sigma of a
 # difference: one sample in 200 from noise alone.
 STEP_NOISE_FACTOR = 3.5
+# Trust in the plant guess (class Trust): a move of at least REVERSAL_MIN_W reversing the
+# previous one within REVERSAL_WINDOW_S cuts it by TRUST_CUT (not below TRUST_FLOOR); each
+# other such move restores TRUST_RECOVERY of what is missing.
+REVERSAL_WINDOW_S = 2.0
+REVERSAL_MIN_W = 50.0  # smaller moves are flicker and noise, not a plant swinging
+TRUST_CUT = 0.6
+TRUST_FLOOR = 0.3
+TRUST_RECOVERY = 0.1
 # An unconfirmed jump is followed this fraction of `spike_w` at most: an outlier then costs a
 # bounded pulse for one meter period, a real step (a kettle) is not ignored for a whole one.
 SPIKE_REACH = 0.5
@@ -261,6 +269,34 @@ class BatteryHistory:
         return self._points[-1][1]
 
 
+class Trust:
+    """How far to trust the plant guess when the set-point may already be right.
+
+    A guess that is wrong (a dead time or lag the installer did not know) shows itself as
+    moves that reverse within seconds: the estimate overshoots one way, then the other. Each
+    quick reversal cuts the trust; quiet samples restore it slowly, so a plant that matches
+    its guess is followed at full gain and one that does not is followed cautiously.
+    """
+
+    def __init__(self) -> None:
+        self.value = 1.0
+        self._last_sign = 0.0
+        self._last_at_s = -math.inf
+
+    def gain(self, at_s: float, move_w: float) -> float:
+        """The trust for a move of ``move_w`` at ``at_s`` (and learn from it)."""
+        if abs(move_w) < REVERSAL_MIN_W:
+            return self.value
+        sign = math.copysign(1.0, move_w)
+        if sign == -self._last_sign and at_s - self._last_at_s <= REVERSAL_WINDOW_S:
+            self.value = max(TRUST_FLOOR, self.value * TRUST_CUT)
+        else:
+            self.value += TRUST_RECOVERY * (1.0 - self.value)
+        self._last_sign = sign
+        self._last_at_s = at_s
+        return self.value
+
+
 class ControlLaw:
     """Stateful, pure: call `step` with the newest data; time is a parameter."""
 
@@ -279,6 +315,7 @@ class ControlLaw:
         # The inverters' output as the plant guess predicts it from the commands alone (no
         # measurement: the overdrive must not feed back on a measurement it disturbs).
         self._overdrive = Overdrive()
+        self._trust = Trust()
         self._last_command_w = 0.0
 
     @property
@@ -482,7 +519,8 @@ class ControlLaw:
                 self.setpoint_w = current_w
                 self._reason = LawReason.DEADBAND
                 return
-            guess_w = current_w + settings.uncertain_gain * (guess_w - current_w)
+            gain = settings.uncertain_gain * self._trust.gain(meter.at_s, guess_w - current_w)
+            guess_w = current_w + gain * (guess_w - current_w)
         desired_w = bounds.clamp(max(low_w, min(high_w, guess_w)))
         rising = abs(desired_w) > abs(current_w) and desired_w * current_w >= 0
         if rising:
