@@ -39,6 +39,7 @@ def test_variants_differ_where_they_say() -> None:
         > load_plant("fast-inverter").inverters[0].lag_s
     )
     assert len(load_plant("two-inverters").inverters) == 2
+    assert load_plant("inverter-delay").inverters[0].dead_time_s == 1.0
 
 
 def test_plant_error_names_file_line_and_field(tmp_path: Path) -> None:
