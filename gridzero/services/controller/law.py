@@ -23,9 +23,9 @@ RANGE_NOISE_FACTOR = 2.5
 QUIET_NOISE_W = 5.0
 NOISY_NOISE_W = 15.0
 LATE_METER_S = 0.5
-# A change of the estimate this many times its mean noise is taken as a step, not smoothed:
-# mean |difference| of two noisy samples is 1.13 sigma, so 3.5 of it is ~2.8 sigma of a
-# difference: one sample in 200 from noise alone.
+# A change of the estimate this many times its scatter (the mean |difference| of two noisy
+# samples, 1.13 sigma) is taken as a step, not smoothed: ~2.8 sigma of a difference, one
+# sample in 200 from noise alone.
 STEP_NOISE_FACTOR = 3.5
 # Trust in the plant guess (class Trust): a move of at least REVERSAL_MIN_W reversing the
 # previous one within REVERSAL_WINDOW_S cuts it by TRUST_CUT (not below TRUST_FLOOR); each
@@ -273,9 +273,9 @@ class Trust:
     """How far to trust the plant guess when the set-point may already be right.
 
     A guess that is wrong (a dead time or lag the installer did not know) shows itself as
-    moves that reverse within seconds: the estimate overshoots one way, then the other. Each
-    quick reversal cuts the trust; quiet samples restore it slowly, so a plant that matches
-    its guess is followed at full gain and one that does not is followed cautiously.
+    large moves that reverse within seconds: the estimate overshoots one way, then the other.
+    Each quick reversal cuts the trust; every other large move restores part of it, so a plant
+    that matches its guess is followed at full gain and one that does not, cautiously.
     """
 
     def __init__(self) -> None:
