@@ -12,7 +12,7 @@ services as processes (`gridzero run`), and plays the rest of the world:
   300..700 W (within 150..850 W) on every other message and holds on the one between, like
   appliances switching; every step needs a new demand. (Until the third session the load
   jumped by 150..400 W on every message; the controller's law now reads a load that never
-  holds as a noisy meter and smooths it, so most such messages got no new frame.);
+  holds as a noisy meter and smooths it, so most such messages got no new frame.)
 - the bms, shunt and charger states the controller and the inverter service
   need are published as their users would (fresh limits, SoC 60 %, charger off).
 

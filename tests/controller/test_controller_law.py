@@ -8,6 +8,7 @@ import random
 import pytest
 
 from gridzero.services.controller.law import (
+    BatteryEstimate,
     BatteryHistory,
     ControlLaw,
     LawReason,
@@ -200,13 +201,22 @@ def test_battery_history_interpolates_and_holds():
     assert h.at(9.0) == 200.0
 
 
-def test_estimate_range_spans_measurement_and_recent_commands():
+def _estimate_after_command(
+    measured_w: float, command_at_s: float, command_w: float, at_s: float
+) -> tuple[ControlLaw, BatteryEstimate]:
+    """A law that measured ``measured_w`` (and commanded it) at 0 s, then commanded
+    ``command_w`` at ``command_at_s``; its estimate of the output at ``at_s``."""
     law = ControlLaw()
-    law.record_battery(0.0, 100.0)
-    law.record_command(0.0, 100.0)
-    law.record_command(0.5, 900.0)
-    est = law.battery_estimate(0.8, S)
+    law.record_battery(0.0, measured_w)
+    law.record_command(0.0, measured_w)
+    law.record_command(command_at_s, command_w)
+    est = law.battery_estimate(at_s, S)
     assert est is not None
+    return law, est
+
+
+def test_estimate_range_spans_measurement_and_recent_commands():
+    law, est = _estimate_after_command(100.0, 0.5, 900.0, 0.8)
     assert est.low_w == pytest.approx(100.0)
     assert est.high_w == pytest.approx(900.0)
     assert est.low_w <= est.guess_w <= est.high_w
@@ -220,20 +230,10 @@ def test_estimate_range_spans_measurement_and_recent_commands():
 def test_charging_guess_follows_the_rectifier_not_the_inverters():
     """Between two charger readings the guess moves to a new charge command within a few
     tenths of a second (rectifier current loop), not at the inverters' 1 s / 300 W/s."""
-    law = ControlLaw()
-    law.record_battery(0.0, -2400.0)
-    law.record_command(0.0, -2400.0)
-    law.record_command(0.1, -1900.0)
-    est = law.battery_estimate(0.6, S)
-    assert est is not None
+    _, est = _estimate_after_command(-2400.0, 0.1, -1900.0, 0.6)
     assert est.guess_w == pytest.approx(-1900.0, abs=25.0)
     # The same change on the discharge side is still on its way after 0.5 s.
-    law = ControlLaw()
-    law.record_battery(0.0, 900.0)
-    law.record_command(0.0, 900.0)
-    law.record_command(0.1, 400.0)
-    est = law.battery_estimate(0.6, S)
-    assert est is not None
+    _, est = _estimate_after_command(900.0, 0.1, 400.0, 0.6)
     assert est.guess_w > 700.0
 
 
@@ -436,3 +436,18 @@ def test_trust_falls_on_quick_reversals_and_recovers_on_steady_moves():
     for k in range(40):
         trust.gain(10.0 + 5.0 * k, 300.0 if k % 2 else -300.0)
     assert trust.value > 0.95
+
+
+def test_a_load_that_changes_on_every_sample_cannot_hide_a_large_drop():
+    # A load jumping by up to ±400 W on every sample is learnt as scatter (the band would grow
+    # to ~900 W); the band stops at MAX_STEP_BAND_W, so a 700 W drop is taken on its first
+    # sample instead of being smoothed over several.
+    rng = random.Random(7)
+    jumps = [rng.uniform(-400.0, 400.0) for _ in range(400)]
+
+    def load(t: float) -> float:
+        k = int(t * 2)
+        return 1300.0 if t >= 120.0 else 2000.0 + jumps[k]
+
+    setpoints, _ = _ideal_plant(S, load, 0.0, 120.5)
+    assert setpoints[-1] == pytest.approx(1300.0, abs=60.0)

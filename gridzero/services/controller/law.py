@@ -27,6 +27,10 @@ LATE_METER_S = 0.5
 # samples, 1.13 sigma) is taken as a step, not smoothed: ~2.8 sigma of a difference, one
 # sample in 200 from noise alone.
 STEP_NOISE_FACTOR = 3.5
+# However noisy the meter, a change this large is a load step and is taken at once (an oven
+# switching off must be backed off promptly); the scatter learnt on a load that changes on
+# every sample cannot grow the band past it.
+MAX_STEP_BAND_W = 500.0
 # Trust in the plant guess (class Trust): a move of at least REVERSAL_MIN_W reversing the
 # previous one within REVERSAL_WINDOW_S cuts it by TRUST_CUT (not below TRUST_FLOOR); each
 # other such move restores TRUST_RECOVERY of what is missing.
@@ -455,7 +459,9 @@ class ControlLaw:
         settings: ControllerSettings,
     ) -> float:
         """The change of the estimate above which it is a step, learning the scatter."""
-        band_w = max(settings.smooth_band_w, STEP_NOISE_FACTOR * self._jitter_w)
+        band_w = max(
+            settings.smooth_band_w, min(MAX_STEP_BAND_W, STEP_NOISE_FACTOR * self._jitter_w)
+        )
         if previous_w is not None and before_previous_w is not None:
             curvature = abs(raw_w - 2.0 * previous_w + before_previous_w)
             if curvature <= 2.0 * band_w:  # a step's own kink is not scatter
