@@ -70,6 +70,16 @@ class Stamped(Payload):
     ts: float = Field(ge=0, description="Unix time in seconds when the values were measured")
 
 
+class Numbered(Stamped):
+    """A safety-relevant payload its publisher numbers: consumers refuse repeats and replays.
+
+    ``boot`` is a random id per publisher start, ``seq`` counts up from 1 within a boot
+    (gridzero.runtime.freshness)."""
+
+    boot: str = Field(min_length=1, max_length=32, description="publisher's random id per start")
+    seq: int = Field(ge=1, description="counts up from 1 within one boot")
+
+
 # --------------------------------------------------------------------------- bms
 
 
@@ -90,7 +100,7 @@ class Alarm(Payload):
     since_ts: float = Field(ge=0)
 
 
-class BmsLimits(Stamped):
+class BmsLimits(Numbered):
     """The battery's limits, owned by the bms; charger and inverters obey them on their own."""
 
     topic_doc: ClassVar[str] = "battery limits, about every 0.5 s"
@@ -143,7 +153,7 @@ class ModuleState(Stamped):
 # --------------------------------------------------------------------------- charger
 
 
-class ChargeCommand(Stamped):
+class ChargeCommand(Numbered):
     """Controller -> charger. Exactly one of current_a / power_w; voltage defaults to CVL."""
 
     topic_doc: ClassVar[str] = "charge command from the controller (the only writer)"
@@ -180,7 +190,7 @@ class ChargerState(Stamped):
 # --------------------------------------------------------------------------- inverter
 
 
-class InverterCommand(Stamped):
+class InverterCommand(Numbered):
     """Controller -> one inverter unit: the AC power it should feed."""
 
     topic_doc: ClassVar[str] = "power demand for one unit from the controller (the only writer)"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import logging
 import random
@@ -540,6 +541,9 @@ def _topic_examples(topics: Topics, unit: str) -> dict[str, bytes]:
     return out
 
 
+_SEQ = itertools.count(1)  # numbered payloads must count up to be accepted
+
+
 def _live_example(model: type[Payload]) -> dict[str, Any]:
     """An example with a current time stamp (services judge freshness by ``ts``)."""
     example = example_payload(model)
@@ -551,6 +555,8 @@ def _live_example(model: type[Payload]) -> dict[str, Any]:
         example["inverter_w"] = [100.0]
     if model is contract.BmsLimits:
         example.update(cvl_v=49.2, ccl_a=30, dcl_a=30, pack_voltage_v=47.0)
+    if "seq" in example:
+        example.update(boot="fuzz", seq=next(_SEQ))
     return example
 
 

@@ -76,10 +76,14 @@ class SerialPeer:
 
 
 def _state_publisher(probes: dict[str, Probe], stop: threading.Event) -> None:
+    seq = 0
     while not stop.is_set():
         now = time.time()
+        seq += 1
         limits = BmsLimits(
             ts=now,
+            boot="latency",
+            seq=seq,
             cvl_v=49.2,
             ccl_a=30,
             dcl_a=30,

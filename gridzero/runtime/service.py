@@ -169,10 +169,18 @@ class Context:
     # ----------------------------------------------------------------- runtime settings and actions
 
     def runtime_settings(
-        self, initial: M, on_change: Callable[[M], None] | None = None, *, unit: str | None = None
+        self,
+        initial: M,
+        on_change: Callable[[M], None] | None = None,
+        *,
+        unit: str | None = None,
+        limit: Callable[[M], str] | None = None,
     ) -> RuntimeSettings[M]:
-        """Expose a pydantic model's fields as MQTT/Home Assistant settings (see RuntimeSettings)."""
-        return RuntimeSettings(self, initial, on_change, unit=unit)
+        """Expose a pydantic model's fields as MQTT/Home Assistant settings (see RuntimeSettings).
+
+        ``limit`` returns why a whole value would widen a start-up (hardware or chemistry)
+        limit, or "" if it does not: such a value is refused, also when restored from disk."""
+        return RuntimeSettings(self, initial, on_change, unit=unit, limit=limit)
 
     def action(
         self, name: str, handler: Callable[[bytes], None], *, unit: str | None = None
@@ -181,6 +189,10 @@ class Context:
         topic = self.topics.action_set(self.name, name, unit=unit)
 
         def run(msg: Message) -> None:
+            if msg.retain:
+                self.ack(msg.topic, msg.payload, ok=False, reason=RETAINED_REFUSED)
+                self.log.warning("action %s refused: retained message", name)
+                return
             try:
                 handler(msg.payload)
             except INPUT_ERRORS as exc:
@@ -278,6 +290,12 @@ class Context:
             self.log.exception("%s failed\nlast raw frames:\n%s", what, self.ring.dump())
 
 
+RETAINED_REFUSED = (
+    "refused: a retained message is never taken as a command (the broker would replay it "
+    "after every restart); publish it without the retain flag, and clear the retained one "
+    "with an empty retained message"
+)
+
 _CONNECTED = "\x00connected"  # internal markers, never valid MQTT topics from the broker
 _CALL = "\x00call"
 
@@ -294,33 +312,65 @@ class RuntimeSettings(Generic[M]):
     """
 
     def __init__(
-        self, ctx: Context, initial: M, on_change: Callable[[M], None] | None, *, unit: str | None
+        self,
+        ctx: Context,
+        initial: M,
+        on_change: Callable[[M], None] | None,
+        *,
+        unit: str | None,
+        limit: Callable[[M], str] | None = None,
     ) -> None:
         self._ctx = ctx
         self._unit = unit
         self._key = "settings" + (f"/{unit}" if unit else "")
         self._on_change = on_change
+        self._limit = limit or (lambda _value: "")
+        self._model: type[M] = type(initial)
+        why = self._limit(initial)
+        if why:
+            # the start-up defaults themselves break a start-up limit: a settings bug
+            raise ValueError(f"{ctx.name} runtime defaults: {why}")
         self.value: M = self._restore(initial)
         ctx.subscribe(ctx.topics.setting_set(ctx.name, "+", unit=unit), self._on_set)
         ctx.on_connect(self.publish_all)
 
     def _restore(self, initial: M) -> M:
         stored = self._ctx.store.get(self._key) or {}
+        if not isinstance(stored, dict) or not stored:
+            return initial
+        # the saved set as a whole first: its fields were accepted together, and one at a
+        # time against the start-up defaults a valid combination can fall apart
+        whole, reason = self._validated({**initial.model_dump(), **stored})
+        if whole is not None:
+            return whole
+        self._ctx.log.error(
+            "saved settings %s no longer valid as a whole (%s); restoring field by field",
+            stored,
+            reason,
+        )
         value = initial
-        if not isinstance(stored, dict):
-            return value
         for name, raw in stored.items():
-            try:
-                value = type(initial).model_validate({**value.model_dump(), name: raw})
-            except ValidationError as exc:
+            candidate, why = self._validated({**value.model_dump(), name: raw})
+            if candidate is None:
                 self._ctx.log.error(
                     "persisted setting %s=%r no longer valid, using %r: %s",
                     name,
                     raw,
                     getattr(value, name, None),
-                    describe_validation_error(exc),
+                    why,
                 )
+                continue
+            value = candidate
         return value
+
+    def _validated(self, data: dict[str, Any]) -> tuple[M | None, str]:
+        """The value if it is valid and inside the start-up limits, else (None, why)."""
+        try:
+            candidate = self._model.model_validate(data)
+        except ValidationError as exc:
+            return None, describe_validation_error(exc)
+        why = self._limit(candidate)
+        return (None, why) if why else (candidate, "")
 
     def _name_from(self, topic: str) -> str:
         return topic.rsplit("/", 2)[-2]
@@ -339,21 +389,36 @@ class RuntimeSettings(Generic[M]):
         if name not in fields:
             self._refuse(msg, f"unknown setting {name!r}; known: {', '.join(fields)}")
             return
+        if msg.retain:
+            self._refuse(msg, RETAINED_REFUSED, name)
+            return
         try:
             raw = parse_setting_text(msg.payload)
-            new = type(self.value).model_validate({**self.value.model_dump(), name: raw})
-        except ValidationError as exc:
-            self._refuse(msg, describe_validation_error(exc), name)
-            return
         except PayloadError as exc:
             self._refuse(msg, str(exc), name)
             return
-        self.apply(new, changed=name)
-        self._ctx.ack(msg.topic, msg.payload, ok=True)
+        new, why = self._validated({**self.value.model_dump(), name: raw})
+        if new is None:
+            self._refuse(msg, why, name)
+            return
+        saved = self.apply(new, changed=name)
+        if saved:
+            self._ctx.ack(msg.topic, msg.payload, ok=True)
+        else:
+            self._ctx.ack(
+                msg.topic,
+                msg.payload,
+                ok=False,
+                reason=f"{name} is in force now but was NOT saved ({self._ctx.store.path}: "
+                "cannot write); it will be lost at the next restart",
+            )
 
-    def apply(self, new: M, *, changed: str | None = None) -> None:
-        """Adopt a validated value (also used by a service for its own changes)."""
+    def apply(self, new: M, *, changed: str | None = None) -> bool:
+        """Adopt a validated value (also used by a service for its own changes).
+
+        Returns False if the change is in force but could not be saved."""
         old = self.value
+        saved = True
         self.value = new
         diff = {
             n: getattr(new, n) for n in type(new).model_fields if getattr(new, n) != getattr(old, n)
@@ -370,11 +435,13 @@ class RuntimeSettings(Generic[M]):
             try:
                 self._ctx.store.flush()
             except OSError as exc:
+                saved = False
                 self._ctx.log.error("setting change not saved to %s: %s", self._ctx.store.path, exc)
         for name in diff or ([changed] if changed else []):
             self._echo(name)
         if diff and self._on_change is not None:
             self._on_change(new)
+        return saved
 
     def _refuse(self, msg: Message, reason: str, name: str | None = None) -> None:
         self._ctx.log.warning(
@@ -423,7 +490,11 @@ class ServiceRunner:
         logging.getLogger("gridzero").addHandler(self._log_handler)
         try:
             self.service.start()
-            ctx.every(ctx.settings.store_flush_s, ctx.store.flush, name="store flush")
+            ctx.every(
+                ctx.settings.store_flush_s,
+                lambda: ctx.store.flush_with_backoff(ctx.now()),
+                name="store flush",
+            )
             ctx.every(HEARTBEAT_S, self._heartbeat, name="heartbeat")
             ctx.conn.start()
             ctx.run_loop()

@@ -188,7 +188,9 @@ def test_malformed_commands_do_not_kill_the_service(
         b"x" * 70000,
     ):
         sender.publish(T.inverter_set("u1"), junk)
-    sender.publish(T.inverter_set("u1"), json.dumps({"power_w": 300, "ts": time.time()}))
+    sender.publish(
+        T.inverter_set("u1"), json.dumps({"power_w": 300, "ts": time.time(), "boot": "t", "seq": 1})
+    )
     wait_until(lambda: running.service.last_command_w == 300, 5, "valid command after junk")  # type: ignore[attr-defined]
     assert running.ctx.rejected_inputs >= 8
     assert running.ctx.handler_errors == 0
@@ -204,7 +206,9 @@ def test_reconnects_and_resubscribes_after_broker_restart(
     own_broker.restart(down_s=1.0)
     wait_until(lambda: runner.ctx.conn.connect_count >= 2, 15, "reconnect")
     sender = own_broker.probe("controller", subscribe=None)
-    sender.publish(T.inverter_set("u1"), json.dumps({"power_w": 123, "ts": time.time()}))
+    sender.publish(
+        T.inverter_set("u1"), json.dumps({"power_w": 123, "ts": time.time(), "boot": "t", "seq": 1})
+    )
     wait_until(lambda: runner.service.last_command_w == 123, 5, "message after resubscribe")  # type: ignore[attr-defined]
     probe = own_broker.probe()
     probe.wait_for(T.status("controller"), lambda p: p == b"online")

@@ -50,6 +50,8 @@ def limits(alarm: bool = False) -> BmsLimits:
     )
     return BmsLimits(
         ts=TS,
+        boot="sample",
+        seq=1,
         cvl_v=57.6,
         ccl_a=32.0,
         dcl_a=60.0,

@@ -26,6 +26,7 @@ from gridzero.contract import Alarm as AlarmPayload
 from gridzero.contract import BmsLimits, ModuleState, PackState
 from gridzero.contract import CellRef as CellRefPayload
 from gridzero.runtime.canbus import open_bus
+from gridzero.runtime.freshness import Sequencer
 from gridzero.runtime.service import Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
 from gridzero.services.bms.balancing import Balancer, BalanceSettings, BalanceStep
@@ -311,6 +312,7 @@ class Bms(Service[BmsSettings]):
         self.protection = Protection(protection)
         self.balancer = Balancer(balance, balanceable_modules(s.codec_options()))
         self.limits: Limits | None = None
+        self.limits_seq = Sequencer()
         self.balance_step: BalanceStep | None = None
         self.frames_rx = 0
         self.frames_bad = 0
@@ -437,6 +439,8 @@ class Bms(Service[BmsSettings]):
         reasons = [r for r in (limits.charge_reason, limits.discharge_reason) if r]
         payload = BmsLimits(
             ts=wall,
+            boot=self.limits_seq.boot,
+            seq=self.limits_seq.next(),
             cvl_v=limits.charge_voltage_v,
             ccl_a=limits.charge_current_a,
             dcl_a=limits.discharge_current_a,

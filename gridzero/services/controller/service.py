@@ -11,7 +11,7 @@ settings and Home Assistant discovery. All decisions are in the pure domain (doc
 from __future__ import annotations
 
 import sys
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -30,6 +30,7 @@ from gridzero.contract import (
 )
 from gridzero.contract import BmsLimits as BmsLimitsPayload
 from gridzero.errors import SettingsError
+from gridzero.runtime.freshness import Sequencer
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
@@ -129,11 +130,18 @@ def _state_name(out: ControllerOutput) -> str:
     }[out.commands.side]
 
 
+N = TypeVar("N", ChargeCommand, InverterCommand)
+
+
 class ControllerService(Service[ControllerServiceSettings]):
     """Closes the grid-zero loop over MQTT."""
 
     name = "controller"
     settings_class = ControllerServiceSettings
+    commands_seq = Sequencer()  # one numbering per process: the devices refuse repeats
+
+    def _numbered(self, model: type[N], **fields: Any) -> N:
+        return model(boot=self.commands_seq.boot, seq=self.commands_seq.next(), **fields)
 
     def start(self) -> None:
         ctx = self.ctx
@@ -268,13 +276,16 @@ class ControllerService(Service[ControllerServiceSettings]):
         ts = ctx.wall()
         for unit, power in zip(self.units, out.commands.inverter_w, strict=True):
             ctx.publish(
-                ctx.topics.inverter_set(unit.name), InverterCommand(ts=ts, power_w=max(0.0, power))
+                ctx.topics.inverter_set(unit.name),
+                self._numbered(InverterCommand, ts=ts, power_w=max(0.0, power)),
             )
         c = out.commands.charger
         if c.on:
-            charge = ChargeCommand(ts=ts, current_a=c.current_a, voltage_v=c.voltage_v, enable=True)
+            charge = self._numbered(
+                ChargeCommand, ts=ts, current_a=c.current_a, voltage_v=c.voltage_v, enable=True
+            )
         else:
-            charge = ChargeCommand(ts=ts, enable=False)
+            charge = self._numbered(ChargeCommand, ts=ts, enable=False)
         ctx.publish(ctx.topics.charger_set, charge)
         q = out.quality
         v = self.pack_voltage_v or 0.0
@@ -351,8 +362,11 @@ class ControllerService(Service[ControllerServiceSettings]):
         ctx = self.ctx
         ts = ctx.wall()
         for unit in self.units:
-            ctx.publish(ctx.topics.inverter_set(unit.name), InverterCommand(ts=ts, power_w=0.0))
-        ctx.publish(ctx.topics.charger_set, ChargeCommand(ts=ts, enable=False))
+            ctx.publish(
+                ctx.topics.inverter_set(unit.name),
+                self._numbered(InverterCommand, ts=ts, power_w=0.0),
+            )
+        ctx.publish(ctx.topics.charger_set, self._numbered(ChargeCommand, ts=ts, enable=False))
 
 
 SERVICE = ControllerService

@@ -1,0 +1,49 @@
+"""The chemistry's hard limits: the outer bounds of every hardware setting.
+
+The VW Golf/Passat GTE modules hold 12 NMC cells in series. These constants are what no
+setting may widen: start-up settings (the settings file or environment) are validated against
+them, and runtime settings (MQTT, Home Assistant, the console) may only tighten the start-up
+values further. They are never writable over MQTT.
+
+Sources: NMC cell makers' datasheets agree on 4.20 V end of charge, charging between 0 and
+45 °C and discharging between about −20 and 60 °C; the open-source VW module BMS firmware
+(Tom de Bree's SimpBMS `VWBMSV2`) uses 4.20 V over-voltage, 65 °C over-temperature and a
+0 °C cold-charge derate for the same modules. A cell below about 2.5 V has been deep
+discharged: copper may have dissolved, and charging it at full current risks an internal
+short, so it is charged again only gently and only after a person has looked at it.
+"""
+
+from __future__ import annotations
+
+CELLS_PER_MODULE = 12
+
+CELL_MAX_V = 4.20
+"""End of charge: no setting may let a cell be charged above this."""
+
+CELL_MIN_V = 2.80
+"""The lowest under-voltage any setting may allow a cell to be discharged to."""
+
+DEEP_DISCHARGE_V = 2.50
+"""Below this a cell counts as deep discharged (latched; released only by a person)."""
+
+FALLBACK_CELL_MAX_V = 4.00
+"""The rectifier's stored fallback voltage is at most cells in series × this: the charger
+falls back to it when nothing refreshes it, so it must stay well below full."""
+
+CHARGE_MIN_C = 0.0
+CHARGE_MAX_C = 45.0
+"""Cell temperatures between which charging is allowed at all."""
+
+DISCHARGE_MIN_C = -20.0
+DISCHARGE_MAX_C = 60.0
+"""Cell temperatures between which discharging is allowed at all."""
+
+
+def pack_max_v(cells_in_series: int) -> float:
+    """The highest voltage a pack of ``cells_in_series`` cells may be charged to."""
+    return cells_in_series * CELL_MAX_V
+
+
+def fallback_max_v(cells_in_series: int) -> float:
+    """The highest stored fallback voltage for the rectifier of such a pack."""
+    return cells_in_series * FALLBACK_CELL_MAX_V

@@ -1,0 +1,95 @@
+"""Whether a message from another process may be trusted as fresh: one rule for every consumer.
+
+No other host's clock decides freshness. A message counts from when it *arrived here* (our
+own monotonic clock), never from the time stamp its publisher wrote:
+
+- A **retained** message is history the broker kept, possibly from a publisher that died
+  long ago: it is never fresh (the next live message is).
+- A message stamped more than ``FUTURE_TOLERANCE_S`` ahead of our wall clock comes from a
+  host whose clock is wrong (or from a forger): it is refused. Our own clock being wrong
+  also ends here, on the safe side: the consumer stops, and says why.
+- A message stamped in the past is *not* refused for its stamp: a publisher whose clock is
+  10 s behind would otherwise be a silent, permanent outage.
+- A publisher that numbers its messages (``boot``, ``seq``) must count up: a repeated or older
+  number from the same boot is a replay, a loop in a bridge, or a board that froze and
+  repeats itself, and is refused. A new ``boot`` (the publisher restarted) starts a new count.
+
+`Freshness.admit` raises `NotFreshError` (a ValueError, so the service runtime logs it as a
+rejected input and the consumer's state does not change) or returns the arrival time that
+the consumer then ages with its own clock.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+
+FUTURE_TOLERANCE_S = 1.0
+
+
+class NotFreshError(ValueError):
+    """A message that must not be used as fresh; the text says which rule refused it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """What a consumer needs of a message to judge it: retained flag, stamp, numbering."""
+
+    retained: bool
+    ts: float
+    boot: str | None = None
+    seq: int | None = None
+
+
+class Freshness:
+    """The freshness gate of one stream (one topic from one publisher)."""
+
+    def __init__(self, what: str, *, future_tolerance_s: float = FUTURE_TOLERANCE_S) -> None:
+        self.what = what
+        self.future_tolerance_s = future_tolerance_s
+        self._boot: str | None = None
+        self._seq: int | None = None
+        self.refused = 0
+        self.last_reason = ""
+
+    def admit(self, stamp: Stamp, *, now_s: float, wall_s: float) -> float:
+        """The arrival time (``now_s``) if the message may be used, else raise NotFreshError."""
+        reason = self._problem(stamp, wall_s)
+        if reason:
+            self.refused += 1
+            self.last_reason = reason
+            raise NotFreshError(f"{self.what}: {reason}")
+        if stamp.seq is not None:
+            self._boot, self._seq = stamp.boot, stamp.seq
+        return now_s
+
+    def _problem(self, stamp: Stamp, wall_s: float) -> str:
+        if stamp.retained:
+            return "retained message (kept by the broker, maybe from a dead publisher); waiting for a live one"
+        ahead_s = stamp.ts - wall_s
+        if not math.isfinite(ahead_s) or ahead_s > self.future_tolerance_s:
+            return (
+                f"stamped {ahead_s:.1f} s ahead of this host's clock (more than "
+                f"{self.future_tolerance_s:g} s): a clock is wrong; not trusted"
+            )
+        if stamp.seq is None or stamp.boot != self._boot or self._seq is None:
+            return ""
+        if stamp.seq <= self._seq:
+            return (
+                f"sequence {stamp.seq} is not after {self._seq} (boot {stamp.boot}): "
+                "a repeated, replayed or reordered message"
+            )
+        return ""
+
+
+class Sequencer:
+    """A publisher's numbering: a random boot id per process start and a counter."""
+
+    def __init__(self, boot: str | None = None) -> None:
+        self.boot = boot or secrets.token_hex(4)
+        self._seq = 0
+
+    def next(self) -> int:
+        self._seq += 1
+        return self._seq
