@@ -194,7 +194,7 @@ def test_junk_everywhere_then_every_service_still_obeys(live: tuple[System, Prob
             sut,
             "controller",
             T.inverter_set("gtn1"),
-            [json.dumps({"ts": time.time(), "power_w": 123}).encode()],
+            [json.dumps({"ts": time.time(), "power_w": 123, "boot": "live", "seq": 1}).encode()],
         )
         probe.wait_for(
             T.inverter_state("gtn1"),
@@ -204,8 +204,14 @@ def test_junk_everywhere_then_every_service_still_obeys(live: tuple[System, Prob
         )
         # the charger: a valid command becomes its current set-point
         since = time.monotonic()
-        for _ in range(3):
-            command = {"ts": time.time(), "current_a": 8.0, "enable": True}
+        for seq in range(1, 4):
+            command = {
+                "ts": time.time(),
+                "current_a": 8.0,
+                "enable": True,
+                "boot": "live",
+                "seq": seq,
+            }
             _send_as(sut, "controller", T.charger_set, [json.dumps(command).encode()])
             time.sleep(0.5)  # a command stream, as the controller sends it
         probe.wait_for(
