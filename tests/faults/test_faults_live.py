@@ -283,3 +283,66 @@ def test_home_assistant_cannot_set_out_of_range(
         echo = probe.wait_for(echo_topic, timeout_s=10, after=since)
         assert echo == before
         wait_until(lambda: probe.last.get(echo_topic) == before, 5, "echo unchanged")
+
+
+# Hardware and chemistry limits are start-up settings: over MQTT they are refused, whether
+# they do not exist as runtime settings at all (the rectifier's stored fallback, its current
+# scaling) or exist only to tighten (a cell over-voltage above 4.20 V, charging below 0 °C).
+WIDENING = [
+    ("charger", None, "offline_voltage_v", "58.5"),
+    ("charger", None, "offline_current_fraction", "1.21"),
+    ("charger", None, "rated_current_a", "20"),
+    ("charger", None, "fraction_at_rated", "1.21"),
+    ("bms", None, "over_voltage_v", "4.25"),
+    ("bms", None, "charge_end_v", "4.21"),
+    ("bms", None, "under_temperature_c", "-5"),
+    ("bms", None, "max_charge_current_a", "200"),
+    ("inverter", "gtn1", "max_power_w", "5000"),
+]
+
+
+@pytest.mark.parametrize(
+    ("service", "unit", "name", "value"), WIDENING, ids=[f"{w[0]}.{w[2]}={w[3]}" for w in WIDENING]
+)
+def test_home_assistant_cannot_widen_a_hardware_or_chemistry_limit(
+    live: tuple[System, Probe], service: str, unit: str | None, name: str, value: str
+) -> None:
+    sut, probe = live
+    echo_topic = T.setting(service, name, unit=unit)
+    since = time.monotonic()
+    ack = _set(sut, probe, service, name, value, unit=unit)
+    assert ack["ok"] is False, ack
+    # a marker setting change afterwards proves the service has handled ours; then the
+    # refused value must never have been echoed
+    assert _set(sut, probe, "controller", "target_grid_w", "0")["ok"] is True
+    echoed = [p for at, t, p, _r in list(probe.messages) if t == echo_topic and at >= since]
+    assert value.encode() not in echoed, (echo_topic, echoed)
+
+
+def test_a_retained_setting_change_from_home_assistant_is_never_applied(
+    live: tuple[System, Probe],
+) -> None:
+    sut, probe = live
+    topic = T.setting_set("controller", "soc_max_pct")
+    before = probe.last[T.setting("controller", "soc_max_pct")]
+    sender = sut.probe("homeassistant", subscribe="")
+    try:
+        since = time.monotonic()
+        sender.publish(topic, b"50", retain=True)
+        # live delivery carries no retain flag; a restart would get it with the flag
+        probe.wait_for(T.ack("controller"), lambda p: json.loads(p)["topic"] == topic, after=since)
+        restarted = time.monotonic()
+        os.kill(sut.pid("controller"), signal.SIGKILL)  # `up` restarts it
+        ack = json.loads(
+            probe.wait_for(
+                T.ack("controller"),
+                lambda p: json.loads(p)["topic"] == topic and "retained" in json.loads(p)["reason"],
+                timeout_s=60,
+                after=restarted,
+            )
+        )
+        assert ack["ok"] is False
+    finally:
+        sender.publish(topic, b"", retain=True)
+        sender.close()
+    assert _set(sut, probe, "controller", "soc_max_pct", before.decode())["ok"] is True
