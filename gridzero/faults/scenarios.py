@@ -18,8 +18,10 @@ ends it, and waits for the system to resume on its own. It measures:
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -296,6 +298,61 @@ def _drift_to(target_v: float, rising: bool) -> Action:
     return start
 
 
+class _ForgedClock:
+    """The bms hangs and "its" limits keep coming, permissive and stamped an hour ahead.
+
+    As a bms whose clock jumped (or a forger holding the bms password) would send them:
+    live, numbered, counting up. The consumers must judge them by the freshness rule
+    (a stamp more than 1 s in the future is not trusted) and go to their safe state as if
+    the limits had stopped; before that rule, such limits stayed fresh for an hour.
+    """
+
+    AHEAD_S = 3600.0
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, rig: Rig, _timing: Timing) -> None:
+        rig.kill("bms", signal.SIGSTOP)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._forge, args=(rig,), daemon=True)
+        self._thread.start()
+
+    def end(self, rig: Rig, _timing: Timing) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        rig.kill("bms", signal.SIGCONT)
+
+    def _forge(self, rig: Rig) -> None:
+        sender = rig.system.probe("bms", subscribe="")
+        try:
+            for seq in itertools.count(1):
+                if self._stop.wait(0.5) or seq > 10_000:
+                    return
+                limits = {
+                    "ts": time.time() + self.AHEAD_S,
+                    "boot": "forged",
+                    "seq": seq,
+                    "cvl_v": 49.2,
+                    "ccl_a": 30.0,
+                    "dcl_a": 30.0,
+                    "charge_allowed": True,
+                    "discharge_allowed": True,
+                    "pack_voltage_v": 45.0,
+                    "reasons": [],
+                    "alarms": [],
+                }
+                sender.publish(T.bms_limits, json.dumps(limits), qos=0)
+        finally:
+            sender.close()
+
+
+_FORGED_CHARGING = _ForgedClock()
+_FORGED_DISCHARGING = _ForgedClock()
+
+
 # The SoyoSource model (1 s lag, 300 W/s ramp) takes about 6.1 s from 900 W to below 5 W
 # after a 0 W frame; the R48 drops its current at once when DC goes off.
 INVERTER_STOP_S = 6.5
@@ -357,6 +414,15 @@ MATRIX: tuple[Scenario, ...] = (
         bound_s=30.0 + 1.0,
         bound_doc="nothing commands the rectifier: online set-points expire after 30 s, then it holds 46.8 V / 5.2 A (3.9 V per cell)",
         fault_lasts=lambda t: t.system_down_s,
+    ),
+    Scenario(
+        "bms_clock_ahead_charging",
+        "bms hangs while charging; its limits keep coming stamped 1 h in the future",
+        "charging",
+        _FORGED_CHARGING.start,
+        _FORGED_CHARGING.end,
+        bound_s=3.0 + 0.5 + CHARGER_STOP_S,
+        bound_doc="future stamps are refused, so the limits age from their last real arrival: charger bms_stale_s 3 s (checked every 0.5 s), DC off",
     ),
     # ---------------------------------------------------------------- while discharging
     Scenario(
@@ -444,6 +510,15 @@ MATRIX: tuple[Scenario, ...] = (
         bound_s=3.0 + 0.1 + INVERTER_STOP_S,
         bound_doc="inverter command_stale_s 3 s, then 0 W, then the SoyoSource's decay",
         fault_lasts=lambda t: t.hang_s,
+    ),
+    Scenario(
+        "bms_clock_ahead_discharging",
+        "bms hangs while discharging; its limits keep coming stamped 1 h in the future",
+        "discharging",
+        _FORGED_DISCHARGING.start,
+        _FORGED_DISCHARGING.end,
+        bound_s=3.0 + 0.1 + INVERTER_STOP_S,
+        bound_doc="future stamps are refused: inverter bms_stale_s 3 s from the last real limits, then 0 W, then the SoyoSource's decay",
     ),
     Scenario(
         "broker_down",
