@@ -62,4 +62,7 @@ def test_unwritable_store_is_logged_not_raised(tmp_path: Path) -> None:
     ctx._dispatch(Message(T.setting_set("controller", "target_w"), b"5"))
     assert runtime.value.target_w == 5
     assert ctx.handler_errors == 0
-    assert [p.ok for t, p in sent if t == T.ack("controller")] == [True]  # type: ignore[attr-defined]
+    # in force, but the owner is told it will not survive a restart (issue 22 item 6)
+    acks = [p for t, p in sent if t == T.ack("controller")]
+    assert [a.ok for a in acks] == [False]  # type: ignore[attr-defined]
+    assert "NOT saved" in acks[0].reason  # type: ignore[attr-defined]
