@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 from pathlib import Path
 from typing import Any
 
 from gridzero.errors import UsageError
 from gridzero.runtime.service import Service, run_service
-from gridzero.runtime.settings import load_settings
+from gridzero.runtime.settings import (
+    ServiceSettings,
+    load_settings,
+    redact,
+    scrub,
+    secret_values,
+)
 
 # service name (as on MQTT, in Docker, on the CLI) -> module defining SERVICE
 SERVICE_MODULES: dict[str, str] = {
@@ -54,6 +61,13 @@ def run_main(argv: list[str]) -> int:
     cls = service_class(args.service)
     settings = load_settings(cls.settings_class, args.config)
     if args.check:
-        print(settings.model_dump_json(indent=2, exclude={"mqtt": {"password"}}))
+        print(check_text(settings))
         return 0
     return run_service(cls, settings)
+
+
+def check_text(settings: ServiceSettings) -> str:
+    """What ``--check`` prints: every setting, with each password, hash, secret or token
+    (any setting named like one, at any depth) shown as ``<hidden>`` (empty when unset)."""
+    data = settings.model_dump(mode="json")
+    return scrub(json.dumps(redact(data), indent=2), secret_values(data))

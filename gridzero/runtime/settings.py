@@ -9,6 +9,8 @@ environment variable, the value and what is allowed.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -26,6 +28,8 @@ from gridzero.errors import SettingsError
 ENV_PREFIX = "GRIDZERO_"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 SECRET_WORDS = ("password", "secret", "token", "hash")  # never echoed in error messages
+HIDDEN = "<hidden>"
+MIN_SCRUB_CHARS = 4  # shorter secret values are not searched for in free text
 
 
 class MqttSettings(BaseModel):
@@ -180,23 +184,114 @@ def env_name(loc: tuple[int | str, ...]) -> str:
 
 
 def describe_settings_error(exc: ValidationError, config_file: Path | None = None) -> str:
-    """All errors, one per line: setting (env var) = value: what is allowed."""
+    """All errors, one per line: setting (env var) = value: what is allowed.
+
+    No secret is ever printed: a value whose setting is named like a secret (`SECRET_WORDS`)
+    shows as ``<hidden>``; a mapping (what a whole-model check gets: every setting given,
+    the MQTT password included) is never printed, only the settings its message names; a
+    list is printed with its secrets hidden; and every secret value seen in the errors or
+    in a ``GRIDZERO_*`` variable named like a secret is cut out of the final text, in case
+    a message quotes it.
+    """
     lines = [
         f"{exc.error_count()} invalid setting(s)"
         + (f" (file {config_file})" if config_file else "")
         + ":"
     ]
+    secrets: set[str] = _secret_env_values()
     for err in exc.errors(include_url=False):
-        loc = tuple(err["loc"])
-        name = ".".join(str(p) for p in loc) or "settings"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"  {name} ({env_name(loc)}): unknown setting")
-            continue
-        value = "missing" if err["type"] == "missing" else repr(err.get("input"))
-        if any(word in name.lower() for word in SECRET_WORDS):
-            value = "<hidden>"
-        lines.append(f"  {name} ({env_name(loc)}) = {value}: {err['msg']}{_allowed(err)}")
-    return "\n".join(lines)
+        lines.append(_describe_one(err, secrets))
+    return scrub("\n".join(lines), secrets)
+
+
+def _describe_one(err: Any, secrets: set[str]) -> str:
+    loc = tuple(err["loc"])
+    name = ".".join(str(p) for p in loc) or "settings"
+    where = f"{name} ({env_name(loc)})" if loc else "settings (as a whole)"
+    if err["type"] == "extra_forbidden":
+        return f"  {where}: unknown setting"
+    value = err.get("input")
+    secret_place = is_secret_name(name)
+    secrets |= secret_values(value, secret_place)
+    if isinstance(value, Mapping):
+        # a whole-model check: name the settings the message is about, never their values
+        return f"  {where}: {err['msg']}{_allowed(err)}{_involved(loc, value, err['msg'])}"
+    if err["type"] == "missing":
+        shown = "missing"
+    elif secret_place:
+        shown = HIDDEN
+    else:
+        shown = repr(redact(value))
+    return f"  {where} = {shown}: {err['msg']}{_allowed(err)}"
+
+
+def _involved(loc: tuple[int | str, ...], given: Mapping[Any, Any], msg: str) -> str:
+    """The given settings a whole-model message names (or, if none, the names given)."""
+    keys = [str(k) for k in given]
+    named = [k for k in keys if re.search(rf"(?<![A-Za-z0-9_]){re.escape(k)}(?![A-Za-z0-9_])", msg)]
+    if named:
+        parts = [f"{'.'.join(str(p) for p in (*loc, k))} ({env_name((*loc, k))})" for k in named]
+        return f" [settings involved: {', '.join(parts)}]"
+    return f" [settings given: {', '.join(keys)}]" if keys else ""
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a setting's name says its value is secret (password, token, hash, ...)."""
+    low = name.lower()
+    return any(word in low for word in SECRET_WORDS)
+
+
+def _is_hideable(value: object) -> bool:
+    # booleans and None carry no secret (insecure_loopback_no_password is a flag)
+    return isinstance(value, str | bytes | int | float) and not isinstance(value, bool)
+
+
+def redact(value: Any, secret: bool = False) -> Any:
+    """A copy with every value under a secret-named key (at any depth) replaced by ``<hidden>``.
+
+    Empty strings stay empty, so ``--check`` still shows that a password is not set.
+    """
+    if isinstance(value, Mapping):
+        return {k: redact(v, secret or is_secret_name(str(k))) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact(v, secret) for v in value]
+    if secret and _is_hideable(value) and value != "":
+        return HIDDEN
+    return value
+
+
+def secret_values(value: Any, secret: bool = False) -> set[str]:
+    """The text of every value under a secret-named key (at any depth)."""
+    if isinstance(value, Mapping):
+        found: set[str] = set()
+        for k, v in value.items():
+            found |= secret_values(v, secret or is_secret_name(str(k)))
+        return found
+    if isinstance(value, list | tuple | set | frozenset):
+        return set().union(*(secret_values(v, secret) for v in value))
+    if secret and _is_hideable(value):
+        return {value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)}
+    return set()
+
+
+def _secret_env_values() -> set[str]:
+    return {
+        value
+        for key, value in os.environ.items()
+        if key.upper().startswith(ENV_PREFIX) and is_secret_name(key)
+    }
+
+
+def scrub(text: str, secrets: set[str]) -> str:
+    """``text`` with every secret of at least `MIN_SCRUB_CHARS` characters cut out.
+
+    Shorter ones are not searched for: they would match ordinary text, and a 3-character
+    password is no secret anyway (it is still never printed as a value).
+    """
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= MIN_SCRUB_CHARS:
+            text = text.replace(secret, HIDDEN)
+    return text
 
 
 def _allowed(err: Any) -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable
 
-from gridzero.services.telnet_console.auth import hash_password
+from gridzero.services.telnet_console.auth import hash_password, parse_networks
 from gridzero.services.telnet_console.protocol import (
     DO,
     IAC,
@@ -38,12 +39,14 @@ def config(**changes: object) -> ServerConfig:
 
 
 def run(
-    test: Callable[[ConsoleServer, list[tuple[str, str]]], Awaitable[None]], **changes: object
+    test: Callable[[ConsoleServer, list[tuple[str, str]]], Awaitable[None]],
+    clock: Callable[[], float] = time.monotonic,
+    **changes: object,
 ) -> list[tuple[str, str]]:
     sent: list[tuple[str, str]] = []
 
     async def main() -> None:
-        server = ConsoleServer(config(**changes), lambda t, p: sent.append((t, p)))
+        server = ConsoleServer(config(**changes), lambda t, p: sent.append((t, p)), clock=clock)
         await server.start()
         try:
             await asyncio.wait_for(test(server, sent), HANG_GUARD_S)
@@ -52,6 +55,27 @@ def run(
 
     asyncio.run(main())
     return sent
+
+
+async def connect(
+    server: ConsoleServer, source: str = "127.0.0.1"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection from ``source`` (Linux routes all of 127.0.0.0/8 to loopback)."""
+    return await asyncio.open_connection("127.0.0.1", server.port, local_addr=(source, 0))
+
+
+async def waiting(
+    server: ConsoleServer, source: str = "127.0.0.1"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that reaches the password prompt and then types nothing."""
+    reader, writer = await connect(server, source)
+    await read_until(reader, b"password: ")
+    return reader, writer
+
+
+async def dropped(reader: asyncio.StreamReader) -> bool:
+    rest = await reader.read()  # until the server closes
+    return b"too many connections waiting to log in" in rest
 
 
 async def read_until(reader: asyncio.StreamReader, marker: bytes) -> bytes:
@@ -64,8 +88,10 @@ async def read_until(reader: asyncio.StreamReader, marker: bytes) -> bytes:
     return data
 
 
-async def login(server: ConsoleServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+async def login(
+    server: ConsoleServer, source: str = "127.0.0.1"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await connect(server, source)
     opening = await read_until(reader, b"password: ")
     assert opening.startswith(bytes((IAC, WILL, OPT_ECHO, IAC, WILL, OPT_SGA, IAC, DO, OPT_NAWS)))
     # answer like Linux telnet: agree, report a 100x30 window, then type the password
@@ -172,3 +198,82 @@ def test_insecure_mode_needs_no_password() -> None:
         writer.close()
 
     run(scenario, password=None)
+
+
+def test_connections_that_never_log_in_cannot_keep_the_owner_out() -> None:
+    # before: 4 connections sitting at the password prompt took all 4 session slots for the
+    # whole login timeout, and the owner was refused ("4 sessions open, the limit")
+    async def scenario(server: ConsoleServer, sent: list[tuple[str, str]]) -> None:
+        strangers = [await waiting(server) for _ in range(4)]
+        owner_reader, owner_writer = await login(server)
+        assert len(server.sessions) == 1
+        # the oldest ones made room (two from one address at most, the newest kept)
+        assert [await dropped(r) for r, _ in strangers[:3]] == [True, True, True]
+        # more strangers never push a logged-in session out
+        more = [await waiting(server) for _ in range(6)]
+        owner_writer.write(b"h")
+        await owner_writer.drain()
+        await read_until(owner_reader, b"cell table per module")
+        for _, writer in [*strangers, *more]:
+            writer.close()
+        owner_writer.close()
+
+    run(scenario, max_sessions=4)
+
+
+def test_one_address_holds_at_most_its_share_of_the_waiting_slots() -> None:
+    async def scenario(server: ConsoleServer, sent: list[tuple[str, str]]) -> None:
+        # keep every connection referenced: a collected one is closed by the client side
+        first = await waiting(server, "127.0.0.2")
+        second = await waiting(server, "127.0.0.2")
+        other_reader, other_writer = await waiting(server, "127.0.0.3")
+        third = await waiting(server, "127.0.0.2")  # a third from .2: .2's oldest goes
+        assert await dropped(first[0])
+        assert sorted(s.address for s in server.waiting) == ["127.0.0.2", "127.0.0.2", "127.0.0.3"]
+        other_writer.write(PASSWORD.encode() + b"\r\n")  # .3 was left alone
+        await other_writer.drain()
+        await read_until(other_reader, b"q quit")
+        for _, writer in (second, third):
+            writer.close()
+
+    run(scenario)  # defaults: 2 waiting per address, 8 in all
+
+
+def test_when_every_waiting_slot_is_taken_the_oldest_goes() -> None:
+    async def scenario(server: ConsoleServer, sent: list[tuple[str, str]]) -> None:
+        connections = [await waiting(server, f"127.0.0.{n}") for n in (2, 3, 4)]
+        _, owner_writer = await login(server, "127.0.0.5")
+        assert await dropped(connections[0][0])
+        assert sorted(s.address for s in server.waiting) == ["127.0.0.3", "127.0.0.4"]
+        for _, writer in [*connections, (None, owner_writer)]:
+            writer.close()
+
+    run(scenario, max_unauthenticated=3)
+
+
+def test_a_stranger_behind_the_proxy_locks_the_owner_out_briefly_only() -> None:
+    # Docker's userland proxy shows every client as the bridge gateway; here loopback plays it
+    now = [1000.0]
+
+    async def scenario(server: ConsoleServer, sent: list[tuple[str, str]]) -> None:
+        reader, writer = await waiting(server)
+        writer.write(b"nope\r\n")
+        await read_until(reader, b"wrong password")
+        writer.write(b"nope\r\n")
+        assert b"locked for 30 s" in await reader.read()
+        reader, writer = await connect(server)  # the owner, through the same proxy
+        assert b"try again in 30 s" in await reader.read()
+        _, other = await login(server, "127.0.0.2")  # a real address shows: not affected
+        now[0] += 31.0
+        _, owner = await login(server)  # after the short lockout, not 300 s
+        other.close()
+        owner.close()
+
+    run(
+        scenario,
+        clock=lambda: now[0],
+        max_failed_logins=2,
+        lockout_s=300.0,
+        shared=parse_networks(["127.0.0.1"]),
+        shared_lockout_s=30.0,
+    )

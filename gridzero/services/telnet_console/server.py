@@ -1,10 +1,16 @@
 """The thin asyncio telnet server: sockets, timers and the password check thread.
 
 Everything it decides is in `Session` (pure); this module only moves bytes,
-keeps time and enforces the session limit. It owns the `Snapshot` and touches
-it only on its own event loop: MQTT messages arrive from another thread
-through `ConsoleServer.deliver`, which hands them over with
-``call_soon_threadsafe``.
+keeps time and enforces the connection limits. Logged-in sessions and
+connections still at the password prompt have separate limits, so strangers
+who never log in cannot take the owner's place: at most
+``max_unauthenticated`` of them at once and ``max_unauthenticated_per_address``
+from one client, and when either is reached the oldest waiting one is dropped
+to make room (a logged-in session is never dropped for a newcomer).
+
+It owns the `Snapshot` and touches it only on its own event loop: MQTT
+messages arrive from another thread through `ConsoleServer.deliver`, which
+hands them over with ``call_soon_threadsafe``.
 """
 
 from __future__ import annotations
@@ -17,8 +23,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gridzero.contract import Topics
-from gridzero.services.telnet_console.auth import LoginGuard, PasswordHash, verify_password
-from gridzero.services.telnet_console.session import Output, Session, SessionConfig
+from gridzero.services.telnet_console.auth import (
+    IPNetwork,
+    LoginGuard,
+    PasswordHash,
+    client_key,
+    verify_password,
+)
+from gridzero.services.telnet_console.session import Output, Phase, Session, SessionConfig
 from gridzero.services.telnet_console.snapshot import Snapshot, ingest
 
 log = logging.getLogger("gridzero.telnet-console")
@@ -35,11 +47,15 @@ class ServerConfig:
     port: int
     password: PasswordHash | None  # None only in the insecure loopback mode
     topics: Topics
-    max_sessions: int = 4
+    max_sessions: int = 4  # logged in
+    max_unauthenticated: int = 8  # at the password prompt, from anywhere
+    max_unauthenticated_per_address: int = 2  # ... from one client (not for shared addresses)
     max_failed_logins: int = 3
     lockout_s: float = 300.0
+    shared: tuple[IPNetwork, ...] = ()  # addresses that stand for many clients
+    shared_lockout_s: float = 30.0
     idle_timeout_s: float = 600.0
-    login_timeout_s: float = 60.0
+    login_timeout_s: float = 30.0
     refresh_s: float = 1.0
     max_line_chars: int = 200
     ack_timeout_s: float = 5.0
@@ -61,8 +77,16 @@ class ConsoleServer:
         self.clock = clock
         self.title = title
         self.snapshot = Snapshot()
-        self.guard = LoginGuard(config.max_failed_logins, config.lockout_s)
-        self.sessions: set[Session] = set()
+        self.guard = LoginGuard(
+            config.max_failed_logins,
+            config.lockout_s,
+            shared=config.shared,
+            shared_lockout_s=config.shared_lockout_s,
+        )
+        self.sessions: set[Session] = set()  # logged in (or no password needed)
+        # not logged in yet, oldest first, with the task serving each
+        self.waiting: dict[Session, asyncio.Task[None]] = {}
+        self._dropped: set[Session] = set()
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -122,17 +146,20 @@ class ConsoleServer:
         peer = writer.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
         try:
-            if len(self.sessions) >= self.config.max_sessions:
-                log.warning("telnet from %s refused: %d sessions open", address, len(self.sessions))
-                writer.write(
-                    f"gridzero console: {len(self.sessions)} sessions open, the limit; "
-                    "try again later\r\n".encode()
-                )
+            refusal = self._refusal(address)
+            if refusal:
+                log.warning("telnet from %s refused: %s", address, refusal)
+                writer.write(f"gridzero console: {refusal}\r\n".encode())
                 await self._drain(writer)
                 return
-            await self._run_session(reader, writer, address)
+            await self._run_session(reader, writer, address, task)
         except (ConnectionError, TimeoutError) as exc:
             log.info("telnet %s: connection ended: %s", address, exc)
+        except asyncio.CancelledError:
+            # only `close` cancels a connection's task here; end it as asked, but normally:
+            # asyncio's stream server logs a handler task that ends cancelled as an error
+            if task is not None:
+                task.uncancel()
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError, TimeoutError):
@@ -140,40 +167,100 @@ class ConsoleServer:
             if task is not None:
                 self._tasks.discard(task)
 
+    def _refusal(self, address: str) -> str:
+        """Why a new connection is turned away at once ('' to let it in)."""
+        locked = self.guard.locked_for_s(address, self.clock())
+        if locked > 0:
+            return f"too many failed logins; try again in {locked:.0f} s"
+        if len(self.sessions) >= self.config.max_sessions:
+            # only the password fills these, so a stranger cannot
+            return f"{len(self.sessions)} sessions open, the limit; try again later"
+        return ""
+
+    def _make_room(self, address: str) -> None:
+        """Drop the oldest waiting connections so one more from ``address`` fits the limits."""
+        if not self.guard.is_shared(address):
+            key = client_key(address)
+            mine = [s for s in self.waiting if client_key(s.address) == key]
+            while len(mine) >= self.config.max_unauthenticated_per_address:
+                self._drop(self._oldest(mine), f"already {len(mine)} waiting from {key}")
+                mine = [s for s in self.waiting if client_key(s.address) == key]
+        while len(self.waiting) >= self.config.max_unauthenticated:
+            self._drop(self._oldest(list(self.waiting)), f"{len(self.waiting)} waiting")
+
+    @staticmethod
+    def _oldest(candidates: list[Session]) -> Session:
+        # one still typing before one whose password is being checked (about to finish)
+        typing = [s for s in candidates if s.phase is not Phase.CHECKING]
+        return (typing or candidates)[0]
+
+    def _drop(self, session: Session, why: str) -> None:
+        task = self.waiting.pop(session)
+        log.warning("telnet %s: not logged in, dropped to make room (%s)", session.address, why)
+        self._dropped.add(session)
+        task.cancel()
+
     async def _run_session(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        address: str,
+        task: asyncio.Task[None] | None,
     ) -> None:
         session = Session(self._session_config, self.guard, address, self.clock())
-        self.sessions.add(session)
-        log.info("telnet session from %s (%d open)", address, len(self.sessions))
+        if session.phase is Phase.LOGIN and task is not None:
+            self._make_room(address)
+            self.waiting[session] = task
+        else:
+            self.sessions.add(session)
+        log.info(
+            "telnet connection from %s (%d logged in, %d waiting)",
+            address,
+            len(self.sessions),
+            len(self.waiting),
+        )
         try:
-            out = session.start(self.clock(), self.snapshot, self.title())
-            if not await self._apply(session, writer, out):
-                return
-            next_tick_s = self.clock() + self.config.refresh_s
-            while True:
-                timeout = max(0.0, next_tick_s - self.clock())
-                try:
-                    data = await asyncio.wait_for(reader.read(READ_BYTES), timeout)
-                except TimeoutError:
-                    data = None
-                if data == b"":
-                    return  # the client closed the connection
-                if data:
-                    out = session.feed(data, self.clock(), self.snapshot, self.title())
-                    if not await self._apply(session, writer, out):
-                        return
-                if self.clock() >= next_tick_s:
-                    next_tick_s = self.clock() + self.config.refresh_s
-                    out = session.tick(self.clock(), self.snapshot, self.title())
-                    if not await self._apply(session, writer, out):
-                        return
+            await self._serve(session, reader, writer)
+        except asyncio.CancelledError:
+            if session not in self._dropped or task is None:
+                raise  # the server is closing
+            task.uncancel()  # dropped by _make_room: end this connection normally
+            # say why (no drain: a client that never reads must not hold us up)
+            writer.write(b"\r\ngridzero console: too many connections waiting to log in\r\n")
         finally:
+            self._dropped.discard(session)
             for command in session.end():
                 log.info("telnet %s: %s -> %s", session.address, command.what, command.topic)
                 self.publish(command.topic, command.payload)
             self.sessions.discard(session)
-            log.info("telnet session from %s closed (%d open)", address, len(self.sessions))
+            self.waiting.pop(session, None)
+            log.info("telnet connection from %s closed (%d logged in)", address, len(self.sessions))
+
+    async def _serve(
+        self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Read keys and tick until the session or the client ends it."""
+        out = session.start(self.clock(), self.snapshot, self.title())
+        if not await self._apply(session, writer, out):
+            return
+        next_tick_s = self.clock() + self.config.refresh_s
+        while True:
+            timeout = max(0.0, next_tick_s - self.clock())
+            try:
+                data = await asyncio.wait_for(reader.read(READ_BYTES), timeout)
+            except TimeoutError:
+                data = None
+            if data == b"":
+                return  # the client closed the connection
+            if data:
+                out = session.feed(data, self.clock(), self.snapshot, self.title())
+                if not await self._apply(session, writer, out):
+                    return
+            if self.clock() >= next_tick_s:
+                next_tick_s = self.clock() + self.config.refresh_s
+                out = session.tick(self.clock(), self.snapshot, self.title())
+                if not await self._apply(session, writer, out):
+                    return
 
     async def _apply(self, session: Session, writer: asyncio.StreamWriter, out: Output) -> bool:
         """Do what the session asked; False when the connection must end."""
@@ -197,7 +284,15 @@ class ConsoleServer:
             log.info("telnet login from %s", session.address)
         else:
             log.warning("telnet login from %s failed", session.address)
-        return session.login_result(ok, self.clock(), self.snapshot, self.title())
+        if session not in self.waiting:
+            return Output(close=True)  # dropped while the password was checked
+        if ok and len(self.sessions) >= self.config.max_sessions:
+            return session.refuse(f"{len(self.sessions)} sessions open, the limit; try again later")
+        out = session.login_result(ok, self.clock(), self.snapshot, self.title())
+        if session.phase is Phase.RUNNING:
+            del self.waiting[session]
+            self.sessions.add(session)
+        return out
 
     @staticmethod
     async def _drain(writer: asyncio.StreamWriter) -> None:

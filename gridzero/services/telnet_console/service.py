@@ -21,7 +21,11 @@ from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import Context, Service, run_service
 from gridzero.runtime.settings import load_settings
 from gridzero.services.telnet_console.server import ConsoleServer, ServerConfig
-from gridzero.services.telnet_console.settings import TelnetConsoleSettings, effective_bind_host
+from gridzero.services.telnet_console.settings import (
+    TelnetConsoleSettings,
+    effective_bind_host,
+    shared_networks,
+)
 from gridzero.services.telnet_console.snapshot import subscriptions
 
 START_TIMEOUT_S = 10.0
@@ -49,14 +53,24 @@ class TelnetConsole(Service[TelnetConsoleSettings]):
         host = effective_bind_host(settings)  # SettingsError (exit 2) without a password
         if settings.password_hash == "" and settings.insecure_loopback_no_password:
             ctx.log.warning("telnet console runs WITHOUT a password, on %s only", host)
+        shared = shared_networks(settings)
+        ctx.log.info(
+            "telnet console: addresses that stand for many clients (locked %s s only): %s",
+            settings.shared_lockout_s,
+            ", ".join(str(n) for n in shared) or "none",
+        )
         config = ServerConfig(
             host=host,
             port=settings.port,
             password=settings.stored_hash(),
             topics=ctx.topics,
             max_sessions=settings.max_sessions,
+            max_unauthenticated=settings.max_unauthenticated,
+            max_unauthenticated_per_address=settings.max_unauthenticated_per_address,
             max_failed_logins=settings.max_failed_logins,
             lockout_s=settings.lockout_s,
+            shared=shared,
+            shared_lockout_s=settings.shared_lockout_s,
             idle_timeout_s=settings.idle_timeout_s,
             login_timeout_s=settings.login_timeout_s,
             refresh_s=settings.refresh_s,

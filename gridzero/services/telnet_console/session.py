@@ -58,7 +58,7 @@ class SessionConfig:
     topics: Topics
     need_password: bool = True
     idle_timeout_s: float = 600.0
-    login_timeout_s: float = 60.0
+    login_timeout_s: float = 30.0
     max_line_chars: int = 200
     ack_timeout_s: float = 5.0
 
@@ -172,6 +172,10 @@ class Session:
         self.phase = Phase.LOGIN
         out.data += encode_output("\nwrong password\npassword: ")
         return out
+
+    def refuse(self, reason: str) -> Output:
+        """Close the connection with a reason (the server's limits)."""
+        return self._close(Output(), reason)
 
     def end(self) -> list[Publish]:
         """The connection is gone (quit, timeout or the client vanished): what to undo."""

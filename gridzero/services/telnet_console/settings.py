@@ -9,13 +9,25 @@ says.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, field_validator
 
 from gridzero.errors import SettingsError
 from gridzero.runtime.settings import ServiceSettings
-from gridzero.services.telnet_console.auth import PasswordHash, parse_hash
+from gridzero.services.telnet_console.auth import (
+    IPNetwork,
+    PasswordHash,
+    default_gateways,
+    parse_hash,
+    parse_networks,
+)
 
 LOOPBACK = "127.0.0.1"
+GATEWAY = "gateway"  # in shared_addresses: the default gateways, read at start
+# Docker's userland proxy connects from the bridge gateway; SSH port forwards from loopback
+DEFAULT_SHARED = (GATEWAY, "127.0.0.0/8", "::1")
+ROUTE_FILES = (Path("/proc/net/route"), Path("/proc/net/ipv6_route"))
 
 
 class TelnetConsoleSettings(ServiceSettings):
@@ -34,12 +46,32 @@ class TelnetConsoleSettings(ServiceSettings):
     )
     max_failed_logins: int = Field(default=3, ge=1, le=100)
     lockout_s: float = Field(default=300.0, ge=0, le=86400)
+    shared_addresses: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SHARED),
+        description="addresses that stand for many clients (a proxy): locked out for "
+        "shared_lockout_s only; 'gateway' = this host's default gateways (Docker's proxy)",
+    )
+    shared_lockout_s: float = Field(default=30.0, ge=0, le=86400)
     idle_timeout_s: float = Field(default=600.0, ge=10, le=86400)
-    login_timeout_s: float = Field(default=60.0, ge=5, le=3600)
-    max_sessions: int = Field(default=4, ge=1, le=64)
+    login_timeout_s: float = Field(
+        default=30.0, ge=5, le=3600, description="time to log in before the connection closes"
+    )
+    max_sessions: int = Field(default=4, ge=1, le=64, description="logged-in sessions at once")
+    max_unauthenticated: int = Field(
+        default=8, ge=1, le=256, description="connections not logged in yet, at once"
+    )
+    max_unauthenticated_per_address: int = Field(
+        default=2, ge=1, le=256, description="of those, from one client (IPv6: one /64)"
+    )
     refresh_s: float = Field(default=1.0, ge=0.2, le=60)
     max_line_chars: int = Field(default=200, ge=20, le=1000)
     ack_timeout_s: float = Field(default=5.0, ge=0.5, le=120)
+
+    @field_validator("shared_addresses")
+    @classmethod
+    def _check_shared(cls, value: list[str]) -> list[str]:
+        parse_networks(v for v in value if v != GATEWAY)  # ValueError names the bad entry
+        return value
 
     @field_validator("password_hash")
     @classmethod
@@ -69,3 +101,20 @@ def effective_bind_host(settings: TelnetConsoleSettings) -> str:
         "insecure_loopback_no_password (GRIDZERO_INSECURE_LOOPBACK_NO_PASSWORD=true) "
         "to run without a password on 127.0.0.1 only"
     )
+
+
+def shared_networks(
+    settings: TelnetConsoleSettings, route_files: tuple[Path, Path] = ROUTE_FILES
+) -> tuple[IPNetwork, ...]:
+    """`shared_addresses` as networks, ``gateway`` replaced by the default gateways now."""
+    texts = [v for v in settings.shared_addresses if v != GATEWAY]
+    if GATEWAY in settings.shared_addresses:
+        texts += default_gateways(*(_read(path) for path in route_files))
+    return parse_networks(texts)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return ""  # not Linux, or no IPv6: no gateway of that kind
