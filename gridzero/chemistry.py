@@ -47,3 +47,19 @@ def pack_max_v(cells_in_series: int) -> float:
 def fallback_max_v(cells_in_series: int) -> float:
     """The highest stored fallback voltage for the rectifier of such a pack."""
     return cells_in_series * FALLBACK_CELL_MAX_V
+
+
+# --- current limits (bms) ---------------------------------------------------------------------
+# Per parallel string, in multiples of its capacity (C). NMC cell datasheets give 1 C as the
+# highest standard charge current and allow several C of discharge; a home battery stays far
+# below both. A deep-discharged cell, once a person has released it, is charged at no more
+# than C/20 until it is back above the under-voltage limit (the usual gentle pre-charge).
+
+MAX_CHARGE_C_RATE = 1.0
+"""No charge current setting may exceed this × the pack's capacity (per parallel string)."""
+
+MAX_DISCHARGE_C_RATE = 2.0
+"""No discharge current setting may exceed this × the pack's capacity (per parallel string)."""
+
+PRECHARGE_MAX_C_RATE = 0.05
+"""The pre-charge current of cells between DEEP_DISCHARGE_V and CELL_MIN_V is at most C/20."""

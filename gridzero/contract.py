@@ -338,6 +338,8 @@ class SimFault(Payload):
         "meter_junk",
         "load_step",
         "over_temperature",
+        "duplicate_module",
+        "frozen_module",
         "clear",
     ]
     target: str = Field(default="", description="module 'bus:module[:cell]', inverter unit, ...")

@@ -359,6 +359,63 @@ INVERTER_STOP_S = 6.5
 CHARGER_STOP_S = 0.5
 
 
+# ---------------------------------------------------------------- bms: boards and deep discharge
+# The bms polls every 0.5 s; a module's frames reach it at the next poll after a fault.
+BMS_POLL_S = 0.5
+DEEP_DISCHARGE_TRIP_S = 1.0  # bms deep_discharge_trip_s
+DEEP_CELL_V = 2.30  # below the bms's deep_discharge_v 2.50 V
+RELEASE_ACTION = T.action_set("bms", "release_deep_discharge")
+
+
+def _release_deep_discharge(rig: Rig, timing: Timing) -> None:
+    """The cell reads healthy again, then a person presses release. The bms refuses the
+    press until it sees the whole pack healthy (its alarms released), so it is repeated."""
+    rig.clear("cell_drift")
+    deadline = time.monotonic() + timing.resume_timeout_s
+    while time.monotonic() < deadline:
+        since = time.time()
+        rig.publish(RELEASE_ACTION, "press")
+        answer = rig.wait_message(
+            T.ack("bms"), lambda p: json.loads(p).get("topic") == RELEASE_ACTION, 5.0, since=since
+        )
+        if answer is not None and json.loads(answer).get("ok"):
+            return
+        time.sleep(1.0)
+
+
+BMS_SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "deep_discharge",
+        "deep discharge while charging (a cell reads 2.30 V at once; latched until released)",
+        "charging",
+        _step_to(DEEP_CELL_V),
+        _release_deep_discharge,
+        bound_s=BMS_POLL_S + DEEP_DISCHARGE_TRIP_S + 0.1 + CHARGER_STOP_S,
+        bound_doc="next poll 0.5 s; pre-charge limit (1 A) at once, the deep_discharge latch after 1 s published at once; charger DC off on receipt; resumes only after the release button",
+        drifted=DRIFT_CELL,
+        judge_drifted=False,
+    ),
+    Scenario(
+        "duplicate_module",
+        "a second board numbered 3 on bus 0 while charging (its cells at 4.30 V)",
+        "charging",
+        _fault({"kind": "duplicate_module", "target": "0:3", "value": 4.30}),
+        _clear("duplicate_module"),
+        bound_s=2 * BMS_POLL_S + 0.1 + 0.5 + CHARGER_STOP_S,
+        bound_doc="interleaved counters: 3 bad steps within 2 polls (1 s); frame_sanity blocks both, published at once; charger DC off on receipt",
+    ),
+    Scenario(
+        "frozen_module",
+        "bus 0 module 3's board frozen, repeating its last frames, while discharging",
+        "discharging",
+        _fault({"kind": "frozen_module", "target": "0:3"}),
+        _clear("frozen_module"),
+        bound_s=3 * BMS_POLL_S + 0.1 + 0.1 + INVERTER_STOP_S,
+        bound_doc="3 repeated counters (3 polls, 1.5 s): frame_sanity blocks both, published at once; inverter 0 W, then the SoyoSource's decay",
+    ),
+)
+
+
 MATRIX: tuple[Scenario, ...] = (
     # ---------------------------------------------------------------- while charging
     Scenario(
@@ -530,6 +587,7 @@ MATRIX: tuple[Scenario, ...] = (
         bound_doc="inverter bms_stale_s 3 s (the limits stop arriving), then 0 W, then the SoyoSource's decay",
         fault_lasts=lambda t: t.broker_down_s,
     ),
+    *BMS_SCENARIOS,
 )
 SCENARIOS = {s.key: s for s in MATRIX}
 

@@ -18,6 +18,8 @@ optional ``start_s`` (default: when it is injected) and ``duration_s``
 | meter_junk | the meter publishes garbage payloads |
 | load_step | ``extra_w`` of load is added |
 | temperature_offset | a module's measured temperature moves by ``offset_c`` + ``c_per_h`` x hours |
+| duplicate_module | a second board with module number ``number`` on bms bus ``bus`` (its own cells) |
+| frozen_module | a module's board repeats the frames it sent last (counter included) |
 """
 
 from __future__ import annotations
@@ -131,6 +133,30 @@ class TemperatureOffset(_Fault):
     c_per_h: float = Field(0.0, ge=-3600, le=3600)
 
 
+class DuplicateModule(_Fault):
+    """A second slave board with the same module number on one bms bus.
+
+    It answers every poll just before the real module, with its own cells (all at ``cell_v``),
+    its own temperature and its own message counter: the wiring mistake that makes one of two
+    modules invisible to a receiver that keeps the last frame per ID (module numbers are fixed
+    in the boards, so two packs' "module 3"s clash on one bus). The twin is a board on the wire
+    only: the plant's cells are unchanged.
+    """
+
+    kind: Literal["duplicate_module"] = "duplicate_module"
+    bus: int = Field(ge=0)
+    number: int = Field(ge=1, le=16)
+    cell_v: float = Field(3.7, ge=1.0, le=5.0)
+    temperature_c: float = Field(20.0, ge=-40, le=86)
+
+
+class FrozenModule(_Fault):
+    """A module's slave board freezes and repeats the frames it sent last (counter and all)."""
+
+    kind: Literal["frozen_module"] = "frozen_module"
+    module: int = Field(ge=0)
+
+
 Fault = Annotated[
     CellDrift
     | CellLeak
@@ -142,7 +168,9 @@ Fault = Annotated[
     | MeterSilent
     | MeterJunk
     | LoadStep
-    | TemperatureOffset,
+    | TemperatureOffset
+    | DuplicateModule
+    | FrozenModule,
     Field(discriminator="kind"),
 ]
 
@@ -159,6 +187,8 @@ FAULT_KINDS: tuple[str, ...] = (
     "meter_junk",
     "load_step",
     "temperature_offset",
+    "duplicate_module",
+    "frozen_module",
 )
 
 

@@ -130,6 +130,8 @@ def contract_fault(  # noqa: PLR0911 (one return per fault kind reads best)
     kind = msg.kind
     if kind == "clear":
         return msg.target
+    if kind in ("duplicate_module", "frozen_module"):
+        return board_fault(msg, layout)
     simple: dict[str, type[faults.ChargerSilent | faults.MeterSilent | faults.MeterJunk]] = {
         "rectifier_silent": faults.ChargerSilent,
         "meter_silent": faults.MeterSilent,
@@ -162,6 +164,26 @@ def contract_fault(  # noqa: PLR0911 (one return per fault kind reads best)
         cell = int(parts[2]) - 1 if len(parts) > 2 else 0
         return faults.CellDrift(module=module, cell=cell, v_per_h=msg.value, duration_s=duration)
     raise ValueError(f"fault kind {kind!r} is not modelled by the simulator")
+
+
+def board_fault(msg: SimFault, layout: list[list[int]]) -> faults.Fault:
+    """A bms slave-board fault: ``target`` 'bus:module'; for duplicate_module ``value`` is the
+    twin's cell voltage (0: 3.7 V) and the module number need not be one the bus carries."""
+    parts = msg.target.split(":")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"fault {msg.kind} target {msg.target!r}: expected 'bus:module'")
+    bus, number = int(parts[0]), int(parts[1])
+    if not 0 <= bus < len(layout):
+        raise ValueError(f"fault {msg.kind} target {msg.target!r}: no bms bus {bus}")
+    duration = msg.duration_s or None
+    if msg.kind == "duplicate_module":
+        return faults.DuplicateModule(
+            bus=bus, number=number, cell_v=msg.value or 3.7, duration_s=duration
+        )
+    if number not in layout[bus]:
+        raise ValueError(f"fault {msg.kind} target {msg.target!r}: no module {number} on bus {bus}")
+    module = sum(len(b) for b in layout[:bus]) + layout[bus].index(number)
+    return faults.FrozenModule(module=module, duration_s=duration)
 
 
 def _unit(target: str, plant: Plant) -> int:

@@ -250,7 +250,7 @@ def test_junk_everywhere_then_every_service_still_obeys(live: tuple[System, Prob
 
 
 REFUSED = [
-    ("bms", None, "over_voltage_v", "4.5", "less than or equal to 4.25"),
+    ("bms", None, "over_voltage_v", "4.5", "less than or equal to 4.2"),
     ("bms", None, "under_voltage_v", "abc", "valid number"),
     ("charger", None, "max_charge_power_w", "99999", "less than or equal to 5000"),
     ("charger", None, "enabled", "maybe", "valid boolean"),

@@ -17,25 +17,35 @@ from dataclasses import dataclass
 from typing import Any
 
 import can
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic.config import JsonDict
 
-from gridzero import ha
+from gridzero import chemistry, ha
 from gridzero.codec import CodecError
 from gridzero.contract import Alarm as AlarmPayload
-from gridzero.contract import BmsLimits, ModuleState, PackState
+from gridzero.contract import (
+    BmsLimits,
+    ModuleState,
+    PackState,
+    ShuntState,
+    describe_validation_error,
+    parse_payload,
+)
 from gridzero.contract import CellRef as CellRefPayload
 from gridzero.runtime.canbus import open_bus
-from gridzero.runtime.freshness import Sequencer
+from gridzero.runtime.freshness import Freshness, Sequencer, Stamp
+from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
 from gridzero.services.bms.balancing import Balancer, BalanceSettings, BalanceStep
 from gridzero.services.bms.codec import (
     MAX_MODULE,
+    CellVoltageFrame,
     CodecOptions,
     ExtenderBalance,
     Frame,
     FrameDecoder,
+    TemperatureFrame,
     TempVariant,
     balanceable_modules,
     encode_balance,
@@ -43,9 +53,11 @@ from gridzero.services.bms.codec import (
 )
 from gridzero.services.bms.pack import CellRef, ModuleKey, Pack, PackLayout, PackSettings
 from gridzero.services.bms.protection import Limits, Protection, ProtectionSettings
+from gridzero.services.bms.sanity import FrameCheckSettings, FrameSanity
 
 _BATCH_S = 0.02  # receive threads hand frames to the loop at most this often
 _RECV_TIMEOUT_S = 0.05
+DEEP_DISCHARGE_KEY = "deep_discharge"  # the latch, in the service's store
 
 
 class BusSettings(BaseModel):
@@ -85,8 +97,15 @@ class BmsSettings(ServiceSettings):
     temp_variant: TempVariant = TempVariant.DBC
     gen1_module3: bool = False
     extender_balance: ExtenderBalance = ExtenderBalance.NONE
+    module_capacity_ah: float = Field(
+        25.0, gt=0, le=1000, description="one module's capacity (GTE: about 25 Ah)"
+    )
     protection: ProtectionSettings = Field(default_factory=ProtectionSettings)
     balance: BalanceSettings = Field(default_factory=BalanceSettings)
+    frames: FrameCheckSettings = Field(default_factory=FrameCheckSettings)
+    shunt_stale_s: float = Field(
+        3.0, gt=0, le=60, description="a shunt current older than this is not used"
+    )
     poll_period_s: float = Field(0.5, gt=0.05, le=1.0, description="0x0BA poll period")
     protection_period_s: float = Field(0.1, gt=0.01, le=0.5)
     limits_period_s: float = Field(0.5, gt=0.05, le=2.0)
@@ -97,7 +116,37 @@ class BmsSettings(ServiceSettings):
     @model_validator(mode="after")
     def _check_pack(self) -> BmsSettings:
         self.pack_settings()  # raises with the bus and module named
+        errors = [
+            why
+            for why in (
+                self._current_bound("max_charge_current_a", chemistry.MAX_CHARGE_C_RATE),
+                self._current_bound("max_discharge_current_a", chemistry.MAX_DISCHARGE_C_RATE),
+                self._current_bound("precharge_current_a", chemistry.PRECHARGE_MAX_C_RATE),
+            )
+            if why
+        ]
+        if errors:
+            raise ValueError("; ".join(errors))
         return self
+
+    @property
+    def parallel_strings(self) -> int:
+        """Strings in parallel: every module (parallel layout) or one (series)."""
+        if self.layout is PackLayout.PARALLEL:
+            return sum(len(b.modules) for b in self.buses)
+        return 1
+
+    def _current_bound(self, name: str, c_rate: float) -> str:
+        """Why protection.<name> exceeds ``c_rate`` × the pack's capacity ("" if it does not)."""
+        value = getattr(self.protection, name)
+        limit = c_rate * self.module_capacity_ah * self.parallel_strings
+        if value <= limit + 1e-9:
+            return ""
+        return (
+            f"protection.{name} = {value:g} A is above {c_rate:g} C of the pack: "
+            f"module_capacity_ah {self.module_capacity_ah:g} Ah x {self.parallel_strings} "
+            f"parallel strings x {c_rate:g} = {limit:g} A (gridzero.chemistry)"
+        )
 
     def pack_settings(self) -> PackSettings:
         return PackSettings(
@@ -121,7 +170,10 @@ _C: JsonDict = {"unit": "°C", "step": 0.5}
 
 
 class BmsRuntime(BaseModel):
-    """Settings changed at runtime over MQTT / Home Assistant (validated, persisted)."""
+    """Settings changed at runtime over MQTT / Home Assistant (validated, persisted).
+
+    The protection values here may only tighten the start-up ones (`runtime_limit`): the
+    ranges below are the chemistry's outer bounds, the start-up value is the real limit."""
 
     balance_enabled: bool = True
     balance_force: bool = False
@@ -129,20 +181,16 @@ class BmsRuntime(BaseModel):
     balance_hysteresis_v: float = Field(
         0.04, ge=0.002, le=0.5, json_schema_extra={"unit": "V", "step": 0.001}
     )
-    charge_end_v: float = Field(4.10, ge=3.8, le=4.2, json_schema_extra=_V)
-    over_voltage_v: float = Field(4.20, ge=3.9, le=4.25, json_schema_extra=_V)
-    under_voltage_v: float = Field(3.00, ge=2.8, le=3.5, json_schema_extra=_V)
-    discharge_cutoff_v: float = Field(3.20, ge=2.9, le=3.7, json_schema_extra=_V)
-    max_charge_current_a: float = Field(30.0, ge=0, le=200, json_schema_extra=_A)
-    max_discharge_current_a: float = Field(30.0, ge=0, le=200, json_schema_extra=_A)
-    over_temperature_c: float = Field(65.0, ge=30, le=75, json_schema_extra=_C)
-    under_temperature_c: float = Field(-10.0, ge=-30, le=10, json_schema_extra=_C)  # fmt: skip
-
-    @model_validator(mode="after")
-    def _check_with_protection(self) -> BmsRuntime:
-        # the ordering rules live in ProtectionSettings; a refused change names them
-        self.merge(ProtectionSettings(), BalanceSettings())
-        return self
+    charge_end_v: float = Field(4.10, ge=3.5, le=chemistry.CELL_MAX_V, json_schema_extra=_V)
+    over_voltage_v: float = Field(4.20, ge=3.8, le=chemistry.CELL_MAX_V, json_schema_extra=_V)
+    under_voltage_v: float = Field(3.00, ge=chemistry.CELL_MIN_V, le=3.6, json_schema_extra=_V)
+    discharge_cutoff_v: float = Field(3.20, ge=chemistry.CELL_MIN_V, le=3.8, json_schema_extra=_V)
+    max_charge_current_a: float = Field(30.0, ge=0, le=1000, json_schema_extra=_A)
+    max_discharge_current_a: float = Field(30.0, ge=0, le=1000, json_schema_extra=_A)
+    over_temperature_c: float = Field(
+        60.0, ge=30, le=chemistry.DISCHARGE_MAX_C, json_schema_extra=_C
+    )
+    under_temperature_c: float = Field(0.0, ge=chemistry.CHARGE_MIN_C, le=20, json_schema_extra=_C)
 
     @classmethod
     def from_settings(cls, protection: ProtectionSettings, balance: BalanceSettings) -> BmsRuntime:
@@ -197,6 +245,46 @@ class BmsRuntime(BaseModel):
             hysteresis_v=self.balance_hysteresis_v,
         )
         return ProtectionSettings.model_validate(p), BalanceSettings.model_validate(b)
+
+
+# Runtime protection settings and the side on which a value would widen its start-up limit.
+_TIGHTEN_ONLY: tuple[tuple[str, str], ...] = (
+    ("charge_end_v", "above"),
+    ("over_voltage_v", "above"),
+    ("under_voltage_v", "below"),
+    ("discharge_cutoff_v", "below"),
+    ("max_charge_current_a", "above"),
+    ("max_discharge_current_a", "above"),
+    ("over_temperature_c", "above"),
+    ("under_temperature_c", "below"),
+)
+
+
+def runtime_limit(
+    protection: ProtectionSettings, balance: BalanceSettings
+) -> Callable[[BmsRuntime], str]:
+    """Why a runtime value would widen the start-up (hardware/chemistry) limits, or ""."""
+
+    def why(value: BmsRuntime) -> str:
+        wider = []
+        for name, side in _TIGHTEN_ONLY:
+            new, limit = getattr(value, name), getattr(protection, name)
+            if (new > limit) if side == "above" else (new < limit):
+                wider.append(
+                    f"{name} = {new:g} is {side} its start-up limit protection.{name} = {limit:g}"
+                )
+        if wider:
+            return (
+                "; ".join(wider) + " (runtime settings may only tighten the start-up "
+                "hardware and chemistry limits)"
+            )
+        try:
+            value.merge(protection, balance)
+        except ValidationError as exc:
+            return f"does not combine with the start-up settings: {describe_validation_error(exc)}"
+        return ""
+
+    return why
 
 
 @dataclass(slots=True)
@@ -305,11 +393,17 @@ class Bms(Service[BmsSettings]):
         ctx, s = self.ctx, self.settings
         self.decoder = FrameDecoder(s.codec_options())
         self.pack = Pack(s.pack_settings())
+        self.sanity = FrameSanity(s.frames)
         self.runtime = ctx.runtime_settings(
-            BmsRuntime.from_settings(s.protection, s.balance), self.on_runtime_change
+            BmsRuntime.from_settings(s.protection, s.balance),
+            self.on_runtime_change,
+            limit=runtime_limit(s.protection, s.balance),
         )
         protection, balance = self.runtime.value.merge(s.protection, s.balance)
         self.protection = Protection(protection)
+        self._restore_deep_discharge()
+        self.shunt_freshness = Freshness("shunt state")
+        self.shunt: tuple[float, float] | None = None  # (arrival, current_a + = charging)
         self.balancer = Balancer(balance, balanceable_modules(s.codec_options()))
         self.limits: Limits | None = None
         self.limits_seq = Sequencer()
@@ -328,6 +422,8 @@ class Bms(Service[BmsSettings]):
         ctx.every(s.module_period_s, self.publish_modules, name="modules")
         ctx.every(s.bus_retry_s, self.reopen_buses, name="bus retry")
         ctx.action("force_balance", self.on_force_balance)
+        ctx.action("release_deep_discharge", self.on_release_deep_discharge)
+        ctx.subscribe(ctx.topics.shunt_state, self.on_shunt)
         ctx.discovery(self.discovery)
 
     def on_force_balance(self, payload: bytes) -> None:
@@ -338,11 +434,69 @@ class Bms(Service[BmsSettings]):
             changed="balance_force",
         )
 
+    def on_release_deep_discharge(self, payload: bytes) -> None:
+        """A person released the deep-discharge latch; ValueError (answered on ack) if refused."""
+        now = self.ctx.now()
+        self.protection.release_deep_discharge(self.pack.snapshot(now), now)
+        self.ctx.log.warning("deep-discharge latch released by a person")
+        self._save_deep_discharge()
+        self.evaluate()
+
+    def _restore_deep_discharge(self) -> None:
+        """A latch saved before a restart holds again: only a person releases it."""
+        saved = self.ctx.store.get(DEEP_DISCHARGE_KEY)
+        # anything but an explicit "not latched" counts as latched: the safe reading
+        released = saved is None or (isinstance(saved, dict) and saved.get("latched") is False)
+        if not released:
+            message = saved.get("message") if isinstance(saved, dict) else None
+            text = f"{message or 'deep discharge'} [restored after a restart]"
+            self.protection.latch_deep_discharge(text, self.ctx.now())
+            self.ctx.log.warning(
+                "deep-discharge latch restored from %s: %s", self.ctx.store.path, text
+            )
+        self._deep_saved = self.protection.deep_discharge.latched
+
+    def _save_deep_discharge(self) -> None:
+        """Write the latch now, not at the next debounced flush: it must survive a crash."""
+        deep = self.protection.deep_discharge
+        self._deep_saved = deep.latched
+        value = {"latched": deep.latched, "message": deep.message, "ts": self.ctx.wall()}
+        self.ctx.store.set(DEEP_DISCHARGE_KEY, value)
+        try:
+            self.ctx.store.flush()
+        except OSError as exc:
+            self.ctx.log.error(
+                "deep-discharge latch (%s) not saved to %s: %s",
+                "set" if deep.latched else "released",
+                self.ctx.store.path,
+                exc,
+            )
+
+    def on_shunt(self, msg: Message) -> None:
+        """The shunt's measured current, for the over-current alarm (fresh by arrival only)."""
+        state = parse_payload(ShuntState, msg.topic, msg.payload)
+        ctx = self.ctx
+        arrived = self.shunt_freshness.admit(
+            Stamp(msg.retain, state.ts), now_s=ctx.now(), wall_s=ctx.wall()
+        )
+        if state.sensor != "ok" or state.current_a is None:
+            self.shunt = None
+            return
+        self.shunt = (arrived, state.current_a)
+
+    def measured_current(self, now_s: float) -> float | None:
+        """The latest shunt current if it arrived within ``shunt_stale_s``, else None."""
+        if self.shunt is None:
+            return None
+        arrived, current = self.shunt
+        return current if now_s - arrived <= self.settings.shunt_stale_s else None
+
     # ------------------------------------------------------------------ CAN
 
     def poll(self) -> None:
         for link in self.links:
-            link.send(encode_poll())
+            if link.send(encode_poll()):
+                self.sanity.poll(link.index)
 
     def on_frames(self, frames: list[_Rx]) -> None:
         """A batch of received frames (loop thread)."""
@@ -359,6 +513,12 @@ class Bms(Service[BmsSettings]):
                 self._bad_frame(rx, exc)
                 continue
             module = getattr(frame, "module", 0)
+            # what the boards send counts for frame sanity; commands from a master do not
+            if isinstance(frame, CellVoltageFrame):
+                counter = None if frame.initialising else frame.counter
+                self.sanity.frame(rx.bus, rx.arbitration_id, module, counter)
+            elif isinstance(frame, TemperatureFrame):
+                self.sanity.frame(rx.bus, rx.arbitration_id, module)
             apply(rx.bus, frame, rx.now_s, trusted=trusted(ModuleKey(rx.bus, module), rx.now_s))
 
     def _bad_frame(self, rx: _Rx, exc: CodecError) -> None:
@@ -378,6 +538,7 @@ class Bms(Service[BmsSettings]):
         self.ctx.log.error("bus %s: receive failed, closing it: %s", link.name, exc)
         link.close()
         self.pack.forget_bus(link.index)
+        self.sanity.forget_bus(link.index)
         self.evaluate()
 
     def reopen_buses(self) -> None:
@@ -400,7 +561,14 @@ class Bms(Service[BmsSettings]):
 
     def evaluate(self) -> None:
         now = self.ctx.now()
-        self.limits = self.protection.update(self.pack.snapshot(now), now)
+        self.limits = self.protection.update(
+            self.pack.snapshot(now),
+            now,
+            frame_problems=self.sanity.problems(),
+            current_a=self.measured_current(now),
+        )
+        if self.protection.deep_discharge.latched != self._deep_saved:
+            self._save_deep_discharge()
         codes = tuple(a.code for a in self.limits.alarms)
         if codes != self._published_alarms:
             self.publish_limits()  # a new or cleared alarm goes out at once
@@ -523,6 +691,11 @@ class Bms(Service[BmsSettings]):
             sensor("balancing_cells", "Cells balancing", pack, "balancing_cells", state_class=None),
             ha.text_sensor("alarm", "Alarm", pack, "{{ (value_json.alarm_text or 'ok')[:255] }}"),
             sensor("frames_bad", "Bad CAN frames", pack, "frames_bad", entity_category="diagnostic", state_class="total_increasing"),
+            ha.button(
+                "release_deep_discharge",
+                "Release deep-discharge latch",
+                t.action_set(self.name, "release_deep_discharge"),
+            ),
             *ha.settings_components(BmsRuntime, t, self.name),
             *self._module_components(),
         ]  # fmt: skip

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from gridzero.codec import CodecError
 from gridzero.services.bms import codec
+from gridzero.sim.faults import DuplicateModule, FrozenModule
 from gridzero.sim.plant import Plant
 
 BALANCE_STEP_S = 120.0  # DBC: factor 2, unit minute
@@ -21,6 +22,7 @@ CELL_MV_MIN = codec.CELL_MV_OFFSET
 CELL_MV_MAX = codec.CELL_MV_OFFSET + codec.CELL_INVALID_RAW - 1
 TEMP_MIN_C = -40.0
 TEMP_MAX_C = 86.5
+TWIN_COUNTER_OFFSET = 7  # a duplicate board counts on its own, out of phase with the real one
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,7 @@ class BmsBusEmulator:
         self._decoder = codec.FrameDecoder(self.options)
         self._index_of = {n: first_index + i for i, n in enumerate(self.numbers)}
         self._counter = 0
+        self._last: dict[int, list[WireFrame]] = {}  # plant module -> frames it sent last
         self.bad_frames = 0
 
     def on_frame(
@@ -85,18 +88,60 @@ class BmsBusEmulator:
         self._counter = (self._counter + 1) & 0x0F
         cells = plant.measured_cell_voltages_v(now_s)
         temps = plant.measured_temperatures_c(now_s)
+        twins, frozen = self._board_faults(plant, now_s)
         out: list[WireFrame] = []
+        for number in sorted(set(twins) - set(self.numbers)):
+            out += self._twin(twins.pop(number), plant)  # a stray board with a number of its own
         for i, number in enumerate(self.numbers):
             index = self.first_index + i
             if plant.module_silent(index, now_s):
                 continue
+            if number in twins:
+                out += self._twin(twins[number], plant)  # just before the real module
+            if index in frozen and index in self._last:
+                out += self._last[index]
+                continue
             mv = [min(CELL_MV_MAX, max(CELL_MV_MIN, round(v * 1000.0))) for v in cells[index]]
-            for arb, data in codec.encode_module_cells(number, mv, counter=self._counter):
-                out.append(WireFrame(arb, data, False))
+            frames = [
+                WireFrame(arb, data, False)
+                for arb, data in codec.encode_module_cells(number, mv, counter=self._counter)
+            ]
             t = min(TEMP_MAX_C, max(TEMP_MIN_C, temps[index]))
             bal = [c + 1 for c in sorted(plant.balancing_cells(index, now_s))]
             arb, data = codec.encode_temperature_frame(
                 number, (t, t), bal, variant=self.options.temp_variant
             )
-            out.append(WireFrame(arb, data, True))
+            frames.append(WireFrame(arb, data, True))
+            self._last[index] = frames
+            out += frames
         return out
+
+    def _board_faults(
+        self, plant: Plant, now_s: float
+    ) -> tuple[dict[int, DuplicateModule], set[int]]:
+        """Duplicate boards on this bus (by module number) and frozen plant modules."""
+        twins: dict[int, DuplicateModule] = {}
+        frozen: set[int] = set()
+        for fault in plant.active_faults(now_s):
+            if isinstance(fault, DuplicateModule) and fault.bus == self.bus:
+                twins[fault.number] = fault
+            elif isinstance(fault, FrozenModule):
+                frozen.add(fault.module)
+        return twins, frozen
+
+    def _twin(self, fault: DuplicateModule, plant: Plant) -> list[WireFrame]:
+        """The duplicate board's frames: its own cells, temperature and counter."""
+        counter = (self._counter + TWIN_COUNTER_OFFSET) & 0x0F
+        mv = min(CELL_MV_MAX, max(CELL_MV_MIN, round(fault.cell_v * 1000.0)))
+        n_cells = plant.params.pack.cells_per_module
+        frames = [
+            WireFrame(arb, data, False)
+            for arb, data in codec.encode_module_cells(
+                fault.number, [mv] * n_cells, counter=counter
+            )
+        ]
+        arb, data = codec.encode_temperature_frame(
+            fault.number, (fault.temperature_c,) * 2, variant=self.options.temp_variant
+        )
+        frames.append(WireFrame(arb, data, True))
+        return frames
