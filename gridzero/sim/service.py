@@ -139,6 +139,8 @@ def contract_fault(  # noqa: PLR0911 (one return per fault kind reads best)
         return simple[kind](duration_s=duration)
     if kind == "load_step":
         return faults.LoadStep(extra_w=msg.value, duration_s=duration)
+    if kind in ("rectifier_over_current", "rectifier_refuses_stored"):
+        return _rectifier_fault(msg, duration)
     if kind in ("inverter_silent", "gateway_restart"):
         unit = _unit(msg.target, plant)
         if kind == "inverter_silent":
@@ -162,6 +164,15 @@ def contract_fault(  # noqa: PLR0911 (one return per fault kind reads best)
         cell = int(parts[2]) - 1 if len(parts) > 2 else 0
         return faults.CellDrift(module=module, cell=cell, v_per_h=msg.value, duration_s=duration)
     raise ValueError(f"fault kind {kind!r} is not modelled by the simulator")
+
+
+def _rectifier_fault(
+    msg: SimFault, duration: float | None
+) -> faults.RectifierOverCurrent | faults.RectifierRefusesStored:
+    """value: the extra amps (default 20), or the stored voltage refused below (0 = all)."""
+    if msg.kind == "rectifier_over_current":
+        return faults.RectifierOverCurrent(extra_a=msg.value or 20.0, duration_s=duration)
+    return faults.RectifierRefusesStored(below_v=msg.value or None, duration_s=duration)
 
 
 def _unit(target: str, plant: Plant) -> int:

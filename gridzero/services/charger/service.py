@@ -1,10 +1,12 @@
 """The charger service: the R48 rectifier on CAN, the controller and the bms on MQTT.
 
 Thin shell: python-can in, `codec` and `domain` in the middle, MQTT out. At start-up it
-turns the DC output off and writes the offline (EEPROM) defaults, so the rectifier is safe
-if this process dies; then it polls readings, clamps every controller command to the bms
-limits (`domain.decide`), refreshes the online set-points well inside their ~30 s lifetime
-and publishes what it decided and why.
+turns the DC output off and writes the stored fallback (at most cells x 4.0 V, the least
+current), so the rectifier is safe if this process dies, and keeps DC off until the rectifier
+has acknowledged that write. Then it polls readings, clamps every controller command to the
+bms limits and the pack's ceiling (`domain.decide`), trips on a measured over-current
+(rectifier report or shunt; latched until a person resets it), refreshes the online
+set-points well inside their ~30 s lifetime and publishes what it decided and why.
 """
 
 from __future__ import annotations
