@@ -185,6 +185,14 @@ class ChargerState(Stamped):
     setpoint_current_a: float | None
     limit_reason: str = Field(description="controller, cvl, ccl, max_power, alarm, stale_bms, ...")
     status_flags: list[str] = Field(default_factory=list)
+    alarms: list[Alarm] = Field(
+        default_factory=list,
+        description="the charger's own: over_current_trip (latched), fallback_unconfirmed, "
+        "cvl_above_pack_max",
+    )
+    fallback: Literal["pending", "confirmed", "refused", "unanswered"] = Field(
+        default="pending", description="the stored fallback write: DC stays off unless confirmed"
+    )
 
 
 # --------------------------------------------------------------------------- inverter
@@ -340,6 +348,8 @@ class SimFault(Payload):
         "over_temperature",
         "duplicate_module",
         "frozen_module",
+        "rectifier_over_current",
+        "rectifier_refuses_stored",
         "clear",
     ]
     target: str = Field(default="", description="module 'bus:module[:cell]', inverter unit, ...")

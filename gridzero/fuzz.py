@@ -288,7 +288,7 @@ def charger_targets() -> list[Target]:
 
     frames = [
         codec.encode_voltage(52.5),
-        codec.encode_voltage(46.8, offline=True),
+        codec.encode_voltage(46.8, offline=True, cells_in_series=12),
         codec.encode_current_fraction(0.5),
         codec.encode_control(codec.Control(dc_off=True)),
         codec.encode_read_request(codec.Quantity(0x01)),

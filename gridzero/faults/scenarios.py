@@ -416,6 +416,59 @@ BMS_SCENARIOS: tuple[Scenario, ...] = (
 )
 
 
+# --- the charger's own barriers (issue 16): measured over-current, unconfirmed fallback ---
+# The R48's output current is polled every 1 s and the shunt publishes about every 1 s; the
+# charger trips after 2 s above CCL + max(2 A, 10 %) and checks every 0.5 s.
+OVER_CURRENT_TRIP_S = 2.0
+CHARGER_POLL_S = 1.0
+CHARGER_CONTROL_S = 0.5
+UP_RESTART_S = 2.0  # `gridzero up` restarts a service that died after 2 s (first restart)
+SERVICE_START_S = 5.0  # a Python service's import and connect on the shared 2-core machine
+
+
+def _over_current(rig: Rig, _timing: Timing) -> None:
+    rig.inject({"kind": "rectifier_over_current", "value": 20})
+
+
+def _over_current_fixed_and_reset(rig: Rig, _timing: Timing) -> None:
+    # the trip is latched: a person resets it after the rectifier was seen to (here: the
+    # fault ends); a reset while current still flows would be refused
+    rig.clear("rectifier_over_current")
+    rig.publish(T.action_set("charger", "reset_over_current"), "press")
+
+
+def _refuse_stored_then_restart_charger(rig: Rig, _timing: Timing) -> None:
+    rig.inject({"kind": "rectifier_refuses_stored"})
+    rig.kill("charger")
+
+
+CHARGER_SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "rectifier_over_current",
+        "rectifier over-current while charging (it delivers 20 A above its limit)",
+        "charging",
+        _over_current,
+        _over_current_fixed_and_reset,
+        bound_s=0.5 + CHARGER_POLL_S + OVER_CURRENT_TRIP_S + CHARGER_CONTROL_S,
+        bound_doc="the current passes CCL + 10 % within 0.5 s (20 A/s), is measured within 1 s "
+        "(R48 poll, shunt), trips after 2 s, checked every 0.5 s; DC off at once; latched until "
+        "a person resets it",
+    ),
+    Scenario(
+        "failed_fallback_write",
+        "stored fallback writes refused (error reply), charger restarted while charging",
+        "charging",
+        _refuse_stored_then_restart_charger,
+        _clear("rectifier_refuses_stored"),
+        bound_s=UP_RESTART_S + SERVICE_START_S,
+        bound_doc="`gridzero up` restarts the killed charger after 2 s; its first frame is DC "
+        "off and, with the stored fallback refused, DC stays off (fallback_unconfirmed) until "
+        "a retry is acknowledged",
+        restarted="charger",
+    ),
+)
+
+
 MATRIX: tuple[Scenario, ...] = (
     # ---------------------------------------------------------------- while charging
     Scenario(
@@ -588,6 +641,7 @@ MATRIX: tuple[Scenario, ...] = (
         fault_lasts=lambda t: t.broker_down_s,
     ),
     *BMS_SCENARIOS,
+    *CHARGER_SCENARIOS,
 )
 SCENARIOS = {s.key: s for s in MATRIX}
 

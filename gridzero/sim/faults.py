@@ -20,6 +20,8 @@ optional ``start_s`` (default: when it is injected) and ``duration_s``
 | temperature_offset | a module's measured temperature moves by ``offset_c`` + ``c_per_h`` x hours |
 | duplicate_module | a second board with module number ``number`` on bms bus ``bus`` (its own cells) |
 | frozen_module | a module's board repeats the frames it sent last (counter included) |
+| rectifier_over_current | the rectifier delivers ``extra_a`` more than every current limit it should hold |
+| rectifier_refuses_stored | the rectifier answers stored-fallback writes with an error (all, or voltages below ``below_v``) |
 """
 
 from __future__ import annotations
@@ -157,6 +159,23 @@ class FrozenModule(_Fault):
     module: int = Field(ge=0)
 
 
+class RectifierOverCurrent(_Fault):
+    """The rectifier's current regulation fails: it delivers ``extra_a`` above its current
+    limit (and its power cap), as far as the voltage drives it; it reports what it delivers."""
+
+    kind: Literal["rectifier_over_current"] = "rectifier_over_current"
+    extra_a: float = Field(20.0, gt=0, le=200)
+
+
+class RectifierRefusesStored(_Fault):
+    """The rectifier refuses writes of its stored fallback (registers 0x24, 0x19) with error
+    0xF3. With ``below_v`` only stored voltages below it are refused: the R48 variants that
+    store only 48-58 V (research/devices.md A.5)."""
+
+    kind: Literal["rectifier_refuses_stored"] = "rectifier_refuses_stored"
+    below_v: float | None = Field(None, gt=0, le=100)
+
+
 Fault = Annotated[
     CellDrift
     | CellLeak
@@ -170,7 +189,9 @@ Fault = Annotated[
     | LoadStep
     | TemperatureOffset
     | DuplicateModule
-    | FrozenModule,
+    | FrozenModule
+    | RectifierOverCurrent
+    | RectifierRefusesStored,
     Field(discriminator="kind"),
 ]
 
@@ -189,6 +210,8 @@ FAULT_KINDS: tuple[str, ...] = (
     "temperature_offset",
     "duplicate_module",
     "frozen_module",
+    "rectifier_over_current",
+    "rectifier_refuses_stored",
 )
 
 

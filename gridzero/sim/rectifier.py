@@ -11,13 +11,24 @@
   current limit.
 - Output current rises at most ``current_ramp_a_per_s`` and, after DC on,
   within a walk-in ramp from 0 to full over ``walk_in_s``; it falls at once.
+- Fault ``rectifier_over_current``: the regulation fails and it delivers ``extra_a``
+  above its current limit and power cap (still no more than the voltage drives). The
+  model sees the plant's faults through `bind_faults` (the CAN emulator binds them).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
+from gridzero.sim.faults import RectifierOverCurrent
 from gridzero.sim.params import ChargerParams
+
+FaultSource = Callable[[float], Sequence[object]]
+
+
+def _no_faults(_now_s: float) -> Sequence[object]:
+    return ()
 
 
 class Rectifier:
@@ -37,6 +48,15 @@ class Rectifier:
         self.voltage_ramped_v = params.offline_voltage_v
         self.current_a = 0.0
         self.terminal_v = 0.0
+        self._faults: FaultSource = _no_faults
+
+    def bind_faults(self, source: FaultSource) -> None:
+        """Where the model finds the faults active at a time (the plant's ``active_faults``)."""
+        self._faults = source
+
+    def over_current_a(self, now_s: float) -> float:
+        """Current delivered above every limit by a ``rectifier_over_current`` fault."""
+        return sum(f.extra_a for f in self._faults(now_s) if isinstance(f, RectifierOverCurrent))
 
     # --- commands ------------------------------------------------------------------------
 
@@ -136,6 +156,7 @@ class Rectifier:
             walk = (now_s - self.dc_on_since_s) / p.walk_in_s
             if walk < 1.0:
                 limit = min(limit, max(0.0, walk) * p.max_fraction * p.amps_per_fraction)
+        limit += self.over_current_a(now_s)
         cv_current = (v - e_th_v + i_load_a * r_th_ohm) / (r_th_ohm + r_cable)
         target = max(0.0, min(limit, cv_current))
         current = self.current_a

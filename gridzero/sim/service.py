@@ -141,6 +141,8 @@ def contract_fault(  # noqa: PLR0911 (one return per fault kind reads best)
         return simple[kind](duration_s=duration)
     if kind == "load_step":
         return faults.LoadStep(extra_w=msg.value, duration_s=duration)
+    if kind in ("rectifier_over_current", "rectifier_refuses_stored"):
+        return _rectifier_fault(msg, duration)
     if kind in ("inverter_silent", "gateway_restart"):
         unit = _unit(msg.target, plant)
         if kind == "inverter_silent":
@@ -150,20 +152,26 @@ def contract_fault(  # noqa: PLR0911 (one return per fault kind reads best)
         bus: int | str = "charger" if msg.target == "charger" else int(msg.target or 0)
         return faults.BusGarbage(bus=bus, rate_hz=msg.value or 50.0, duration_s=duration)
     if kind in ("module_silent", "cell_drift", "over_temperature"):
-        parts = msg.target.split(":")
-        if not 2 <= len(parts) <= 3:
-            raise ValueError(f"fault target {msg.target!r}: expected 'bus:module[:cell]'")
-        bus, number = int(parts[0]), int(parts[1])
-        if not 0 <= bus < len(layout) or number not in layout[bus]:
-            raise ValueError(f"fault target {msg.target!r}: no module {number} on bus {bus}")
-        module = sum(len(b) for b in layout[:bus]) + layout[bus].index(number)
-        if kind == "module_silent":
-            return faults.ModuleSilent(module=module, duration_s=duration)
-        if kind == "over_temperature":
-            return faults.TemperatureOffset(module=module, offset_c=msg.value, duration_s=duration)
-        cell = int(parts[2]) - 1 if len(parts) > 2 else 0
-        return faults.CellDrift(module=module, cell=cell, v_per_h=msg.value, duration_s=duration)
+        return _module_fault(msg, layout, duration)
     raise ValueError(f"fault kind {kind!r} is not modelled by the simulator")
+
+
+def _module_fault(msg: SimFault, layout: list[list[int]], duration: float | None) -> faults.Fault:
+    """A fault of one module's readings: ``target`` 'bus:module[:cell]'."""
+    kind = msg.kind
+    parts = msg.target.split(":")
+    if not 2 <= len(parts) <= 3:
+        raise ValueError(f"fault target {msg.target!r}: expected 'bus:module[:cell]'")
+    bus, number = int(parts[0]), int(parts[1])
+    if not 0 <= bus < len(layout) or number not in layout[bus]:
+        raise ValueError(f"fault target {msg.target!r}: no module {number} on bus {bus}")
+    module = sum(len(b) for b in layout[:bus]) + layout[bus].index(number)
+    if kind == "module_silent":
+        return faults.ModuleSilent(module=module, duration_s=duration)
+    if kind == "over_temperature":
+        return faults.TemperatureOffset(module=module, offset_c=msg.value, duration_s=duration)
+    cell = int(parts[2]) - 1 if len(parts) > 2 else 0
+    return faults.CellDrift(module=module, cell=cell, v_per_h=msg.value, duration_s=duration)
 
 
 def board_fault(msg: SimFault, layout: list[list[int]]) -> faults.Fault:
@@ -184,6 +192,15 @@ def board_fault(msg: SimFault, layout: list[list[int]]) -> faults.Fault:
         raise ValueError(f"fault {msg.kind} target {msg.target!r}: no module {number} on bus {bus}")
     module = sum(len(b) for b in layout[:bus]) + layout[bus].index(number)
     return faults.FrozenModule(module=module, duration_s=duration)
+
+
+def _rectifier_fault(
+    msg: SimFault, duration: float | None
+) -> faults.RectifierOverCurrent | faults.RectifierRefusesStored:
+    """value: the extra amps (default 20), or the stored voltage refused below (0 = all)."""
+    if msg.kind == "rectifier_over_current":
+        return faults.RectifierOverCurrent(extra_a=msg.value or 20.0, duration_s=duration)
+    return faults.RectifierRefusesStored(below_v=msg.value or None, duration_s=duration)
 
 
 def _unit(target: str, plant: Plant) -> int:

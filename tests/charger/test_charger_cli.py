@@ -22,9 +22,10 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
         (["voltage", "48", "--offline"], ["0607FF83#03F0002442400000"]),
         (["current", "62.5", "--rated", "62.5"], ["0607FF83#03F000223F9AE148"]),
         (
-            ["current", "62.5", "--rated", "62.5", "--fraction-at-rated", "1.0", "--offline"],
-            ["0607FF83#03F000193F800000"],
+            ["current", "6.25", "--rated", "62.5", "--fraction-at-rated", "1.0", "--offline"],
+            ["0607FF83#03F000193DCCCCCD"],
         ),
+        (["voltage", "56", "--offline", "--cells", "14"], ["0607FF83#03F0002442600000"]),
         (["fraction", "0.5"], ["0607FF83#03F000223F000000"]),
         (["dc-off"], ["06080783#00F0818000000000"]),
         (["dc-on"], ["06080783#00F0018000000000"]),
@@ -49,6 +50,13 @@ def test_encode(capsys: pytest.CaptureFixture[str], argv: list[str], expected: l
         (["voltage", "58.6"], "58.6 V is outside 41..58.5 V"),
         (["voltage", "nan"], "not a finite number"),
         (["voltage", "inf", "--offline"], "not a finite number"),
+        # the stored fallback is bounded by the cells (default one 12S module): 48 V at most
+        (["voltage", "48.1", "--offline"], "48.1 V is outside 41..48 V (12 cells x 4 V"),
+        (["voltage", "50.5", "--cells", "12"], "50.5 V is outside 41..50.4 V"),
+        (
+            ["current", "62.5", "--rated", "62.5", "--offline"],
+            "the stored fallback current is the least",
+        ),
         (["voltage", "abc"], "'abc' is not a number"),
         (["voltage"], "required"),
         (["current", "80"], "80 A is outside 5.17..62.50 A"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -145,7 +146,11 @@ def test_golden_decode(text: str, expected: object, source: str) -> None:
         (codec.encode_voltage(52.5), "0607FF83#03F0002142520000", "issue 5 golden, research A.3"),
         (codec.encode_voltage(41.0), "0607FF83#03F0002142240000", f"{D} A.3 (41.0 V)"),
         (codec.encode_voltage(58.5), "0607FF83#03F00021426A0000", f"{D} A.3 (58.5 V)"),
-        (codec.encode_voltage(56.0, offline=True), "0607FF83#03F0002442600000", f"{D} A.3"),
+        (
+            codec.encode_voltage(56.0, offline=True, cells_in_series=14),
+            "0607FF83#03F0002442600000",
+            f"{D} A.3",
+        ),
         (codec.encode_current_fraction(1.0), "0607FF83#03F000223F800000", f"{D} A.3 (1.00)"),
         (
             codec.encode_current_fraction(0.10, offline=True),
@@ -216,7 +221,11 @@ def test_error_reply_names_known_and_unknown_codes() -> None:
 @settings(max_examples=100)
 @given(st.floats(41.0, 58.5), st.booleans())
 def test_voltage_round_trip(voltage_v: float, offline: bool) -> None:
-    built = codec.encode_voltage(voltage_v, offline=offline)
+    if offline:
+        voltage_v = min(voltage_v, 56.0)  # 14 cells x 4.0 V: the highest stored fallback
+    built = codec.encode_voltage(
+        voltage_v, offline=offline, cells_in_series=14 if offline else None
+    )
     message = codec.decode_frame(built.arbitration_id, built.data)
     assert isinstance(message, SetPoint)
     assert message.value == f32(voltage_v)
@@ -226,6 +235,8 @@ def test_voltage_round_trip(voltage_v: float, offline: bool) -> None:
 @settings(max_examples=100)
 @given(st.floats(0.10, 1.21), st.booleans())
 def test_fraction_round_trip(fraction: float, offline: bool) -> None:
+    if offline:
+        fraction = codec.FALLBACK_FRACTION_MAX  # the only stored current the encoder takes
     built = codec.encode_current_fraction(fraction, offline=offline)
     message = codec.decode_frame(built.arbitration_id, built.data)
     assert isinstance(message, SetPoint)
@@ -293,7 +304,10 @@ def test_current_scaling_defaults() -> None:
             lambda: codec.encode_voltage(58.6),
             r"online voltage \(register 0x21\): 58.6 V .*41..58.5 V",
         ),
-        (lambda: codec.encode_voltage(40.9, offline=True), r"offline voltage \(register 0x24\)"),
+        (
+            lambda: codec.encode_voltage(40.9, offline=True, cells_in_series=12),
+            r"offline voltage \(register 0x24\)",
+        ),
         (lambda: codec.encode_voltage(math.nan), "not a finite number"),
         (lambda: codec.encode_voltage(math.inf), "not a finite number"),
         (lambda: codec.encode_voltage("52"), "not a number"),
@@ -351,6 +365,52 @@ def test_decoder_refuses(text: str, match: str) -> None:
 def test_decoder_refuses_out_of_range_id() -> None:
     with pytest.raises(DecodeError, match=r"outside 0\.\.0x1FFFFFFF"):
         codec.decode_frame(0x20000000, bytes(8))
+
+
+# --- the stored fallback: no code path writes a high voltage or current (issue 16) ----------
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        # 58.5 V stored = 4.875 V per cell on a 12S pack: what the old runtime setting allowed
+        lambda: codec.encode_set_point(Register.OFFLINE_VOLTAGE, 58.5),
+        lambda: codec.encode_set_point(Register.OFFLINE_VOLTAGE, 58.5, cells_in_series=12),
+        lambda: codec.encode_set_point(Register.OFFLINE_VOLTAGE, 48.1, cells_in_series=12),
+        lambda: codec.encode_set_point(
+            Register.OFFLINE_VOLTAGE, 48.0, arbitration_id=codec.CONTROL_ID
+        ),
+        lambda: codec.encode_voltage(48.1, offline=True, cells_in_series=12),
+        lambda: codec.encode_voltage(48.0, offline=True),  # no cells: no bound, refused
+        # 1.21 stored = 62.5 A whenever the service is dead
+        lambda: codec.encode_set_point(Register.OFFLINE_CURRENT, 1.21),
+        lambda: codec.encode_current_fraction(0.11, offline=True),
+    ],
+)
+def test_stored_fallback_above_its_bound_is_refused(call: Callable[[], object]) -> None:
+    with pytest.raises(EncodeError, match=r"register 0x(24|19)"):
+        call()
+
+
+def test_stored_fallback_bound_is_cells_x_4_0_v() -> None:
+    assert codec.decode_frame(
+        *_frame_of(codec.encode_voltage(48.0, offline=True, cells_in_series=12))
+    ) == SetPoint(Register.OFFLINE_VOLTAGE, 48.0)
+    with pytest.raises(EncodeError, match=r"48.1 V is outside 41..48 V \(12 cells x 4 V"):
+        codec.encode_voltage(48.1, offline=True, cells_in_series=12)
+    with pytest.raises(EncodeError, match="cells in series True is not a whole number"):
+        codec.encode_voltage(46.0, offline=True, cells_in_series=True)  # type: ignore[arg-type]
+
+
+def test_online_voltage_with_cells_is_bounded_by_the_pack() -> None:
+    codec.encode_voltage(50.4, cells_in_series=12)
+    with pytest.raises(EncodeError, match=r"50.5 V is outside 41..50.4 V \(12 cells x 4.2 V"):
+        codec.encode_voltage(50.5, cells_in_series=12)
+    codec.encode_voltage(58.5)  # without cells: the rectifier's own range (the CLI's use)
+
+
+def _frame_of(frame: codec.CanFrame) -> tuple[int, bytes]:
+    return frame.arbitration_id, frame.data
 
 
 # --- fuzzing --------------------------------------------------------------------------------

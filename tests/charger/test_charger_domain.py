@@ -15,14 +15,22 @@ from gridzero.services.charger.domain import (
     ChargeCommand,
     ChargerSettings,
     Decision,
+    FallbackStatus,
+    FallbackWrite,
     LinkState,
+    Measurement,
+    OverCurrentWatch,
     Readings,
     Reason,
+    charge_limit_a,
+    cvl_above_ceiling,
     decide,
     decision_frames,
     link_state,
     needs_refresh,
     offline_defaults,
+    over_current_threshold_a,
+    over_measurements,
     poll_frames,
     startup_frames,
 )
@@ -82,9 +90,21 @@ def test_controller_voltage_below_cvl_is_kept() -> None:
     assert (d.voltage_v, d.voltage_reason, d.reason) == (48.0, Reason.CONTROLLER, Reason.CONTROLLER)
 
 
-def test_cvl_above_rectifier_range_is_capped_at_58_5() -> None:
-    d = decide(command(current_a=20.0), limits(cvl_v=60.0), SETTINGS, NOW)
-    assert d.voltage_v == codec.VOLTAGE_MAX_V
+def test_cvl_above_the_pack_ceiling_is_clamped_to_cells_x_4_2_v() -> None:
+    # issue 16: `layout: series` by mistake on a parallel pack -> the bms publishes 98.4 V
+    for cvl_v in (98.4, 60.0, 50.5):
+        d = decide(command(current_a=20.0), limits(cvl_v=cvl_v), SETTINGS, NOW)
+        assert d.dc_on
+        assert d.voltage_v == pytest.approx(12 * 4.2)
+        assert d.voltage_reason is Reason.PACK_MAX
+        assert cvl_above_ceiling(limits(cvl_v=cvl_v), SETTINGS)
+    asked = decide(command(current_a=20.0, voltage_v=55.0), limits(cvl_v=98.4), SETTINGS, NOW)
+    assert asked.voltage_v == pytest.approx(50.4)
+    assert not cvl_above_ceiling(limits(cvl_v=50.4), SETTINGS)
+    thirteen = ChargerSettings(cells_in_series=13)
+    assert decide(command(current_a=20.0), limits(cvl_v=98.4), thirteen, NOW).voltage_v == (
+        pytest.approx(13 * 4.2)
+    )
 
 
 def test_cvl_below_rectifier_range_turns_dc_off() -> None:
@@ -102,8 +122,8 @@ def test_max_power_clamps_current() -> None:
 
 
 def test_rectifier_maximum_current_is_a_max_power_limit() -> None:
-    s = ChargerSettings(max_charge_power_w=5000.0)
-    d = decide(command(current_a=100.0), limits(cvl_v=50.0, ccl_a=100.0), s, NOW)
+    s = ChargerSettings(max_charge_power_w=3000.0)
+    d = decide(command(current_a=100.0), limits(cvl_v=45.0, ccl_a=100.0), s, NOW)
     assert d.reason is Reason.MAX_POWER
     assert d.current_a == pytest.approx(62.5)
     assert d.current_fraction == pytest.approx(codec.FRACTION_MAX)
@@ -259,7 +279,11 @@ def test_decision_never_exceeds_limits(
     d = decide(cmd, lim, SETTINGS, NOW, pack)
     assert codec.VOLTAGE_MIN_V <= d.voltage_v <= codec.VOLTAGE_MAX_V
     assert codec.FRACTION_MIN <= d.current_fraction <= codec.FRACTION_MAX
-    decision_frames(d)  # every decision is encodable
+    decision_frames(d, SETTINGS)  # every decision is encodable, within the pack's ceiling
+    assert d.voltage_v <= 12 * 4.2 + 1e-9
+    if not d.dc_on:
+        assert d.voltage_v <= 12 * 4.0  # the "harmless" set-point stays inside the fallback
+        assert d.current_fraction == codec.FRACTION_MIN
     if d.dc_on:
         assert allowed
         assert 0.0 <= NOW - lim.at_s <= SETTINGS.bms_stale_s
@@ -276,8 +300,8 @@ def test_decision_never_exceeds_limits(
 
 def test_settings_report_every_problem() -> None:
     with pytest.raises(ValueError, match="charger settings") as info:
-        ChargerSettings(offline_voltage_v=60.0, refresh_period_s=30.0, rated_current_a=math.nan)
-    assert "offline_voltage_v=60.0 V is outside 41..58.5 V" in str(info.value)
+        ChargerSettings(fallback_voltage_v=60.0, refresh_period_s=30.0, rated_current_a=math.nan)
+    assert "fallback_voltage_v=60.0 V is outside 41..58.5 V" in str(info.value)
     assert "refresh_period_s=30.0 s is outside 0.5..15 s" in str(info.value)
     assert "rated_current_a=nan" in str(info.value)
 
@@ -288,18 +312,45 @@ def test_offline_defaults_are_safe() -> None:
     assert defaults.current_fraction == codec.FRACTION_MIN
 
 
+def test_fallback_voltage_above_4_0_v_per_cell_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"fallback_voltage_v=48.1 V is above 48 V \(12 cells"):
+        ChargerSettings(fallback_voltage_v=48.1)
+    assert offline_defaults(ChargerSettings(fallback_voltage_v=48.0)).voltage_v == 48.0
+    assert (
+        offline_defaults(ChargerSettings(cells_in_series=14, fallback_voltage_v=56.0)).voltage_v
+        == 56.0
+    )
+    with pytest.raises(ValueError, match=r"cells_in_series=15 cells is outside 11\.\.14"):
+        ChargerSettings(cells_in_series=15)
+
+
+def test_current_scaling_is_bounded_to_the_known_models() -> None:
+    # issue 16: rated 20 A made CCL 10 A a fraction of 0.605 (~31 A on an R48-3000e3)
+    with pytest.raises(ValueError, match=r"rated_current_a=20.0 A is outside 41.7..62.5 A"):
+        ChargerSettings(rated_current_a=20.0)
+    with pytest.raises(ValueError, match=r"fraction_at_rated=0.5 is outside 1..1.21"):
+        ChargerSettings(fraction_at_rated=0.5)
+    worst = ChargerSettings(rated_current_a=41.7, fraction_at_rated=1.21)
+    # the most any allowed scaling asks of a real R48-3000e3 (1.00 = 62.5 A, R48.c) for 10 A
+    assert worst.current_to_fraction(10.0) * 62.5 <= 10.0 * 1.82
+
+
 def test_startup_frames_dc_off_then_offline_then_online() -> None:
     frames = [codec.decode_frame(f.arbitration_id, f.data) for f in startup_frames(SETTINGS)]
     assert frames[0] == codec.Control(dc_off=True)
     registers = [getattr(m, "register", None) for m in frames[1:]]
     assert registers == [0x24, 0x19, 0x21, 0x22]
+    stored = [m for m in frames[1:3] if isinstance(m, codec.SetPoint)]
+    assert [m.value for m in stored] == [pytest.approx(46.8), pytest.approx(0.10)]
 
 
 def test_decision_frames_order() -> None:
     on = Decision(True, 49.2, 20.0, 0.39, Reason.CONTROLLER, Reason.CVL)
     off = Decision(False, 46.8, 0.0, 0.1, Reason.ALARM, Reason.ALARM)
-    on_msgs = [codec.decode_frame(f.arbitration_id, f.data) for f in decision_frames(on)]
-    off_msgs = [codec.decode_frame(f.arbitration_id, f.data) for f in decision_frames(off)]
+    on_msgs = [codec.decode_frame(f.arbitration_id, f.data) for f in decision_frames(on, SETTINGS)]
+    off_msgs = [
+        codec.decode_frame(f.arbitration_id, f.data) for f in decision_frames(off, SETTINGS)
+    ]
     assert on_msgs[-1] == codec.Control(dc_off=False)  # set-points first, then on
     assert off_msgs[0] == codec.Control(dc_off=True)  # off first
 
@@ -353,3 +404,126 @@ def test_readings_model() -> None:
     assert r.last_error is not None
     assert "invalid_data" in r.last_error
     assert r.apply(codec.ReadRequest(Quantity.STATUS), 9.0) == r  # our own requests: ignored
+
+
+# --- the stored fallback must be confirmed before DC may go on (issue 16) ------------------
+
+
+def _ack(frame: codec.CanFrame) -> codec.Message:
+    return codec.decode_frame(*_reply(codec.encode_write_ack(frame.data[3], frame.data)))
+
+
+def _reply(frame: codec.CanFrame) -> tuple[int, bytes]:
+    return frame.arbitration_id, frame.data
+
+
+def test_hold_off_keeps_dc_off_before_every_other_rule() -> None:
+    for reason in (Reason.FALLBACK_UNCONFIRMED, Reason.OVER_CURRENT):
+        d = decide(command(current_a=20.0), limits(), SETTINGS, NOW, hold_off=reason)
+        assert (d.dc_on, d.reason) == (False, reason)
+        assert d.voltage_v <= 48.0
+        assert d.current_fraction == codec.FRACTION_MIN
+
+
+def test_fallback_confirmed_only_by_both_acks_with_the_value_written() -> None:
+    write = FallbackWrite.sent(SETTINGS, NOW)
+    voltage, current = write.frames
+    assert not write.confirmed
+    half = write.on_message(_ack(voltage))
+    assert (half.confirmed, half.status) == (False, FallbackStatus.PENDING)
+    done = half.on_message(_ack(current))
+    assert done.confirmed
+    assert done.alarm() is None
+    # an echo of a different value is not a confirmation
+    wrong = codec.encode_write_ack(0x24, bytes.fromhex("03F000244260000" + "0"))
+    bad = write.on_message(codec.decode_frame(*_reply(wrong)))
+    assert bad.status is FallbackStatus.REFUSED
+    assert bad.alarm() is not None
+
+
+def test_fallback_error_reply_is_an_alarm_with_a_hint_and_a_retry() -> None:
+    write = FallbackWrite.sent(SETTINGS, NOW)
+    refusal = codec.decode_frame(*_reply(codec.encode_error_reply(0x03, 0x24, 0xF3)))
+    refused = write.on_message(refusal)
+    assert refused.status is FallbackStatus.REFUSED
+    alarm = refused.alarm()
+    assert alarm is not None
+    assert alarm.code == "fallback_unconfirmed"
+    assert "refused the stored fallback voltage 46.8" in alarm.message
+    assert "set fallback_voltage_v to 48" in alarm.message
+    # a later ack of the same attempt does not undo the refusal
+    assert not refused.on_message(_ack(write.frames[1])).confirmed
+    assert not refused.retry_due(NOW + 4.9)
+    assert refused.retry_due(NOW + 5.0)
+    again = refused.retried(NOW + 5.0)
+    assert (again.attempt, again.status) == (2, FallbackStatus.PENDING)
+    assert again.alarm() is not None  # still shown while the retry is pending
+    assert again.retry_after_s() == 10.0
+    confirmed = again.on_message(_ack(again.frames[0])).on_message(_ack(again.frames[1]))
+    assert confirmed.confirmed
+    assert confirmed.alarm() is None
+
+
+def test_fallback_unanswered_after_the_ack_timeout_and_backoff_is_capped() -> None:
+    write = FallbackWrite.sent(SETTINGS, NOW)
+    assert write.check(NOW + 1.9).status is FallbackStatus.PENDING
+    lost = write.check(NOW + 2.0)
+    assert lost.status is FallbackStatus.UNANSWERED
+    assert lost.alarm() is not None
+    assert "no acknowledgement of the stored fallback current and voltage" in lost.problem
+    assert FallbackWrite(write.frames, NOW, attempt=30).retry_after_s() == 300.0
+
+
+# --- measured over-current trip (issue 16) ---------------------------------------------------
+
+
+def _m(source: str, current_a: float, at_s: float) -> Measurement:
+    return Measurement(source, current_a, at_s)
+
+
+def test_over_current_threshold_is_ccl_plus_the_larger_margin() -> None:
+    assert over_current_threshold_a(10.0, SETTINGS) == pytest.approx(12.0)  # 2 A
+    assert over_current_threshold_a(30.0, SETTINGS) == pytest.approx(33.0)  # 10 %
+    assert over_current_threshold_a(0.0, SETTINGS) == pytest.approx(2.0)
+    assert charge_limit_a(None) == 0.0
+    assert charge_limit_a(limits(charge_allowed=False)) == 0.0
+    assert charge_limit_a(limits(ccl_a=30.0)) == 30.0
+
+
+@pytest.mark.parametrize("source", ["rectifier", "shunt"])
+def test_over_current_trips_after_the_set_time_and_latches(source: str) -> None:
+    watch = OverCurrentWatch()
+    for t in (0.0, 0.5, 1.0, 1.5):
+        watch = watch.update((_m(source, 45.0, NOW + t),), 30.0, NOW + t, SETTINGS)
+        assert watch.trip is None
+    watch = watch.update((_m(source, 45.0, NOW + 2.0),), 30.0, NOW + 2.0, SETTINGS)
+    assert watch.trip is not None
+    assert watch.trip.source == source
+    assert "measured 45.0 A, above CCL 30.0 A" in watch.trip.alarm().message
+    # latched: a current back to 0 does not clear it, only reset() does
+    later = watch.update((_m(source, 0.0, NOW + 3.0),), 30.0, NOW + 3.0, SETTINGS)
+    assert later.trip == watch.trip
+    assert later.reset().trip is None
+
+
+def test_over_current_needs_it_to_last_and_to_be_fresh() -> None:
+    watch = OverCurrentWatch()
+    watch = watch.update((_m("shunt", 45.0, NOW),), 30.0, NOW, SETTINGS)
+    watch = watch.update((_m("shunt", 31.0, NOW + 1.0),), 30.0, NOW + 1.0, SETTINGS)  # dipped
+    watch = watch.update((_m("shunt", 45.0, NOW + 2.0),), 30.0, NOW + 2.0, SETTINGS)
+    assert watch.trip is None
+    # a reading older than measurement_stale_s does not count
+    stale = OverCurrentWatch(over_since_s=NOW - 10.0)
+    assert stale.update((_m("rectifier", 45.0, NOW - 3.5),), 30.0, NOW, SETTINGS).trip is None
+    # within the margin: no trip however long
+    ok = OverCurrentWatch(over_since_s=None)
+    for t in range(10):
+        ok = ok.update((_m("rectifier", 32.9, NOW + t),), 30.0, NOW + t, SETTINGS)
+    assert ok.trip is None
+    assert not over_measurements((_m("x", math.nan, NOW),), 30.0, NOW, SETTINGS)
+
+
+def test_readings_give_the_rectifier_measurement_with_its_arrival() -> None:
+    r = Readings().apply(codec.Reading(0, Quantity.OUTPUT_CURRENT, 12.5), 7.0)
+    assert r.current_measurement() == Measurement("rectifier", 12.5, 7.0)
+    assert Readings().current_measurement() is None

@@ -74,7 +74,8 @@ def test_rectifier_writes_controls_and_reads() -> None:
     (ack,) = emu.on_frame(plant, frame.arbitration_id, frame.data, 1.0)
     assert isinstance(r48.decode_frame(ack.arbitration_id, ack.data), r48.WriteAck)
     assert plant.rectifier.voltage_setpoint_v(1.0) == 50.5
-    frame = r48.encode_current_fraction(0.5, offline=True)
+    # a stored fraction of 0.5, built by hand: the charger's encoder stores only 0.10
+    frame = r48.CanFrame(r48.SET_ID, bytes.fromhex("03F000193F000000"))
     emu.on_frame(plant, frame.arbitration_id, frame.data, 1.0)
     assert plant.rectifier.offline_fraction == 0.5
     frame = r48.encode_control(r48.Control(dc_off=False))

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from typing import NoReturn
 
+from gridzero.chemistry import CELLS_PER_MODULE
 from gridzero.codec import CodecError, EncodeError, format_can_frame, parse_can_frame
 from gridzero.errors import UsageError
 from gridzero.services.charger import codec
@@ -14,7 +15,7 @@ from gridzero.services.charger.codec import CanFrame, Control
 
 _PROG = "gridzero encode r48"
 ENCODE_USAGE = """\
-gridzero encode r48 voltage <V> [--offline]
+gridzero encode r48 voltage <V> [--offline] [--cells N]
 gridzero encode r48 current <A> [--rated A] [--fraction-at-rated F] [--offline]
 gridzero encode r48 fraction <F> [--offline]
 gridzero encode r48 dc-on | dc-off [--fan-full] [--flash-led]
@@ -64,7 +65,16 @@ def _build_encode_parser() -> _Parser:
     sub = parser.add_subparsers(dest="what", required=True, parser_class=_Parser)
     voltage = sub.add_parser("voltage", prog=f"{_PROG} voltage", help="output voltage set-point")
     voltage.add_argument("value", type=_number)
-    voltage.add_argument("--offline", action="store_true", help="EEPROM default, not online")
+    voltage.add_argument(
+        "--offline", action="store_true", help="stored fallback (EEPROM), not online"
+    )
+    voltage.add_argument(
+        "--cells",
+        type=int,
+        default=None,
+        help="NMC cells in series: bounds the voltage (stored: N x 4.0 V, default 12 cells; "
+        "online: N x 4.2 V)",
+    )
     current = sub.add_parser("current", prog=f"{_PROG} current", help="output current limit in A")
     current.add_argument("value", type=_number)
     current.add_argument("--rated", type=_number, default=codec.DEFAULT_RATED_CURRENT_A)
@@ -95,7 +105,10 @@ def _build_encode_parser() -> _Parser:
 
 
 def _voltage(args: argparse.Namespace) -> tuple[CanFrame, ...]:
-    return (codec.encode_voltage(args.value, offline=args.offline),)
+    cells = args.cells
+    if args.offline and cells is None:
+        cells = CELLS_PER_MODULE  # one VW GTE module: the stored fallback is never unbounded
+    return (codec.encode_voltage(args.value, offline=args.offline, cells_in_series=cells),)
 
 
 def _current(args: argparse.Namespace) -> tuple[CanFrame, ...]:

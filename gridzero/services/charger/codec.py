@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Any
 
+from gridzero import chemistry
 from gridzero.codec import (
     DecodeError,
     EncodeError,
@@ -74,6 +75,12 @@ FRACTION_MIN = 0.10
 FRACTION_MAX = 1.21
 DEFAULT_RATED_CURRENT_A = 62.5
 DEFAULT_FRACTION_AT_RATED = 1.21
+
+# The stored (EEPROM) fallback is what the rectifier runs on when nothing refreshes it (a dead
+# service, a cut bus): it must be harmless on its own. Its current is therefore always the
+# least the rectifier accepts, and its voltage at most cells x chemistry.FALLBACK_CELL_MAX_V;
+# the encoder refuses anything else, whatever code path asks (docs/charger.md).
+FALLBACK_FRACTION_MAX = FRACTION_MIN
 
 
 class ValueKind(Enum):
@@ -447,8 +454,54 @@ def _place(spec: RegisterSpec) -> str:
     return f"r48 {spec.name.replace('_', ' ')} (register {spec.register:#04x})"
 
 
-def encode_set_point(register: int, value: object, *, arbitration_id: int = SET_ID) -> CanFrame:
-    """A write of ``value`` to ``register``, refused outside the register's range."""
+def _check_cells(cells_in_series: object, place: str) -> int:
+    if isinstance(cells_in_series, bool) or not isinstance(cells_in_series, int):
+        raise EncodeError(f"{place}: cells in series {cells_in_series!r} is not a whole number")
+    if cells_in_series < 1:
+        raise EncodeError(f"{place}: cells in series {cells_in_series} must be at least 1")
+    return cells_in_series
+
+
+def _write_range(spec: RegisterSpec, cells_in_series: int | None) -> tuple[float, float, str]:
+    """The range a write to ``spec`` may carry: the register's, narrowed for the pack.
+
+    The stored fallback is bounded by the chemistry whatever the caller asks: its voltage
+    needs the pack's cell count (there is no safe default for it) and its current is the
+    least the rectifier accepts. An online voltage is bounded by cells x CELL_MAX_V when
+    the caller names the cells (the charger service always does)."""
+    place = _place(spec)
+    if spec.register == Register.OFFLINE_VOLTAGE:
+        if cells_in_series is None:
+            raise EncodeError(
+                f"{place}: the stored fallback voltage needs the pack's cells in series, "
+                "which bound it"
+            )
+        cells = _check_cells(cells_in_series, place)
+        high = chemistry.fallback_max_v(cells)
+        why = f" ({cells} cells x {chemistry.FALLBACK_CELL_MAX_V:g} V: the stored fallback)"
+        return spec.low, min(spec.high, high), why if high < spec.high else ""
+    if spec.register == Register.OFFLINE_CURRENT:
+        why = " (the stored fallback current is the least the rectifier accepts)"
+        return spec.low, FALLBACK_FRACTION_MAX, why
+    if spec.register == Register.ONLINE_VOLTAGE and cells_in_series is not None:
+        cells = _check_cells(cells_in_series, place)
+        high = chemistry.pack_max_v(cells)
+        why = f" ({cells} cells x {chemistry.CELL_MAX_V:g} V: the pack's ceiling)"
+        return spec.low, min(spec.high, high), why if high < spec.high else ""
+    return spec.low, spec.high, ""
+
+
+def encode_set_point(
+    register: int,
+    value: object,
+    *,
+    arbitration_id: int = SET_ID,
+    cells_in_series: int | None = None,
+) -> CanFrame:
+    """A write of ``value`` to ``register``, refused outside the register's range.
+
+    ``cells_in_series`` narrows voltage writes to what the pack may see (required for the
+    stored fallback voltage, register 0x24); see `_write_range`."""
     spec = REGISTERS.get(register)
     if spec is None:
         known = ", ".join(f"{r:#04x}" for r in REGISTERS)
@@ -459,22 +512,29 @@ def encode_set_point(register: int, value: object, *, arbitration_id: int = SET_
             raise EncodeError(f"{_place(spec)}: {value!r} is not a flag (0/1 or False/True)")
         return _frame(arbitration_id, header, FLAG_VALUE, {"flag": int(value)})
     number = _check_finite(value, _place(spec))
-    if not spec.low <= number <= spec.high:
+    low, high, why = _write_range(spec, cells_in_series)
+    if not low <= number <= high:
         raise EncodeError(
             f"{_place(spec)}: {_with_unit(number, spec.unit)} is outside "
-            f"{spec.low:g}..{_with_unit(spec.high, spec.unit)}"
+            f"{low:g}..{_with_unit(high, spec.unit)}{why}"
         )
     return _frame(arbitration_id, header, FLOAT_VALUE, {"value": number})
 
 
-def encode_voltage(voltage_v: object, *, offline: bool = False) -> CanFrame:
-    """Output voltage set-point, online (RAM, ~30 s) or offline (EEPROM default)."""
+def encode_voltage(
+    voltage_v: object, *, offline: bool = False, cells_in_series: int | None = None
+) -> CanFrame:
+    """Output voltage set-point, online (RAM, ~30 s) or offline (the stored fallback).
+
+    The stored fallback needs ``cells_in_series`` and stays at or below cells x 4.0 V; an
+    online set-point with ``cells_in_series`` stays at or below cells x 4.2 V."""
     register = Register.OFFLINE_VOLTAGE if offline else Register.ONLINE_VOLTAGE
-    return encode_set_point(register, voltage_v)
+    return encode_set_point(register, voltage_v, cells_in_series=cells_in_series)
 
 
 def encode_current_fraction(fraction: object, *, offline: bool = False) -> CanFrame:
-    """Output current limit as a fraction of the rectifier's reference current."""
+    """Output current limit as a fraction of the rectifier's reference current (the stored
+    fallback: only the least the rectifier accepts, `FALLBACK_FRACTION_MAX`)."""
     register = Register.OFFLINE_CURRENT if offline else Register.ONLINE_CURRENT
     return encode_set_point(register, fraction)
 

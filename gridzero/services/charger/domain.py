@@ -4,11 +4,16 @@ The controller asks for a charge current or power; the bms publishes the battery
 `decide` turns both into what the rectifier is told: DC on or off, the online voltage
 set-point and the online current fraction, and the reason for the effective limit. Whatever
 the controller asks, the result never exceeds the bms limits (CVL, CCL, charge allowed), the
-charger's own settings or the rectifier's ranges (research/devices.md A.5); stale inputs and
-alarms turn the DC output off.
+pack's own ceiling (cells x 4.2 V, whatever the bms says), the charger's own settings or the
+rectifier's ranges (research/devices.md A.5); stale inputs and alarms turn the DC output off.
+
+The charger also keeps DC off on its own account (`decide`'s ``hold_off``): while the stored
+fallback is not confirmed by the rectifier (`FallbackWrite`) and after a measured over-current
+(`OverCurrentWatch`, latched until a person resets it).
 
 Times (``at_s``, ``now_s``) are local monotonic seconds: the service stamps each message with
-its own clock when it arrives, so another host's clock never decides staleness.
+its own clock when it arrives (gridzero.runtime.freshness), so another host's clock never
+decides staleness.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from typing import Any
 
+from gridzero import chemistry
 from gridzero.services.charger import codec
 from gridzero.services.charger.codec import (
+    FALLBACK_FRACTION_MAX,
     FRACTION_MAX,
     FRACTION_MIN,
     VOLTAGE_MAX_V,
@@ -27,6 +34,7 @@ from gridzero.services.charger.codec import (
     CanFrame,
     Control,
     Quantity,
+    Register,
 )
 
 
@@ -35,6 +43,7 @@ class Reason(StrEnum):
 
     CONTROLLER = "controller"
     CVL = "cvl"
+    PACK_MAX = "pack_max"
     CCL = "ccl"
     MAX_POWER = "max_power"
     ALARM = "alarm"
@@ -42,6 +51,8 @@ class Reason(StrEnum):
     STALE_COMMAND = "stale_command"
     BELOW_MIN_CURRENT = "below_min_current"
     DISABLED = "disabled"
+    OVER_CURRENT = "over_current"
+    FALLBACK_UNCONFIRMED = "fallback_unconfirmed"
 
 
 class LinkState(StrEnum):
@@ -53,10 +64,35 @@ class LinkState(StrEnum):
 
 
 # 12 S NMC at 3.9 V per cell: about half charge, so a rectifier that falls back to its
-# offline defaults (service dead for ~30 s) can never push any cell near 4.1-4.2 V, even
+# stored defaults (service dead for ~30 s) can never push any cell near 4.1-4.2 V, even
 # with the pack's worst tolerated cell imbalance.
-CELLS_IN_SERIES = 12
-DEFAULT_OFFLINE_VOLTAGE_V = CELLS_IN_SERIES * 3.9
+CELLS_IN_SERIES = chemistry.CELLS_PER_MODULE
+DEFAULT_FALLBACK_VOLTAGE_V = CELLS_IN_SERIES * 3.9
+
+
+@dataclass(frozen=True, slots=True)
+class RectifierModel:
+    """What one R48 model delivers: the current the 1.21 (121 %) fraction stands for
+    (research/devices.md A.5) and its rated output power."""
+
+    name: str
+    rated_current_a: float
+    rated_power_w: float
+
+
+# R48-3000e3: 62.5 A at 1.21 (PurpleAlien, luckylinux, ESPHome). R48-2000e3: no source
+# states it; 2000 W / 48 V = 41.7 A by analogy [U]. Other models are not supported: their
+# scaling is unknown, and a wrong one over-delivers current.
+RECTIFIER_MODELS: dict[str, RectifierModel] = {
+    m.name: m
+    for m in (
+        RectifierModel("R48-3000e3", codec.DEFAULT_RATED_CURRENT_A, 3000.0),
+        RectifierModel("R48-2000e3", 41.7, 2000.0),
+    )
+}
+DEFAULT_RECTIFIER_MODEL = "R48-3000e3"
+# The two published scalings of the fraction: 1.21 = rated (majority) and 1.00 = rated (R48.c).
+FRACTION_AT_RATED_MIN = 1.00
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,34 +105,51 @@ class Bound:
 
 
 SETTING_BOUNDS: dict[str, Bound] = {
-    "max_charge_power_w": Bound(50.0, 5000.0, "W"),
-    "rated_current_a": Bound(1.0, 200.0, "A"),
-    "fraction_at_rated": Bound(FRACTION_MIN, FRACTION_MAX, ""),
+    "max_charge_power_w": Bound(50.0, 3000.0, "W"),
+    "rated_current_a": Bound(
+        min(m.rated_current_a for m in RECTIFIER_MODELS.values()),
+        max(m.rated_current_a for m in RECTIFIER_MODELS.values()),
+        "A",
+    ),
+    "fraction_at_rated": Bound(FRACTION_AT_RATED_MIN, FRACTION_MAX, ""),
     "min_current_a": Bound(0.5, 50.0, "A"),
-    "offline_voltage_v": Bound(VOLTAGE_MIN_V, VOLTAGE_MAX_V, "V"),
-    "offline_current_fraction": Bound(FRACTION_MIN, FRACTION_MAX, ""),
+    # 11 cells: 44 V fallback, the least above the rectifier's 41 V; 14 cells: 58.8 V full,
+    # about the rectifier's 58.5 V top
+    "cells_in_series": Bound(11, 14, "cells"),
+    "fallback_voltage_v": Bound(VOLTAGE_MIN_V, VOLTAGE_MAX_V, "V"),
     "bms_stale_s": Bound(0.5, 10.0, "s"),
     "command_stale_s": Bound(0.5, 60.0, "s"),
     "refresh_period_s": Bound(0.5, 15.0, "s"),
     "link_timeout_s": Bound(2.0, 120.0, "s"),
+    "measurement_stale_s": Bound(1.0, 10.0, "s"),
+    "over_current_margin_a": Bound(0.5, 10.0, "A"),
+    "over_current_margin_pct": Bound(5.0, 50.0, "%"),
+    "over_current_trip_s": Bound(0.5, 10.0, "s"),
 }
 
 
 @dataclass(frozen=True, slots=True)
 class ChargerSettings:
-    """The charger's own limits and timings (defaults and sources in docs/charger.md)."""
+    """The charger's own limits and timings (defaults and sources in docs/charger.md).
+
+    All but ``enabled`` and ``max_charge_power_w`` are start-up settings; those two are
+    runtime settings that may only tighten the start-up values (service.py)."""
 
     enabled: bool = True
     max_charge_power_w: float = 3000.0
     rated_current_a: float = codec.DEFAULT_RATED_CURRENT_A
     fraction_at_rated: float = codec.DEFAULT_FRACTION_AT_RATED
     min_current_a: float = 5.2
-    offline_voltage_v: float = DEFAULT_OFFLINE_VOLTAGE_V
-    offline_current_fraction: float = FRACTION_MIN
+    cells_in_series: int = CELLS_IN_SERIES
+    fallback_voltage_v: float = DEFAULT_FALLBACK_VOLTAGE_V
     bms_stale_s: float = 3.0
     command_stale_s: float = 5.0
     refresh_period_s: float = 5.0
     link_timeout_s: float = 10.0
+    measurement_stale_s: float = 3.0
+    over_current_margin_a: float = 2.0
+    over_current_margin_pct: float = 10.0
+    over_current_trip_s: float = 2.0
 
     def __post_init__(self) -> None:
         problems = settings_problems(self)
@@ -112,6 +165,16 @@ class ChargerSettings:
     def usable_min_current_a(self) -> float:
         """The least the rectifier regulates: the setting, never below the smallest fraction."""
         return max(self.min_current_a, self.fraction_to_current(FRACTION_MIN))
+
+    @property
+    def pack_ceiling_v(self) -> float:
+        """No voltage set-point goes above this, whatever the bms says: cells x 4.2 V."""
+        return min(chemistry.pack_max_v(self.cells_in_series), VOLTAGE_MAX_V)
+
+    @property
+    def fallback_ceiling_v(self) -> float:
+        """The stored fallback never goes above this: cells x 4.0 V."""
+        return min(chemistry.fallback_max_v(self.cells_in_series), VOLTAGE_MAX_V)
 
     def current_to_fraction(self, current_a: float) -> float:
         return current_a / self.rated_current_a * self.fraction_at_rated
@@ -137,7 +200,23 @@ def settings_problems(settings: ChargerSettings) -> list[str]:
             problems.append(
                 f"{f.name}={value!r}{unit} is outside {bound.low:g}..{bound.high:g}{unit}"
             )
+    if not isinstance(settings.cells_in_series, int) or isinstance(settings.cells_in_series, bool):
+        problems.append(f"cells_in_series={settings.cells_in_series!r} is not a whole number")
+    elif not problems:
+        problems += fallback_voltage_problems(settings.fallback_voltage_v, settings.cells_in_series)
     return problems
+
+
+def fallback_voltage_problems(fallback_voltage_v: float, cells_in_series: int) -> list[str]:
+    """Why a stored fallback voltage is too high for the pack ([] if it is fine)."""
+    ceiling_v = chemistry.fallback_max_v(cells_in_series)
+    if fallback_voltage_v <= ceiling_v:
+        return []
+    return [
+        f"fallback_voltage_v={fallback_voltage_v:g} V is above {ceiling_v:g} V "
+        f"({cells_in_series} cells x {chemistry.FALLBACK_CELL_MAX_V:g} V): the rectifier "
+        "falls back to it unattended, so it must stay well below full"
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +244,7 @@ class BmsLimits:
 
 @dataclass(frozen=True, slots=True)
 class OfflineDefaults:
-    """What the rectifier falls back to when it is no longer refreshed (EEPROM)."""
+    """What the rectifier falls back to when it is no longer refreshed (stored, EEPROM)."""
 
     voltage_v: float
     current_fraction: float
@@ -187,6 +266,14 @@ class Decision:
         return self.voltage_v * self.current_a if self.dc_on else 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class ChargerAlarm:
+    """One of the charger's own alarms: a machine code and a text for a person."""
+
+    code: str
+    message: str
+
+
 def _finite(*values: float | None) -> bool:
     return all(v is None or (isinstance(v, int | float) and math.isfinite(v)) for v in values)
 
@@ -198,16 +285,17 @@ def _fresh(at_s: float, now_s: float, max_age_s: float) -> bool:
 
 
 def offline_defaults(settings: ChargerSettings) -> OfflineDefaults:
-    """The EEPROM fallback written at start-up: a voltage that cannot overcharge the pack
-    and the smallest current the rectifier accepts (or the setting, if higher)."""
-    voltage_v = min(max(settings.offline_voltage_v, VOLTAGE_MIN_V), VOLTAGE_MAX_V)
-    fraction = min(max(settings.offline_current_fraction, FRACTION_MIN), FRACTION_MAX)
-    return OfflineDefaults(voltage_v, fraction)
+    """The stored fallback written at start-up: a voltage that cannot overcharge the pack
+    (clamped again to cells x 4.0 V) and the smallest current the rectifier accepts."""
+    voltage_v = min(max(settings.fallback_voltage_v, VOLTAGE_MIN_V), settings.fallback_ceiling_v)
+    return OfflineDefaults(voltage_v, FALLBACK_FRACTION_MAX)
 
 
 def _off(
     reason: Reason, settings: ChargerSettings, limits: BmsLimits | None, now_s: float
 ) -> Decision:
+    # the "harmless" online set-points sent while DC is off: the stored fallback, or CVL if
+    # lower, and the least current, so a lost DC-off frame still leaves a harmless output
     voltage_v = offline_defaults(settings).voltage_v
     if (
         limits is not None
@@ -216,7 +304,12 @@ def _off(
         and limits.cvl_v >= VOLTAGE_MIN_V
     ):
         voltage_v = min(voltage_v, limits.cvl_v)
-    return Decision(False, voltage_v, 0.0, FRACTION_MIN, reason, reason)
+    return Decision(False, voltage_v, 0.0, FALLBACK_FRACTION_MAX, reason, reason)
+
+
+def cvl_above_ceiling(limits: BmsLimits | None, settings: ChargerSettings) -> bool:
+    """True if the bms asks for more than the pack can take (e.g. a wrong layout setting)."""
+    return limits is not None and _finite(limits.cvl_v) and limits.cvl_v > settings.pack_ceiling_v
 
 
 def _requested_current_a(command: ChargeCommand, voltage_v: float) -> float | None:
@@ -235,8 +328,15 @@ def decide(  # noqa: PLR0911
     settings: ChargerSettings,
     now_s: float,
     pack_voltage_v: float | None = None,
+    *,
+    hold_off: Reason | None = None,
 ) -> Decision:
-    """The rectifier's state for ``now_s``; every rule is in docs/charger.md "Safety"."""
+    """The rectifier's state for ``now_s``; every rule is in docs/charger.md "Safety".
+
+    ``hold_off`` is the charger's own reason to keep DC off (a latched over-current, an
+    unconfirmed stored fallback): it comes before every other rule."""
+    if hold_off is not None:
+        return _off(hold_off, settings, limits, now_s)
     if not settings.enabled:
         return _off(Reason.DISABLED, settings, limits, now_s)
     if (
@@ -256,7 +356,7 @@ def decide(  # noqa: PLR0911
     if not limits.charge_allowed or limits.ccl_a <= 0.0:
         return _off(Reason.CCL, settings, limits, now_s)
 
-    voltage_v, voltage_reason = _voltage(command, limits)
+    voltage_v, voltage_reason = _voltage(command, limits, settings)
     if voltage_v < VOLTAGE_MIN_V:
         return _off(voltage_reason, settings, limits, now_s)
 
@@ -288,13 +388,18 @@ def _cvl_cut_voltage(command: ChargeCommand, limits: BmsLimits) -> bool:
     return command.voltage_v is not None and command.voltage_v > limits.cvl_v
 
 
-def _voltage(command: ChargeCommand, limits: BmsLimits) -> tuple[float, Reason]:
-    """The online voltage: the controller's wish, never above CVL nor the rectifier range."""
+def _voltage(
+    command: ChargeCommand, limits: BmsLimits, settings: ChargerSettings
+) -> tuple[float, Reason]:
+    """The online voltage: the controller's wish, never above CVL nor the pack's ceiling
+    (cells x 4.2 V, which also keeps it inside the rectifier's range)."""
     if command.voltage_v is None or command.voltage_v > limits.cvl_v:
         voltage_v, reason = limits.cvl_v, Reason.CVL
     else:
         voltage_v, reason = command.voltage_v, Reason.CONTROLLER
-    return min(voltage_v, VOLTAGE_MAX_V), reason
+    if voltage_v > settings.pack_ceiling_v:
+        voltage_v, reason = settings.pack_ceiling_v, Reason.PACK_MAX
+    return voltage_v, reason
 
 
 # --- refresh and frames -------------------------------------------------------------------
@@ -318,26 +423,273 @@ def needs_refresh(
     return changed or not 0.0 <= now_s - last_sent_s < settings.refresh_period_s
 
 
-def decision_frames(decision: Decision) -> tuple[CanFrame, ...]:
+def decision_frames(decision: Decision, settings: ChargerSettings) -> tuple[CanFrame, ...]:
     """Frames that put a decision on the bus: off goes first when stopping, on goes last
-    when starting, so the output never runs on the previous set-points."""
+    when starting, so the output never runs on the previous set-points. The encoder refuses
+    a voltage above the pack's ceiling (cells x 4.2 V) as a second barrier."""
     setpoints = (
-        codec.encode_voltage(decision.voltage_v),
+        codec.encode_voltage(decision.voltage_v, cells_in_series=settings.cells_in_series),
         codec.encode_current_fraction(decision.current_fraction),
     )
     control = codec.encode_control(Control(dc_off=not decision.dc_on))
     return (*setpoints, control) if decision.dc_on else (control, *setpoints)
 
 
+def fallback_frames(settings: ChargerSettings) -> tuple[CanFrame, CanFrame]:
+    """The stored fallback writes (voltage, then current), bounded again by the encoder."""
+    defaults = offline_defaults(settings)
+    return (
+        codec.encode_voltage(
+            defaults.voltage_v, offline=True, cells_in_series=settings.cells_in_series
+        ),
+        codec.encode_current_fraction(defaults.current_fraction, offline=True),
+    )
+
+
 def startup_frames(settings: ChargerSettings) -> tuple[CanFrame, ...]:
-    """DC off first, then the offline (EEPROM) defaults, then the same values online."""
+    """DC off first, then the stored fallback, then the same values online."""
     defaults = offline_defaults(settings)
     return (
         codec.encode_control(Control(dc_off=True)),
-        codec.encode_voltage(defaults.voltage_v, offline=True),
-        codec.encode_current_fraction(defaults.current_fraction, offline=True),
-        codec.encode_voltage(defaults.voltage_v),
+        *fallback_frames(settings),
+        codec.encode_voltage(defaults.voltage_v, cells_in_series=settings.cells_in_series),
         codec.encode_current_fraction(defaults.current_fraction),
+    )
+
+
+# --- the stored fallback: written, then confirmed ---------------------------------------------
+
+
+class FallbackStatus(StrEnum):
+    """Where the stored fallback write stands (values as in the MQTT contract)."""
+
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    REFUSED = "refused"
+    UNANSWERED = "unanswered"
+
+
+# The rectifier acknowledges a write at once (R48.c parses the acks, A.5); 2 s is many
+# round trips. Retries back off to 5 min: a refused write changes nothing, but an unanswered
+# one may have been stored, and the stored memory (EEPROM) wears with every write.
+FALLBACK_ACK_TIMEOUT_S = 2.0
+FALLBACK_RETRY_FIRST_S = 5.0
+FALLBACK_RETRY_MAX_S = 300.0
+# R48-1000e3, R48-2000e3 built before 2020 and R48-3500e3 store only 48-58 V (A.5 [S]).
+STORED_VOLTAGE_MIN_SOME_MODELS_V = 48.0
+
+_STORED_NAMES: dict[int, str] = {
+    Register.OFFLINE_VOLTAGE: "voltage",
+    Register.OFFLINE_CURRENT: "current",
+}
+
+
+def _raw(frame: CanFrame) -> int:
+    return int.from_bytes(frame.data[4:8], "big")
+
+
+def _value(frame: CanFrame) -> float:
+    message = codec.decode_frame(frame.arbitration_id, frame.data)
+    return message.value if isinstance(message, codec.SetPoint) else math.nan
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackWrite:
+    """One attempt at writing the stored fallback, and what the rectifier answered.
+
+    DC may be switched on only once both stored registers are acknowledged with the value
+    written (``confirmed``). An error reply or no answer within `FALLBACK_ACK_TIMEOUT_S` is
+    an alarm; `retry_due` says when to write again (backing off)."""
+
+    frames: tuple[CanFrame, ...]
+    sent_at_s: float
+    attempt: int = 1
+    status: FallbackStatus = FallbackStatus.PENDING
+    acked: frozenset[int] = frozenset()
+    problem: str = ""
+
+    @classmethod
+    def sent(cls, settings: ChargerSettings, now_s: float) -> FallbackWrite:
+        return cls(fallback_frames(settings), now_s)
+
+    @property
+    def confirmed(self) -> bool:
+        return self.status is FallbackStatus.CONFIRMED
+
+    @property
+    def expected(self) -> dict[int, CanFrame]:
+        return {frame.data[3]: frame for frame in self.frames}
+
+    def on_message(self, message: codec.Message) -> FallbackWrite:
+        """This attempt after one decoded reply (others leave it unchanged)."""
+        if self.status is not FallbackStatus.PENDING:
+            return self
+        expected = self.expected
+        if isinstance(message, codec.ErrorReply) and message.register in expected:
+            frame = expected[message.register]
+            return replace(
+                self,
+                status=FallbackStatus.REFUSED,
+                problem=_refused_text(message, frame, self.attempt),
+            )
+        if isinstance(message, codec.WriteAck) and message.register in expected:
+            frame = expected[message.register]
+            if message.raw != _raw(frame):
+                name = _STORED_NAMES.get(message.register, f"{message.register:#04x}")
+                return replace(
+                    self,
+                    status=FallbackStatus.REFUSED,
+                    problem=(
+                        f"the rectifier acknowledged the stored fallback {name} with "
+                        f"{message.raw:08X}, not the {_raw(frame):08X} written; DC stays off"
+                    ),
+                )
+            acked = self.acked | {message.register}
+            if acked >= set(expected):
+                return replace(self, acked=acked, status=FallbackStatus.CONFIRMED, problem="")
+            return replace(self, acked=acked)
+        return self
+
+    def check(self, now_s: float) -> FallbackWrite:
+        """Unanswered once the acknowledgements are overdue."""
+        if self.status is not FallbackStatus.PENDING:
+            return self
+        if now_s - self.sent_at_s < FALLBACK_ACK_TIMEOUT_S:
+            return self
+        missing = sorted(_STORED_NAMES.get(r, f"{r:#04x}") for r in set(self.expected) - self.acked)
+        return replace(
+            self,
+            status=FallbackStatus.UNANSWERED,
+            problem=(
+                f"no acknowledgement of the stored fallback {' and '.join(missing)} within "
+                f"{FALLBACK_ACK_TIMEOUT_S:g} s (attempt {self.attempt}); DC stays off"
+            ),
+        )
+
+    def retry_after_s(self) -> float:
+        return min(FALLBACK_RETRY_MAX_S, FALLBACK_RETRY_FIRST_S * 2.0 ** (self.attempt - 1))
+
+    def retry_due(self, now_s: float) -> bool:
+        failed = self.status in (FallbackStatus.REFUSED, FallbackStatus.UNANSWERED)
+        return failed and now_s - self.sent_at_s >= self.retry_after_s()
+
+    def retried(self, now_s: float) -> FallbackWrite:
+        """The next attempt (same frames); the last problem stays visible until confirmed."""
+        return FallbackWrite(self.frames, now_s, self.attempt + 1, problem=self.problem)
+
+    def alarm(self) -> ChargerAlarm | None:
+        if self.confirmed or not self.problem:
+            return None
+        return ChargerAlarm("fallback_unconfirmed", self.problem)
+
+
+def _refused_text(message: codec.ErrorReply, frame: CanFrame, attempt: int) -> str:
+    name = _STORED_NAMES.get(message.register, f"{message.register:#04x}")
+    value = _value(frame)
+    text = (
+        f"the rectifier refused the stored fallback {name} {value:.4g} (error "
+        f"{message.error_code:#04x} {message.error_name}, attempt {attempt}); DC stays off"
+    )
+    if message.register == Register.OFFLINE_VOLTAGE and value < STORED_VOLTAGE_MIN_SOME_MODELS_V:
+        text += (
+            f". Some R48 models store only {STORED_VOLTAGE_MIN_SOME_MODELS_V:g}-58 V: set "
+            f"fallback_voltage_v to {STORED_VOLTAGE_MIN_SOME_MODELS_V:g} (needs 12 or more cells)"
+        )
+    return text
+
+
+# --- measured over-current ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """A measured charge current (+ = into the battery) and when it arrived here."""
+
+    source: str
+    current_a: float
+    at_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class OverCurrentTrip:
+    """A latched over-current: which measurement, how much, against which CCL."""
+
+    source: str
+    current_a: float
+    ccl_a: float
+    threshold_a: float
+    over_s: float
+
+    def alarm(self) -> ChargerAlarm:
+        return ChargerAlarm(
+            "over_current_trip",
+            f"{self.source} measured {self.current_a:.1f} A, above CCL {self.ccl_a:.1f} A + "
+            f"margin ({self.threshold_a:.1f} A) for {self.over_s:.1f} s; DC off until a person "
+            "resets the trip",
+        )
+
+
+def over_current_threshold_a(ccl_a: float, settings: ChargerSettings) -> float:
+    """Current above which a measurement counts as over: CCL plus the larger margin."""
+    ccl = max(0.0, ccl_a)
+    return max(
+        ccl + settings.over_current_margin_a,
+        ccl * (1.0 + settings.over_current_margin_pct / 100.0),
+    )
+
+
+def charge_limit_a(limits: BmsLimits | None) -> float:
+    """The CCL the measured current is judged against: 0 unless the bms allows charging.
+
+    Stale limits still count (DC is off then, so any current is wrong)."""
+    if limits is None or not limits.charge_allowed or not _finite(limits.ccl_a):
+        return 0.0
+    return max(0.0, limits.ccl_a)
+
+
+@dataclass(frozen=True, slots=True)
+class OverCurrentWatch:
+    """Measured current against the CCL: trips once some fresh measurement has stayed above
+    the threshold for ``over_current_trip_s``; the trip stays until `reset`."""
+
+    over_since_s: float | None = None
+    trip: OverCurrentTrip | None = None
+
+    def update(
+        self,
+        measurements: tuple[Measurement, ...],
+        ccl_a: float,
+        now_s: float,
+        settings: ChargerSettings,
+    ) -> OverCurrentWatch:
+        if self.trip is not None:
+            return self
+        over = over_measurements(measurements, ccl_a, now_s, settings)
+        if not over:
+            return OverCurrentWatch()
+        since = self.over_since_s if self.over_since_s is not None else now_s
+        if now_s - since < settings.over_current_trip_s:
+            return OverCurrentWatch(since)
+        worst = max(over, key=lambda m: m.current_a)
+        threshold = over_current_threshold_a(ccl_a, settings)
+        trip = OverCurrentTrip(worst.source, worst.current_a, ccl_a, threshold, now_s - since)
+        return OverCurrentWatch(since, trip)
+
+    def reset(self) -> OverCurrentWatch:
+        return OverCurrentWatch()
+
+
+def over_measurements(
+    measurements: tuple[Measurement, ...], ccl_a: float, now_s: float, settings: ChargerSettings
+) -> tuple[Measurement, ...]:
+    """The fresh measurements above the over-current threshold."""
+    threshold = over_current_threshold_a(ccl_a, settings)
+    return tuple(
+        m
+        for m in measurements
+        if _finite(m.current_a)
+        and m.current_a > threshold
+        and _fresh(m.at_s, now_s, settings.measurement_stale_s)
     )
 
 
@@ -374,6 +726,7 @@ class Readings:
 
     output_voltage_v: float | None = None
     output_current_a: float | None = None
+    output_current_at_s: float | None = None
     current_limit_fraction: float | None = None
     temperature_c: float | None = None
     input_voltage_v: float | None = None
@@ -390,6 +743,12 @@ class Readings:
             return None
         return self.output_voltage_v * self.output_current_a
 
+    def current_measurement(self) -> Measurement | None:
+        """The rectifier's own output current report, for the over-current trip."""
+        if self.output_current_a is None or self.output_current_at_s is None:
+            return None
+        return Measurement("rectifier", self.output_current_a, self.output_current_at_s)
+
     def current_limit_a(self, settings: ChargerSettings) -> float | None:
         if self.current_limit_fraction is None:
             return None
@@ -399,6 +758,8 @@ class Readings:
         """These readings updated by one decoded reply (requests and others are ignored)."""
         if isinstance(message, codec.Reading):
             changes: dict[str, Any] = {_READING_FIELDS[message.quantity]: message.value}
+            if message.quantity is Quantity.OUTPUT_CURRENT:
+                changes["output_current_at_s"] = now_s
             return replace(self, last_reply_s=now_s, **changes)
         if isinstance(message, codec.StatusReading):
             return replace(

@@ -1,35 +1,39 @@
 """The charger service: the R48 rectifier on CAN, the controller and the bms on MQTT.
 
 Thin shell: python-can in, `codec` and `domain` in the middle, MQTT out. At start-up it
-turns the DC output off and writes the offline (EEPROM) defaults, so the rectifier is safe
-if this process dies; then it polls readings, clamps every controller command to the bms
-limits (`domain.decide`), refreshes the online set-points well inside their ~30 s lifetime
-and publishes what it decided and why.
+turns the DC output off and writes the stored fallback (at most cells x 4.0 V, the least
+current), so the rectifier is safe if this process dies, and keeps DC off until the rectifier
+has acknowledged that write. Then it polls readings, clamps every controller command to the
+bms limits and the pack's ceiling (`domain.decide`), trips on a measured over-current
+(rectifier report or shunt; latched until a person resets it), refreshes the online
+set-points well inside their ~30 s lifetime and publishes what it decided and why.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import sys
 import threading
-from typing import Any
+from typing import Any, Literal
 
 import can
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from gridzero import ha
+from gridzero import chemistry, ha
 from gridzero.codec import CodecError
+from gridzero.contract import Alarm, ChargerState, PayloadError, ShuntState, parse_payload
 from gridzero.contract import BmsLimits as BmsLimitsPayload
 from gridzero.contract import ChargeCommand as ChargeCommandPayload
-from gridzero.contract import ChargerState, PayloadError, parse_payload
 from gridzero.runtime.canbus import open_bus
+from gridzero.runtime.freshness import Freshness, NotFreshError, Stamp
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
 from gridzero.services.charger import codec, domain
 from gridzero.services.charger.codec import CanFrame, Control
-from gridzero.services.charger.domain import SETTING_BOUNDS, ChargerSettings, Decision
+from gridzero.services.charger.domain import ChargerSettings, Decision
 
 LINK = "r48"
 
@@ -49,7 +53,8 @@ class CanSettings(BaseModel):
 
 
 class ChargerServiceSettings(ServiceSettings):
-    """Start-up settings of the charger service."""
+    """Start-up settings of the charger service (hardware and chemistry limits among them:
+    never writable over MQTT, see docs/charger.md "Two kinds of settings")."""
 
     can: CanSettings = Field(default_factory=CanSettings)
     poll_period_s: float = Field(default=1.0, ge=0.2, le=10, description="readings poll")
@@ -63,29 +68,81 @@ class ChargerServiceSettings(ServiceSettings):
     bus_retry_s: float = Field(
         default=5.0, ge=0.5, le=300, description="re-open a CAN bus that failed"
     )
+    # --- hardware and chemistry limits
+    rectifier_model: Literal["R48-3000e3", "R48-2000e3"] = Field(
+        default="R48-3000e3",
+        description="sets the current the 1.21 fraction stands for and the power rating",
+    )
+    fraction_at_rated: float = Field(
+        default=codec.DEFAULT_FRACTION_AT_RATED,
+        ge=domain.FRACTION_AT_RATED_MIN,
+        le=codec.FRACTION_MAX,
+        description="fraction meaning the model's rated current: 1.21 (most sources) or 1.00",
+    )
+    max_charge_power_w: float | None = Field(
+        default=None, ge=50, le=3000, description="hardware power cap; default the model's rating"
+    )
+    cells_in_series: int = Field(
+        default=domain.CELLS_IN_SERIES, ge=11, le=14, description="NMC cells in series"
+    )
+    fallback_voltage_v: float = Field(
+        default=domain.DEFAULT_FALLBACK_VOLTAGE_V,
+        ge=codec.VOLTAGE_MIN_V,
+        le=codec.VOLTAGE_MAX_V,
+        description="stored fallback voltage, at most cells x 4.0 V",
+    )
+    measurement_stale_s: float = Field(
+        default=3.0, ge=1, le=10, description="max age of a measured current for the trip"
+    )
+    over_current_margin_a: float = Field(default=2.0, ge=0.5, le=10, description="trip margin")
+    over_current_margin_pct: float = Field(
+        default=10.0, ge=5, le=50, description="trip margin, % of CCL (the larger margin counts)"
+    )
+    over_current_trip_s: float = Field(
+        default=2.0, ge=0.5, le=10, description="over the margin this long: trip"
+    )
 
+    @model_validator(mode="after")
+    def _hardware_limits(self) -> ChargerServiceSettings:
+        problems = domain.fallback_voltage_problems(self.fallback_voltage_v, self.cells_in_series)
+        rating_w = domain.RECTIFIER_MODELS[self.rectifier_model].rated_power_w
+        if self.max_charge_power_w is not None and self.max_charge_power_w > rating_w:
+            problems.append(
+                f"max_charge_power_w={self.max_charge_power_w:g} W is above the "
+                f"{self.rectifier_model}'s rating {rating_w:g} W"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
-def _bounded(default: float, name: str, step: float, **extra: Any) -> Any:
-    bound = SETTING_BOUNDS[name]
-    schema: dict[str, Any] = {"step": step, **extra}
-    if bound.unit:
-        schema["unit"] = bound.unit
-    return Field(default=default, ge=bound.low, le=bound.high, json_schema_extra=schema)
+    @property
+    def model(self) -> domain.RectifierModel:
+        return domain.RECTIFIER_MODELS[self.rectifier_model]
+
+    @property
+    def power_cap_w(self) -> float:
+        """The start-up power cap that runtime settings may only tighten."""
+        if self.max_charge_power_w is None:
+            return self.model.rated_power_w
+        return self.max_charge_power_w
 
 
 class ChargerRuntime(BaseModel):
-    """Settings changed at runtime over MQTT / Home Assistant; validated and persisted."""
+    """Settings changed at runtime over MQTT / Home Assistant; validated and persisted.
+
+    They may only tighten the start-up limits (`Charger._runtime_limit`). The hardware and
+    chemistry limits (current scaling, stored fallback, cells) are start-up settings only."""
 
     enabled: bool = True
-    max_charge_power_w: float = _bounded(3000.0, "max_charge_power_w", 50, device_class="power")
-    rated_current_a: float = _bounded(
-        codec.DEFAULT_RATED_CURRENT_A, "rated_current_a", 0.1, device_class="current"
+    max_charge_power_w: float = Field(
+        default=3000.0,
+        ge=50,
+        le=5000,
+        json_schema_extra={"step": 50, "unit": "W", "device_class": "power"},
     )
-    fraction_at_rated: float = _bounded(codec.DEFAULT_FRACTION_AT_RATED, "fraction_at_rated", 0.01)
-    offline_voltage_v: float = _bounded(
-        domain.DEFAULT_OFFLINE_VOLTAGE_V, "offline_voltage_v", 0.1, device_class="voltage"
-    )
-    offline_current_fraction: float = _bounded(codec.FRACTION_MIN, "offline_current_fraction", 0.01)
+
+
+OVER_CURRENT_KEY = "over_current_trip"
 
 
 class Charger(Service[ChargerServiceSettings]):
@@ -96,14 +153,27 @@ class Charger(Service[ChargerServiceSettings]):
 
     def start(self) -> None:
         ctx = self.ctx
-        self.runtime = ctx.runtime_settings(ChargerRuntime(), self.on_runtime_change)
+        self.runtime = ctx.runtime_settings(
+            ChargerRuntime(max_charge_power_w=self.settings.power_cap_w),
+            self.on_runtime_change,
+            limit=self._runtime_limit,
+        )
         self.domain_settings = self._domain_settings(self.runtime.value)
         self.started_s = ctx.now()
         self.readings = domain.Readings()
         self.command: domain.ChargeCommand | None = None
         self.limits: domain.BmsLimits | None = None
         self.pack_voltage_v: float | None = None
-        self.decision = domain.decide(None, None, self.domain_settings, self.started_s)
+        self.shunt: domain.Measurement | None = None
+        self.limits_gate = Freshness("bms limits")
+        self.command_gate = Freshness("charge command")
+        self.shunt_gate = Freshness("shunt state")
+        self.fallback: domain.FallbackWrite | None = None  # written when the bus opens
+        self.watch = domain.OverCurrentWatch(trip=self._restored_trip())
+        self._alarm_since: dict[str, float] = {}
+        self.decision = domain.decide(
+            None, None, self.domain_settings, self.started_s, hold_off=self._hold_off()
+        )
         self.last_sent_s: float | None = None
         self.send_errors = 0
         self.bad_frames = 0
@@ -114,6 +184,8 @@ class Charger(Service[ChargerServiceSettings]):
         self._rx_thread.start()
         ctx.subscribe(ctx.topics.charger_set, self.on_command)
         ctx.subscribe(ctx.topics.bms_limits, self.on_limits)
+        ctx.subscribe(ctx.topics.shunt_state, self.on_shunt)
+        ctx.action("reset_over_current", self.on_reset_over_current)
         ctx.every(self.settings.poll_period_s, self.poll, name="poll")
         ctx.every(self.settings.control_period_s, self.control, name="control")
         ctx.every(self.settings.state_period_s, self.publish_state, name="state")
@@ -128,7 +200,7 @@ class Charger(Service[ChargerServiceSettings]):
 
         A bus that will not open (adapter missing, socketcand not up yet) is retried by
         the receive thread; meanwhile nothing can be commanded, and the rectifier runs
-        on the offline defaults written the last time the bus was up.
+        on the stored fallback written the last time the bus was up.
         """
         try:
             bus = self._open_bus()
@@ -141,11 +213,17 @@ class Charger(Service[ChargerServiceSettings]):
 
     def _on_bus_open(self) -> None:
         self.ctx.log.info(
-            "CAN bus %s open: writing DC off and the safe offline defaults",
+            "CAN bus %s open: writing DC off and the stored fallback (%.2f V, fraction %.2f)",
             self.settings.can.channel,
+            domain.offline_defaults(self.domain_settings).voltage_v,
+            domain.offline_defaults(self.domain_settings).current_fraction,
         )
+        now = self.ctx.now()
         self._send(domain.startup_frames(self.domain_settings))
-        self.last_sent_s = self.ctx.now()
+        # DC stays off until the rectifier acknowledges both stored values (item: fallback)
+        self.fallback = domain.FallbackWrite.sent(self.domain_settings, now)
+        self.last_sent_s = now
+        self.control()
 
     def _reopen_bus(self) -> None:
         """Receive thread: the bus failed; replace it (a restarted socketcand, a re-plugged adapter)."""
@@ -159,31 +237,146 @@ class Charger(Service[ChargerServiceSettings]):
         s = self.settings
         return ChargerSettings(
             enabled=runtime.enabled,
-            max_charge_power_w=runtime.max_charge_power_w,
-            rated_current_a=runtime.rated_current_a,
-            fraction_at_rated=runtime.fraction_at_rated,
+            max_charge_power_w=min(runtime.max_charge_power_w, s.power_cap_w),
+            rated_current_a=s.model.rated_current_a,
+            fraction_at_rated=s.fraction_at_rated,
             min_current_a=s.min_current_a,
-            offline_voltage_v=runtime.offline_voltage_v,
-            offline_current_fraction=runtime.offline_current_fraction,
+            cells_in_series=s.cells_in_series,
+            fallback_voltage_v=s.fallback_voltage_v,
             bms_stale_s=s.bms_stale_s,
             command_stale_s=s.command_stale_s,
             refresh_period_s=s.refresh_period_s,
             link_timeout_s=s.link_timeout_s,
+            measurement_stale_s=s.measurement_stale_s,
+            over_current_margin_a=s.over_current_margin_a,
+            over_current_margin_pct=s.over_current_margin_pct,
+            over_current_trip_s=s.over_current_trip_s,
         )
 
+    def _runtime_limit(self, runtime: ChargerRuntime) -> str:
+        cap_w = self.settings.power_cap_w
+        if runtime.max_charge_power_w > cap_w:
+            return (
+                f"max_charge_power_w={runtime.max_charge_power_w:g} W is above the start-up "
+                f"limit {cap_w:g} W ({self.settings.rectifier_model} rating or the start-up "
+                "max_charge_power_w); runtime settings may only tighten it"
+            )
+        return ""
+
     def on_runtime_change(self, runtime: ChargerRuntime) -> None:
-        old = domain.offline_defaults(self.domain_settings)
         self.domain_settings = self._domain_settings(runtime)
-        new = domain.offline_defaults(self.domain_settings)
-        if new != old:
-            # EEPROM writes: only when the defaults really change.
-            self._send(
-                (
-                    codec.encode_voltage(new.voltage_v, offline=True),
-                    codec.encode_current_fraction(new.current_fraction, offline=True),
+        self.control()
+
+    # ----------------------------------------------------------------- the charger's own alarms
+
+    def _restored_trip(self) -> domain.OverCurrentTrip | None:
+        """A trip latched before a restart stays latched: a restart is not a person's reset."""
+        stored = self.ctx.store.get(OVER_CURRENT_KEY)
+        if stored is None:
+            return None
+        try:
+            trip = domain.OverCurrentTrip(
+                source=str(stored["source"]),
+                current_a=float(stored["current_a"]),
+                ccl_a=float(stored["ccl_a"]),
+                threshold_a=float(stored["threshold_a"]),
+                over_s=float(stored["over_s"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            trip = domain.OverCurrentTrip("unknown (unreadable saved trip)", 0.0, 0.0, 0.0, 0.0)
+        self.ctx.log.error("over-current trip latched before the restart: %s", trip.alarm().message)
+        return trip
+
+    def _hold_off(self) -> domain.Reason | None:
+        if self.watch.trip is not None:
+            return domain.Reason.OVER_CURRENT
+        if self.fallback is None or not self.fallback.confirmed:
+            return domain.Reason.FALLBACK_UNCONFIRMED
+        return None
+
+    def _measurements(self) -> tuple[domain.Measurement, ...]:
+        found = (self.readings.current_measurement(), self.shunt)
+        return tuple(m for m in found if m is not None)
+
+    def _supervise_fallback(self, now_s: float) -> None:
+        fallback = self.fallback
+        if fallback is None:
+            return
+        checked = fallback.check(now_s)
+        if checked.status is not fallback.status:
+            self.ctx.log.error("stored fallback: %s", checked.problem)
+        if checked.retry_due(now_s) and self.bus is not None:
+            checked = checked.retried(now_s)
+            self.ctx.log.warning(
+                "stored fallback: writing again (attempt %d; next wait %.0f s)",
+                checked.attempt,
+                checked.retry_after_s(),
+            )
+            self._send(checked.frames)
+        self.fallback = checked
+
+    def _watch_over_current(self, now_s: float) -> None:
+        tripped_before = self.watch.trip is not None
+        self.watch = self.watch.update(
+            self._measurements(),
+            domain.charge_limit_a(self.limits),
+            now_s,
+            self.domain_settings,
+        )
+        trip = self.watch.trip
+        if trip is not None and not tripped_before:
+            self.ctx.log.error("over-current trip: %s", trip.alarm().message)
+            self.ctx.store.set(OVER_CURRENT_KEY, dataclasses.asdict(trip))
+            try:
+                self.ctx.store.flush()
+            except OSError as exc:
+                self.ctx.log.error("over-current trip not saved: %s", exc)
+
+    def on_reset_over_current(self, payload: bytes) -> None:
+        """A person resets a latched over-current trip (refused while current still flows)."""
+        del payload
+        if self.watch.trip is None:
+            raise ValueError("no over-current trip is latched; nothing to reset")
+        now_s = self.ctx.now()
+        ccl_a = domain.charge_limit_a(self.limits)
+        still = domain.over_measurements(self._measurements(), ccl_a, now_s, self.domain_settings)
+        if still:
+            m = still[0]
+            raise ValueError(
+                f"refused: {m.source} still measures {m.current_a:.1f} A with DC off, above "
+                f"{domain.over_current_threshold_a(ccl_a, self.domain_settings):.1f} A; the "
+                "rectifier is not obeying DC off: switch it off at the mains"
+            )
+        self.ctx.log.warning(
+            "over-current trip reset by a person: %s", self.watch.trip.alarm().message
+        )
+        self.watch = self.watch.reset()
+        self.ctx.store.delete(OVER_CURRENT_KEY)
+        try:
+            self.ctx.store.flush()
+        except OSError as exc:
+            self.ctx.log.error("over-current reset not saved: %s", exc)
+        self.control()
+
+    def alarms(self) -> list[domain.ChargerAlarm]:
+        """The charger's own active alarms."""
+        found: list[domain.ChargerAlarm] = []
+        if self.watch.trip is not None:
+            found.append(self.watch.trip.alarm())
+        if self.fallback is not None and (alarm := self.fallback.alarm()) is not None:
+            found.append(alarm)
+        s = self.domain_settings
+        if domain.cvl_above_ceiling(self.limits, s) and self.limits is not None:
+            found.append(
+                domain.ChargerAlarm(
+                    "cvl_above_pack_max",
+                    f"bms CVL {self.limits.cvl_v:.2f} V is above the pack's ceiling "
+                    f"{s.pack_ceiling_v:.2f} V ({s.cells_in_series} cells x "
+                    f"{chemistry.CELL_MAX_V:g} V): set-points clamped to the ceiling; check "
+                    "the bms's layout and cell settings",
                 )
             )
-        self.control()
+        return found
 
     # ----------------------------------------------------------------- CAN
 
@@ -241,26 +434,44 @@ class Charger(Service[ChargerServiceSettings]):
                 message.error_name,
             )
         self.readings = self.readings.apply(message, self.ctx.now())
+        if self.fallback is not None:
+            before = self.fallback
+            self.fallback = before.on_message(message)
+            if self.fallback.status is not before.status:
+                self._fallback_changed()
+
+    def _fallback_changed(self) -> None:
+        fallback = self.fallback
+        assert fallback is not None
+        if fallback.confirmed:
+            self.ctx.log.info(
+                "stored fallback confirmed by the rectifier (attempt %d)", fallback.attempt
+            )
+        else:
+            self.ctx.log.error("stored fallback: %s", fallback.problem)
+        self.control()
 
     def poll(self) -> None:
         self._send(domain.poll_frames())
 
     # ----------------------------------------------------------------- MQTT inputs
 
-    def _arrival_s(self, ts: float) -> float:
-        # Stamp on our monotonic clock, aged by what the payload's own time says, so a
-        # retained message from a dead publisher is never taken as fresh.
-        age_s = max(0.0, self.ctx.wall() - ts)
-        return self.ctx.now() - age_s
+    def _admit(
+        self, gate: Freshness, msg: Message, ts: float, boot: str | None, seq: int | None
+    ) -> float:
+        """The arrival time on our own clock, or NotFreshError (retained, future, replayed)."""
+        stamp = Stamp(msg.retain, ts, boot, seq)
+        return gate.admit(stamp, now_s=self.ctx.now(), wall_s=self.ctx.wall())
 
     def on_command(self, msg: Message) -> None:
         try:
             payload = parse_payload(ChargeCommandPayload, msg.topic, msg.payload)
-        except PayloadError as exc:
+            at_s = self._admit(self.command_gate, msg, payload.ts, payload.boot, payload.seq)
+        except (PayloadError, NotFreshError) as exc:
             self.ctx.ack(msg.topic, msg.payload, ok=False, reason=str(exc))
             raise
         self.command = domain.ChargeCommand(
-            at_s=self._arrival_s(payload.ts),
+            at_s=at_s,
             current_a=payload.current_a,
             power_w=payload.power_w,
             voltage_v=payload.voltage_v,
@@ -270,22 +481,51 @@ class Charger(Service[ChargerServiceSettings]):
 
     def on_limits(self, msg: Message) -> None:
         payload = parse_payload(BmsLimitsPayload, msg.topic, msg.payload)
+        at_s = self._admit(self.limits_gate, msg, payload.ts, payload.boot, payload.seq)
+        was_above = domain.cvl_above_ceiling(self.limits, self.domain_settings)
         self.limits = domain.BmsLimits(
-            at_s=self._arrival_s(payload.ts),
+            at_s=at_s,
             cvl_v=payload.cvl_v,
             ccl_a=payload.ccl_a,
             charge_allowed=payload.charge_allowed,
             alarms=tuple(alarm.code for alarm in payload.alarms),
         )
+        if domain.cvl_above_ceiling(self.limits, self.domain_settings) and not was_above:
+            self.ctx.log.error(
+                "bms CVL %.2f V is above the pack's ceiling %.2f V (%d cells x %.2f V): "
+                "clamped; check the bms settings",
+                payload.cvl_v,
+                self.domain_settings.pack_ceiling_v,
+                self.domain_settings.cells_in_series,
+                chemistry.CELL_MAX_V,
+            )
         self.pack_voltage_v = payload.pack_voltage_v if payload.pack_voltage_v > 0 else None
+        self.control()
+
+    def on_shunt(self, msg: Message) -> None:
+        """The shunt's measured battery current (+ = charging) for the over-current trip."""
+        payload = parse_payload(ShuntState, msg.topic, msg.payload)
+        at_s = self._admit(self.shunt_gate, msg, payload.ts, None, None)
+        current_a = payload.current_a
+        if payload.sensor != "ok" or current_a is None:
+            self.shunt = None
+        else:
+            self.shunt = domain.Measurement("shunt", current_a, at_s)
         self.control()
 
     # ----------------------------------------------------------------- decisions and state
 
     def control(self) -> None:
         now_s = self.ctx.now()
+        self._supervise_fallback(now_s)
+        self._watch_over_current(now_s)
         decision = domain.decide(
-            self.command, self.limits, self.domain_settings, now_s, self.pack_voltage_v
+            self.command,
+            self.limits,
+            self.domain_settings,
+            now_s,
+            self.pack_voltage_v,
+            hold_off=self._hold_off(),
         )
         if decision.dc_on != self.decision.dc_on or decision.reason != self.decision.reason:
             self.ctx.log.info(
@@ -298,9 +538,21 @@ class Charger(Service[ChargerServiceSettings]):
         if domain.needs_refresh(
             self.decision, self.last_sent_s, decision, now_s, self.domain_settings
         ):
-            self._send(domain.decision_frames(decision))
+            self._send(domain.decision_frames(decision, self.domain_settings))
             self.last_sent_s = now_s
         self.decision = decision
+
+    def _alarm_payloads(self) -> list[Alarm]:
+        alarms = self.alarms()
+        wall = self.ctx.wall()
+        codes = {a.code for a in alarms}
+        self._alarm_since = {c: t for c, t in self._alarm_since.items() if c in codes}
+        for alarm in alarms:
+            self._alarm_since.setdefault(alarm.code, wall)
+        return [
+            Alarm(code=a.code, message=a.message, since_ts=self._alarm_since[a.code])
+            for a in alarms
+        ]
 
     def state(self) -> ChargerState:
         link = domain.link_state(
@@ -308,6 +560,7 @@ class Charger(Service[ChargerServiceSettings]):
         )
         r = self.readings if link is domain.LinkState.OK else domain.Readings()
         d: Decision = self.decision
+        fallback = self.fallback.status.value if self.fallback is not None else "pending"
         return ChargerState(
             ts=self.ctx.wall(),
             link=link.value,
@@ -321,6 +574,8 @@ class Charger(Service[ChargerServiceSettings]):
             setpoint_current_a=d.current_a,
             limit_reason=d.reason.value,
             status_flags=list(r.status_active),
+            alarms=self._alarm_payloads(),
+            fallback=fallback,
         )
 
     def publish_state(self) -> None:
@@ -350,6 +605,18 @@ class Charger(Service[ChargerServiceSettings]):
             ha.text_sensor("status_flags", "Rectifier status", t,
                            "{{ value_json.status_flags | join(', ') or 'none' }}",
                            entity_category="diagnostic"),
+            ha.binary_sensor("alarm", "Charger alarm", t, "alarms", device_class="problem",
+                             template="{{ 'ON' if value_json.alarms else 'OFF' }}"),
+            ha.text_sensor("alarms", "Charger alarms", t,
+                           "{{ (value_json.alarms | map(attribute='message') | join('; ')"
+                           " or 'none')[:250] }}"),
+            ha.binary_sensor("fallback_problem", "Stored fallback unconfirmed", t, "fallback",
+                             device_class="problem",
+                             template="{{ 'OFF' if value_json.fallback == 'confirmed' else 'ON' }}"),
+            ha.text_sensor("fallback", "Stored fallback", t, "{{ value_json.fallback }}",
+                           entity_category="diagnostic"),
+            ha.button("reset_over_current", "Reset over-current trip",
+                      self.ctx.topics.action_set(self.name, "reset_over_current")),
             *ha.settings_components(ChargerRuntime, self.ctx.topics, self.name),
         ]  # fmt: skip
         device = ha.service_device(self.name, "Vertiv R48 rectifier")

@@ -203,7 +203,10 @@ def _charger_lines(snap: Snapshot, now_s: float) -> list[str]:
         f"{_num(c.output_voltage_v, '.2f', 'V')}  {_num(c.output_current_a, '.1f', 'A')}  "
         f"{_num(c.output_power_w, '.0f', 'W')}  limit {clean(c.limit_reason)}"
     )
-    return [_row("Charger", text + _stale(seen, now_s))]
+    lines = [_row("Charger", text + _stale(seen, now_s))]
+    if c.alarms:  # the charger's own alarms (over-current trip, unconfirmed fallback, ...)
+        lines.append(_row("", "ALARM " + clean("; ".join(a.message for a in c.alarms))))
+    return lines
 
 
 def _inverter_lines(snap: Snapshot, now_s: float) -> list[str]:

@@ -3,7 +3,9 @@
 Writes to 0x0607FF83 set the plant's registers and are acknowledged (0x43,
 the written bytes echoed) or refused with error 0xF3 (invalid data); the
 control frame switches DC on/off; read requests get float replies. While a
-``charger_silent`` fault is active nothing is heard and nothing is sent.
+``charger_silent`` fault is active nothing is heard and nothing is sent. While a
+``rectifier_refuses_stored`` fault is active, writes of the stored fallback (0x24, 0x19)
+get error 0xF3 and change nothing (all of them, or stored voltages below ``below_v``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from gridzero.codec import CodecError
 from gridzero.services.charger import codec
 from gridzero.services.charger.codec import CanFrame, Quantity, Register
+from gridzero.sim.faults import RectifierRefusesStored
 from gridzero.sim.plant import Plant
 
 INVALID_DATA = 0xF3
@@ -37,6 +40,7 @@ class RectifierEmulator:
         """React to one frame; returns the replies."""
         if plant.charger_silent(now_s):
             return []
+        plant.rectifier.bind_faults(plant.active_faults)
         try:
             message = codec.decode_frame(arbitration_id, data)
         except CodecError:
@@ -59,6 +63,10 @@ class RectifierEmulator:
 
     def _write(self, plant: Plant, message: codec.SetPoint, data: bytes, now_s: float) -> CanFrame:
         register, value = message.register, message.value
+        if _stored_refused(plant, register, value, now_s):
+            return codec.encode_error_reply(
+                codec.MsgType.WRITE, register, INVALID_DATA, module=self.module
+            )
         ok = True
         if register == Register.ONLINE_VOLTAGE:
             ok = plant.command_charger_online(value, None, now_s)
@@ -90,3 +98,17 @@ class RectifierEmulator:
             Quantity.INPUT_VOLTAGE: plant.params.charger.ac_voltage_v,
         }
         return codec.encode_reading(quantity, values[quantity], module=self.module, more=more)
+
+
+def _stored_refused(plant: Plant, register: int, value: float, now_s: float) -> bool:
+    """True if a ``rectifier_refuses_stored`` fault refuses this write."""
+    if register not in (Register.OFFLINE_VOLTAGE, Register.OFFLINE_CURRENT):
+        return False
+    for fault in plant.active_faults(now_s):
+        if not isinstance(fault, RectifierRefusesStored):
+            continue
+        if fault.below_v is None:
+            return True
+        if register == Register.OFFLINE_VOLTAGE and value < fault.below_v:
+            return True
+    return False
