@@ -226,3 +226,45 @@ def test_charge_waits_for_a_demand_still_in_flight():
     c = d.step(6.5, -1000.0, data(), s)  # 3.0 + 1.5 s dead time + 2 s dwell
     assert c.side is Side.CHARGE
     assert c.charger.on
+
+
+# ------------------------------------------------------------------ restart (issue 16 item 7b)
+
+BOOT_S = 1.0e6  # a monotonic clock far from 0: the host has been up for 11 days
+
+
+def test_after_a_restart_unknown_inverters_count_as_on_until_the_timeout():
+    # the old "commanded 0 since" started at 0.0: far from boot the timeout had long passed,
+    # and the first step charged while nothing was known of the inverters
+    d = Dispatcher(UNITS)
+    wait_s = S.off_unconfirmed_s  # 15 s, longer than a 900 W unit's ramp-down hold-off
+    unknown = (None, None)
+    assert d.step(BOOT_S, -2000.0, data(inv=unknown), S).side is Side.TO_CHARGE
+    assert d.step(BOOT_S + wait_s - 0.1, -2000.0, data(inv=unknown), S).side is Side.TO_CHARGE
+    c = d.step(BOOT_S + wait_s, -2000.0, data(inv=unknown), S)
+    assert c.side is Side.CHARGE
+    assert c.charger.on
+
+
+def test_after_a_restart_an_unknown_charger_counts_as_on_until_the_timeout():
+    d = Dispatcher(UNITS)
+    assert d.step(BOOT_S, 500.0, data(chg=None), S).side is Side.TO_DISCHARGE
+    late = BOOT_S + S.off_unconfirmed_s - 0.1
+    assert d.step(late, 500.0, data(chg=None), S).side is Side.TO_DISCHARGE
+    assert d.step(BOOT_S + S.off_unconfirmed_s, 500.0, data(chg=None), S).side is Side.DISCHARGE
+
+
+def test_after_a_restart_measured_off_needs_the_dwell_from_the_first_step():
+    d = Dispatcher(UNITS)
+    assert d.step(BOOT_S, -2000.0, data(), S).side is Side.TO_CHARGE
+    assert d.step(BOOT_S + S.min_dwell_s - 0.1, -2000.0, data(), S).side is Side.TO_CHARGE
+    assert d.step(BOOT_S + S.min_dwell_s, -2000.0, data(), S).side is Side.CHARGE
+
+
+def test_an_unknown_unit_waits_at_least_its_holdoff():
+    # a 5.4 kW unit ramps down for ~22 s, longer than off_unconfirmed_s
+    big = (InverterUnit("big", 5400.0),)
+    d = Dispatcher(big)
+    d.step(BOOT_S, -2000.0, data(inv=(None,)), S)
+    assert d.step(BOOT_S + 20.0, -2000.0, data(inv=(None,)), S).side is Side.TO_CHARGE
+    assert d.step(BOOT_S + 23.0, -2000.0, data(inv=(None,)), S).side is Side.CHARGE

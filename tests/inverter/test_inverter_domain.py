@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from gridzero.services.inverter.domain import (
     BmsLimits,
+    Clamp,
     Command,
     Dispatcher,
     LinkState,
@@ -65,9 +66,57 @@ def test_max_power() -> None:
     assert (d.demand_w, d.cap_w, d.reason) == (900, 900, Reason.MAX_POWER)
 
 
-def test_dcl_times_pack_voltage() -> None:
-    d = one(900, limits(dcl_a=10.0, pack_v=48.5))  # 485 W
-    assert (d.demand_w, d.cap_w, d.reason) == (485, 485, Reason.DCL)
+def test_dcl_times_pack_voltage_times_efficiency() -> None:
+    d = one(900, limits(dcl_a=10.0, pack_v=48.5))  # 485 W DC x 0.85
+    assert (d.demand_w, d.cap_w, d.reason) == (412, 412, Reason.DCL)
+
+
+@pytest.mark.parametrize("efficiency", [0.87, 0.90, 0.92])
+def test_dc_current_at_the_dcl_clamp_stays_within_dcl(efficiency: float) -> None:
+    # issue 16 item 8: the clamp compared AC watts with DCL x V, so at 87-92 % efficiency the
+    # pack gave 10.9-11.5 A against a DCL of 10 A
+    d = one(900, limits(dcl_a=10.0, pack_v=50.0))
+    dc_current_a = d.demand_w / efficiency / 50.0
+    print(f"DCL 10 A at 50 V: {d.demand_w} W AC, {dc_current_a:.2f} A DC at {efficiency:.0%}")
+    assert d.reason is Reason.DCL
+    assert dc_current_a <= 10.0
+
+
+def test_clamp_settings_are_bounded() -> None:
+    assert Clamp().problems() == []
+    assert "efficiency 1.1 is outside 0.5..1.0" in Clamp(efficiency=1.1).problems()[0]
+    assert "efficiency 0.4" in Clamp(efficiency=0.4).problems()[0]
+    with pytest.raises(ValueError, match=r"efficiency 1\.2"):
+        Dispatcher((U48,), clamp=Clamp(efficiency=1.2))
+
+
+def test_reported_dc_current_above_dcl_cuts_every_unit_for_the_hold() -> None:
+    disp = Dispatcher((U48, U36), clamp=Clamp(dcl_margin_pct=10.0, dc_trip_hold_s=10.0))
+    disp.set_limits(limits(dcl_a=10.0, pack_v=42.0, at_s=100.0))
+    disp.set_command("gtn48", 300, 100.0)
+    disp.set_command("gtn36", 300, 100.0)
+    assert disp.report_dc_current("gtn48", 11.2, 99.0) == ""  # within 10 x 1.1 + 0.2 A
+    assert disp.report_dc_current("gtn48", 5.0, 100.0) == ""
+    reason = disp.report_dc_current("gtn36", 6.5, 100.5)  # the units together: 11.5 A
+    assert "11.5 A DC, above DCL 10 A" in reason
+    for now_s in (100.5, 102.0):
+        disp.set_limits(limits(dcl_a=10.0, pack_v=42.0, at_s=now_s))
+        disp.set_command("gtn48", 300, now_s)
+        disp.set_command("gtn36", 300, now_s)
+        decisions = disp.decisions(now_s)
+        assert {d.reason for d in decisions.values()} == {Reason.DC_CURRENT}
+        assert all(d.demand_w == 0 and not d.safe_state for d in decisions.values())
+    disp.set_limits(limits(dcl_a=10.0, pack_v=42.0, at_s=110.5))
+    disp.set_command("gtn48", 300, 110.5)
+    assert disp.decisions(110.5)["gtn48"].reason is not Reason.DC_CURRENT
+
+
+def test_parallel_units_report_for_each_of_them() -> None:
+    pair = UnitSettings("pair", "/dev/ttyUSB0", 40.0, 60.0, max_power_w=900, parallel=2)
+    disp = Dispatcher((pair,))
+    disp.set_limits(limits(dcl_a=10.0, pack_v=50.0, at_s=100.0))
+    assert disp.report_dc_current("pair", 5.4, 100.0) == ""  # 10.8 A
+    assert disp.report_dc_current("pair", 5.7, 101.0) != ""  # 11.4 A > 11.2 A
 
 
 def test_dcl_zero() -> None:
@@ -146,7 +195,8 @@ def test_36v_and_48v_units_side_by_side() -> None:
 
 def test_shared_dcl_budget_is_split_in_proportion() -> None:
     cmds = {"gtn48": Command(900, 100.0), "gtn36": Command(300, 100.0)}
-    d = decide([U48, U36], cmds, limits(dcl_a=20.0, pack_v=42.0), T, 100.5)  # 840 W
+    one_to_one = Clamp(efficiency=1.0)  # the split's arithmetic, on round numbers
+    d = decide([U48, U36], cmds, limits(dcl_a=20.0, pack_v=42.0), T, 100.5, clamp=one_to_one)
     assert d["gtn48"].demand_w + d["gtn36"].demand_w <= 840
     assert (d["gtn48"].demand_w, d["gtn36"].demand_w) == (630, 210)
     assert d["gtn48"].reason is d["gtn36"].reason is Reason.DCL
@@ -155,7 +205,8 @@ def test_shared_dcl_budget_is_split_in_proportion() -> None:
 
 def test_cap_is_headroom_left_by_the_other_units() -> None:
     cmds = {"gtn48": Command(200, 100.0), "gtn36": Command(300, 100.0)}
-    d = decide([U48, U36], cmds, limits(dcl_a=20.0, pack_v=42.0), T, 100.5)  # 840 W
+    one_to_one = Clamp(efficiency=1.0)
+    d = decide([U48, U36], cmds, limits(dcl_a=20.0, pack_v=42.0), T, 100.5, clamp=one_to_one)
     assert (d["gtn48"].cap_w, d["gtn36"].cap_w) == (540, 640)
     assert d["gtn48"].reason is Reason.CONTROLLER
 
@@ -220,7 +271,7 @@ def test_never_above_any_cap(
             assert unit.dc_min_v <= pack_v <= unit.dc_max_v
         total_w += d.demand_w * unit.parallel
     if total_w:
-        assert total_w <= dcl * pack_v
+        assert total_w <= dcl * pack_v * Clamp().efficiency
 
 
 # ------------------------------------------------------------------ commands

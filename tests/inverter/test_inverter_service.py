@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from gridzero.contract import Topics
 from gridzero.errors import SettingsError
+from gridzero.runtime.freshness import Sequencer
 from gridzero.runtime.service import ServiceRunner
 from gridzero.runtime.settings import load_settings
 from gridzero.services.inverter.codec import (
@@ -33,8 +35,12 @@ REPLY = StatusReply(0, 51.2, 5.0, 231.0, 50.0, 36.5)
 class InverterPeer:
     """A TCP server playing a SoyoSource on its limiter port: records frames, may answer queries."""
 
-    def __init__(self, port: int = 0, *, answer: bool = False) -> None:
+    def __init__(
+        self, port: int = 0, *, answer: bool = False, amps_per_w: float | None = None
+    ) -> None:
         self.answer = answer
+        self.amps_per_w = amps_per_w  # reply with a DC current that follows the last demand
+        self.last_demand_w = 0
         self.frames: list[tuple[float, DemandFrame | StatusQuery | StatusReply]] = []
         self._cond = threading.Condition()
         self._server = socket.create_server(("127.0.0.1", port), reuse_port=False)
@@ -74,8 +80,18 @@ class InverterPeer:
             with self._cond:
                 self.frames.extend((now, f) for f in result.frames)
                 self._cond.notify_all()
+            for f in result.frames:
+                if isinstance(f, DemandFrame):
+                    self.last_demand_w = f.power_w
             if self.answer and any(isinstance(f, StatusQuery) for f in result.frames):
-                conn.sendall(encode_status_reply(REPLY))
+                conn.sendall(encode_status_reply(self._reply()))
+
+    def _reply(self) -> StatusReply:
+        if self.amps_per_w is None:
+            return REPLY
+        return dataclasses.replace(
+            REPLY, battery_current_a=round(self.last_demand_w * self.amps_per_w, 1)
+        )
 
     def demands(self, after: float = 0.0) -> list[tuple[float, int]]:
         with self._cond:
@@ -101,12 +117,26 @@ class InverterPeer:
 
 
 class Publisher:
-    """Publishes bms limits and/or a controller command periodically until stopped."""
+    """Publishes bms limits and/or a controller command periodically until stopped.
 
-    def __init__(self, broker: TestBroker, user: str, topic: str, body: dict[str, object]) -> None:
+    Numbered like the real publishers (``boot``, ``seq``); ``clock_offset_s`` plays a
+    publisher whose clock is off by that much."""
+
+    def __init__(
+        self,
+        broker: TestBroker,
+        user: str,
+        topic: str,
+        body: dict[str, object],
+        *,
+        clock_offset_s: float = 0.0,
+    ) -> None:
         self.probe = broker.probe(user, subscribe="")
         self.topic = topic
         self.body = body
+        self.clock_offset_s = clock_offset_s
+        self.boot = Sequencer()
+        self.sent = 0
         self.last_s = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -114,9 +144,14 @@ class Publisher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.probe.publish(self.topic, json.dumps({**self.body, "ts": time.time()}))
+            self.probe.publish(self.topic, json.dumps(self.payload()))
             self.last_s = time.monotonic()
+            self.sent += 1
             self._stop.wait(0.3)  # the publishing rate, not synchronisation
+
+    def payload(self) -> dict[str, object]:
+        ts = time.time() + self.clock_offset_s
+        return {**self.body, "ts": ts, "boot": self.boot.boot, "seq": self.boot.next()}
 
     def stop(self) -> float:
         self._stop.set()
@@ -219,16 +254,16 @@ def test_demand_goes_to_zero_when_bms_falls_silent(
 def test_command_clamped_to_dcl_and_max_power(
     broker: TestBroker, service: ServiceRunner, peer: InverterPeer
 ) -> None:
-    bms = Publisher(broker, "bms", T.bms_limits, {**LIMITS, "dcl_a": 5.0})  # 250 W
+    bms = Publisher(broker, "bms", T.bms_limits, {**LIMITS, "dcl_a": 5.0})  # 250 W x 0.85
     ctl = Publisher(broker, "controller", T.inverter_set("u1"), {"power_w": 5000})
     probe = broker.probe()
     try:
-        peer.wait_demand(250)
+        peer.wait_demand(212)
         state = probe.wait_for(
             T.inverter_state("u1"), lambda p: json.loads(p)["cap_reason"] == "dcl"
         )
-        assert json.loads(state)["cap_w"] == 250
-        assert max(p for _t, p in peer.demands()) <= 250
+        assert json.loads(state)["cap_w"] == 212
+        assert max(p for _t, p in peer.demands()) <= 212
     finally:
         ctl.stop()
         bms.stop()
@@ -240,11 +275,14 @@ def test_bad_command_is_refused_with_a_reason(
 ) -> None:
     probe = broker.probe()
     sender = broker.probe("controller", subscribe="")
-    sender.publish(T.inverter_set("u1"), json.dumps({"ts": time.time(), "power_w": -5}))
+    numbered = {"boot": "t", "seq": 1}
+    sender.publish(T.inverter_set("u1"), json.dumps({"ts": time.time(), "power_w": -5, **numbered}))
     ack = json.loads(probe.wait_for(T.ack("inverter"), lambda p: b"power_w" in p))
     assert ack["ok"] is False
     assert "greater than or equal to 0" in ack["reason"]
-    sender.publish(T.inverter_set("nope"), json.dumps({"ts": time.time(), "power_w": 5}))
+    sender.publish(
+        T.inverter_set("nope"), json.dumps({"ts": time.time(), "power_w": 5, **numbered})
+    )
     ack = json.loads(probe.wait_for(T.ack("inverter"), lambda p: b"nope" in p))
     assert "not configured" in ack["reason"]
     sender.close()
@@ -302,7 +340,8 @@ def test_runtime_max_power_is_validated_and_persisted(
     probe.wait_for(T.setting("inverter", "max_power_w", unit="u1"), lambda p: p == b"150")
     inverter = service.service
     assert isinstance(inverter, Inverter)
-    assert inverter.dispatcher.unit("u1").max_power_w == 150
+    # the echo goes out just before the service takes the value (same loop step)
+    wait_until(lambda: inverter.dispatcher.unit("u1").max_power_w == 150, 5, "150 W taken")
     bms = Publisher(broker, "bms", T.bms_limits, LIMITS)
     ctl = Publisher(broker, "controller", T.inverter_set("u1"), {"power_w": 600})
     try:
@@ -389,3 +428,159 @@ def test_clean_stop_sends_zero_frames(broker: TestBroker, tmp_path: Path) -> Non
         ctl.stop()
         bms.stop()
         peer.close()
+
+
+# ------------------------------------------------------------------ freshness (issue 16 item 10)
+
+
+def _requested(power_w: float) -> Callable[[bytes], bool]:
+    """A state of this test (not one retained from an earlier one) with this request."""
+    since = time.time()
+    return lambda p: json.loads(p)["requested_w"] == power_w and json.loads(p)["ts"] >= since
+
+
+def test_bms_clock_an_hour_ahead_gives_zero_watts(
+    broker: TestBroker, service: ServiceRunner, peer: InverterPeer
+) -> None:
+    # the old code aged limits by max(0, wall - ts): a stamp in the future was forever fresh
+    probe = broker.probe()
+    bms = Publisher(broker, "bms", T.bms_limits, LIMITS, clock_offset_s=3600.0)
+    ctl = Publisher(broker, "controller", T.inverter_set("u1"), {"power_w": 300})
+    try:
+        wait_until(lambda: service.ctx.rejected_inputs >= 3, 10, "three limits refused")
+        doc = json.loads(probe.wait_for(T.inverter_state("u1"), _requested(300)))
+        assert doc["cap_reason"] == "stale_bms"
+        assert all(p == 0 for _t, p in peer.demands())
+    finally:
+        ctl.stop()
+        bms.stop()
+        probe.close()
+
+
+def test_bms_clock_ten_seconds_behind_still_works(
+    broker: TestBroker, service: ServiceRunner, peer: InverterPeer
+) -> None:
+    # a past stamp is not refused: its age counts from its arrival (the old code: stale)
+    bms = Publisher(broker, "bms", T.bms_limits, LIMITS, clock_offset_s=-10.0)
+    ctl = Publisher(broker, "controller", T.inverter_set("u1"), {"power_w": 300})
+    try:
+        peer.wait_demand(300)
+    finally:
+        ctl.stop()
+        bms.stop()
+
+
+def test_retained_limits_of_a_dead_bms_are_not_fresh_after_connect(
+    broker: TestBroker, tmp_path: Path, peer: InverterPeer
+) -> None:
+    # a bms that published its limits retained, then died: the broker hands them to every
+    # new subscription (a start or a reconnect); stamped just now, the old code took them
+    dead_bms = broker.probe("bms", subscribe="")
+    body = {**LIMITS, "ts": time.time(), "boot": "dead", "seq": 7}
+    dead_bms.publish(T.bms_limits, json.dumps(body), retain=True)
+    probe = broker.probe()
+    requested_300 = _requested(300)
+    runner = ServiceRunner(Inverter, make_settings(broker, tmp_path, peer.port, bms_stale_s=10.0))
+    runner.start_thread()
+    ctl = Publisher(broker, "controller", T.inverter_set("u1"), {"power_w": 300})
+    try:
+        doc = json.loads(probe.wait_for(T.inverter_state("u1"), requested_300))
+        assert doc["cap_reason"] == "stale_bms"
+        assert isinstance(runner.service, Inverter)
+        assert "retained" in runner.service.limits_gate.last_reason
+        assert all(p == 0 for _t, p in peer.demands())
+    finally:
+        ctl.stop()
+        dead_bms.publish(T.bms_limits, b"", retain=True)
+        dead_bms.close()
+        probe.close()
+        runner.stop()
+        runner.join()
+
+
+def test_a_retained_command_is_refused_after_connect(
+    broker: TestBroker, tmp_path: Path, peer: InverterPeer
+) -> None:
+    sender = broker.probe("controller", subscribe="")
+    command = {"ts": time.time(), "power_w": 300, "boot": "c", "seq": 5}
+    sender.publish(T.inverter_set("u1"), json.dumps(command), retain=True)
+    probe = broker.probe()
+    runner = ServiceRunner(Inverter, make_settings(broker, tmp_path, peer.port))
+    runner.start_thread()
+    try:
+        ack = json.loads(probe.wait_for(T.ack("inverter"), lambda p: b"retained" in p))
+        assert ack["ok"] is False
+        assert ack["topic"] == T.inverter_set("u1")
+    finally:
+        sender.publish(T.inverter_set("u1"), b"", retain=True)
+        sender.close()
+        probe.close()
+        runner.stop()
+        runner.join()
+
+
+def test_a_repeated_command_is_refused(
+    broker: TestBroker, service: ServiceRunner, peer: InverterPeer
+) -> None:
+    probe = broker.probe()
+    sender = broker.probe("controller", subscribe="")
+    command = {"ts": time.time(), "power_w": 300, "boot": "c", "seq": 5}
+    sender.publish(T.inverter_set("u1"), json.dumps(command))
+    sender.publish(T.inverter_set("u1"), json.dumps({**command, "ts": time.time()}))
+    ack = json.loads(probe.wait_for(T.ack("inverter"), lambda p: b"is not after 5" in p))
+    assert ack["ok"] is False
+    sender.close()
+    probe.close()
+
+
+# ------------------------------------------------------------------ DC current (issue 16 item 8)
+
+
+def test_reported_dc_current_above_dcl_cuts_the_unit(broker: TestBroker, tmp_path: Path) -> None:
+    # at 300 W the unit says it draws 12 A with a DCL of 10 A: cut, whatever the AC clamp
+    # computed (a unit far less efficient than assumed, or one that ignores its demand)
+    peer = InverterPeer(answer=True, amps_per_w=0.04)
+    runner = ServiceRunner(Inverter, make_settings(broker, tmp_path, peer.port))
+    runner.start_thread()
+    bms = Publisher(broker, "bms", T.bms_limits, {**LIMITS, "dcl_a": 10.0})
+    ctl = Publisher(broker, "controller", T.inverter_set("u1"), {"power_w": 300})
+    probe = broker.probe()
+    try:
+        cut_at = peer.wait_demand(0, after=peer.wait_demand(300))
+        doc = json.loads(
+            probe.wait_for(
+                T.inverter_state("u1"),
+                lambda p: (
+                    json.loads(p)["cap_reason"] == "dc_current" and json.loads(p)["demand_w"] == 0
+                ),
+            )
+        )
+        assert doc["sending"] is True  # 0 W frames go on: the cut is no safe state
+        assert all(p == 0 for _t, p in peer.demands(cut_at))
+    finally:
+        ctl.stop()
+        bms.stop()
+        probe.close()
+        runner.stop()
+        runner.join()
+        peer.close()
+
+
+def test_efficiency_is_a_start_up_setting_only(
+    broker: TestBroker, service: ServiceRunner, tmp_path: Path
+) -> None:
+    with pytest.raises(SettingsError, match="efficiency"):
+        load_settings(
+            InverterSettings,
+            units=[{"id": "a", "dc_min_v": 40, "dc_max_v": 60}],
+            efficiency=1.1,
+            data_dir=tmp_path,
+        )
+    probe = broker.probe()
+    setter = broker.probe("homeassistant", subscribe="")
+    setter.publish(T.setting_set("inverter", "efficiency", unit="u1"), "1.0")
+    ack = json.loads(probe.wait_for(T.ack("inverter"), lambda p: b"efficiency" in p))
+    assert ack["ok"] is False
+    assert "unknown setting" in ack["reason"]
+    setter.close()
+    probe.close()

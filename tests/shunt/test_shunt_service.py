@@ -69,10 +69,10 @@ def truth(current_a: float) -> str:
     ).model_dump_json()
 
 
-def pack(voltage_v: float = 48.0) -> str:
+def pack(voltage_v: float = 48.0, clock_offset_s: float = 0.0) -> str:
     cell = CellRef(bus=0, module=1, cell=1, voltage_v=voltage_v / 12)
     return PackState(
-        ts=time.time(),
+        ts=time.time() + clock_offset_s,
         pack_voltage_v=voltage_v,
         cell_min=cell,
         cell_max=cell,
@@ -321,3 +321,99 @@ def test_soc_from_voltage_without_cells_is_refused(broker: TestBroker, tmp_path:
         p.close()
     runner.stop()
     runner.join()
+
+
+# --------------------------------------------------------------------------- issue 22 item 1
+
+
+def test_a_retained_button_press_does_not_reapply_after_restart(
+    broker: TestBroker, tmp_path: Path
+) -> None:
+    """A retained ``set_soc 20`` (and ``calibrate_zero``) is refused when the broker replays
+    it to the restarted service: the SoC stays where it was set since."""
+    probe = broker.probe("operator")
+    ha = broker.probe("homeassistant", subscribe="")
+    runner = make_runner(broker, tmp_path)
+    start(runner, broker)
+    again: ServiceRunner | None = None
+    try:
+        # a live subscriber gets a retained publication as a live one: applied once
+        state_until(
+            probe,
+            lambda s: s.soc_pct == 20.0,
+            lambda: ha.publish(T.action_set("shunt", "set_soc"), "20", retain=True),
+        )
+        state_until(
+            probe,
+            lambda s: s.soc_pct == 60.0,
+            lambda: ha.publish(T.action_set("shunt", "set_soc"), "60"),
+        )
+        runner.stop()
+        runner.join()
+        ha.publish(T.action_set("shunt", "calibrate_zero"), "press", retain=True)
+        since = time.monotonic()
+        again = make_runner(broker, tmp_path)
+        start(again, broker)
+        for name in ("set_soc", "calibrate_zero"):
+            ack = json.loads(
+                probe.wait_for(
+                    T.ack("shunt"),
+                    lambda p, n=name: json.loads(p)["topic"] == T.action_set("shunt", n),
+                    after=since,
+                )
+            )
+            assert ack["ok"] is False
+            assert "retained" in ack["reason"]
+        state = state_until(probe, lambda s: s.soc_source == "restored")
+        assert state.soc_pct == pytest.approx(60.0, abs=0.1)
+        shunt = again.service
+        assert isinstance(shunt, Shunt)
+        assert shunt.calibration is None
+    finally:
+        for name in ("set_soc", "calibrate_zero"):
+            ha.publish(T.action_set("shunt", name), b"", retain=True)
+        if again is not None:
+            again.stop()
+            again.join()
+        ha.close()
+        probe.close()
+
+
+# --------------------------------------------------------------------------- issue 16 item 10
+
+
+@pytest.mark.parametrize(
+    ("retain", "clock_offset_s", "fresh"),
+    [(True, 0.0, False), (False, 3600.0, False), (False, -10.0, True)],
+    ids=["retained", "bms-clock-1h-ahead", "bms-clock-10s-behind"],
+)
+def test_pack_data_fresh_by_arrival(
+    broker: TestBroker, tmp_path: Path, retain: bool, clock_offset_s: float, fresh: bool
+) -> None:
+    """Pack data counts from its arrival: a retained pack (of a dead bms) is not fresh, one
+    stamped in the future is refused, one stamped 10 s ago (a slow clock) is used."""
+    bms = broker.probe("bms", subscribe=None)
+    if retain:
+        bms.publish(T.bms_pack, pack(45.6), retain=True)
+    runner = make_runner(broker, tmp_path)
+    start(runner, broker)
+    probe = broker.probe("operator")
+    ha = broker.probe("homeassistant", subscribe=None)
+    try:
+        if not retain:
+            bms.publish(T.bms_pack, pack(45.6, clock_offset_s))
+            shunt = runner.service
+            assert isinstance(shunt, Shunt)
+            wait_until(
+                lambda: shunt.pack is not None or shunt.pack_gate.refused > 0, 5, "pack handled"
+            )
+        since = time.monotonic()
+        ha.publish(T.action_set("shunt", "soc_from_voltage"), "press")
+        ack = json.loads(probe.wait_for(T.ack("shunt"), after=since))
+        assert ack["ok"] is fresh, ack
+    finally:
+        bms.publish(T.bms_pack, b"", retain=True)
+        for p in (bms, probe, ha):
+            p.close()
+        runner.stop()
+        runner.join()

@@ -7,6 +7,7 @@ quality. The MQTT service and the bench both drive exactly this object.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from gridzero.services.controller.dispatch import (
@@ -29,10 +30,51 @@ from gridzero.services.controller.supervision import (
 
 @dataclass(frozen=True, slots=True)
 class InverterReading:
-    """An inverter's measured AC output."""
+    """What a unit's state says, received at ``at_s``.
+
+    ``output_w``: its measured AC output, if ``measured`` (a unit that answers no status
+    query reports none). ``feeding_until_s``: until when the interlock must count it as
+    feeding whatever it reports (`FeedingTracker`); the default, minus infinity, trusts the
+    measurement alone (the bench's plant truth).
+    """
 
     output_w: float
     at_s: float
+    feeding_until_s: float = -math.inf
+    measured: bool = True
+
+
+class FeedingTracker:
+    """Until when one inverter unit may still feed, from its service's published states (pure).
+
+    A 0 W frame on the wire is not 0 W at the grid: the SoyoSource ramps down over seconds,
+    and most units never report their output. So a unit counts as feeding while its service
+    sends it a non-zero demand, and for ``holdoff_s`` after its demand went to 0 (or its
+    frames stopped). A new tracker knows no history (a restart): the first state starts the
+    hold-off even if it shows 0 W.
+    """
+
+    def __init__(self) -> None:
+        self.zero_since_s: float | None = None
+
+    def update(
+        self,
+        now_s: float,
+        *,
+        demand_w: float,
+        sending: bool,
+        output_w: float | None,
+        holdoff_s: float,
+    ) -> InverterReading:
+        """One state, arrived at ``now_s``: the reading the controller sees."""
+        if sending and demand_w > 0:
+            self.zero_since_s = None
+        elif self.zero_since_s is None:
+            self.zero_since_s = now_s
+        until_s = math.inf if self.zero_since_s is None else self.zero_since_s + holdoff_s
+        if output_w is None:
+            return InverterReading(0.0, now_s, feeding_until_s=until_s, measured=False)
+        return InverterReading(output_w, now_s, feeding_until_s=until_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +131,32 @@ class Controller:
         self.settings = settings
         self.quality.window_s = settings.quality_window_s
 
-    def _fresh_inverters(self, now_s: float, obs: Observation) -> tuple[float | None, ...]:
-        out: list[float | None] = []
+    def _fresh_readings(self, now_s: float, obs: Observation) -> tuple[InverterReading | None, ...]:
+        out: list[InverterReading | None] = []
         for i in range(len(self.units)):
             r = obs.inverters[i] if i < len(obs.inverters) else None
-            ok = r is not None and now_s - r.at_s <= self.settings.state_stale_s
-            out.append(r.output_w if ok and r is not None else None)
+            fresh = r is not None and now_s - r.at_s <= self.settings.state_stale_s
+            out.append(r if fresh else None)
+        return tuple(out)
+
+    def _fresh_inverters(self, now_s: float, obs: Observation) -> tuple[float | None, ...]:
+        """Measured outputs (None: stale or not measured), for the law and supervision."""
+        return tuple(
+            r.output_w if r is not None and r.measured else None
+            for r in self._fresh_readings(now_s, obs)
+        )
+
+    def _interlock_inverters(self, now_s: float, obs: Observation) -> tuple[float | None, ...]:
+        """What the interlock assumes each unit feeds: None unknown, inf possibly feeding."""
+        out: list[float | None] = []
+        for r in self._fresh_readings(now_s, obs):
+            if r is None:
+                out.append(None)
+            elif now_s < r.feeding_until_s:
+                out.append(math.inf)
+            else:
+                # past its hold-off a unit that reports nothing is off
+                out.append(r.output_w if r.measured else 0.0)
         return tuple(out)
 
     def _fresh_charger(self, now_s: float, obs: Observation) -> ChargerReading | None:
@@ -113,7 +175,7 @@ class Controller:
                 total += last.inverter_w[i] if last is not None else 0.0
             else:
                 total += w
-                reading = obs.inverters[i]
+                reading = obs.inverters[i] if i < len(obs.inverters) else None
                 if reading is not None:
                     stamps.append(reading.at_s)
         charger = self._fresh_charger(obs.now_s, obs)
@@ -184,7 +246,7 @@ class Controller:
             pack_voltage_v=obs.pack_voltage_v,
             soc_pct=obs.soc_pct,
             limits=obs.limits if ok else None,
-            inverter_output_w=inverters,
+            inverter_output_w=self._interlock_inverters(now_s, obs),
             charger_current_a=None if charger is None else charger.current_a,
         )
         commands = self.dispatcher.step(now_s, law_out.command_w, data, s)

@@ -5,7 +5,14 @@ Safety rules enforced here, whatever the law asks:
 - Charge and discharge never run together. Before a side starts, the other side must be
   commanded off and *measured* off (inverters <= `off_inverter_w`, charger <= `off_charger_a`)
   for `min_dwell_s`. Only when a device reports nothing at all does a long timeout
-  (`off_unconfirmed_s`, longer than the devices' own frame-loss stop) stand in for the measurement.
+  (`off_unconfirmed_s`, longer than the devices' own frame-loss stop, and never shorter than
+  an inverter's ramp-down hold-off) stand in for the measurement.
+- An inverter whose demand went to 0 may still feed for its ramp-down (`unit_holdoff_s`):
+  `core.FeedingTracker` reports it as feeding (``math.inf``) until then.
+- After a (re)start nothing is known of what the previous process commanded: the "commanded
+  off since" timers start at the first step (never at 0.0, the host's boot on a monotonic
+  clock), so both sides count as on until measured off for the dwell or, unmeasured, until
+  the long timeout has passed since then.
 - The charger runs only at or above its minimum current (~5.2 A, devices.md A.5) and never when
   the bms charge current limit is below that minimum; its voltage is the bms CVL.
 - SoC bounds with hysteresis: discharge stops at `soc_min_pct` and resumes at min + hysteresis;
@@ -14,6 +21,7 @@ Safety rules enforced here, whatever the law asks:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -29,6 +37,46 @@ class InverterUnit:
     dc_min_v: float = 40.0
     dc_max_v: float = 60.0
     dc_margin_v: float = 1.0
+    # How long after its demand went to 0 the unit may still feed; None: `default_holdoff_s`.
+    off_holdoff_s: float | None = None
+
+
+# The SoyoSource's behaviour (research B.2, B.3; the simulator's plant defaults): it follows a
+# new demand through a ~1 s first-order lag with a ~300 W/s slew limit, and stops ~3 s after
+# frames stop. Nothing on the limiter port says when its output really reached 0.
+SOYOSOURCE_LAG_S = 1.0
+SOYOSOURCE_RAMP_W_PER_S = 300.0
+SOYOSOURCE_FRAME_STOP_S = 3.0
+HOLDOFF_MARGIN_S = 1.0  # the frame's way out (tick, MQTT, 4800 baud) and the unit's dead time
+
+
+def ramp_down_s(from_w: float, off_w: float, lag_s: float, ramp_w_per_s: float) -> float:
+    """Time a unit at ``from_w`` takes to fall to ``off_w`` after a 0 W demand.
+
+    Slew-limited while the lag would fall faster than ``ramp_w_per_s`` (above ramp x lag),
+    then exponential with the lag's time constant.
+    """
+    off_w = max(off_w, 0.1)
+    if from_w <= off_w:
+        return 0.0
+    knee_w = ramp_w_per_s * lag_s
+    if from_w <= knee_w:
+        return lag_s * math.log(from_w / off_w)
+    return (from_w - knee_w) / ramp_w_per_s + lag_s * math.log(max(knee_w, off_w) / off_w)
+
+
+def default_holdoff_s(max_w: float, off_w: float) -> float:
+    """A conservative hold-off for a SoyoSource at up to ``max_w``: its ramp-down from full
+    power, at least its frame-loss stop, plus a margin (900 W, 5 W: 7.1 s)."""
+    ramp_s = ramp_down_s(max_w, off_w, SOYOSOURCE_LAG_S, SOYOSOURCE_RAMP_W_PER_S)
+    return HOLDOFF_MARGIN_S + max(SOYOSOURCE_FRAME_STOP_S, ramp_s)
+
+
+def unit_holdoff_s(unit: InverterUnit, settings: ControllerSettings) -> float:
+    """The unit's hold-off: its own setting, else the SoyoSource default for its max power."""
+    if unit.off_holdoff_s is not None:
+        return unit.off_holdoff_s
+    return default_holdoff_s(unit.max_w, settings.off_inverter_w)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +92,11 @@ class BmsLimits:
 
 @dataclass(frozen=True, slots=True)
 class DispatchInput:
-    """What dispatch needs to know, as measured (None = unknown or stale)."""
+    """What dispatch needs to know, as measured (None = unknown or stale).
+
+    ``inverter_output_w``: a unit's measured output, or ``math.inf`` while it may still feed
+    (see `core.FeedingTracker`).
+    """
 
     pack_voltage_v: float | None
     soc_pct: float | None
@@ -165,11 +217,16 @@ class Dispatcher:
         self.units = units
         self.side = Side.IDLE
         self.soc_gate = SocGate()
-        self._inverters_cmd_zero_since: float | None = 0.0
+        # Set at the first step (see `_remember`): never at 0.0, which is the host's boot on a
+        # monotonic clock, so a long timeout would already have passed after a restart.
+        self._inverters_cmd_zero_since: float | None = None
         self._inverters_measured_zero_since: float | None = None
-        self._charger_cmd_off_since: float | None = 0.0
+        self._charger_cmd_off_since: float | None = None
         self._charger_measured_off_since: float | None = None
-        # Nothing can be in flight before the first command to run.
+        # Whether a command of ours to run can still be in flight (its dead time counts). A
+        # previous process's command is not: our first step commands both sides off, and
+        # until they are measured off for the dwell, or the long timeout has passed since
+        # that step, both count as on; an inverter's ramp-down is `FeedingTracker`'s.
         self._inverters_ever_on = False
         self._charger_ever_on = False
 
@@ -196,14 +253,15 @@ class Dispatcher:
         now_s: float,
         cmd_since: float | None,
         measured_since: float | None,
-        unknown: bool,
+        unknown_after_s: float | None,
         settings: ControllerSettings,
         dead_time_s: float,
     ) -> bool:
+        """``unknown_after_s``: the device reports nothing; off this long after the command."""
         if cmd_since is None:
             return False
-        if unknown:
-            return now_s - cmd_since >= settings.off_unconfirmed_s
+        if unknown_after_s is not None:
+            return now_s - cmd_since >= unknown_after_s
         if measured_since is None:
             return False
         # A command still in flight (the device's dead time) can switch it on after it was
@@ -216,11 +274,14 @@ class Dispatcher:
     ) -> bool:
         """All inverters commanded 0 and measured ~0 for the dwell."""
         unknown = any(o is None for o in data.inverter_output_w)
+        # a unit that reports nothing is off once the devices' own stops and its ramp-down
+        # are surely over
+        holdoff_s = max(unit_holdoff_s(u, settings) for u in self.units)
         return self._confirmed(
             now_s,
             self._inverters_cmd_zero_since,
             self._inverters_measured_zero_since,
-            unknown,
+            max(settings.off_unconfirmed_s, holdoff_s) if unknown else None,
             settings,
             settings.plant_dead_time_s if self._inverters_ever_on else 0.0,
         )
@@ -233,7 +294,7 @@ class Dispatcher:
             now_s,
             self._charger_cmd_off_since,
             self._charger_measured_off_since,
-            data.charger_current_a is None,
+            settings.off_unconfirmed_s if data.charger_current_a is None else None,
             settings,
             settings.charger_dead_time_s if self._charger_ever_on else 0.0,
         )

@@ -11,6 +11,7 @@ settings and Home Assistant discovery. All decisions are in the pure domain (doc
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -30,18 +31,19 @@ from gridzero.contract import (
 )
 from gridzero.contract import BmsLimits as BmsLimitsPayload
 from gridzero.errors import SettingsError
-from gridzero.runtime.freshness import Sequencer
+from gridzero.runtime.freshness import Freshness, Sequencer, Stamp
 from gridzero.runtime.mqtt import Message
-from gridzero.runtime.service import Service, run_service
+from gridzero.runtime.service import RETAINED_REFUSED, Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
 from gridzero.services.controller.core import (
     ChargerReading,
     Controller,
     ControllerOutput,
+    FeedingTracker,
     InverterReading,
     Observation,
 )
-from gridzero.services.controller.dispatch import BmsLimits, InverterUnit, Side
+from gridzero.services.controller.dispatch import BmsLimits, InverterUnit, Side, unit_holdoff_s
 from gridzero.services.controller.law import LawReason, MeterSample
 from gridzero.services.controller.settings import (
     ControllerSettings,
@@ -61,6 +63,13 @@ class UnitSettings(BaseModel):
     dc_min_v: float = Field(43.0, gt=0, le=200, description="the unit's DC shutdown voltage")
     dc_max_v: float = Field(60.0, gt=0, le=200)
     dc_margin_v: float = Field(1.0, ge=0, le=20, description="derate over this span above dc_min_v")
+    off_holdoff_s: float | None = Field(
+        None,
+        ge=1,
+        le=120,
+        description="after its demand went to 0 the unit counts as feeding this long (the "
+        "interlock); empty: its SoyoSource ramp-down from max_w (900 W: 7.1 s)",
+    )
 
 
 class ControllerServiceSettings(ServiceSettings):
@@ -109,6 +118,26 @@ class ControllerRuntime(BaseModel):
         return self
 
 
+def runtime_limit(startup: ControllerSettings) -> Callable[[ControllerRuntime], str]:
+    """Runtime values may tighten the start-up power caps and SoC window, never widen them."""
+
+    def why(value: ControllerRuntime) -> str:
+        problems = [
+            f"{name} {getattr(value, name):g} above its start-up {getattr(startup, name):g}"
+            for name in ("max_charge_w", "max_discharge_w", "soc_max_pct")
+            if getattr(value, name) > getattr(startup, name)
+        ]
+        if value.soc_min_pct < startup.soc_min_pct:
+            problems.append(
+                f"soc_min_pct {value.soc_min_pct:g} below its start-up {startup.soc_min_pct:g}"
+            )
+        if problems:
+            return "; ".join(problems) + " (start-up settings may only be tightened at runtime)"
+        return ""
+
+    return why
+
+
 def runtime_from(settings: ControllerSettings) -> ControllerRuntime:
     """The runtime part of full settings (start-up defaults for the runtime entities)."""
     return ControllerRuntime.model_validate(
@@ -147,9 +176,12 @@ class ControllerService(Service[ControllerServiceSettings]):
         ctx = self.ctx
         s = self.settings
         self.units = tuple(
-            InverterUnit(u.name, u.max_w, u.dc_min_v, u.dc_max_v, u.dc_margin_v) for u in s.units
+            InverterUnit(u.name, u.max_w, u.dc_min_v, u.dc_max_v, u.dc_margin_v, u.off_holdoff_s)
+            for u in s.units
         )
-        self.runtime = ctx.runtime_settings(runtime_from(s.controller), self.on_runtime_change)
+        self.runtime = ctx.runtime_settings(
+            runtime_from(s.controller), self.on_runtime_change, limit=runtime_limit(s.controller)
+        )
         self.controller = Controller(self._effective(self.runtime.value), self.units)
         self.meter: MeterSample | None = None
         self.grid_w: float | None = None
@@ -157,7 +189,15 @@ class ControllerService(Service[ControllerServiceSettings]):
         self.pack_voltage_v: float | None = None
         self.soc_pct: float | None = None
         self.inverters: dict[str, InverterReading] = {}
+        self.feeding = {u.name: FeedingTracker() for u in self.units}
         self.charger: ChargerReading | None = None
+        # No other host's clock decides freshness; retained states and limits are never fresh.
+        self.gates = {
+            "limits": Freshness("bms limits"),
+            "charger": Freshness("charger state"),
+            "shunt": Freshness("shunt state"),
+            **{f"inverter/{u.name}": Freshness(f"inverter {u.name} state") for u in self.units},
+        }
         self.last_step_s = -1e9
         t = ctx.topics
         ctx.subscribe(s.meter_topic, self.on_meter)
@@ -183,14 +223,34 @@ class ControllerService(Service[ControllerServiceSettings]):
         self.controller.update_settings(self._effective(runtime))
 
     def on_charge_target(self, msg: Message) -> None:
-        """`meterbox/chargeTarget`: > 0 W constant charge, <= 0 back to auto."""
-        watts = parse_meter(msg.payload, topic=msg.topic)
+        """`meterbox/chargeTarget`: > 0 W constant charge, <= 0 back to auto.
+
+        A retained one is refused: the broker would replay it after every restart, so an old
+        "charge at 3 kW" would come back on its own."""
+        if msg.retain:
+            self.ctx.ack(msg.topic, msg.payload, ok=False, reason=RETAINED_REFUSED)
+            self.ctx.log.warning("%s refused: retained message", msg.topic)
+            return
         try:
-            full = apply_charge_target(self.controller.settings, watts)
-        except SettingsError as exc:
-            # e.g. above the constant-power range: refused like any bad command
-            raise ValueError(f"{msg.topic}: {watts:g} W refused: {exc}") from exc
+            watts = parse_meter(msg.payload, topic=msg.topic)
+            try:
+                full = apply_charge_target(self.controller.settings, watts)
+            except SettingsError as exc:
+                # e.g. above the constant-power range: refused like any bad command
+                raise ValueError(f"{msg.topic}: {watts:g} W refused: {exc}") from exc
+        except ValueError as exc:
+            self.ctx.ack(msg.topic, msg.payload, ok=False, reason=str(exc))
+            raise
         self.runtime.apply(runtime_from(full), changed="mode")
+        self.ctx.ack(msg.topic, msg.payload, ok=True)
+
+    def _admit(
+        self, gate: str, msg: Message, ts: float, boot: str | None = None, seq: int | None = None
+    ) -> float:
+        """The arrival time of a fresh message; NotFreshError (logged, refused) otherwise."""
+        return self.gates[gate].admit(
+            Stamp(msg.retain, ts, boot, seq), now_s=self.ctx.now(), wall_s=self.ctx.wall()
+        )
 
     # ------------------------------------------------------------------ inputs
 
@@ -208,44 +268,55 @@ class ControllerService(Service[ControllerServiceSettings]):
     def on_limits(self, msg: Message) -> None:
         """bms limits; a denied side counts as a zero limit, any alarm as an alarm."""
         p = parse_payload(BmsLimitsPayload, msg.topic, msg.payload)
+        arrived_s = self._admit("limits", msg, p.ts, p.boot, p.seq)
         self.limits = BmsLimits(
             charge_voltage_v=p.cvl_v,
             charge_current_a=p.ccl_a if p.charge_allowed else 0.0,
             discharge_current_a=p.dcl_a if p.discharge_allowed else 0.0,
             alarm=bool(p.alarms),
-            # aged by its own time stamp: a retained message of a dead bms is not fresh
-            at_s=self.ctx.now() - max(0.0, self.ctx.wall() - p.ts),
+            at_s=arrived_s,
         )
         self.pack_voltage_v = p.pack_voltage_v if p.pack_voltage_v > 0 else None
 
     def on_shunt(self, msg: Message) -> None:
         """State of charge from the shunt (None while its sensor is unavailable)."""
         p = parse_payload(ShuntState, msg.topic, msg.payload)
+        self._admit("shunt", msg, p.ts)
         self.soc_pct = p.soc_pct if p.sensor == "ok" else None
 
     def on_charger(self, msg: Message) -> None:
         """The rectifier's measured output; no reading while its link is not ok."""
         p = parse_payload(ChargerState, msg.topic, msg.payload)
+        arrived_s = self._admit("charger", msg, p.ts)
         if p.link != "ok" or p.output_current_a is None:
             self.charger = None
             return
         current = p.output_current_a if p.dc_on else 0.0
         voltage = p.output_voltage_v or self.pack_voltage_v or 0.0
-        self.charger = ChargerReading(voltage, current, self.ctx.now())
+        self.charger = ChargerReading(voltage, current, arrived_s)
 
     def on_inverter(self, msg: Message) -> None:
-        """One unit's state: measured output from its DC side, if it reports one."""
+        """One unit's state: measured output from its DC side, if it reports one.
+
+        A 0 W demand (or no frames) is not 0 W output: the unit ramps down over seconds, so
+        it counts as feeding for its hold-off after that (`core.FeedingTracker`)."""
         p = parse_payload(InverterState, msg.topic, msg.payload)
+        unit = next((u for u in self.units if u.name == p.unit), None)
+        if unit is None or msg.topic != self.ctx.topics.inverter_state(unit.name):
+            raise ValueError(f"{msg.topic}: state of unit {p.unit!r}, not a configured unit here")
+        arrived_s = self._admit(f"inverter/{unit.name}", msg, p.ts)
+        output: float | None = None
         if p.battery_voltage_v is not None and p.battery_current_a is not None and p.link == "ok":
             output = max(0.0, p.battery_voltage_v * p.battery_current_a) * (
                 self.controller.settings.inverter_efficiency
             )
-            self.inverters[p.unit] = InverterReading(output, self.ctx.now())
-        elif not p.sending or p.demand_w == 0:
-            # Not sending (or sending 0 W): the unit is off by its own protocol (devices.md B.3).
-            self.inverters[p.unit] = InverterReading(0.0, self.ctx.now())
-        else:
-            self.inverters.pop(p.unit, None)
+        self.inverters[unit.name] = self.feeding[unit.name].update(
+            arrived_s,
+            demand_w=p.demand_w,
+            sending=p.sending,
+            output_w=output,
+            holdoff_s=unit_holdoff_s(unit, self.controller.settings),
+        )
 
     # ------------------------------------------------------------------ loop
 

@@ -3,11 +3,13 @@
 Pure: no I/O, no clock; every function takes ``now_s`` (monotonic seconds).
 
 Every demand is clamped, unit by unit, to the unit's max power, the pack's
-discharge limit (DCL x pack voltage, shared by all units: their sum never
-exceeds it), the bms's discharge_allowed flag and the unit's DC voltage
-window. Stale bms limits, a bms alarm, a stale controller command or a
-disabled unit put the unit in its safe state: a few explicit 0 W frames, then
-silence (the inverter stops feeding when frames stop, research B.3).
+discharge limit (DCL x pack voltage x a conservative efficiency: the demand is AC
+watts, the limit is DC amps; shared by all units: their sum never exceeds it), the
+bms's discharge_allowed flag and the unit's DC voltage window. A unit that reports
+a DC current above DCL (plus a margin) cuts every unit to 0 W for a while. Stale bms
+limits, a bms alarm, a stale controller command or a disabled unit put the unit in
+its safe state: a few explicit 0 W frames, then silence (the inverter stops feeding
+when frames stop, research B.3).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ class Reason(StrEnum):
 
     CONTROLLER = "controller"  # the controller's command, within every limit
     MAX_POWER = "max_power"  # the unit's own max power setting
-    DCL = "dcl"  # the battery's discharge current limit x pack voltage (shared)
+    DCL = "dcl"  # the battery's discharge current limit x pack voltage x efficiency (shared)
+    DC_CURRENT = "dc_current"  # a unit reported a DC current above DCL: all units cut for a while
     DC_WINDOW = "dc_window"  # pack voltage outside the unit's DC window
     NOT_ALLOWED = "not_allowed"  # the bms does not allow discharge
     ALARM = "alarm"  # a bms alarm is active
@@ -139,6 +142,37 @@ class Timing:
 
 
 @dataclass(frozen=True, slots=True)
+class Clamp:
+    """How the bms's discharge current limit (DC amps) bounds the AC demand (start-up only).
+
+    The demand is AC watts; the pack delivers AC / efficiency. At 87-92 % a demand of
+    DCL x V draws 10.9-11.5 A against a DCL of 10 A, so the budget is DCL x V x
+    ``efficiency``, with an efficiency at or below the worst the unit reaches (0.85: the
+    SoyoSource's own display estimates its output at V x I x 0.87, research B.5). A unit
+    that reports its DC current is also checked against DCL directly.
+    """
+
+    efficiency: float = 0.85
+    dcl_margin_pct: float = 10.0  # reported DC current above DCL x (1 + this) + 0.2 A cuts
+    dc_trip_hold_s: float = 10.0  # how long every unit stays at 0 W after such a report
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        if not (math.isfinite(self.efficiency) and 0.5 <= self.efficiency <= 1.0):
+            out.append(f"inverter clamp: efficiency {self.efficiency} is outside 0.5..1.0")
+        if not (math.isfinite(self.dcl_margin_pct) and 0 <= self.dcl_margin_pct <= 50):
+            out.append(f"inverter clamp: dcl_margin_pct {self.dcl_margin_pct} is outside 0..50")
+        if not (math.isfinite(self.dc_trip_hold_s) and 0 < self.dc_trip_hold_s <= 600):
+            out.append(f"inverter clamp: dc_trip_hold_s {self.dc_trip_hold_s} is outside (0, 600]")
+        return out
+
+    def dc_trip_a(self, dcl_a: float) -> float:
+        """The reported DC current (all units together) above which every unit is cut."""
+        # 0.2 A: two steps of the reply's 0.1 A resolution
+        return dcl_a * (1.0 + self.dcl_margin_pct / 100.0) + 0.2
+
+
+@dataclass(frozen=True, slots=True)
 class BmsLimits:
     """The bms's discharge limits as received at ``received_s``."""
 
@@ -156,10 +190,9 @@ class BmsLimits:
             and self.pack_voltage_v >= 0
         )
 
-    @property
-    def budget_w(self) -> int:
-        """DCL x pack voltage, in whole watts, rounded down."""
-        return math.floor(self.discharge_current_limit_a * self.pack_voltage_v)
+    def budget_w(self, efficiency: float) -> int:
+        """AC watts all units together may feed: DCL x pack voltage x efficiency, rounded down."""
+        return math.floor(self.discharge_current_limit_a * self.pack_voltage_v * efficiency)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +241,7 @@ def _gate(
     limits: BmsLimits | None,
     timing: Timing,
     now_s: float,
+    tripped: bool,
 ) -> Reason | None:
     """The reason a unit gets 0 W whatever it is commanded, or None (first that applies)."""
     bms_ok = (
@@ -222,6 +256,7 @@ def _gate(
             Reason.STALE_COMMAND,
         ),
         (limits is not None and not limits.discharge_allowed, Reason.NOT_ALLOWED),
+        (tripped, Reason.DC_CURRENT),
         (
             limits is not None and not unit.dc_min_v <= limits.pack_voltage_v <= unit.dc_max_v,
             Reason.DC_WINDOW,
@@ -236,19 +271,24 @@ def decide(
     limits: BmsLimits | None,
     timing: Timing,
     now_s: float,
+    *,
+    clamp: Clamp | None = None,
+    tripped: bool = False,
 ) -> dict[str, UnitDecision]:
     """Every unit's demand, cap and reason.
 
-    Units that may feed share the bms budget DCL x V: if their clamped
-    requests exceed it, each is scaled down in proportion (rounded down, so
-    the sum stays within the budget).
+    Units that may feed share the bms budget DCL x V x efficiency: if their
+    clamped requests exceed it, each is scaled down in proportion (rounded
+    down, so the sum stays within the budget). ``tripped``: a unit reported a
+    DC current above DCL; every unit gets 0 W.
     """
+    clamp = Clamp() if clamp is None else clamp
     decisions: dict[str, UnitDecision] = {}
     wanted: dict[str, int] = {}  # frame watts after max_power, before the shared budget
     for unit in units:
         command = commands.get(unit.unit_id)
         requested = None if command is None else command.power_w
-        gate = _gate(unit, command, limits, timing, now_s)
+        gate = _gate(unit, command, limits, timing, now_s, tripped)
         if gate is not None:
             decisions[unit.unit_id] = UnitDecision(unit.unit_id, 0, 0, gate, requested)
         else:
@@ -257,7 +297,7 @@ def decide(
     if not wanted:
         return decisions
     assert limits is not None
-    budget_w = max(0, limits.budget_w)
+    budget_w = max(0, limits.budget_w(clamp.efficiency))
     by_id = {u.unit_id: u for u in units}
     total_w = sum(w * by_id[uid].parallel for uid, w in wanted.items())
     granted = dict(wanted)
@@ -368,13 +408,17 @@ class Dispatcher:
 
     units: tuple[UnitSettings, ...]
     timing: Timing = field(default_factory=Timing)
+    clamp: Clamp = field(default_factory=Clamp)
     limits: BmsLimits | None = None
     commands: dict[str, Command] = field(default_factory=dict)
     schedules: dict[str, SendSchedule] = field(default_factory=dict)
     links: dict[str, LinkTracker] = field(default_factory=dict)
+    dc_currents: dict[str, tuple[float, float]] = field(default_factory=dict)  # A, received
+    tripped_until_s: float | None = None
+    trip_reason: str = ""
 
     def __post_init__(self) -> None:
-        problems = unit_set_problems(self.units) + self.timing.problems()
+        problems = unit_set_problems(self.units) + self.timing.problems() + self.clamp.problems()
         if problems:
             raise ValueError("; ".join(problems))
         for unit in self.units:
@@ -398,6 +442,40 @@ class Dispatcher:
     def set_limits(self, limits: BmsLimits) -> None:
         self.limits = limits
 
+    def report_dc_current(self, unit_id: str, current_a: float, now_s: float) -> str:
+        """A unit's own report of its DC current; trips every unit if the total exceeds DCL.
+
+        Returns the trip's reason ("" if none). The total counts every unit's latest report
+        younger than ``status_timeout_s`` (x ``parallel``: units that hear the same frames
+        feed alike). Without usable bms limits the units are at 0 W anyway.
+        """
+        unit = self.unit(unit_id)
+        self.dc_currents[unit_id] = (max(0.0, current_a) * unit.parallel, now_s)
+        limits = self.limits
+        if limits is None or not limits.usable():
+            return ""
+        recent = [
+            a
+            for a, at_s in self.dc_currents.values()
+            if now_s - at_s <= self.timing.status_timeout_s
+        ]
+        total_a = sum(recent)
+        trip_a = self.clamp.dc_trip_a(limits.discharge_current_limit_a)
+        if total_a <= trip_a:
+            return ""
+        self.tripped_until_s = now_s + self.clamp.dc_trip_hold_s
+        self.trip_reason = (
+            f"units report {total_a:.1f} A DC, above DCL {limits.discharge_current_limit_a:g} A "
+            f"(+{self.clamp.dcl_margin_pct:g} % + 0.2 A = {trip_a:.1f} A): every unit at 0 W for "
+            f"{self.clamp.dc_trip_hold_s:g} s"
+        )
+        # the reports from before the cut say nothing about the currents after it
+        self.dc_currents.clear()
+        return self.trip_reason
+
+    def tripped(self, now_s: float) -> bool:
+        return self.tripped_until_s is not None and now_s < self.tripped_until_s
+
     def update_unit(self, unit_id: str, **changes: object) -> UnitSettings:
         """Change a unit's runtime settings (max_power_w, enabled); ValueError if invalid."""
         allowed = {"max_power_w", "enabled"}
@@ -420,7 +498,15 @@ class Dispatcher:
         return new
 
     def decisions(self, now_s: float) -> dict[str, UnitDecision]:
-        return decide(self.units, self.commands, self.limits, self.timing, now_s)
+        return decide(
+            self.units,
+            self.commands,
+            self.limits,
+            self.timing,
+            now_s,
+            clamp=self.clamp,
+            tripped=self.tripped(now_s),
+        )
 
     def due(self, now_s: float) -> list[Outgoing]:
         """Frames to write now, one per unit at most."""

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, create_model, model_validator
 from gridzero import ha
 from gridzero.contract import BmsLimits as BmsLimitsPayload
 from gridzero.contract import InverterCommand, InverterState, parse_payload
+from gridzero.runtime.freshness import Freshness, Stamp
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import Context, RuntimeSettings, Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
@@ -76,11 +77,25 @@ class InverterSettings(ServiceSettings):
     tick_s: float = Field(default=0.1, ge=0.02, le=0.5)
     reconnect_min_s: float = Field(default=0.5, gt=0, le=60)
     reconnect_max_s: float = Field(default=10.0, gt=0, le=600)
+    # start-up only (never a runtime setting): they bound what DCL lets the units feed
+    efficiency: float = Field(
+        default=0.85,
+        ge=0.5,
+        le=1.0,
+        description="AC/DC efficiency the DCL clamp assumes (DCL x V x this); at or below the "
+        "worst the units reach",
+    )
+    dcl_margin_pct: float = Field(
+        default=10.0, ge=0, le=50, description="reported DC current above DCL by this cuts"
+    )
+    dc_trip_hold_s: float = Field(
+        default=10.0, gt=0, le=600, description="every unit at 0 W this long after such a report"
+    )
 
     @model_validator(mode="after")
     def _units_consistent(self) -> InverterSettings:
         problems = domain.unit_set_problems([u.to_domain() for u in self.units])
-        problems += self.timing().problems()
+        problems += self.timing().problems() + self.clamp().problems()
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -93,6 +108,13 @@ class InverterSettings(ServiceSettings):
             send_period_s=self.send_period_s,
             min_gap_s=self.min_gap_s,
             status_timeout_s=self.status_timeout_s,
+        )
+
+    def clamp(self) -> domain.Clamp:
+        return domain.Clamp(
+            efficiency=self.efficiency,
+            dcl_margin_pct=self.dcl_margin_pct,
+            dc_trip_hold_s=self.dc_trip_hold_s,
         )
 
 
@@ -247,8 +269,11 @@ class Inverter(Service[InverterSettings]):
         ctx = self.ctx
         s = self.settings
         self.dispatcher = domain.Dispatcher(
-            tuple(u.to_domain() for u in s.units), timing=s.timing()
+            tuple(u.to_domain() for u in s.units), timing=s.timing(), clamp=s.clamp()
         )
+        # one freshness rule for every input that can make a unit feed (runtime/freshness.py)
+        self.limits_gate = Freshness("bms limits")
+        self.command_gates = {u.id: Freshness(f"inverter {u.id} command") for u in s.units}
         self.views = {u.id: _UnitView() for u in s.units}
         self.configs = {u.id: u for u in s.units}
         self.runtimes: dict[str, RuntimeSettings[BaseModel]] = {}
@@ -283,8 +308,15 @@ class Inverter(Service[InverterSettings]):
         unit_id = msg.topic.rsplit("/", 2)[-2]
         try:
             command = parse_payload(InverterCommand, msg.topic, msg.payload)
-            age_s = max(0.0, ctx.wall() - command.ts)
-            self.dispatcher.set_command(unit_id, command.power_w, ctx.now() - age_s)
+            self.dispatcher.unit(unit_id)
+            # aged from its arrival here: no other host's clock decides (a retained, future-
+            # stamped or repeated command is refused and changes nothing)
+            arrived_s = self.command_gates[unit_id].admit(
+                Stamp(msg.retain, command.ts, command.boot, command.seq),
+                now_s=ctx.now(),
+                wall_s=ctx.wall(),
+            )
+            self.dispatcher.set_command(unit_id, command.power_w, arrived_s)
         except (ValueError, KeyError) as exc:
             reason = str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)
             ctx.ack(msg.topic, msg.payload, ok=False, reason=reason)
@@ -294,14 +326,19 @@ class Inverter(Service[InverterSettings]):
     def on_limits(self, msg: Message) -> None:
         ctx = self.ctx
         payload = parse_payload(BmsLimitsPayload, msg.topic, msg.payload)
-        age_s = max(0.0, ctx.wall() - payload.ts)  # a retained message of a dead bms is old
+        # a retained message (maybe of a dead bms) or a future stamp raises NotFreshError
+        arrived_s = self.limits_gate.admit(
+            Stamp(msg.retain, payload.ts, payload.boot, payload.seq),
+            now_s=ctx.now(),
+            wall_s=ctx.wall(),
+        )
         self.dispatcher.set_limits(
             domain.BmsLimits(
                 discharge_current_limit_a=payload.dcl_a,
                 pack_voltage_v=payload.pack_voltage_v,
                 discharge_allowed=payload.discharge_allowed,
                 alarm=bool(payload.alarms),
-                received_s=ctx.now() - age_s,
+                received_s=arrived_s,
             )
         )
         self.tick()
@@ -357,6 +394,10 @@ class Inverter(Service[InverterSettings]):
             self.views[unit_id].reply = frame
             self.views[unit_id].reply_s = now_s
             self.dispatcher.links[unit_id].status_received(now_s)
+            trip = self.dispatcher.report_dc_current(unit_id, frame.battery_current_a, now_s)
+            if trip:
+                self.ctx.log.error("unit %s: %s", unit_id, trip)
+                self.tick()
 
     # ----------------------------------------------------------------- timers
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from gridzero import ha
 from gridzero.contract import PackState, ShuntState, SimTruth, parse_payload
+from gridzero.runtime.freshness import Freshness, Stamp
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
@@ -184,6 +185,7 @@ class Shunt(Service[ShuntSettings]):
         self.last_reading: CurrentReading | None = None
         self.pack: PackState | None = None
         self.pack_at_s = -1e9
+        self.pack_gate = Freshness("bms pack")
         self.calibration: list[int] | None = None
         self.calibration_topic = ""
         self.errors_logged = 0
@@ -303,9 +305,13 @@ class Shunt(Service[ShuntSettings]):
             self.model.input_v = truth.current_a * self.current_settings.shunt_ohm
 
     def on_pack(self, msg: Message) -> None:
-        self.pack = parse_payload(PackState, msg.topic, msg.payload)
-        # aged by its own time stamp: a retained pack of a dead bms is not fresh
-        self.pack_at_s = self.ctx.now() - max(0.0, self.ctx.wall() - self.pack.ts)
+        pack = parse_payload(PackState, msg.topic, msg.payload)
+        # aged from its arrival here; a retained pack (maybe of a dead bms) or one stamped
+        # in the future is refused (runtime/freshness.py)
+        self.pack_at_s = self.pack_gate.admit(
+            Stamp(msg.retain, pack.ts), now_s=self.ctx.now(), wall_s=self.ctx.wall()
+        )
+        self.pack = pack
 
     def _fresh_pack(self) -> PackState | None:
         if self.pack is None or self.ctx.now() - self.pack_at_s > self.settings.bms_stale_s:
