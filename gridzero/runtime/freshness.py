@@ -12,7 +12,8 @@ own monotonic clock), never from the time stamp its publisher wrote:
   10 s behind would otherwise be a silent, permanent outage.
 - A publisher that numbers its messages (``boot``, ``seq``) must count up: a repeated or older
   number from the same boot is a replay, a loop in a bridge, or a board that froze and
-  repeats itself, and is refused. A new ``boot`` (the publisher restarted) starts a new count.
+  repeats itself, and is refused. A new ``boot`` (the publisher restarted) starts a new count;
+  the boots it replaced are remembered, and a late or replayed message of one is refused.
 
 `Freshness.admit` raises `NotFreshError` (a ValueError, so the service runtime logs it as a
 rejected input and the consumer's state does not change) or returns the arrival time that
@@ -26,6 +27,7 @@ import secrets
 from dataclasses import dataclass
 
 FUTURE_TOLERANCE_S = 1.0
+MAX_RETIRED_BOOTS = 64
 
 
 class NotFreshError(ValueError):
@@ -50,6 +52,7 @@ class Freshness:
         self.future_tolerance_s = future_tolerance_s
         self._boot: str | None = None
         self._seq: int | None = None
+        self._retired: dict[str, None] = {}  # boots replaced by a newer one, oldest first
         self.refused = 0
         self.last_reason = ""
 
@@ -61,8 +64,15 @@ class Freshness:
             self.last_reason = reason
             raise NotFreshError(f"{self.what}: {reason}")
         if stamp.seq is not None:
+            if self._boot is not None and stamp.boot != self._boot:
+                self._retire(self._boot)
             self._boot, self._seq = stamp.boot, stamp.seq
         return now_s
+
+    def _retire(self, boot: str) -> None:
+        self._retired[boot] = None
+        while len(self._retired) > MAX_RETIRED_BOOTS:
+            del self._retired[next(iter(self._retired))]
 
     def _problem(self, stamp: Stamp, wall_s: float) -> str:
         if stamp.retained:
@@ -72,6 +82,11 @@ class Freshness:
             return (
                 f"stamped {ahead_s:.1f} s ahead of this host's clock (more than "
                 f"{self.future_tolerance_s:g} s): a clock is wrong; not trusted"
+            )
+        if stamp.boot is not None and stamp.boot in self._retired:
+            return (
+                f"from boot {stamp.boot}, which a later start of the publisher replaced: "
+                "a late or replayed message"
             )
         if stamp.seq is None or stamp.boot != self._boot or self._seq is None:
             return ""

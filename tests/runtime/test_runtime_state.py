@@ -277,6 +277,15 @@ def test_repeats_and_replays_are_refused_and_a_new_boot_starts_a_new_count() -> 
     _admit(gate, boot="c", seq=1)  # the publisher restarted
 
 
+def test_a_message_of_a_replaced_boot_is_refused() -> None:
+    gate = Freshness("bms limits")
+    _admit(gate, boot="old", seq=7)
+    _admit(gate, boot="new", seq=1)
+    with pytest.raises(NotFreshError, match="replaced"):
+        _admit(gate, boot="old", seq=8)  # late, or replayed by someone holding the password
+    _admit(gate, boot="new", seq=2)  # the live stream goes on
+
+
 def test_a_sequencer_counts_up_from_one_with_a_random_boot() -> None:
     a, b = Sequencer(), Sequencer()
     assert a.boot != b.boot
