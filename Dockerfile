@@ -2,13 +2,17 @@
 #   docker run --rm gridzero run bms --check
 # compose.yaml runs it once per service (and once as root for `gridzero credentials`).
 #
-# Multi-stage: the build stage installs the dependencies pinned by constraints.txt and then
-# the package into a venv; the runtime stage copies only that venv (no pip, no compilers,
-# no caches), runs as the non-root user 10001 and keeps state in /data.
+# Multi-stage: the build stage installs requirements.lock (every runtime dependency and the
+# build backend at an exact version, each file checked against its sha256: --require-hashes)
+# and then the package into a venv; nothing unpinned is downloaded. The runtime stage copies
+# only that venv (no pip, no setuptools, no compilers, no caches), runs as the non-root user
+# 10001 and keeps state in /data.
 #
-# PYTHON_IMAGE: the official python:3.11-slim by default; a local stand-in where there is
-# no registry (docs/docker.md). Every dependency has wheels for amd64 and arm64 (Raspberry
-# Pi OS 64-bit), so no compiler is needed in the build stage either.
+# PYTHON_IMAGE: the base image of both stages. Default: the official python:3.11-slim by
+# tag. Pin it by digest for a reproducible build (docs/docker.md, "Pinning the base images"):
+#   PYTHON_IMAGE=python:3.11-slim@sha256:<digest>   (in .env, or --build-arg)
+# A local stand-in where there is no registry (docs/docker.md). Every dependency has wheels
+# for amd64 and arm64 (Raspberry Pi OS 64-bit), so no compiler is needed in the build either.
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
@@ -17,16 +21,19 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_INPUT=1
 WORKDIR /src
 # Dependencies first, in their own layer: a change to the Python sources reuses it.
-# The list comes from pyproject.toml itself (no second list to keep in step).
-COPY pyproject.toml constraints.txt ./
+# Hash mode: a file whose sha256 is not in the lock, or a dependency missing from it, stops
+# the build. setuptools (the pinned build backend) comes from the lock too, so the package
+# below is built without build isolation: nothing unpinned is fetched.
+COPY requirements.lock ./
 RUN python3 -m venv /opt/gridzero \
- && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
- && /opt/gridzero/bin/pip install --only-binary=:all: -c constraints.txt -r requirements.txt
-COPY README.md ./
+ && /opt/gridzero/bin/pip install --require-hashes --only-binary=:all: -r requirements.lock
+COPY pyproject.toml README.md ./
 COPY gridzero ./gridzero
-# --no-deps: everything is already there, pinned; bytecode is compiled now because the
-# venv is read-only for the service user (fast start, fast `gridzero health`).
-RUN /opt/gridzero/bin/pip install --no-deps --compile . \
+# --no-deps: everything is already there, pinned; `pip check` proves the lock satisfies
+# pyproject.toml. Bytecode is compiled now because the venv is read-only for the service
+# user and the container's root filesystem is read-only (fast start, fast `gridzero health`).
+RUN /opt/gridzero/bin/pip install --no-deps --no-build-isolation --compile . \
+ && /opt/gridzero/bin/pip check \
  && /opt/gridzero/bin/python -m compileall -q /opt/gridzero/lib \
  && /opt/gridzero/bin/gridzero --version \
  && rm -rf /opt/gridzero/lib/python3*/site-packages/pip \

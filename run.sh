@@ -3,8 +3,10 @@
 #   ./run.sh up      run the whole system on this machine (simulated hardware by default)
 #   ./run.sh test    everything CI checks: ruff, mypy --strict, pytest
 #   ./run.sh bench   print the benchmark figures
-# On a fresh Debian machine it installs what it needs: mosquitto (apt, as root)
-# and a virtual environment in .venv with the pinned dependencies.
+#   ./run.sh install [dev]   only create .venv (runtime dependencies; dev: test tools too)
+# On a fresh Debian machine it installs what it needs: mosquitto (apt, as root) and a
+# virtual environment in .venv: `up` and `bench` the runtime dependencies only, hash-checked
+# (requirements.lock); `test` also the test tools (constraints.txt).
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=.venv
@@ -28,14 +30,23 @@ need_apt() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 }
 
+# need_venv runtime|dev: .venv with the runtime dependencies and the build backend from
+# requirements.lock (exact versions, every file checked against its sha256), then gridzero
+# itself (editable, built offline by that backend); `dev` adds the test and lint tools at the
+# versions in constraints.txt. The venv's own pip is used as it is (no unpinned upgrade).
 need_venv() {
-  local stamp=$VENV/.installed
+  local stamp=$VENV/.installed-$1
   if [ ! -x $VENV/bin/python ]; then
     "$PY" -m venv $VENV
   fi
-  if [ ! -f $stamp ] || [ pyproject.toml -nt $stamp ] || [ constraints.txt -nt $stamp ]; then
-    $VENV/bin/python -m pip install -q --upgrade pip >&2
-    $VENV/bin/python -m pip install -q -c constraints.txt -e '.[dev]' >&2
+  if [ ! -f $stamp ] || [ pyproject.toml -nt $stamp ] || [ requirements.lock -nt $stamp ] ||
+     [ constraints.txt -nt $stamp ]; then
+    $VENV/bin/python -m pip install -q --require-hashes --only-binary=:all: -r requirements.lock >&2
+    if [ "$1" = dev ]; then
+      $VENV/bin/python -m pip install -q --no-build-isolation -c constraints.txt -e '.[dev]' >&2
+    else
+      $VENV/bin/python -m pip install -q --no-build-isolation --no-deps -e . >&2
+    fi
     touch $stamp
   fi
 }
@@ -45,7 +56,7 @@ shift || true
 case "$cmd" in
   test)
     need_apt test
-    need_venv
+    need_venv dev
     failed=()
     echo "== ruff check"
     $VENV/bin/ruff check gridzero tests scripts || failed+=("ruff check")
@@ -62,15 +73,22 @@ case "$cmd" in
     ;;
   up)
     need_apt up
-    need_venv
+    need_venv runtime
     exec $VENV/bin/gridzero up "$@"
     ;;
   bench)
-    need_venv
+    need_venv runtime
     exec $VENV/bin/gridzero bench "$@"
     ;;
+  install)
+    # only the venv: `install` for running (what `up` installs), `install dev` for testing
+    case "${1:-runtime}" in
+      runtime | dev) need_venv "${1:-runtime}" ;;
+      *) echo "run.sh install: expected nothing or 'dev', got '$1'" >&2; exit 2 ;;
+    esac
+    ;;
   *)
-    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
     [ "$cmd" = help ] || exit 2
     ;;
 esac

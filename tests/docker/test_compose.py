@@ -38,10 +38,19 @@ from gridzero.testing import Probe, wait_until
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(840)]
 
 ROOT = Path(__file__).resolve().parents[2]
-STACK_ENV = ROOT.parent / "shared" / "tools" / "docker-stack-env"
+# ../shared/tools beside the repository; a git worktree further down finds it higher up
+STACK_ENV = next(
+    (
+        p / "shared" / "tools" / "docker-stack-env"
+        for p in ROOT.parents
+        if (p / "shared" / "tools" / "docker-stack-env").exists()
+    ),
+    ROOT.parent / "shared" / "tools" / "docker-stack-env",
+)
 # what the image and compose need; never secrets/, passwd, .env, data/ or .venv
 PROJECT_FILES = (
     "pyproject.toml",
+    "requirements.lock",
     "constraints.txt",
     "README.md",
     "Dockerfile",
@@ -308,10 +317,45 @@ def _build_up_and_check(stack: Stack) -> None:
         for name in stack.services:
             probe.wait_for(f"gridzero/{name}/status", lambda p: p == b"online", 30)
 
+        _check_hardening(stack)
         _check_grid(stack, probe, subscribed)
         _check_restart(stack, probe)
     finally:
         probe.close()
+
+
+def _proc_status(stack: Stack, service: str) -> dict[str, str]:
+    out = stack.run(["exec", "-T", service, "cat", "/proc/1/status"], 30).stdout
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}
+
+
+def _check_hardening(stack: Stack) -> None:
+    """Every container as the engine runs it: no capability, no privilege gain, read-only /."""
+    states = stack.states()
+    fmt = (
+        "{{json .HostConfig.CapDrop}} {{json .HostConfig.CapAdd}} {{.HostConfig.ReadonlyRootfs}}"
+        " {{json .HostConfig.SecurityOpt}} {{json .HostConfig.Tmpfs}}"
+    )
+    for name in ["credentials", "mosquitto", *stack.services]:
+        config = _run(["docker", "inspect", "--format", fmt, states[name][0]], 30).stdout
+        assert config.startswith('["ALL"] '), f"{name}: {config}"
+        assert ' true ["no-new-privileges:true"] {"/tmp":' in config, f"{name}: {config}"
+        if name == "credentials":  # a one-shot: exited; its settings are what counts
+            continue
+        status = _proc_status(stack, name)
+        assert status["CapEff"] == status["CapPrm"] == "0000000000000000", (name, status)
+        assert status["NoNewPrivs"] == "1", (name, status)
+        assert status["Uid"].split()[0] != "0", f"{name} runs as root: {status['Uid']}"
+        # the root filesystem refuses writes; /tmp (tmpfs) and the data volume take them
+        root = stack.run(["exec", "-T", name, "sh", "-c", "touch /probe"], 30, check=False)
+        assert root.returncode != 0, f"{name}: a write to / succeeded"
+        assert "Read-only file system" in root.stderr, (name, root.stderr)
+        data = "/mosquitto/data" if name == "mosquitto" else "/data"
+        cmd = f"touch /tmp/probe {data}/probe && rm /tmp/probe {data}/probe"
+        stack.run(["exec", "-T", name, "sh", "-c", cmd], 30)
+    stack.figures["hardening"] = (
+        "every container: CapEff 0, NoNewPrivs 1, read-only /, /tmp and its volume writable"
+    )
 
 
 def _check_grid(stack: Stack, probe: Probe, subscribed: float) -> None:
