@@ -124,8 +124,12 @@ def test_gain_from_reference() -> None:
         gain_from_reference(1.0, 1.0)
     with pytest.raises(CalibrationError, match="opposite signs"):
         gain_from_reference(50.0, -50.0)
-    with pytest.raises(CalibrationError, match=r"outside 0\.8\.\.1\.25"):
+    with pytest.raises(CalibrationError, match=r"gain 1\.500 is outside 0\.95\.\.1\.05"):
         gain_from_reference(50.0, 75.0)
+    # a 10 % correction was allowed before (0.8..1.25): it is a wrong shunt rating, not a
+    # tolerance, and a gain of 0.9 lets 10 % more current through every over-current trip
+    with pytest.raises(CalibrationError, match=r"gain 0\.900 is outside 0\.95\.\.1\.05"):
+        gain_from_reference(50.0, 45.0)
 
 
 @pytest.mark.parametrize(
@@ -138,8 +142,22 @@ def test_gain_from_reference() -> None:
         ({"gain": float("nan")}, "not a finite number"),
         ({"offset_counts": 5000.0}, "offset 5000.0 counts"),
         ({"dead_band_a": -0.1}, "dead band -0.1 A"),
+        # issue 16: bounds that keep the measurement able to see an over-current
+        ({"gain": 0.5}, r"gain 0\.5 is outside 0\.95\.\.1\.05"),
+        ({"gain": 1.06}, r"gain 1\.06 is outside 0\.95\.\.1\.05"),
+        ({"offset_counts": 48.5}, r"offset 48\.5 counts is outside \+-48 counts \(\+-375 uV"),
+        ({"offset_counts": -25.0, "fsr_v": 0.512}, r"outside \+-24 counts"),
+        ({"dead_band_a": 0.6}, r"dead band 0\.6 A is outside 0\.\.0\.5 A"),
     ],
 )
 def test_bad_current_settings(kw: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         CurrentSettings(**kw)  # type: ignore[arg-type]
+
+
+def test_the_largest_plausible_corrections_are_accepted() -> None:
+    """375 uV of offset is 48 counts at +-0.256 V (0.5 A) and 24 counts at +-0.512 V."""
+    s = CurrentSettings(offset_counts=-48.0, gain=0.95, dead_band_a=0.5)
+    assert current_from_counts(-48, s) == 0.0
+    assert current_from_counts(9552, s) == pytest.approx(95.0)
+    assert CurrentSettings(offset_counts=24.0, fsr_v=0.512, gain=1.05).offset_counts == 24.0

@@ -139,7 +139,13 @@ def test_sim_current_power_and_discovery(running: ServiceRunner, broker: TestBro
     assert disc["cmps"]["energy_in"]["state_class"] == "total_increasing"
     assert disc["cmps"]["energy_in"]["unit_of_measurement"] == "kWh"
     assert disc["cmps"]["capacity_ah"]["p"] == "number"
+    assert disc["cmps"]["dead_band_a"]["max"] == 0.5
     assert disc["cmps"]["soc_full"]["p"] == "button"
+    # the measurement's calibration is shown, not settable (issue 16)
+    assert disc["cmps"]["zero_offset"]["p"] == "sensor"
+    assert disc["cmps"]["current_gain"]["p"] == "sensor"
+    for name in ("gain", "invert", "offset_counts"):
+        assert name not in disc["cmps"]
     assert running.ctx.handler_errors == 0
     for p in (probe, sim, bms):
         p.close()
@@ -182,11 +188,16 @@ def test_soc_full_and_zero_calibration(running: ServiceRunner, broker: TestBroke
     state_until(probe, lambda s: s.current_a is not None and abs(s.current_a - 10 / 96) < 0.002)
     start = time.monotonic()
     ha.publish(T.action_set("shunt", "calibrate_zero"), "press")
-    probe.wait_for(T.setting("shunt", "offset_counts"), lambda p: p == b"10", after=start)
+    ack = json.loads(
+        probe.wait_for(T.ack("shunt"), lambda p: json.loads(p)["value"] == "result", after=start)
+    )
+    assert ack["ok"] is True, ack
     acks = [json.loads(p) for at, t, p, _r in probe.messages if t == T.ack("shunt") and at >= start]
-    assert acks
     assert all(a["ok"] for a in acks)
     state = state_until(probe, lambda s: s.offset_counts == 10.0 and s.current_a == 0.0)
+    # kept with the range it was measured at, not as a runtime setting
+    assert shunt.ctx.store.get("zero_offset") == {"offset_counts": 10.0, "fsr_v": 0.256}
+    assert T.setting("shunt", "offset_counts") not in probe.last
     ha.close()
     probe.close()
 
@@ -197,7 +208,7 @@ def test_refused_settings_and_actions(running: ServiceRunner, broker: TestBroker
     for topic, payload, reason in (
         (T.setting_set("shunt", "capacity_ah"), "0", "greater than or equal to 1"),
         (T.setting_set("shunt", "capacity_ah"), "-5", "greater than or equal to 1"),
-        (T.setting_set("shunt", "gain"), "7", "less than or equal to 2"),
+        (T.setting_set("shunt", "gain"), "7", "unknown setting 'gain'"),
         (T.action_set("shunt", "set_soc"), "150", "outside 0..100"),
         (T.action_set("shunt", "set_soc"), "full", "takes a number"),
     ):
@@ -417,3 +428,264 @@ def test_pack_data_fresh_by_arrival(
             p.close()
         runner.stop()
         runner.join()
+
+
+# --------------------------------------------------------------------------- issue 16: calibration
+
+
+def echoes_since(probe: Probe, topic: str, since: float) -> list[bytes]:
+    return [p for at, t, p, _r in list(probe.messages) if t == topic and at >= since]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("gain", "0.5"), ("invert", "true"), ("offset_counts", "900"), ("offset_counts", "20")],
+)
+def test_home_assistant_cannot_change_the_measured_current(
+    running: ServiceRunner, broker: TestBroker, name: str, value: str
+) -> None:
+    """The bms and the charger trip on this current: a gain of 0.5 would halve it (trips at
+    twice the limit), invert would show charging as discharging, an offset would hide it.
+    Before issue 16 all three were runtime settings Home Assistant could write."""
+    probe = broker.probe("operator")
+    sim = broker.probe("sim", subscribe=None)
+    ha = broker.probe("homeassistant", subscribe=None)
+    try:
+        feed = lambda: sim.publish(T.sim_truth, truth(60.0))  # noqa: E731
+        state_until(probe, lambda s: s.current_a is not None and abs(s.current_a - 60) < 0.05, feed)
+        topic = T.setting_set("shunt", name)
+        since = time.monotonic()
+        ha.publish(topic, value)
+        ack = json.loads(
+            probe.wait_for(T.ack("shunt"), lambda p: json.loads(p)["topic"] == topic, after=since)
+        )
+        assert ack["ok"] is False
+        assert f"unknown setting {name!r}" in ack["reason"]
+        # three states published after the refusal: still 60 A, never echoed
+        after = time.monotonic()
+        for _ in range(3):
+            state = state_until(probe, lambda s: s.current_a is not None, feed)
+            assert state.current_a == pytest.approx(60.0, abs=0.05)
+            assert state.gain == 1.0
+            assert state.offset_counts == 0.0
+        assert after > since
+        assert echoes_since(probe, T.setting("shunt", name), since) == []
+    finally:
+        for p in (probe, sim, ha):
+            p.close()
+
+
+def test_a_dead_band_that_could_hide_a_current_is_refused(
+    running: ServiceRunner, broker: TestBroker
+) -> None:
+    """dead_band_a stays a runtime setting, bounded to 0.5 A (was 5 A: with a charge limit
+    of 0 A, below 0 degC, 4.9 A of charging read as 0)."""
+    probe = broker.probe("operator")
+    ha = broker.probe("homeassistant", subscribe=None)
+    try:
+        since = time.monotonic()
+        ha.publish(T.setting_set("shunt", "dead_band_a"), "4.9")
+        ack = json.loads(probe.wait_for(T.ack("shunt"), after=since))
+        assert ack["ok"] is False
+        assert "less than or equal to 0.5" in ack["reason"]
+        since = time.monotonic()
+        ha.publish(T.setting_set("shunt", "dead_band_a"), "0.5")
+        ack = json.loads(probe.wait_for(T.ack("shunt"), after=since))
+        assert ack["ok"] is True, ack
+        shunt = running.service
+        assert isinstance(shunt, Shunt)
+        wait_until(lambda: shunt.current_settings.dead_band_a == 0.5, 5, "dead band in force")
+    finally:
+        ha.close()
+        probe.close()
+
+
+@pytest.mark.parametrize(
+    ("extra", "truth_a", "reads_a"),
+    [({"invert": True}, 40.0, -40.0), ({"gain": 1.05}, 40.0, 42.0), ({"gain": 0.95}, -40, -38)],
+    ids=["invert", "gain-1.05", "gain-0.95"],
+)
+def test_sign_and_gain_are_start_up_settings(
+    broker: TestBroker, tmp_path: Path, extra: dict[str, object], truth_a: float, reads_a: float
+) -> None:
+    probe = broker.probe("operator")
+    sim = broker.probe("sim", subscribe=None)
+    runner = make_runner(broker, tmp_path, **extra)
+    start(runner, broker)
+    try:
+        state = state_until(
+            probe,
+            lambda s: s.current_a is not None and abs(s.current_a - reads_a) < 0.05,
+            lambda: sim.publish(T.sim_truth, truth(truth_a)),
+        )
+        assert state.gain == extra.get("gain", 1.0)
+    finally:
+        runner.stop()
+        runner.join()
+        probe.close()
+        sim.close()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"gain": 0.5}, r"gain \(GRIDZERO_GAIN\) = 0\.5: Input should be greater than or equal to 0\.95"),
+        ({"gain": 2.0}, r"gain \(GRIDZERO_GAIN\) = 2\.0: Input should be less than or equal to 1\.05"),
+        ({"invert": "maybe"}, r"invert \(GRIDZERO_INVERT\) = 'maybe': Input should be a valid boolean"),
+        ({"max_offset_uv": 400}, r"max_offset_uv \(GRIDZERO_MAX_OFFSET_UV\) = 400: .*less than or equal to 375"),
+        ({"max_offset_uv": 0}, r"max_offset_uv \(GRIDZERO_MAX_OFFSET_UV\) = 0: .*greater than 0"),
+    ],
+)  # fmt: skip
+def test_bad_calibration_start_settings(
+    tmp_path: Path, overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(ShuntSettings, None, data_dir=tmp_path, **overrides)
+
+
+def test_a_calibration_beyond_the_offset_bound_is_refused(
+    broker: TestBroker, tmp_path: Path
+) -> None:
+    """max_offset_uv 100 uV = 12.8 counts: a 20-count 'offset' (0.21 A flowing) is refused."""
+    probe = broker.probe("operator")
+    ha = broker.probe("homeassistant", subscribe=None)
+    runner = make_runner(broker, tmp_path, max_offset_uv=100)
+    start(runner, broker)
+    try:
+        shunt = runner.service
+        assert isinstance(shunt, Shunt)
+        assert shunt.model is not None
+        shunt.model.input_v = 20 * 0.256 / 32768
+        state_until(probe, lambda s: s.current_a is not None and abs(s.current_a - 20 / 96) < 0.01)
+        since = time.monotonic()
+        ha.publish(T.action_set("shunt", "calibrate_zero"), "press")
+        ack = json.loads(
+            probe.wait_for(
+                T.ack("shunt"), lambda p: json.loads(p)["value"] == "result", after=since
+            )
+        )
+        assert ack["ok"] is False
+        assert "exceeds +-12.8 counts" in ack["reason"]
+        assert shunt.offset_counts == 0.0
+        assert shunt.ctx.store.get("zero_offset") is None
+    finally:
+        runner.stop()
+        runner.join()
+        ha.close()
+        probe.close()
+
+
+def write_state(data_dir: Path, saved: dict[str, object]) -> None:
+    (data_dir / "shunt.json").write_text(json.dumps({"settings": saved}))
+
+
+def test_saved_sign_and_gain_of_an_older_version_are_ignored(
+    broker: TestBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A state file from before issue 16 (gain 0.5, invert, a 900-count offset, a 3 A dead
+    band) starts the service: the runtime values that remain are restored, the sign and gain
+    are the start-up ones (logged as errors), the offset and dead band out of bounds are not."""
+    write_state(
+        tmp_path,
+        {"capacity_ah": 100.0, "gain": 0.5, "invert": True, "offset_counts": 900, "dead_band_a": 3},
+    )
+    probe = broker.probe("operator")
+    sim = broker.probe("sim", subscribe=None)
+    caplog.set_level("INFO")
+    runner = make_runner(broker, tmp_path)
+    start(runner, broker)
+    try:
+        state = state_until(
+            probe,
+            lambda s: s.current_a is not None and abs(s.current_a - 50) < 0.05,
+            lambda: sim.publish(T.sim_truth, truth(50.0)),
+        )
+        assert state.capacity_ah == 100.0
+        assert (state.gain, state.offset_counts) == (1.0, 0.0)
+        shunt = runner.service
+        assert isinstance(shunt, Shunt)
+        assert shunt.current_settings.invert is False
+        assert shunt.runtime.value.dead_band_a == 0.05
+        assert shunt.ctx.store.get("settings") == {"capacity_ah": 100.0, "dead_band_a": 3}
+        text = caplog.text
+        assert "saved runtime setting gain=0.5 ignored: gain is a start-up setting now" in text
+        assert "saved runtime setting invert=True ignored" in text
+        assert "GRIDZERO_INVERT" in text
+        assert "saved runtime offset_counts 900 is not a number within +-48 counts" in text
+    finally:
+        runner.stop()
+        runner.join()
+        probe.close()
+        sim.close()
+
+
+def test_a_plausible_saved_offset_of_an_older_version_is_kept(
+    broker: TestBroker, tmp_path: Path
+) -> None:
+    write_state(tmp_path, {"offset_counts": 10.0})
+    probe = broker.probe("operator")
+    runner = make_runner(broker, tmp_path)
+    start(runner, broker)
+    try:
+        shunt = runner.service
+        assert isinstance(shunt, Shunt)
+        assert shunt.model is not None
+        shunt.model.input_v = 10 * 0.256 / 32768
+        state = state_until(probe, lambda s: s.current_a == 0.0 and s.offset_counts == 10.0)
+        assert state.sensor == "ok"
+        assert shunt.ctx.store.get("zero_offset") == {"offset_counts": 10.0, "fsr_v": 0.256}
+        assert shunt.ctx.store.get("settings") == {}
+    finally:
+        runner.stop()
+        runner.join()
+        probe.close()
+
+
+def test_a_saved_offset_from_another_adc_range_is_not_used(
+    broker: TestBroker, tmp_path: Path
+) -> None:
+    (tmp_path / "shunt.json").write_text(
+        json.dumps({"zero_offset": {"offset_counts": 10.0, "fsr_v": 0.512}})
+    )
+    runner = make_runner(broker, tmp_path)
+    start(runner, broker)
+    try:
+        shunt = runner.service
+        assert isinstance(shunt, Shunt)
+        assert shunt.offset_counts == 0.0
+    finally:
+        runner.stop()
+        runner.join()
+
+
+def test_retained_echoes_of_the_former_settings_are_cleared(
+    broker: TestBroker, tmp_path: Path
+) -> None:
+    """An older version left gridzero/shunt/settings/gain = 0.5 retained: it is cleared, so
+    Home Assistant and the console no longer show a gain that is not in force."""
+    old = broker.probe("shunt", subscribe=None)
+    for name, value in (("gain", "0.5"), ("invert", "true"), ("offset_counts", "900")):
+        old.publish(T.setting("shunt", name), value, retain=True)
+    old.close()
+    runner = make_runner(broker, tmp_path)
+    start(runner, broker)
+    try:
+        for name in ("gain", "invert", "offset_counts"):
+            topic = T.setting("shunt", name)
+
+            def cleared(topic: str = topic) -> bool:
+                late = broker.probe("operator", subscribe=topic)
+                try:
+                    time.sleep(0.3)
+                    return not any(p for _at, t, p, _r in list(late.messages) if t == topic)
+                finally:
+                    late.close()
+
+            wait_until(cleared, 10, f"{topic} cleared")
+    finally:
+        runner.stop()
+        runner.join()
+        cleanup = broker.probe("shunt", subscribe=None)
+        for name in ("gain", "invert", "offset_counts"):
+            cleanup.publish(T.setting("shunt", name), b"", retain=True)
+        cleanup.close()

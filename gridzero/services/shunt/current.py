@@ -6,6 +6,11 @@ I[A] = (counts - offset_counts) x gain x LSB / R_shunt, sign flipped by ``invert
 
 A saturated ADC (a full-scale code) means the true current is unknown: the
 reading is invalid, never a clipped number.
+
+The bms and the charger trip on this measured current, so every correction is bounded to
+what real hardware needs (docs/shunt.md "Calibration bounds"): a gain within 0.95..1.05, a
+zero offset of at most 375 uV at the ADC input (48 counts = 0.5 A with the defaults) and a
+dead band of at most 0.5 A. A larger correction would hide an over-current.
 """
 
 from __future__ import annotations
@@ -24,6 +29,19 @@ from gridzero.services.shunt.codec import (
 )
 
 MIN_CALIBRATION_SAMPLES = 20  # research C.7: SimpBMS averages ~20 readings at rest
+
+# A class-0.5 shunt (+-0.5 %) and the ADS1115's gain error (0.15 % max) need far less than
+# +-5 %; a shunt off by more is a different shunt: set shunt_rated_a / shunt_rated_mv.
+GAIN_MIN = 0.95
+GAIN_MAX = 1.05
+# ADS1115 offset (+-3 LSB max at +-2.048 V = 187.5 uV, plus 1 LSB long-term drift, 0.005
+# LSB/degC over 85 degC and 1 LSB/V of supply change: ~340 uV) plus a few tens of uV of
+# thermal EMF at the shunt's terminals: at most 375 uV, 48 counts at +-0.256 V (0.5 A on a
+# 100 A / 75 mV shunt). Anything larger is current flowing or a wiring fault, not an offset.
+MAX_OFFSET_V = 375e-6
+# Dead band: research C.7 recommends +-0.05..0.5 A. More would hide a real current (with a
+# limit of 0 A, e.g. charging below 0 degC, every charge current is an over-current).
+DEAD_BAND_MAX_A = 0.5
 
 
 class CalibrationError(GridzeroError):
@@ -57,12 +75,18 @@ class CurrentSettings:
         if not any(abs(self.fsr_v - v) < 1e-9 for v in FSR_CHOICES_V):
             allowed = ", ".join(f"{v:g}" for v in FSR_CHOICES_V)
             raise ValueError(f"ADC full-scale range {self.fsr_v!r} V is not one of {allowed} V")
-        if abs(_finite("offset", self.offset_counts)) > 1000:
-            raise ValueError(f"current offset {self.offset_counts!r} counts is outside -1000..1000")
-        if not 0.5 <= _finite("gain", self.gain) <= 2.0:
-            raise ValueError(f"current gain {self.gain!r} is outside 0.5..2.0")
-        if not 0 <= _finite("dead band", self.dead_band_a) <= 5.0:
-            raise ValueError(f"current dead band {self.dead_band_a!r} A is outside 0..5 A")
+        limit = max_offset_counts(self.fsr_v)
+        if abs(_finite("offset", self.offset_counts)) > limit:
+            raise ValueError(
+                f"current offset {self.offset_counts!r} counts is outside +-{limit:g} counts"
+                f" (+-{MAX_OFFSET_V * 1e6:g} uV at the ADC input)"
+            )
+        if not GAIN_MIN <= _finite("gain", self.gain) <= GAIN_MAX:
+            raise ValueError(f"current gain {self.gain!r} is outside {GAIN_MIN}..{GAIN_MAX}")
+        if not 0 <= _finite("dead band", self.dead_band_a) <= DEAD_BAND_MAX_A:
+            raise ValueError(
+                f"current dead band {self.dead_band_a!r} A is outside 0..{DEAD_BAND_MAX_A} A"
+            )
 
     @property
     def shunt_ohm(self) -> float:
@@ -77,6 +101,11 @@ class CurrentSettings:
     def full_scale_a(self) -> float:
         """The largest current the ADC range can show before it clips."""
         return COUNTS_MAX * self.amps_per_count * self.gain
+
+
+def max_offset_counts(fsr_v: float, max_offset_v: float = MAX_OFFSET_V) -> float:
+    """The largest zero offset in counts that real hardware can have at this ADC range."""
+    return max_offset_v / lsb_v(fsr_v)
 
 
 def current_from_counts(counts: float, settings: CurrentSettings) -> float:
@@ -218,9 +247,9 @@ def gain_from_reference(measured_a: float, reference_a: float, current_gain: flo
             " opposite signs; fix the sign setting first"
         )
     gain = current_gain * reference / measured
-    if not 0.8 <= gain / current_gain <= 1.25:
+    if not GAIN_MIN <= gain <= GAIN_MAX:
         raise CalibrationError(
-            f"gain calibration: correction {gain / current_gain:.3f} is outside 0.8..1.25;"
-            " check the shunt rating setting"
+            f"gain calibration: gain {gain:.3f} is outside {GAIN_MIN}..{GAIN_MAX};"
+            " check the shunt rating settings (shunt_rated_a, shunt_rated_mv)"
         )
     return gain

@@ -7,7 +7,10 @@ through the shunt's resistance, wired the default way (charging = positive).
 
 Loop: sample every 1/``sample_rate_hz`` s; every ``publish_s`` average the
 samples, feed the coulomb counter (pack voltage and cell extremes from
-``<base>/bms/pack`` when fresh) and publish ``<base>/shunt/state``. Any I2C
+``<base>/bms/pack`` when fresh) and publish ``<base>/shunt/state``. The bms and the
+charger trip on that current, so the measurement's calibration is not a runtime setting:
+sign (``invert``) and ``gain`` are start-up settings, and the zero offset is measured by
+the ``calibrate_zero`` action only, bounded by ``max_offset_uv`` (docs/shunt.md). Any I2C
 failure leaves the sample out; a saturated ADC or too few good samples make the
 sensor ``unavailable`` (no current, counting pauses). A missing device is
 retried every ``retry_s``. The counter state is persisted (debounced by the
@@ -31,11 +34,16 @@ from gridzero.services.shunt.ads1115 import Ads1115, Ads1115Error, Ads1115Settin
 from gridzero.services.shunt.ads1115_model import Ads1115Model
 from gridzero.services.shunt.codec import FSR_CHOICES_V, RATE_CHOICES_SPS
 from gridzero.services.shunt.current import (
+    DEAD_BAND_MAX_A,
+    GAIN_MAX,
+    GAIN_MIN,
+    MAX_OFFSET_V,
     MIN_CALIBRATION_SAMPLES,
     CalibrationError,
     CurrentAverager,
     CurrentReading,
     CurrentSettings,
+    max_offset_counts,
     zero_offset,
 )
 from gridzero.services.shunt.soc import (
@@ -47,6 +55,13 @@ from gridzero.services.shunt.soc import (
 
 _SOC = SocSettings()
 STORE_KEY = "counter"
+# the zero offset measured by calibrate_zero, with the ADC range it was measured at
+ZERO_OFFSET_KEY = "zero_offset"
+# where the runtime keeps the saved runtime settings (RuntimeSettings, no unit)
+RUNTIME_SETTINGS_KEY = "settings"
+# runtime settings before issue 16: the sign and gain are start-up settings now, and the
+# offset is set by calibrate_zero only. Their saved values and retained echoes are removed.
+FORMER_RUNTIME_SETTINGS = ("invert", "gain", "offset_counts")
 
 
 class ShuntSettings(ServiceSettings):
@@ -64,6 +79,22 @@ class ShuntSettings(ServiceSettings):
     )
     shunt_rated_a: float = Field(default=100.0, gt=0, le=10000)
     shunt_rated_mv: float = Field(default=75.0, gt=0, le=1000)
+    invert: bool = Field(
+        default=False,
+        description="flip the sign: AIN0/AIN1 wired the other way round (charging read < 0)",
+    )
+    gain: float = Field(
+        default=1.0,
+        ge=GAIN_MIN,
+        le=GAIN_MAX,
+        description="measured current x gain: a shunt/ADC tolerance correction only",
+    )
+    max_offset_uv: float = Field(
+        default=MAX_OFFSET_V * 1e6,
+        gt=0,
+        le=MAX_OFFSET_V * 1e6,
+        description="largest zero offset calibrate_zero may store, uV at the ADC input",
+    )
     sample_rate_hz: float = Field(default=8.0, ge=4.0, le=50.0)
     publish_s: float = Field(default=1.0, ge=0.25, le=10.0)
     retry_s: float = Field(default=5.0, gt=0, le=300, description="re-open a missing device")
@@ -112,6 +143,11 @@ class ShuntSettings(ServiceSettings):
             )
         return self
 
+    @property
+    def max_offset_counts(self) -> float:
+        """``max_offset_uv`` in ADC counts at this range (48 at +-0.256 V)."""
+        return max_offset_counts(self.fsr_v, self.max_offset_uv * 1e-6)
+
     def adc(self) -> Ads1115Settings:
         return Ads1115Settings(
             address=self.address,
@@ -138,7 +174,10 @@ class ShuntSettings(ServiceSettings):
 
 
 class ShuntRuntime(BaseModel):
-    """Settings changed at runtime (MQTT / Home Assistant), persisted."""
+    """Settings changed at runtime (MQTT / Home Assistant), persisted.
+
+    Neither can hide an over-current: the capacity scales the SoC only, and the dead band
+    zeroes at most 0.5 A. The sign, gain and zero offset are not here (module docstring)."""
 
     capacity_ah: float = Field(
         default=round(DEFAULT_CAPACITY_AH, 1),
@@ -146,15 +185,10 @@ class ShuntRuntime(BaseModel):
         le=10000,
         json_schema_extra={"unit": "Ah", "step": 0.1},
     )
-    invert: bool = Field(default=False, title="Invert current sign")
-    offset_counts: float = Field(
-        default=0.0, ge=-1000, le=1000, json_schema_extra={"unit": "counts", "step": 0.1}
-    )
-    gain: float = Field(default=1.0, ge=0.5, le=2.0, json_schema_extra={"step": 0.001})
     dead_band_a: float = Field(
         default=0.05,
         ge=0,
-        le=5,
+        le=DEAD_BAND_MAX_A,
         json_schema_extra={"unit": "A", "step": 0.01, "device_class": "current"},
     )
 
@@ -171,6 +205,8 @@ class Shunt(Service[ShuntSettings]):
         self.adc: Ads1115 | None = None
         self.open_error = ""
         self.next_open_s = 0.0
+        former_offset = self._drop_former_runtime_settings()
+        self.offset_counts = self._restore_offset(former_offset)
         self.runtime = ctx.runtime_settings(
             ShuntRuntime(capacity_ah=s.capacity_ah), self.on_runtime_change
         )
@@ -193,6 +229,8 @@ class Shunt(Service[ShuntSettings]):
             self.model = Ads1115Model(s.address, clock=ctx.now)
             ctx.subscribe(ctx.topics.sim_truth, self.on_truth)
         ctx.subscribe(ctx.topics.bms_pack, self.on_pack)
+        for name in FORMER_RUNTIME_SETTINGS:
+            ctx.subscribe(ctx.topics.setting(self.name, name), self.on_former_echo)
         ctx.action("soc_full", self.on_soc_full)
         ctx.action("set_soc", self.on_set_soc)
         ctx.action("calibrate_zero", self.on_calibrate_zero)
@@ -209,10 +247,79 @@ class Shunt(Service[ShuntSettings]):
             shunt_rated_a=s.shunt_rated_a,
             shunt_rated_mv=s.shunt_rated_mv,
             fsr_v=s.fsr_v,
-            offset_counts=rt.offset_counts,
-            gain=rt.gain,
-            invert=rt.invert,
+            offset_counts=self.offset_counts,
+            gain=s.gain,
+            invert=s.invert,
             dead_band_a=rt.dead_band_a,
+        )
+
+    def _drop_former_runtime_settings(self) -> object:
+        """Remove the saved values of former runtime settings; return a saved offset.
+
+        A saved ``invert`` or ``gain`` is ignored (logged; an error if it differs from the
+        start-up value in force): it may have been set by anyone with Home Assistant access,
+        so it is not migrated. The operator sets the start-up setting if it was right."""
+        saved = self.ctx.store.get(RUNTIME_SETTINGS_KEY)
+        if not isinstance(saved, dict) or not any(n in saved for n in FORMER_RUNTIME_SETTINGS):
+            return None
+        kept = dict(saved)
+        for name in ("invert", "gain"):
+            if name not in kept:
+                continue
+            value, in_force = kept.pop(name), getattr(self.settings, name)
+            log = self.ctx.log.info if value == in_force else self.ctx.log.error
+            log(
+                "saved runtime setting %s=%r ignored: %s is a start-up setting now"
+                " (GRIDZERO_%s or the settings file), in force: %r",
+                name,
+                value,
+                name,
+                name.upper(),
+                in_force,
+            )
+        offset = kept.pop("offset_counts", None)
+        self.ctx.store.set(RUNTIME_SETTINGS_KEY, kept)
+        return offset
+
+    def _restore_offset(self, former: object) -> float:
+        """The zero offset saved by calibrate_zero (or a former runtime value), if plausible."""
+        stored = self.ctx.store.get(ZERO_OFFSET_KEY)
+        fsr_v = self.settings.fsr_v
+        if isinstance(stored, dict):
+            value, what = stored.get("offset_counts"), "saved zero offset"
+            if stored.get("fsr_v") != fsr_v:
+                self.ctx.log.error(
+                    "%s %r counts was measured at a %r V range, not %g V: ignored,"
+                    " run calibrate_zero",
+                    what,
+                    value,
+                    stored.get("fsr_v"),
+                    fsr_v,
+                )
+                return 0.0
+        elif former is not None:
+            value, what = former, "saved runtime offset_counts"
+        else:
+            return 0.0
+        limit = self.settings.max_offset_counts
+        if isinstance(value, bool) or not isinstance(value, int | float) or abs(value) > limit:
+            self.ctx.log.error(
+                "%s %r is not a number within +-%g counts (max_offset_uv %g uV): ignored,"
+                " using 0; run calibrate_zero",
+                what,
+                value,
+                limit,
+                self.settings.max_offset_uv,
+            )
+            return 0.0
+        if what != "saved zero offset":
+            self.ctx.log.info("%s %r kept as the zero offset", what, value)
+            self._save_offset(float(value))
+        return float(value)
+
+    def _save_offset(self, offset_counts: float) -> None:
+        self.ctx.store.set(
+            ZERO_OFFSET_KEY, {"offset_counts": offset_counts, "fsr_v": self.settings.fsr_v}
         )
 
     def _restore_counter(self) -> CoulombCounter:
@@ -229,6 +336,13 @@ class Shunt(Service[ShuntSettings]):
             return CoulombCounter(soc_settings)
         self.ctx.log.info("restored counters: %s", counter.reading())
         return counter
+
+    def on_former_echo(self, msg: Message) -> None:
+        """A retained echo of a former runtime setting (from an older version) is cleared:
+        it showed a value that is no longer in force."""
+        if msg.retain and msg.payload:
+            self.ctx.publish(msg.topic, b"", retain=True, qos=1)
+            self.ctx.log.info("cleared the retained echo %s (no longer a setting)", msg.topic)
 
     def on_runtime_change(self, new: ShuntRuntime) -> None:
         self.current_settings = self._current_settings(new)
@@ -374,21 +488,29 @@ class Shunt(Service[ShuntSettings]):
             return
         samples, self.calibration = self.calibration, None
         try:
-            result = zero_offset(samples)
+            # an offset beyond what the hardware can have is current flowing, not an offset
+            result = zero_offset(samples, max_offset_counts=self.settings.max_offset_counts)
         except CalibrationError as exc:
             self.ctx.log.error("%s", exc)
             self.ctx.ack(self.calibration_topic, b"result", ok=False, reason=str(exc))
             return
-        new = self.runtime.value.model_copy(
-            update={"offset_counts": round(result.offset_counts, 2)}
-        )
-        self.runtime.apply(ShuntRuntime.model_validate(new.model_dump()), changed="offset_counts")
+        self.offset_counts = round(result.offset_counts, 2)
+        self._save_offset(self.offset_counts)
+        self.current_settings = self._current_settings(self.runtime.value)
+        self.averager.settings = self.current_settings
         self.ctx.log.info(
             "zero calibration: offset %.2f counts (stdev %.2f, %d samples)",
             result.offset_counts,
             result.stdev_counts,
             result.samples,
         )
+        try:
+            self.ctx.store.flush()
+        except OSError as exc:
+            self.ctx.log.error("zero offset not saved to %s: %s", self.ctx.store.path, exc)
+            reason = f"offset in force but NOT saved ({self.ctx.store.path}: cannot write)"
+            self.ctx.ack(self.calibration_topic, b"result", ok=False, reason=reason)
+            return
         self.ctx.ack(self.calibration_topic, b"result", ok=True)
 
     # --- output -------------------------------------------------------------------------------
@@ -537,6 +659,22 @@ class Shunt(Service[ShuntSettings]):
             ),
             ha.text_sensor(
                 "sensor", "Sensor", state, "{{ value_json.sensor }}", entity_category="diagnostic"
+            ),
+            ha.sensor(
+                "zero_offset",
+                "Zero offset (counts)",
+                state,
+                "offset_counts",
+                entity_category="diagnostic",
+                precision=2,
+            ),
+            ha.sensor(
+                "current_gain",
+                "Current gain (start-up)",
+                state,
+                "gain",
+                entity_category="diagnostic",
+                precision=3,
             ),
             *ha.settings_components(ShuntRuntime, t, self.name),
             ha.button("soc_full", "Set SoC to 100 %", t.action_set(self.name, "soc_full")),
