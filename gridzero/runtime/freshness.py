@@ -12,8 +12,10 @@ own monotonic clock), never from the time stamp its publisher wrote:
   10 s behind would otherwise be a silent, permanent outage.
 - A publisher that numbers its messages (``boot``, ``seq``) must count up: a repeated or older
   number from the same boot is a replay, a loop in a bridge, or a board that froze and
-  repeats itself, and is refused. A new ``boot`` (the publisher restarted) starts a new count;
-  the boots it replaced are remembered, and a late or replayed message of one is refused.
+  repeats itself, and is refused. A new ``boot`` (the publisher restarted) starts a new count,
+  and each boot seen lately keeps its own, so a message of an earlier start that was already
+  seen is refused too. Whoever holds a publisher's password can still send fresh messages in
+  its name: that is what the broker's ACL and passwords are for (docs/security.md).
 
 `Freshness.admit` raises `NotFreshError` (a ValueError, so the service runtime logs it as a
 rejected input and the consumer's state does not change) or returns the arrival time that
@@ -27,7 +29,7 @@ import secrets
 from dataclasses import dataclass
 
 FUTURE_TOLERANCE_S = 1.0
-MAX_RETIRED_BOOTS = 64
+MAX_BOOTS = 64
 
 
 class NotFreshError(ValueError):
@@ -50,9 +52,7 @@ class Freshness:
     def __init__(self, what: str, *, future_tolerance_s: float = FUTURE_TOLERANCE_S) -> None:
         self.what = what
         self.future_tolerance_s = future_tolerance_s
-        self._boot: str | None = None
-        self._seq: int | None = None
-        self._retired: dict[str, None] = {}  # boots replaced by a newer one, oldest first
+        self._last_seq: dict[str, int] = {}  # per boot seen lately, least recent first
         self.refused = 0
         self.last_reason = ""
 
@@ -63,16 +63,14 @@ class Freshness:
             self.refused += 1
             self.last_reason = reason
             raise NotFreshError(f"{self.what}: {reason}")
-        if stamp.seq is not None:
-            if self._boot is not None and stamp.boot != self._boot:
-                self._retire(self._boot)
-            self._boot, self._seq = stamp.boot, stamp.seq
+        if stamp.seq is not None and stamp.boot is not None:
+            # each boot counts on its own: a stray message under another boot (a second
+            # process, a test, a forger) neither resets nor locks out the real publisher
+            self._last_seq.pop(stamp.boot, None)
+            self._last_seq[stamp.boot] = stamp.seq
+            while len(self._last_seq) > MAX_BOOTS:
+                del self._last_seq[next(iter(self._last_seq))]
         return now_s
-
-    def _retire(self, boot: str) -> None:
-        self._retired[boot] = None
-        while len(self._retired) > MAX_RETIRED_BOOTS:
-            del self._retired[next(iter(self._retired))]
 
     def _problem(self, stamp: Stamp, wall_s: float) -> str:
         if stamp.retained:
@@ -83,16 +81,12 @@ class Freshness:
                 f"stamped {ahead_s:.1f} s ahead of this host's clock (more than "
                 f"{self.future_tolerance_s:g} s): a clock is wrong; not trusted"
             )
-        if stamp.boot is not None and stamp.boot in self._retired:
-            return (
-                f"from boot {stamp.boot}, which a later start of the publisher replaced: "
-                "a late or replayed message"
-            )
-        if stamp.seq is None or stamp.boot != self._boot or self._seq is None:
+        if stamp.boot is None or stamp.seq is None:
             return ""
-        if stamp.seq <= self._seq:
+        last = self._last_seq.get(stamp.boot)
+        if last is not None and stamp.seq <= last:
             return (
-                f"sequence {stamp.seq} is not after {self._seq} (boot {stamp.boot}): "
+                f"sequence {stamp.seq} is not after {last} (boot {stamp.boot}): "
                 "a repeated, replayed or reordered message"
             )
         return ""
