@@ -225,7 +225,7 @@ class Connection:
         reason = str(sys.exc_info()[1] or "unknown reason")
         if reason != self._last_failure:
             self._last_failure = reason
-            log.error(
+            log.warning(
                 "cannot connect to broker %s:%d%s: %s; retrying with backoff",
                 self._settings.host,
                 self._settings.port,
@@ -244,7 +244,14 @@ class Connection:
         was = self._connected.is_set()
         self._connected.clear()
         if was and not self._closing:
-            log.warning("disconnected from broker: %s; reconnecting with backoff", reason)
+            # the broker binds a connection to its user: a second login as the same user
+            # (another copy of this service, a tool) replaces this one, and back again
+            log.warning(
+                "disconnected from broker: %s; reconnecting with backoff (if this repeats, "
+                "something else may log in as user %r: one connection per user)",
+                reason,
+                self._settings.username,
+            )
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         self._on_message_cb(Message(msg.topic, bytes(msg.payload), bool(msg.retain)))
