@@ -136,10 +136,13 @@ class BrokerProcess:
         for src in self.config_dir.iterdir():
             if src.name == "mosquitto.conf" or (src.name == "passwd" and passwords is not None):
                 continue
-            if src.is_dir():
-                shutil.copytree(src, config / src.name, dirs_exist_ok=True)
-            else:
-                shutil.copy(src, config / src.name)
+            try:
+                if src.is_dir():
+                    shutil.copytree(src, config / src.name, dirs_exist_ok=True)
+                else:
+                    shutil.copy(src, config / src.name)
+            except OSError as exc:  # e.g. a TLS key readable by the Docker broker only
+                raise GridzeroError(f"cannot copy the broker config {src}: {exc}") from exc
         if passwords is not None:
             write_passwd(config / "passwd", passwords)
         if self.logins > 1:

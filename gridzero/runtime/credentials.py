@@ -516,7 +516,10 @@ def main(argv: list[str]) -> int:
             owner=_owner(args.owner),
         )
         print(f"new credentials for {', '.join(names)} in {args.secrets_dir}/<user>.env")
-        print(RELOAD_HINT.format(who=" and ".join(names)))
+        if _split(args.users):
+            print(RELOAD_HINT.format(who=" and ".join(names)))
+        else:  # only the console login: no broker password changed
+            print('now restart telnet-console (docs/security.md, "Rotating a password")')
         return 0
     passwords = init_credentials(
         args.config_dir,
