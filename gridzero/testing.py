@@ -23,8 +23,49 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gridzero.runtime.broker import PROJECT_CONFIG_DIR, BrokerProcess, free_port
-from gridzero.runtime.credentials import init_credentials, read_env_file
+from gridzero.runtime.credentials import USER_NAMES, init_credentials, login_name, read_env_file
 from gridzero.runtime.settings import MqttSettings
+
+# Logins per broker user on test brokers and systems. The broker binds a connection to
+# its user name, so two connections of one user replace each other; a probe takes the
+# user's first login that no service and no open probe holds (`controller.2`, … with the
+# same password and a copy of the user's ACL section).
+LOGINS = 8
+SERVICE_USERS = frozenset(
+    {"bms", "charger", "inverter", "shunt", "controller", "telnet-console", "sim"}
+)
+
+
+class Logins:
+    """Which login of a user the next probe takes."""
+
+    def __init__(self, count: int = LOGINS) -> None:
+        self.count = count
+        self.services: set[str] = set()  # users logged in by services under their own name
+        self._probes: dict[str, Probe] = {}
+        self._lock = threading.Lock()
+
+    def take(self, user: str) -> str:
+        """A free login of ``user`` (the user's own name when no service or probe has it)."""
+        if user not in USER_NAMES:
+            return user  # an unknown user: refused by the broker anyway
+        with self._lock:
+            for k in range(1, self.count + 1):
+                name = login_name(user, k)
+                if name in self.services:
+                    continue
+                held = self._probes.get(name)
+                if held is None or held.closed:
+                    self._probes.pop(name, None)
+                    return name
+        raise RuntimeError(
+            f"all {self.count} logins of broker user {user} are held by open probes or "
+            "services: close probes you no longer need (Probe.close)"
+        )
+
+    def hold(self, name: str, probe: Probe) -> None:
+        with self._lock:
+            self._probes[name] = probe
 
 
 @dataclass
@@ -34,18 +75,29 @@ class TestBroker:
     __test__ = False  # not a pytest test class
 
     root: Path
-    passwords: dict[str, str] = field(default_factory=dict)
+    passwords: dict[str, str] = field(default_factory=dict, repr=False)
     process: BrokerProcess | None = None
+    logins: Logins = field(default_factory=Logins)
 
     @classmethod
-    def create(cls, root: Path) -> TestBroker:
+    def create(cls, root: Path, tls_conf: str | None = None) -> TestBroker:
+        """A broker from the committed mosquitto.conf and ACL (no local conf.d listeners);
+        ``tls_conf``: the text of a conf.d/tls.conf to add, its listener on a free port."""
         config = root / "mosquitto-config"
-        config.mkdir(parents=True, exist_ok=True)
+        (config / "conf.d").mkdir(parents=True, exist_ok=True)
         for name in ("mosquitto.conf", "acl"):
             shutil.copy(PROJECT_CONFIG_DIR / name, config / name)
+        if tls_conf is not None:
+            (config / "conf.d" / "tls.conf").write_text(tls_conf, encoding="utf-8")
         passwords = init_credentials(config, root / "secrets")
         broker = cls(root, passwords)
-        broker.process = BrokerProcess(root / "broker", free_port(), config_dir=config)
+        broker.process = BrokerProcess(
+            root / "broker",
+            free_port(),
+            config_dir=config,
+            tls_port=free_port() if tls_conf is not None else None,
+            logins=broker.logins.count,
+        )
         broker.process.prepare()
         broker.process.start()
         return broker
@@ -60,8 +112,15 @@ class TestBroker:
         assert self.process is not None
         return self.process.port
 
+    @property
+    def tls_port(self) -> int:
+        assert self.process is not None
+        assert self.process.tls_port is not None
+        return self.process.tls_port
+
     def mqtt_settings(self, user: str) -> MqttSettings:
         """Settings for a service logging in as ``user`` (fast reconnect for tests)."""
+        self.logins.services.add(user)
         return MqttSettings(
             host=self.host,
             port=self.port,
@@ -74,6 +133,7 @@ class TestBroker:
 
     def env(self, user: str) -> dict[str, str]:
         """Environment variables for a service process logging in as ``user``."""
+        self.logins.services.add(user)
         return {
             "GRIDZERO_MQTT__HOST": self.host,
             "GRIDZERO_MQTT__PORT": str(self.port),
@@ -83,7 +143,11 @@ class TestBroker:
         }
 
     def probe(self, user: str = "operator", subscribe: str | None = "#") -> Probe:
-        return Probe.connect(self.host, self.port, user, self.passwords.get(user, ""), subscribe)
+        """A probe logged in with ``user``'s rights (a free login of that user)."""
+        login = self.logins.take(user)
+        probe = Probe.connect(self.host, self.port, login, self.passwords.get(user, ""), subscribe)
+        self.logins.hold(login, probe)
+        return probe
 
     def restart(self, down_s: float = 0.0) -> None:
         assert self.process is not None
@@ -107,6 +171,9 @@ class Probe:
         self._cond = threading.Condition()
         self.connect_rc: int | None = None
         self.connected = threading.Event()
+        self.closed = False
+        self.login = ""  # the user name it logged in with (e.g. `controller.2`)
+        self.disconnects = 0  # times the connection was lost (or closed by us)
 
     @classmethod
     def connect(
@@ -117,13 +184,16 @@ class Probe:
         password: str = "",
         subscribe: str | None = "#",
         timeout_s: float = 5.0,
+        client_id: str | None = None,
     ) -> Probe:
         client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"probe-{user}-{time.monotonic_ns()}"
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id if client_id is not None else f"probe-{user}-{time.monotonic_ns()}",
         )
         if user:
             client.username_pw_set(user, password)
         probe = cls(client)
+        probe.login = user
 
         def on_connect(c: paho.Client, u: object, f: object, rc: ReasonCode, p: object) -> None:
             probe.connect_rc = rc.value
@@ -144,9 +214,13 @@ class Probe:
                 probe.last[msg.topic] = bytes(msg.payload)
                 probe._cond.notify_all()
 
+        def on_disconnect(c: paho.Client, u: object, f: object, rc: object, p: object) -> None:
+            probe.disconnects += 1
+
         client.on_connect = on_connect
         client.on_message = on_message
         client.on_subscribe = on_subscribe
+        client.on_disconnect = on_disconnect
         client.connect(host, port, keepalive=10)
         client.loop_start()
         probe.connected.wait(timeout_s)
@@ -183,6 +257,7 @@ class Probe:
                 self._cond.wait(remaining)
 
     def close(self) -> None:
+        self.closed = True
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -230,6 +305,8 @@ class System:
         self._write_config(sim or {}, settings or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = root / "up.log"
+        self.logins = Logins()
+        self.logins.services |= SERVICE_USERS
 
     def _write_config(self, sim: dict[str, object], settings: dict[str, dict[str, object]]) -> None:
         self.config_dir.mkdir(parents=True, exist_ok=True)
@@ -293,6 +370,8 @@ class System:
             str(self.data_dir),
             "--secrets-dir",
             str(self.secrets_dir),
+            "--logins",
+            str(self.logins.count),
             "--no-colour",
         ]
         if self._services:
@@ -313,7 +392,11 @@ class System:
         return read_env_file(self.secrets_dir / f"{user}.env")["GRIDZERO_MQTT__PASSWORD"]
 
     def probe(self, user: str = "operator", subscribe: str | None = "#") -> Probe:
-        return Probe.connect("127.0.0.1", self.port, user, self.password(user), subscribe)
+        """A probe logged in with ``user``'s rights (a free login of that user)."""
+        login = self.logins.take(user)
+        probe = Probe.connect("127.0.0.1", self.port, login, self.password(user), subscribe)
+        self.logins.hold(login, probe)
+        return probe
 
     def stop(self, timeout_s: float = 20.0) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -15,9 +15,12 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -25,6 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gridzero.contract import ServiceStatus
+from gridzero.errors import SettingsError
 from gridzero.runtime.settings import MqttSettings
 
 log = logging.getLogger(__name__)
@@ -74,7 +78,7 @@ class Connection:
         if settings.username:
             self.client.username_pw_set(settings.username, settings.password or None)
         if settings.tls:
-            self.client.tls_set()
+            self._set_tls(settings)
         self.client.will_set(status_topic, ServiceStatus.OFFLINE.value, qos=1, retain=True)
         self.client.reconnect_delay_set(
             min_delay=max(1, round(settings.reconnect_min_s)),
@@ -85,7 +89,36 @@ class Connection:
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self.client.on_socket_open = _no_delay
+        self.client.on_connect_fail = self._on_connect_fail
         self._pending_mid: int | None = None
+        self._last_failure = ""
+
+    def _set_tls(self, settings: MqttSettings) -> None:
+        """Verify the broker's certificate and host name (paho's default; never switched
+        off); the CA and a client certificate from the settings."""
+
+        def name(path: Path | None) -> str | None:
+            return str(path) if path is not None else None
+
+        try:
+            self.client.tls_set(
+                ca_certs=name(settings.tls_ca_file),
+                certfile=name(settings.tls_cert_file),
+                keyfile=name(settings.tls_key_file),
+            )
+        except (ssl.SSLError, OSError) as exc:
+            files = ", ".join(
+                f"{field}={value}"
+                for field, value in (
+                    ("mqtt.tls_ca_file", settings.tls_ca_file),
+                    ("mqtt.tls_cert_file", settings.tls_cert_file),
+                    ("mqtt.tls_key_file", settings.tls_key_file),
+                )
+                if value is not None
+            )
+            raise SettingsError(
+                f"mqtt TLS files ({files or 'system CAs'}) cannot be used: {exc}"
+            ) from exc
 
     @property
     def connected(self) -> bool:
@@ -146,6 +179,7 @@ class Connection:
             )
             return
         self.connect_count += 1
+        self._last_failure = ""
         log.info(
             "connected to broker %s:%d (connect #%d)",
             self._settings.host,
@@ -184,6 +218,21 @@ class Connection:
         for callback in list(self.on_connected):
             callback()
 
+    def _on_connect_fail(self, client: paho.Client, userdata: object) -> None:
+        # paho calls this inside its `except OSError` around the connect: the exception in
+        # flight says why (refused, unreachable, a certificate the CA did not sign, …).
+        # Logged once per distinct reason, not at every retry.
+        reason = str(sys.exc_info()[1] or "unknown reason")
+        if reason != self._last_failure:
+            self._last_failure = reason
+            log.warning(
+                "cannot connect to broker %s:%d%s: %s; retrying with backoff",
+                self._settings.host,
+                self._settings.port,
+                " (TLS)" if self._settings.tls else "",
+                reason,
+            )
+
     def _on_disconnect(
         self,
         client: paho.Client,
@@ -195,7 +244,14 @@ class Connection:
         was = self._connected.is_set()
         self._connected.clear()
         if was and not self._closing:
-            log.warning("disconnected from broker: %s; reconnecting with backoff", reason)
+            # the broker binds a connection to its user: a second login as the same user
+            # (another copy of this service, a tool) replaces this one, and back again
+            log.warning(
+                "disconnected from broker: %s; reconnecting with backoff (if this repeats, "
+                "something else may log in as user %r: one connection per user)",
+                reason,
+                self._settings.username,
+            )
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         self._on_message_cb(Message(msg.topic, bytes(msg.payload), bool(msg.retain)))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -33,7 +33,12 @@ MIN_SCRUB_CHARS = 4  # shorter secret values are not searched for in free text
 
 
 class MqttSettings(BaseModel):
-    """How a service reaches the broker."""
+    """How a service reaches the broker.
+
+    TLS (``tls: true``) verifies the broker's certificate against ``tls_ca_file`` (the
+    system's CAs when unset) and its host name; there is no switch to skip either.
+    ``tls_cert_file`` and ``tls_key_file`` (together) add a client certificate.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -45,6 +50,32 @@ class MqttSettings(BaseModel):
     reconnect_min_s: float = Field(default=0.5, gt=0, le=60)
     reconnect_max_s: float = Field(default=15.0, gt=0, le=600)
     tls: bool = False
+    tls_ca_file: Path | None = Field(
+        default=None, description="PEM CA that signed the broker's certificate (TLS only)"
+    )
+    tls_cert_file: Path | None = Field(
+        default=None, description="PEM client certificate (TLS only; with tls_key_file)"
+    )
+    tls_key_file: Path | None = Field(
+        default=None, validate_default=True, description="PEM key of tls_cert_file (TLS only)"
+    )
+
+    @field_validator("tls_ca_file", "tls_cert_file", "tls_key_file")
+    @classmethod
+    def _tls_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # fields are validated in order: tls and tls_cert_file are known here
+        cert_set = info.data.get("tls_cert_file") is not None
+        if value is None:
+            if info.field_name == "tls_key_file" and cert_set:
+                raise ValueError("missing while mqtt.tls_cert_file is set: set both or neither")
+            return None
+        if not info.data.get("tls"):
+            raise ValueError("needs mqtt.tls: true (a TLS file on a plain connection is a mistake)")
+        if not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        if info.field_name == "tls_key_file" and not cert_set:
+            raise ValueError("a key without mqtt.tls_cert_file: set both or neither")
+        return value
 
 
 class ServiceSettings(BaseSettings):

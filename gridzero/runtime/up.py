@@ -28,7 +28,7 @@ import yaml
 
 from gridzero.errors import UsageError
 from gridzero.runtime.broker import BrokerProcess, free_port
-from gridzero.runtime.credentials import init_credentials, read_env_file
+from gridzero.runtime.credentials import LEFT_OUT_FILE, init_credentials, read_env_file
 from gridzero.runtime.launch import SERVICE_MODULES
 
 DATA_UP = Path(__file__).resolve().parents[1] / "data" / "up"
@@ -207,6 +207,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--data-dir", type=Path, default=Path("data"), help="state of every service"
     )
     parser.add_argument("--secrets-dir", type=Path, default=Path("secrets"))
+    parser.add_argument(
+        "--tls-port",
+        type=int,
+        help="port of the broker's TLS listener (mosquitto/config/conf.d; default: as written)",
+    )
+    parser.add_argument(
+        "--logins",
+        type=int,
+        default=1,
+        metavar="N",
+        help="let each broker user log in N times at once, as <user>, <user>.2 … <user>.N "
+        "(same password and rights; for tools and test rigs: a user has one connection "
+        "at a time otherwise)",
+    )
     parser.add_argument("--no-colour", action="store_true")
     return parser.parse_args(argv)
 
@@ -220,7 +234,11 @@ def _broker_address(
             raise UsageError(f"--broker {args.broker!r}: expected HOST:PORT")
         return host, int(port), None
     port = args.port or (1883 if _port_free(1883) else free_port())
-    broker = BrokerProcess((args.data_dir / "broker").resolve(), port)
+    if not 1 <= args.logins <= 100:
+        raise UsageError(f"--logins {args.logins}: expected 1 to 100")
+    broker = BrokerProcess(
+        (args.data_dir / "broker").resolve(), port, tls_port=args.tls_port, logins=args.logins
+    )
     broker.prepare(passwords)
     broker.start()
     return broker.host, port, broker
@@ -243,6 +261,18 @@ def _selected(args: argparse.Namespace) -> list[str]:
             raise UsageError(f"--services: unknown {unknown}; known: {', '.join(SERVICE_MODULES)}")
         return names
     return [n for n in ORDER if not (args.no_sim and n == "sim")]
+
+
+def _check_users(names: list[str], passwords: dict[str, str], args: argparse.Namespace) -> None:
+    """Every service to start has a broker user (none was left out with --without)."""
+    without = [n for n in names if n not in passwords]
+    if without:
+        hint = " (real hardware: --no-sim)" if without == ["sim"] else ""
+        raise UsageError(
+            f"no broker user for {', '.join(without)}: left out in "
+            f"{args.secrets_dir / LEFT_OUT_FILE}; start without it{hint} or take it back "
+            f"with `gridzero credentials init --with {without[0]}`"
+        )
 
 
 def _start_simulator_first(sup: Supervisor, config_dir: Path | None) -> None:
@@ -280,6 +310,7 @@ def main(argv: list[str]) -> int:
     # the broker we start gets a passwd file made from these very secrets
     passwords = init_credentials(args.data_dir / "credentials", args.secrets_dir)
     names = _selected(args)
+    _check_users(names, passwords, args)
     missing = [n for n in names if not _available(n)]
     host, port, broker = _broker_address(args, passwords)
     config_dir = None if args.no_sim and args.config_dir == DATA_UP else args.config_dir

@@ -156,6 +156,8 @@ def test_hardware_override_covers_the_device_services() -> None:
         assert hw[name]["environment"]["GRIDZERO_MQTT__HOST"] == "127.0.0.1"
     assert hw["inverter"]["devices"] == ["${SERIAL_DEVICE:-/dev/ttyUSB0}:/dev/ttyUSB0"]
     assert hw["shunt"]["devices"] == ["${I2C_DEVICE:-/dev/i2c-1}:/dev/i2c-1"]
+    # no simulator on hardware, so no `sim` broker user (it may fake the grid meter)
+    assert hw.pop("credentials") == {"environment": {"GRIDZERO_CREDENTIALS_WITHOUT": "sim"}}
     for name, svc in hw.items():
         config = svc["command"][svc["command"].index("--config") + 1]
         assert config == f"/config/hardware/{name}.yaml"

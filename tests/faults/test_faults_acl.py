@@ -55,11 +55,15 @@ def acl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestBroker]
 
 
 def _published(broker: TestBroker, user: str, topics: list[str], last: str) -> set[str]:
-    """Publish a token to each topic as ``user``, then to ``last``; return what arrived."""
-    watcher = broker.probe("operator")
+    """Publish a token to each topic as ``user``, then to ``last``; return what arrived.
+
+    The sender logs in under the user's own name (not a numbered login), so the ACL
+    section under test is the committed one; the watcher is another all-reading user."""
+    watcher = broker.probe("homeassistant" if user == "operator" else "operator")
     sender = broker.probe(user, subscribe="")
     token = f"acl-{time.monotonic_ns()}".encode()
     try:
+        assert sender.login == user
         for topic in topics:
             sender.publish(topic, token)
         sender.publish(last, token)
@@ -138,3 +142,36 @@ def test_readers_see_only_what_they_may_read(acl_broker: TestBroker) -> None:
     assert not any(p == token for _a, _t, p, _r in meter.messages)
     publisher.close()
     meter.close()
+
+
+@pytest.mark.parametrize("victim", ALL_USERS, ids=lambda u: u.name)
+def test_no_user_can_take_over_another_users_connection(
+    acl_broker: TestBroker, victim: User
+) -> None:
+    """Issue 22 item 5: any user could close a service's session by connecting with its
+    client id. Every other user now connects with the victim's own client id, its user
+    name and a service-style id as client id; the victim's connection stays up."""
+    holder = acl_broker.probe(victim.name, subscribe="")
+    assert holder.login == victim.name
+    held_id = holder.client._client_id.decode()  # the id it asked for
+    try:
+        for other in ALL_USERS:
+            if other is victim:
+                continue
+            for client_id in (held_id, victim.name, f"gridzero-{victim.name}-host-1234"):
+                thief = Probe.connect(
+                    acl_broker.host,
+                    acl_broker.port,
+                    other.name,
+                    acl_broker.passwords[other.name],
+                    subscribe=None,
+                    client_id=client_id,
+                )
+                assert thief.connect_rc == 0, other.name
+                thief.close()
+        # a QoS 1 round trip on the victim's connection: a socket the broker closed
+        # cannot carry the PUBACK, so by now a takeover would have been noticed
+        holder.publish(marker(victim), b"still here")
+        assert holder.disconnects == 0
+    finally:
+        holder.close()
