@@ -59,6 +59,7 @@ PROJECT_FILES = (
     "compose.hardware.yaml",
     "mosquitto/config/mosquitto.conf",
     "mosquitto/config/acl",
+    "mosquitto/config/conf.d/tls.conf.example",  # the broker's include_dir must exist
 )
 SERVICES = ("sim", "bms", "shunt", "charger", "inverter", "controller", "telnet-console")
 IMAGE = "gridzero:test"
