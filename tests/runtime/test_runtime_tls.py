@@ -136,7 +136,10 @@ def test_a_service_works_over_tls(tls_broker: TestBroker, certs: Certs, tmp_path
         assert isinstance(conn.client.socket(), ssl.SSLSocket)
         probe.wait_for(T.status("controller"), lambda p: p == b"online")
         sender = tls_broker.probe("controller", subscribe=None)
-        sender.publish(T.inverter_set("u1"), json.dumps({"power_w": 321, "ts": time.time()}))
+        sender.publish(
+            T.inverter_set("u1"),
+            json.dumps({"power_w": 321, "ts": time.time(), "boot": "tls", "seq": 1}),
+        )
         sender.close()
         wait_until(lambda: runner.service.last_command_w == 321, 5, "command over TLS")  # type: ignore[attr-defined]
         # the TLS listener binds the client id to the user too (the example says so)
