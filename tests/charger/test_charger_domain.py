@@ -12,6 +12,7 @@ from gridzero.services.charger import codec
 from gridzero.services.charger.codec import Quantity
 from gridzero.services.charger.domain import (
     BmsLimits,
+    CclHistory,
     ChargeCommand,
     ChargerSettings,
     Decision,
@@ -527,3 +528,24 @@ def test_readings_give_the_rectifier_measurement_with_its_arrival() -> None:
     r = Readings().apply(codec.Reading(0, Quantity.OUTPUT_CURRENT, 12.5), 7.0)
     assert r.current_measurement() == Measurement("rectifier", 12.5, 7.0)
     assert Readings().current_measurement() is None
+
+
+def test_a_lowered_ccl_is_not_an_over_current_while_the_measurement_catches_up() -> None:
+    # The bms drops CCL 30 -> 0 (a deep-discharge latch); the rectifier stops at once, but
+    # the shunt's last reading (30 A) is still fresh for up to measurement_stale_s.
+    history, watch = CclHistory(), OverCurrentWatch()
+    lagging = (Measurement("shunt", 30.0, 0.0),)
+    for step in range(30):  # 3 s at 0.1 s
+        now = 0.1 * step
+        ccl = 30.0 if now < 0.2 else 0.0
+        history = history.add(now, ccl, SETTINGS.measurement_stale_s)
+        watch = watch.update(lagging, history.highest(), now, SETTINGS)
+    assert watch.trip is None
+    # a current that goes on after the window is a real over-current
+    flowing = (Measurement("shunt", 30.0, 3.5),)
+    for step in range(35, 70):
+        now = 0.1 * step
+        history = history.add(now, 0.0, SETTINGS.measurement_stale_s)
+        flowing = (Measurement("shunt", 30.0, now),)
+        watch = watch.update(flowing, history.highest(), now, SETTINGS)
+    assert watch.trip is not None

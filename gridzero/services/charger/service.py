@@ -170,6 +170,7 @@ class Charger(Service[ChargerServiceSettings]):
         self.shunt_gate = Freshness("shunt state")
         self.fallback: domain.FallbackWrite | None = None  # written when the bus opens
         self.watch = domain.OverCurrentWatch(trip=self._restored_trip())
+        self.ccl_history = domain.CclHistory()
         self._alarm_since: dict[str, float] = {}
         self.decision = domain.decide(
             None, None, self.domain_settings, self.started_s, hold_off=self._hold_off()
@@ -317,11 +318,11 @@ class Charger(Service[ChargerServiceSettings]):
 
     def _watch_over_current(self, now_s: float) -> None:
         tripped_before = self.watch.trip is not None
+        self.ccl_history = self.ccl_history.add(
+            now_s, domain.charge_limit_a(self.limits), self.domain_settings.measurement_stale_s
+        )
         self.watch = self.watch.update(
-            self._measurements(),
-            domain.charge_limit_a(self.limits),
-            now_s,
-            self.domain_settings,
+            self._measurements(), self.ccl_history.highest(), now_s, self.domain_settings
         )
         trip = self.watch.trip
         if trip is not None and not tripped_before:
