@@ -68,8 +68,11 @@ EPISODE_GAP_S = 1.0  # violation samples closer than this form one episode
 CHANGES_BEFORE_S = 120.0  # accepted changes this long before a violation are listed with it
 ACK_WAIT_S = 2.0  # how long an attempt waits for its answer
 PLAN_SLACK_S = 30.0  # a phase never runs longer than planned + this
-CELL_CAPACITY_AH = 1.0  # a 9 Ah pack (the real one has 220 Ah): limits are minutes away
+CELL_CAPACITY_AH = 0.5  # a 4.5 Ah pack (the real one has 220 Ah): limits are a minute away
 FAULT_SHARE = 0.08  # the share of steps that inject (or clear) a fault
+# the share of steps that put every setting back to its start-up value at once: an admin
+# undoing everything, so that a run does not spend the rest of its time switched off
+RESET_SHARE = 0.03
 
 Outcome = Literal["accepted", "refused", "unanswered"]
 KnobKind = Literal["number", "select", "switch", "button", "text", "legacy", "unknown"]
@@ -399,9 +402,16 @@ def plan(seed: int, phase: str, knobs: Sequence[Knob], duration_s: float) -> lis
     for _ in range(int(duration_s / 0.3) + 1):  # bounded: the shortest gap is 0.3 s
         if at >= duration_s:
             break
-        if rng.random() < FAULT_SHARE:
+        draw = rng.random()
+        if draw < FAULT_SHARE:
             fault = random_fault(rng, pack.modules, pack.cells_per_module)
             steps.append(Step(at, user="operator", kind="fault", fault=tuple(fault.items())))
+        elif draw < FAULT_SHARE + RESET_SHARE:
+            steps += [
+                Step(at, k.topic, k.current, "operator", k.kind, "restore")
+                for k in knobs
+                if k.current and k.kind != "text"
+            ]
         else:
             knob = rng.choice(knobs)
             cls, payload = value_for(knob, rng)
@@ -895,25 +905,26 @@ def _read(path: Path) -> str:
 
 
 def run(
-    seed: int,
+    seeds: Sequence[int],
     minutes: float,
     phases: Sequence[str],
     work: Path,
     progress: Callable[[str], None] = lambda _s: None,
 ) -> list[PhaseResult]:
-    """Every phase in turn on its own system, ``minutes`` shared between them."""
+    """For each seed every phase in turn, each on its own system; ``minutes`` per seed."""
     duration_s = minutes * 60.0 / max(1, len(phases))
     results = []
-    for name in phases:
-        rig = build_rig(work / name, PHASES[name])
-        try:
-            rig.start()
-            result = run_phase(rig, PHASES[name], seed, duration_s, progress)
-        finally:
-            rig.stop()
-        for line in summary(result):
-            progress(line)
-        results.append(result)
+    for seed in seeds:
+        for name in phases:
+            rig = build_rig(work / f"seed{seed}" / name, PHASES[name])
+            try:
+                rig.start()
+                result = run_phase(rig, PHASES[name], seed, duration_s, progress)
+            finally:
+                rig.stop()
+            for line in summary(result):
+                progress(line)
+            results.append(result)
     return results
 
 
@@ -1010,7 +1021,10 @@ def main(argv: list[str]) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--seed", type=int, default=1, help="the plan's seed (default 1)")
-    parser.add_argument("--minutes", type=float, default=8.0, help="over all phases (default 8)")
+    parser.add_argument(
+        "--minutes", type=float, default=4.0, help="per seed, over all phases (default 4)"
+    )
+    parser.add_argument("--runs", type=int, default=1, help="seeds seed, seed+1, ... (default 1)")
     parser.add_argument(
         "--phases", default=",".join(PHASES), help=f"comma-separated, of {', '.join(PHASES)}"
     )
@@ -1018,15 +1032,17 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     unknown = sorted(set(phases) - set(PHASES))
-    if unknown or not phases or not 0 < args.minutes <= 600:
+    if unknown or not phases or not 0 < args.minutes <= 600 or not 1 <= args.runs <= 100:
         parser.error(
-            f"--phases {unknown or phases} / --minutes {args.minutes} (0 < minutes <= 600)"
+            f"--phases {unknown or phases}, --minutes {args.minutes} (0 < minutes <= 600), "
+            f"--runs {args.runs} (1..100)"
         )
+    seeds = list(range(args.seed, args.seed + args.runs))
     work = Path(tempfile.mkdtemp(prefix="gridzero-admin-"))
     print(
-        f"work directory {work}; seed {args.seed}, {args.minutes:g} min over {phases}", flush=True
+        f"work directory {work}; seeds {seeds}, {args.minutes:g} min each over {phases}", flush=True
     )
-    results = run(args.seed, args.minutes, phases, work, lambda line: print(line, flush=True))
+    results = run(seeds, args.minutes, phases, work, lambda line: print(line, flush=True))
     print(totals(results))
     print(f"accepted changes by setting ({report.stamp()}):")
     print("\n".join(accepted_extremes(results)))
