@@ -20,7 +20,8 @@ What is judged is the simulator's truth (``SimTruth``), never what the services 
 
 A drift fault moves a cell's *measured* voltage and a temperature fault a module's
 *measured* temperature, and the truth carries the measured values: such a cell or module is
-left out of the judgement while its fault lasts (plus ``REACTION_S``).
+left out of the judgement while its fault lasts (plus ``REACTION_S``). Cells and modules
+are named as the simulator's fault targets: ``bus:module[:cell]``, numbers from 1.
 
 The run has phases, each on a fresh system and plant: ``full`` (near full, charging on
 PV), ``empty`` (near empty, discharging), ``cold`` (-5 °C) and ``hot`` (47 °C). The pack is
@@ -452,11 +453,11 @@ class FaultRecord:
     ok: bool
     reason: str = ""
 
-    def lasts(self, at: float, after_s: float = 0.0) -> bool:
-        """True if the fault was in force at wall time ``at`` (or ended ``after_s`` before)."""
+    def lasts(self, at: float) -> bool:
+        """True if the fault was in force at wall time ``at``."""
         if not self.ok or self.fault["kind"] == "clear":
             return False
-        return self.at - 0.5 <= at <= self.acked + float(self.fault["duration_s"]) + after_s
+        return self.at - 0.5 <= at <= self.acked + float(self.fault["duration_s"])
 
 
 def _service_of(topic: str) -> str:
@@ -678,7 +679,7 @@ def _visible(masked: Sequence[Masked], ts: float, module: int | None, cell: int 
 def _cells(truth: Truth, masked: Sequence[Masked]) -> list[tuple[float, str]]:
     ts = float(truth["ts"])
     return [
-        (float(v), f"module {m}, cell {c + 1}")
+        (float(v), f"cell {_module_target(m)}:{c + 1}")
         for m, row in enumerate(truth["cells_v"])
         for c, v in enumerate(row)
         if _visible(masked, ts, m, c)
@@ -688,7 +689,7 @@ def _cells(truth: Truth, masked: Sequence[Masked]) -> list[tuple[float, str]]:
 def _temperatures(truth: Truth, masked: Sequence[Masked]) -> list[tuple[float, str]]:
     ts = float(truth["ts"])
     return [
-        (float(t), f"module {m}")
+        (float(t), f"module {_module_target(m)}")
         for m, t in enumerate(truth["temperatures_c"])
         if _visible(masked, ts, m, None)
     ]
