@@ -4,4 +4,5 @@
 - ``scenarios.py``: the faults, how each is injected, measured and ended;
 - ``report.py``: the table in docs/reliability.md;
 - ``cli.py``: the command.
+- ``admin.py``: a random admin (settings, buttons, faults) judged on the truth (issue 16).
 """
