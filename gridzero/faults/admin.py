@@ -404,7 +404,7 @@ def plan(seed: int, phase: str, knobs: Sequence[Knob], duration_s: float) -> lis
         if at >= duration_s:
             break
         draw = rng.random()
-        if draw < FAULT_SHARE:
+        if draw < FAULT_SHARE or not steps:  # every run injects at least one fault
             fault = random_fault(rng, pack.modules, pack.cells_per_module)
             steps.append(Step(at, user="operator", kind="fault", fault=tuple(fault.items())))
         elif draw < FAULT_SHARE + RESET_SHARE:
