@@ -11,6 +11,7 @@ to ``tls_port``. ``include_dir`` files are inlined in Mosquitto's order.
 from __future__ import annotations
 
 import getpass
+import os
 import shutil
 import signal
 import socket
@@ -75,6 +76,12 @@ def _is_tls_block(lines: list[str], start: int) -> bool:
     return False
 
 
+# Only for the Home Assistant end-to-end test: the ha-peer tool watches for Home Assistant's
+# birth message with a second connection under Home Assistant's own login, which one
+# connection per login would keep logging out. Never set in production or in Docker.
+SHARED_CLIENT_IDS_ENV = "MOSQUITTO_TEST_SHARED_CLIENT_IDS"
+
+
 def render_config(
     source: Path,
     workdir: Path,
@@ -87,8 +94,11 @@ def render_config(
     lines = _expand_includes(source)
     out = []
     plain_done = False
+    shared_ids = os.environ.get(SHARED_CLIENT_IDS_ENV) == "1"
     for i, raw in enumerate(lines):
         line = raw
+        if shared_ids and raw.split()[:1] == ["use_username_as_clientid"]:
+            continue
         if raw.split()[:1] == ["listener"]:
             if _is_tls_block(lines, i):
                 line = f"listener {tls_port} {host}" if tls_port is not None else raw

@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from gridzero.contract import HA_STATUS_TOPIC, Topics
+from gridzero.runtime.broker import SHARED_CLIENT_IDS_ENV
 from gridzero.testing import Probe, System, wait_until
 from tests.homeassistant.browser import (
     DEEP_TEXT_JS,
@@ -125,7 +126,16 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     root = tmp_path_factory.mktemp("ha")
     # the simulated units answer status queries, so the inverter's measurements have values
     system = System(root / "system", sim={"answer_inverter_queries": True})
-    system.start()
+    # the ha-peer tool logs in a second time as `homeassistant` to watch for HA's birth
+    # message: this broker lets a login connect twice (gridzero/runtime/broker.py)
+    os.environ[SHARED_CLIENT_IDS_ENV] = "1"
+    try:
+        system.start()  # the broker takes its config now; no later broker sees the variable
+    finally:
+        del os.environ[SHARED_CLIENT_IDS_ENV]
+    # Home Assistant logs in under the plain `homeassistant` name; with one connection per
+    # login, a probe must never take that login (it would log Home Assistant out)
+    system.logins.services.add("homeassistant")
     probe = system.probe()
     ha: HomeAssistant | None = None
     try:
