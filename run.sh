@@ -5,8 +5,8 @@
 #   ./run.sh bench   print the benchmark figures
 #   ./run.sh install [dev]   only create .venv (runtime dependencies; dev: test tools too)
 # On a fresh Debian machine it installs what it needs: mosquitto (apt, as root) and a
-# virtual environment in .venv: `up` and `bench` the runtime dependencies only, hash-checked
-# (requirements.lock); `test` also the test tools (constraints.txt).
+# virtual environment in .venv from uv.lock (hash-checked): `up` and `bench` without the test
+# tools, `test` with them.
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=.venv
@@ -30,23 +30,25 @@ need_apt() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 }
 
-# need_venv runtime|dev: .venv with the runtime dependencies and the build backend from
-# requirements.lock (exact versions, every file checked against its sha256), then gridzero
-# itself (editable, built offline by that backend); `dev` adds the test and lint tools at the
-# versions in constraints.txt. The venv's own pip is used as it is (no unpinned upgrade).
+# need_venv runtime|dev: .venv with the whole workspace (the library, every service, the
+# tools) at the versions in uv.lock, each file checked against the lock's sha256, workspace
+# members editable. uv itself comes from tools/build-tools.txt (exact version, hash-checked) into its own
+# small venv, .uv. `dev` adds the test, lint and plot tools (the lock's `dev` group).
 need_venv() {
   local stamp=$VENV/.installed-$1
-  if [ ! -x $VENV/bin/python ]; then
-    "$PY" -m venv $VENV
+  if [ ! -x .uv/bin/uv ]; then
+    "$PY" -m venv .uv
+    .uv/bin/python -m pip install -q --require-hashes --only-binary=:all: -r tools/build-tools.txt >&2
   fi
-  if [ ! -f $stamp ] || [ pyproject.toml -nt $stamp ] || [ requirements.lock -nt $stamp ] ||
-     [ constraints.txt -nt $stamp ]; then
-    $VENV/bin/python -m pip install -q --require-hashes --only-binary=:all: -r requirements.lock >&2
-    if [ "$1" = dev ]; then
-      $VENV/bin/python -m pip install -q --no-build-isolation -c constraints.txt -e '.[dev]' >&2
-    else
-      $VENV/bin/python -m pip install -q --no-build-isolation --no-deps -e . >&2
-    fi
+  local newest
+  newest=$(ls -t uv.lock pyproject.toml lib/pyproject.toml services/*/pyproject.toml \
+           tools/pyproject.toml | head -1)
+  if [ ! -x $VENV/bin/python ] || [ ! -f $stamp ] || [ "$newest" -nt $stamp ]; then
+    local groups=(--no-dev)
+    [ "$1" = dev ] && groups=(--group dev)
+    UV_PROJECT_ENVIRONMENT=$VENV .uv/bin/uv sync -q --frozen --all-packages "${groups[@]}" \
+      --python "$(command -v "$PY")" >&2
+    rm -f $VENV/.installed-*
     touch $stamp
   fi
 }
@@ -59,11 +61,11 @@ case "$cmd" in
     need_venv dev
     failed=()
     echo "== ruff check"
-    $VENV/bin/ruff check gridzero tests scripts || failed+=("ruff check")
+    $VENV/bin/ruff check . || failed+=("ruff check")
     echo "== ruff format --check"
-    $VENV/bin/ruff format --check gridzero tests scripts || failed+=("ruff format")
-    echo "== mypy --strict gridzero"
-    $VENV/bin/mypy gridzero || failed+=(mypy)
+    $VENV/bin/ruff format --check . || failed+=("ruff format")
+    echo "== mypy --strict (library, services, tools)"
+    $VENV/bin/mypy $(./run.sh packages) || failed+=(mypy)
     echo "== pytest"
     $VENV/bin/pytest "$@" || failed+=(pytest)
     if [ ${#failed[@]} -gt 0 ]; then
@@ -79,6 +81,12 @@ case "$cmd" in
   bench)
     need_venv runtime
     exec $VENV/bin/gridzero bench "$@"
+    ;;
+  packages)
+    # every import package of the workspace, as mypy -p arguments
+    printf -- '-p gridzero -p gridzero_tools'
+    for d in services/*/gridzero_*/__init__.py; do printf -- ' -p %s' "$(basename "$(dirname "$d")")"; done
+    echo
     ;;
   install)
     # only the venv: `install` for running (what `up` installs), `install dev` for testing

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate the bundled load/PV profiles in gridzero/data/profiles (fixed seed).
+"""Generate the bundled load/PV profiles in tools/gridzero_tools/data/profiles (fixed seed).
 
     .venv/bin/python scripts/make_profiles.py [--out DIR] [--seed N]
 
@@ -30,7 +30,9 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "gridzero" / "data" / "profiles"
+DEFAULT_OUT = (
+    Path(__file__).resolve().parent.parent / "tools" / "gridzero_tools" / "data" / "profiles"
+)
 DEFAULT_SEED = 20240601
 DAY_S = 86400
 

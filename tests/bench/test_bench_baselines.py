@@ -6,20 +6,20 @@ import math
 
 import pytest
 
-from gridzero.bench.baselines import (
+from gridzero.errors import UsageError
+from gridzero_controller.core import ChargerReading, InverterReading, Observation
+from gridzero_controller.dispatch import BmsLimits, InverterUnit
+from gridzero_controller.law import MeterSample
+from gridzero_tools.bench.baselines import (
     HousebattController,
     OpenDtuController,
     SoyosourceMeterController,
 )
-from gridzero.bench.cli import CONTROLLERS, main, run_case
-from gridzero.bench.cli import Progress as BenchProgress
-from gridzero.bench.engine import BenchConfig
-from gridzero.errors import UsageError
-from gridzero.services.controller.core import ChargerReading, InverterReading, Observation
-from gridzero.services.controller.dispatch import BmsLimits, InverterUnit
-from gridzero.services.controller.law import MeterSample
-from gridzero.sim.params import PlantParams
-from gridzero.sim.profile import Profile
+from gridzero_tools.bench.cli import CONTROLLERS, main, run_case
+from gridzero_tools.bench.cli import Progress as BenchProgress
+from gridzero_tools.bench.engine import BenchConfig
+from gridzero_tools.sim.params import PlantParams
+from gridzero_tools.sim.profile import Profile
 
 UNIT = (InverterUnit("gtn1", 900.0),)
 LIM = BmsLimits(49.2, 50.0, 50.0, False, 0.0)

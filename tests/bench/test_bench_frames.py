@@ -8,16 +8,16 @@ import math
 
 import pytest
 
-from gridzero.bench.engine import BenchConfig, DeviceServices
-from gridzero.services.controller.dispatch import (
+from gridzero_controller.dispatch import (
     CHARGER_OFF,
     BmsLimits,
     Commands,
     Side,
 )
-from gridzero.sim.params import PlantParams
-from gridzero.sim.plant import Plant
-from gridzero.sim.profile import Profile
+from gridzero_tools.bench.engine import BenchConfig, DeviceServices
+from gridzero_tools.sim.params import PlantParams
+from gridzero_tools.sim.plant import Plant
+from gridzero_tools.sim.profile import Profile
 
 
 def _setup() -> tuple[Plant, DeviceServices]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-import gridzero.services.controller.law as law
-from gridzero.bench.cli import bench_settings, make_controller
-from gridzero.bench.engine import BenchConfig, run
-from gridzero.bench.metrics import net_load_series, oscillating_minutes
-from gridzero.sim.params import InverterParams, PlantParams
-from gridzero.sim.profile import load_profile
+import gridzero_controller.law as law
+from gridzero_tools.bench.cli import bench_settings, make_controller
+from gridzero_tools.bench.engine import BenchConfig, run
+from gridzero_tools.bench.metrics import net_load_series, oscillating_minutes
+from gridzero_tools.sim.params import InverterParams, PlantParams
+from gridzero_tools.sim.profile import load_profile
 
 
 def _swinging_minutes() -> tuple[int, float]:

@@ -6,8 +6,8 @@ import struct
 import zlib
 from pathlib import Path
 
-from gridzero.bench.cli import main
-from gridzero.bench.plot import COLOURS
+from gridzero_tools.bench.cli import main
+from gridzero_tools.bench.plot import COLOURS
 
 
 def _pixels(png: bytes) -> tuple[int, int, list[bytes]]:

@@ -1,11 +1,11 @@
 """A random admin over the running system (issue 16): the cells stay in their window.
 
-`gridzero.faults.admin` changes settings, presses buttons and sends the legacy charge command
+`gridzero_tools.faults.admin` changes settings, presses buttons and sends the legacy charge command
 at random as Home Assistant and the operator (valid, out of range, NaN, huge, negative,
 wrong types, unknown names), injects random simulator faults, and judges the simulator's
 truth: cells inside the bms's start-up window, charge current within the CCL, no charging
 outside 0..45 °C, never charge and discharge at once. The CI run is one short phase per
-plant state (near full, near empty, cold, hot); `python -m gridzero.faults.admin --seed N
+plant state (near full, near empty, cold, hot); `python -m gridzero_tools.faults.admin --seed N
 --minutes M` runs longer ones. The first tests check the planner and the judge on their own,
 so that the judge is known to catch each rule.
 """
@@ -23,8 +23,8 @@ from pydantic import BaseModel, Field
 
 from gridzero import ha
 from gridzero.contract import LEGACY_CHARGE_TARGET_TOPIC, Topics
-from gridzero.faults import admin
-from gridzero.faults.admin import CclHistory, FaultRecord, Knob, Window
+from gridzero_tools.faults import admin
+from gridzero_tools.faults.admin import CclHistory, FaultRecord, Knob, Window
 
 T = Topics()
 CI_MINUTES = 2.0  # over the four phases: about 40 s each with start and stop

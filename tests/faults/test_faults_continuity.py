@@ -3,7 +3,7 @@
 The shunt's counters never go back, its counting loses at most a few seconds per restart,
 its SoC does not jump, settings changed over MQTT (one of them killed right after its ack)
 are what the restarted services echo, the cells stay within their limits and every service
-comes back by itself. Figures: `python -m gridzero.faults --continuity --report
+comes back by itself. Figures: `python -m gridzero_tools.faults --continuity --report
 docs/reliability.md`.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gridzero.faults import continuity
-from gridzero.faults.rig import Rig, RigConfig
+from gridzero_tools.faults import continuity
+from gridzero_tools.faults.rig import Rig, RigConfig
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

@@ -7,8 +7,8 @@ import itertools
 
 import pytest
 
-from gridzero import fuzz
 from gridzero.errors import UsageError
+from gridzero_tools import fuzz
 
 CI_EXAMPLES = 2000
 # the controller is being edited by its owner; its chargeTarget handler is a known finding

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from gridzero import fuzz
 from gridzero.contract import LEGACY_CHARGE_TARGET_TOPIC, Topics
 from gridzero.testing import Probe, System, wait_until
+from gridzero_tools import fuzz
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 T = Topics()

@@ -1,10 +1,10 @@
 """The fault matrix over the running system, with short faults (issue 11, item 1).
 
 One rig (broker, simulator as separate "hardware", every service via `gridzero up`) runs every
-scenario of `gridzero.faults.scenarios.MATRIX` in order. Each test checks what must hold
+scenario of `gridzero_tools.faults.scenarios.MATRIX` in order. Each test checks what must hold
 whatever the timing: the cells stayed inside 3.0..4.2 V, the flow stopped where stopping is
 required, and the system resumed on its own. The measured times are printed (`-s`) and go
-into docs/reliability.md through `python -m gridzero.faults --report docs/reliability.md`;
+into docs/reliability.md through `python -m gridzero_tools.faults --report docs/reliability.md`;
 they are not pass/fail criteria here (the machine is shared).
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gridzero.faults import scenarios
-from gridzero.faults.rig import Rig
+from gridzero_tools.faults import scenarios
+from gridzero_tools.faults.rig import Rig
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

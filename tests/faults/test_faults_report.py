@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from gridzero.faults import report, scenarios
-from gridzero.faults.rig import flat_profile
-from gridzero.faults.scenarios import Result
-from gridzero.sim.profile import load_profile
+from gridzero_tools.faults import report, scenarios
+from gridzero_tools.faults.rig import flat_profile
+from gridzero_tools.faults.scenarios import Result
+from gridzero_tools.sim.profile import load_profile
 
 
 def _result(**changes: object) -> Result:
@@ -73,7 +73,7 @@ def test_matrix_table_lists_each_row(tmp_path: Path) -> None:
     rows = [_result(), _result(key="x", title="x fault", stopped_after_s=None, stop_required=False)]
     rows[0].alarms = ["module_missing"]
     rows[0].notes = ["something odd"]
-    text = report.matrix_table(rows, scenarios.QUICK, "python -m gridzero.faults --quick")
+    text = report.matrix_table(rows, scenarios.QUICK, "python -m gridzero_tools.faults --quick")
     assert "| meter silent while discharging | discharging | 11.0 s |" in text
     assert "did not stop (not required)" in text
     assert "`module_missing`" in text

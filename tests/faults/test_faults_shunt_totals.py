@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gridzero.contract import ShuntState, Topics
 from gridzero.runtime.service import Context
-from gridzero.services.shunt.service import STORE_KEY, Shunt, ShuntSettings
+from gridzero_shunt.service import STORE_KEY, Shunt, ShuntSettings
 
 T = Topics()
 

@@ -9,15 +9,15 @@ from collections.abc import Iterator
 import pytest
 
 from gridzero.contract import SimFault, Topics
-from gridzero.fuzz import Harness, start_harness
 from gridzero.runtime.mqtt import Message
-from gridzero.services.bms import codec as bms_codec
-from gridzero.sim import faults
-from gridzero.sim.devices.bms import BmsBusEmulator
-from gridzero.sim.params import load_plant
-from gridzero.sim.plant import Plant
-from gridzero.sim.profile import Profile
-from gridzero.sim.service import contract_fault
+from gridzero_bms import codec as bms_codec
+from gridzero_tools.fuzz import Harness, start_harness
+from gridzero_tools.sim import faults
+from gridzero_tools.sim.devices.bms import BmsBusEmulator
+from gridzero_tools.sim.params import load_plant
+from gridzero_tools.sim.plant import Plant
+from gridzero_tools.sim.profile import Profile
+from gridzero_tools.sim.service import contract_fault
 
 T = Topics()
 LAYOUT = [list(range(1, 9)), [1]]

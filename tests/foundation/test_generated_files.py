@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gridzero.docs import render_mqtt_md
 from gridzero.runtime.credentials import render_acl
+from gridzero_tools.docs import render_mqtt_md
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_docs_mqtt_md_matches_the_models() -> None:
     committed = (ROOT / "docs" / "mqtt.md").read_text(encoding="utf-8")
     assert committed == render_mqtt_md(), (
-        "docs/mqtt.md drifted from gridzero/contract.py: run `gridzero docs`"
+        "docs/mqtt.md drifted from lib/gridzero/contract.py: run `gridzero docs`"
     )
 
 

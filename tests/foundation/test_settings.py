@@ -11,7 +11,7 @@ from pydantic import model_validator
 from gridzero.cli import main
 from gridzero.errors import SettingsError
 from gridzero.runtime.settings import ServiceSettings, load_settings, redact
-from gridzero.services.telnet_console.auth import hash_password
+from gridzero_telnet_console.auth import hash_password
 
 
 def test_defaults_env_and_yaml_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -145,7 +145,7 @@ def test_service_devices_link_to_the_hub() -> None:
 
 
 def test_inverter_measurements_only_for_units_that_are_asked() -> None:
-    from gridzero.services.inverter import service as inverter
+    from gridzero_inverter import service as inverter
 
     ctx = cast(Context, SimpleNamespace(topics=T))
     measured = {"battery_voltage", "battery_current", "ac_voltage", "frequency", "temperature"}

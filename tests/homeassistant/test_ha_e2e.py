@@ -127,7 +127,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     # the simulated units answer status queries, so the inverter's measurements have values
     system = System(root / "system", sim={"answer_inverter_queries": True})
     # the ha-peer tool logs in a second time as `homeassistant` to watch for HA's birth
-    # message: this broker lets a login connect twice (gridzero/runtime/broker.py)
+    # message: this broker lets a login connect twice (lib/gridzero/runtime/broker.py)
     os.environ[SHARED_CLIENT_IDS_ENV] = "1"
     try:
         system.start()  # the broker takes its config now; no later broker sees the variable

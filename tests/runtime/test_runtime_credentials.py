@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gridzero.errors import UsageError
-from gridzero.runtime import up
+from gridzero_tools import up
 from gridzero.runtime.broker import PROJECT_CONFIG_DIR
 from gridzero.runtime.credentials import (
     CONSOLE_PASSWORD_FILE,

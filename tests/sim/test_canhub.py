@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import can
 import pytest
 
-from gridzero.sim.canhub import CanHub, format_frame, parse_send
+from gridzero_tools.sim.canhub import CanHub, format_frame, parse_send
 
 
 @pytest.fixture

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from gridzero.contract import SimFault
-from gridzero.services.bms import codec as bms_codec
-from gridzero.sim.devices.bms import BmsBusEmulator
-from gridzero.sim.faults import DuplicateModule, FrozenModule, parse_fault
-from gridzero.sim.params import load_plant
-from gridzero.sim.plant import Plant
-from gridzero.sim.profile import Profile
-from gridzero.sim.service import contract_fault
+from gridzero_bms import codec as bms_codec
+from gridzero_tools.sim.devices.bms import BmsBusEmulator
+from gridzero_tools.sim.faults import DuplicateModule, FrozenModule, parse_fault
+from gridzero_tools.sim.params import load_plant
+from gridzero_tools.sim.plant import Plant
+from gridzero_tools.sim.profile import Profile
+from gridzero_tools.sim.service import contract_fault
 
 DECODER = bms_codec.FrameDecoder()
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from gridzero.services.bms import codec as bms_codec
-from gridzero.services.charger import codec as r48
-from gridzero.services.inverter import codec as soyo
-from gridzero.sim.devices.bms import BmsBusEmulator
-from gridzero.sim.devices.inverter import InverterEmulator
-from gridzero.sim.devices.rectifier import RectifierEmulator
-from gridzero.sim.faults import ChargerSilent, ModuleSilent
-from gridzero.sim.params import load_plant
-from gridzero.sim.plant import Plant
-from gridzero.sim.profile import Profile
+from gridzero_bms import codec as bms_codec
+from gridzero_charger import codec as r48
+from gridzero_inverter import codec as soyo
+from gridzero_tools.sim.devices.bms import BmsBusEmulator
+from gridzero_tools.sim.devices.inverter import InverterEmulator
+from gridzero_tools.sim.devices.rectifier import RectifierEmulator
+from gridzero_tools.sim.faults import ChargerSilent, ModuleSilent
+from gridzero_tools.sim.params import load_plant
+from gridzero_tools.sim.plant import Plant
+from gridzero_tools.sim.profile import Profile
 
 
 def _plant() -> Plant:

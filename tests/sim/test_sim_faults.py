@@ -7,7 +7,7 @@ import math
 import pytest
 
 from gridzero.errors import UsageError
-from gridzero.sim.faults import (
+from gridzero_tools.sim.faults import (
     BusGarbage,
     CellDrift,
     CellLeak,
@@ -20,9 +20,9 @@ from gridzero.sim.faults import (
     ModuleSilent,
     parse_fault,
 )
-from gridzero.sim.params import load_plant
-from gridzero.sim.plant import Plant
-from gridzero.sim.profile import Profile
+from gridzero_tools.sim.params import load_plant
+from gridzero_tools.sim.plant import Plant
+from gridzero_tools.sim.profile import Profile
 
 
 def _plant() -> Plant:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from gridzero.errors import UsageError
-from gridzero.sim.params import PlantParams, bundled_plants, load_plant, parse_plant
-from gridzero.sim.profile import Profile, bundled_profiles, load_profile, parse_profile
+from gridzero_tools.sim.params import PlantParams, bundled_plants, load_plant, parse_plant
+from gridzero_tools.sim.profile import Profile, bundled_profiles, load_profile, parse_profile
 
 # --- plant files ---------------------------------------------------------------------------
 

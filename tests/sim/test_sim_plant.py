@@ -9,11 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gridzero.ocv import ocv_from_soc
-from gridzero.sim.inverters import Inverter
-from gridzero.sim.pack import cell_ocv_v
-from gridzero.sim.params import InverterParams, PlantParams, load_plant, parse_plant
-from gridzero.sim.plant import Plant
-from gridzero.sim.profile import Profile
+from gridzero_tools.sim.inverters import Inverter
+from gridzero_tools.sim.pack import cell_ocv_v
+from gridzero_tools.sim.params import InverterParams, PlantParams, load_plant, parse_plant
+from gridzero_tools.sim.plant import Plant
+from gridzero_tools.sim.profile import Profile
 
 
 def _plant(

@@ -14,11 +14,11 @@ import pytest
 from gridzero.contract import Topics
 from gridzero.runtime.broker import free_port
 from gridzero.runtime.service import ServiceRunner
-from gridzero.services.bms import codec as bms_codec
-from gridzero.services.charger import codec as r48
-from gridzero.services.inverter import codec as soyo
-from gridzero.sim.service import CanBusSettings, Sim, SimSettings
 from gridzero.testing import TestBroker, wait_until
+from gridzero_bms import codec as bms_codec
+from gridzero_charger import codec as r48
+from gridzero_inverter import codec as soyo
+from gridzero_tools.sim.service import CanBusSettings, Sim, SimSettings
 
 pytestmark = pytest.mark.broker
 T = Topics()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gridzero.sim.speed import run
+from gridzero_tools.sim.speed import run
 
 
 @pytest.mark.slow

@@ -74,7 +74,7 @@ def test_meter_fault_stops_discharge_then_recovers(system: tuple[System, Probe, 
     injected = time.monotonic()
     operator.publish(T.sim_fault_set, json.dumps({"kind": "meter_silent", "duration_s": 20}))
 
-    # documented effect (docs/controller.md): meter older than 5 s -> ramp to 0 W; the
+    # documented effect (services/controller/README.md): meter older than 5 s -> ramp to 0 W; the
     # inverter service then sends 0 W frames
     def inverter_off() -> bool:
         recent = _truths(probe, time.monotonic() - 1.5)

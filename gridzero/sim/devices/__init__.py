@@ -1,5 +1,0 @@
-"""The plant's devices on their wires (pure emulators; I/O lives in gridzero.sim.service).
-
-Each emulator turns received bytes into plant commands and plant state into
-the bytes the real device would send, using the services' own codecs.
-"""

@@ -1,0 +1,669 @@
+"""The MQTT contract: every topic gridzero uses and every payload, as validated models.
+
+One place, so that services, the console, the simulator, Home Assistant discovery,
+the broker ACL and ``docs/mqtt.md`` all agree. Topics live under a configurable
+base (default ``gridzero``); each service owns ``<base>/<service>/...``.
+
+Conventions:
+- State payloads are JSON objects validated by the models below, SI units in the
+  key names (``voltage_v``, ``current_a``, ``power_w``, ``soc_pct``) and a
+  ``ts`` (Unix time, seconds) of when the value was measured or decided.
+- Commands go to ``.../set`` topics and are validated; a rejected command changes
+  nothing and is answered on ``<base>/<service>/ack``.
+- Runtime settings: ``<base>/<service>/settings/<name>/set`` (command, plain text
+  value) and ``<base>/<service>/settings/<name>`` (retained echo, plain text), so
+  Home Assistant number/select/switch entities can use them directly. Buttons:
+  ``<base>/<service>/action/<name>/set``.
+- Battery power sign: + discharge (into the house), − charge. Battery current
+  sign: + charging (into the battery), as a shunt reads it.
+- The grid meter is an outside input: by default ``meterbox/grid``, a plain
+  integer in W, positive = import (topic, JSON path and sign are settings).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gridzero.registry import SERVICES
+
+__all__ = ["SERVICES"]  # re-exported: the one table of parts lives in gridzero.registry
+
+DEFAULT_BASE = "gridzero"
+DEFAULT_METER_TOPIC = "meterbox/grid"
+LEGACY_CHARGE_TARGET_TOPIC = "meterbox/chargeTarget"
+HA_STATUS_TOPIC = "homeassistant/status"
+HA_DISCOVERY_PREFIX = "homeassistant"
+
+
+class ServiceStatus(StrEnum):
+    """Payload of ``<base>/<service>/status`` (plain text, retained)."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"  # the broker's last will: the process died or lost its connection
+    STOPPED = "stopped"  # clean exit
+
+
+class Payload(BaseModel):
+    """Base of every JSON payload: strict keys, finite numbers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    topic_doc: ClassVar[str] = ""
+
+
+class Stamped(Payload):
+    """A payload with the time it describes."""
+
+    ts: float = Field(ge=0, description="Unix time in seconds when the values were measured")
+
+
+class Numbered(Stamped):
+    """A safety-relevant payload its publisher numbers: consumers refuse repeats and replays.
+
+    ``boot`` is a random id per publisher start, ``seq`` counts up from 1 within a boot
+    (gridzero.runtime.freshness)."""
+
+    boot: str = Field(min_length=1, max_length=32, description="publisher's random id per start")
+    seq: int = Field(ge=1, description="counts up from 1 within one boot")
+
+
+# --------------------------------------------------------------------------- bms
+
+
+class CellRef(Payload):
+    """Where a cell sits: module position (per bus) and cell number 1..12."""
+
+    bus: int = Field(ge=0)
+    module: int = Field(ge=1)
+    cell: int = Field(ge=1)
+    voltage_v: float
+
+
+class Alarm(Payload):
+    """One active protection alarm."""
+
+    code: str = Field(description="machine name, e.g. cell_over_voltage, module_missing")
+    message: str = Field(description="human text naming the value, the limit and the place")
+    since_ts: float = Field(ge=0)
+
+
+class BmsLimits(Numbered):
+    """The battery's limits, owned by the bms; charger and inverters obey them on their own."""
+
+    topic_doc: ClassVar[str] = "battery limits, about every 0.5 s"
+    cvl_v: float = Field(ge=0, description="charge voltage limit, pack volts")
+    ccl_a: float = Field(ge=0, description="charge current limit")
+    dcl_a: float = Field(ge=0, description="discharge current limit")
+    charge_allowed: bool
+    discharge_allowed: bool
+    pack_voltage_v: float = Field(ge=0)
+    reasons: list[str] = Field(default_factory=list, description="why a limit is below its maximum")
+    alarms: list[Alarm] = Field(default_factory=list)
+
+
+class PackState(Stamped):
+    """Whole-pack view across all buses and modules."""
+
+    topic_doc: ClassVar[str] = "pack voltage, cell extremes, temperatures, modules, about every 1 s"
+    pack_voltage_v: float = Field(ge=0)
+    cell_min: CellRef | None
+    cell_max: CellRef | None
+    cell_avg_v: float | None
+    cell_delta_v: float | None = Field(ge=0)
+    temperature_min_c: float | None
+    temperature_max_c: float | None
+    temperature_avg_c: float | None
+    modules_present: int = Field(ge=0)
+    modules_expected: int = Field(ge=0)
+    cells_counted: int = Field(ge=0)
+    cells_expected: int = Field(ge=0)
+    balancing: bool
+    balancing_cells: int = Field(ge=0, description="how many cells bleed now")
+    alarm_text: str = Field(description="empty when all is well")
+    frames_rx: int = Field(ge=0)
+    frames_bad: int = Field(ge=0)
+
+
+class ModuleState(Stamped):
+    """One module's cells and temperatures."""
+
+    topic_doc: ClassVar[str] = "one module's cells, temperatures and bleed state"
+    bus: int = Field(ge=0)
+    module: int = Field(ge=1)
+    present: bool
+    age_s: float | None = Field(ge=0, description="seconds since the last frame")
+    cells_v: list[float | None]
+    temperatures_c: list[float | None]
+    balancing_cells: list[int] = Field(default_factory=list, description="cell numbers bleeding")
+
+
+# --------------------------------------------------------------------------- charger
+
+
+class ChargeCommand(Numbered):
+    """Controller -> charger. Exactly one of current_a / power_w; voltage defaults to CVL."""
+
+    topic_doc: ClassVar[str] = "charge command from the controller (the only writer)"
+    current_a: float | None = Field(default=None, ge=0, le=200)
+    power_w: float | None = Field(default=None, ge=0, le=20000)
+    voltage_v: float | None = Field(default=None, ge=0, le=60)
+    enable: bool = True
+
+    @field_validator("power_w")
+    @classmethod
+    def _one_target(cls, v: float | None, info: Any) -> float | None:
+        if v is not None and info.data.get("current_a") is not None:
+            raise ValueError("give current_a or power_w, not both")
+        return v
+
+
+class ChargerState(Stamped):
+    """What the rectifier reports and what the charger service decided."""
+
+    topic_doc: ClassVar[str] = "rectifier readings, link and the effective limit, about every 1 s"
+    link: Literal["ok", "lost", "unknown"]
+    dc_on: bool
+    output_voltage_v: float | None
+    output_current_a: float | None
+    output_power_w: float | None
+    temperature_c: float | None
+    input_voltage_v: float | None
+    setpoint_voltage_v: float | None
+    setpoint_current_a: float | None
+    limit_reason: str = Field(description="controller, cvl, ccl, max_power, alarm, stale_bms, ...")
+    status_flags: list[str] = Field(default_factory=list)
+    alarms: list[Alarm] = Field(
+        default_factory=list,
+        description="the charger's own: over_current_trip (latched), fallback_unconfirmed, "
+        "cvl_above_pack_max",
+    )
+    fallback: Literal["pending", "confirmed", "refused", "unanswered"] = Field(
+        default="pending", description="the stored fallback write: DC stays off unless confirmed"
+    )
+
+
+# --------------------------------------------------------------------------- inverter
+
+
+class InverterCommand(Numbered):
+    """Controller -> one inverter unit: the AC power it should feed."""
+
+    topic_doc: ClassVar[str] = "power demand for one unit from the controller (the only writer)"
+    power_w: float = Field(ge=0, le=10000)
+
+
+class InverterState(Stamped):
+    """One unit: demand sent, what it reports, link and cap."""
+
+    topic_doc: ClassVar[str] = "one unit's demand, status, link and cap, about every 1 s"
+    unit: str
+    demand_w: float = Field(ge=0, description="the demand on the wire now")
+    requested_w: float = Field(ge=0, description="what the controller asked for")
+    cap_w: float = Field(ge=0)
+    cap_reason: str
+    link: Literal["ok", "no_status", "port_error", "stopped"]
+    sending: bool
+    battery_voltage_v: float | None = None
+    battery_current_a: float | None = None
+    ac_voltage_v: float | None = None
+    frequency_hz: float | None = None
+    temperature_c: float | None = None
+    operation_status: int | None = None
+
+
+# --------------------------------------------------------------------------- shunt
+
+
+class ShuntState(Stamped):
+    """Battery current, state of charge and energy counters."""
+
+    topic_doc: ClassVar[str] = "current, SoC and energy counters, about every 1 s"
+    sensor: Literal["ok", "unavailable"]
+    current_a: float | None = Field(description="+ charging")
+    power_w: float | None = Field(description="+ charging")
+    soc_pct: float | None = Field(ge=0, le=100)
+    soc_source: str = Field(description="counted, ocv, full_anchor, empty_anchor, set, restored")
+    remaining_ah: float | None = Field(ge=0)
+    remaining_wh: float | None = Field(ge=0)
+    capacity_ah: float = Field(gt=0)
+    charge_in_ah: float = Field(ge=0)
+    charge_out_ah: float = Field(ge=0)
+    energy_in_kwh: float = Field(ge=0, description="total_increasing, Energy dashboard")
+    energy_out_kwh: float = Field(ge=0, description="total_increasing, Energy dashboard")
+    offset_counts: float
+    gain: float
+
+
+# --------------------------------------------------------------------------- controller
+
+
+class ControllerMode(StrEnum):
+    """What the controller is allowed to do."""
+
+    AUTO = "auto"
+    CHARGE_ONLY = "charge_only"
+    DISCHARGE_ONLY = "discharge_only"
+    HOLD = "hold"
+    CONSTANT_POWER = "constant_power"
+    OFF = "off"
+
+
+class ControllerState(Stamped):
+    """The loop's inputs, decision and quality."""
+
+    topic_doc: ClassVar[str] = "loop inputs, set-point and quality, on every meter value"
+    mode: ControllerMode
+    grid_w: float | None
+    target_w: float
+    setpoint_w: float = Field(description="battery power: + discharge, - charge")
+    charge_w: float = Field(ge=0)
+    discharge_w: float = Field(ge=0)
+    state: str = Field(
+        description="idle, charging, discharging, switching, stale_meter, stale_bms, ..."
+    )
+    meter_age_s: float | None = Field(ge=0)
+    grid_error_mean_w: float
+    grid_error_rms_w: float = Field(ge=0)
+    reversals_per_min: float = Field(ge=0)
+    faults: list[str] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- common
+
+
+class Ack(Stamped):
+    """The answer to a command or setting change on ``<base>/<service>/ack``."""
+
+    topic_doc: ClassVar[str] = "accepted/refused answer to every command and setting change"
+    ok: bool
+    topic: str
+    value: str = Field(description="the value as received (truncated)")
+    reason: str = ""
+
+
+class LogRecord(Stamped):
+    """A log line a service publishes for the console (rate-limited)."""
+
+    topic_doc: ClassVar[str] = "log records at or above the service's MQTT log level"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+    logger: str
+    message: str
+
+
+class RawFrame(Stamped):
+    """One raw frame seen or sent on a device link, for debugging."""
+
+    topic_doc: ClassVar[str] = "raw CAN/serial traffic while traffic debugging is on"
+    link: str
+    direction: Literal["rx", "tx"]
+    data_hex: str
+
+
+class SimTruth(Stamped):
+    """The plant's true state, published by the simulator for tests and plots."""
+
+    topic_doc: ClassVar[str] = "true plant state (simulation only)"
+    soc_pct: float
+    pack_voltage_v: float
+    current_a: float = Field(description="+ charging")
+    cell_min_v: float
+    cell_max_v: float
+    cells_v: list[list[float]]
+    temperatures_c: list[float]
+    load_w: float
+    pv_w: float
+    grid_w: float
+    inverter_w: list[float]
+    charger_ac_w: float
+    charger_dc_a: float
+
+
+class SimFault(Payload):
+    """A fault to inject into the simulated plant."""
+
+    topic_doc: ClassVar[str] = "inject or clear a simulated fault"
+    kind: Literal[
+        "cell_drift",
+        "module_silent",
+        "rectifier_silent",
+        "inverter_silent",
+        "gateway_restart",
+        "bus_garbage",
+        "meter_silent",
+        "meter_junk",
+        "load_step",
+        "over_temperature",
+        "duplicate_module",
+        "frozen_module",
+        "rectifier_over_current",
+        "rectifier_refuses_stored",
+        "clear",
+    ]
+    target: str = Field(default="", description="module 'bus:module[:cell]', inverter unit, ...")
+    value: float = Field(default=0.0, description="V/h drift, W step, °C, seconds, ...")
+    duration_s: float = Field(default=0.0, ge=0, description="0 = until cleared")
+
+
+# --------------------------------------------------------------------------- topics
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One documented topic: a pattern (``{service}``, ``{unit}``... placeholders)."""
+
+    pattern: str
+    writer: str
+    payload: type[Payload] | str
+    retained: bool
+    doc: str
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Every topic under one base. Build once from the base-topic setting."""
+
+    base: str = DEFAULT_BASE
+
+    def __post_init__(self) -> None:
+        if not self.base or any(c in self.base for c in "#+") or self.base.startswith("/"):
+            raise ValueError(
+                f"base topic {self.base!r} must be non-empty, without '#', '+' or a leading '/'"
+            )
+
+    def svc(self, service: str, *parts: str) -> str:
+        """``<base>/<service>/<parts...>``."""
+        return "/".join((self.base, service, *parts))
+
+    def status(self, service: str) -> str:
+        return self.svc(service, "status")
+
+    def log(self, service: str) -> str:
+        return self.svc(service, "log")
+
+    def ack(self, service: str) -> str:
+        return self.svc(service, "ack")
+
+    def raw(self, service: str) -> str:
+        return self.svc(service, "raw")
+
+    def setting(self, service: str, name: str, *, unit: str | None = None) -> str:
+        return self.svc(service, *_unit_parts(unit), "settings", name)
+
+    def setting_set(self, service: str, name: str, *, unit: str | None = None) -> str:
+        return self.setting(service, name, unit=unit) + "/set"
+
+    def action_set(self, service: str, name: str, *, unit: str | None = None) -> str:
+        return self.svc(service, *_unit_parts(unit), "action", name, "set")
+
+    # bms
+    @property
+    def bms_limits(self) -> str:
+        return self.svc("bms", "limits")
+
+    @property
+    def bms_pack(self) -> str:
+        return self.svc("bms", "pack")
+
+    def bms_module(self, bus: int, module: int) -> str:
+        return self.svc("bms", "module", f"{bus}-{module}")
+
+    # charger
+    @property
+    def charger_state(self) -> str:
+        return self.svc("charger", "state")
+
+    @property
+    def charger_set(self) -> str:
+        return self.svc("charger", "set")
+
+    # inverter
+    def inverter_state(self, unit: str) -> str:
+        return self.svc("inverter", unit, "state")
+
+    def inverter_set(self, unit: str) -> str:
+        return self.svc("inverter", unit, "set")
+
+    # shunt / controller / sim
+    @property
+    def shunt_state(self) -> str:
+        return self.svc("shunt", "state")
+
+    @property
+    def controller_state(self) -> str:
+        return self.svc("controller", "state")
+
+    @property
+    def sim_truth(self) -> str:
+        return self.svc("sim", "truth")
+
+    @property
+    def sim_fault_set(self) -> str:
+        return self.svc("sim", "fault", "set")
+
+
+def _unit_parts(unit: str | None) -> tuple[str, ...]:
+    return (unit,) if unit else ()
+
+
+TOPIC_SPECS: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        "{base}/{service}/status",
+        "{service}",
+        "`online`, `offline` or `stopped`",
+        True,
+        "liveness: `online` after connect, `offline` as the broker's last will, `stopped` on a clean exit",
+    ),
+    TopicSpec("{base}/{service}/log", "{service}", LogRecord, False, LogRecord.topic_doc),
+    TopicSpec("{base}/{service}/ack", "{service}", Ack, False, Ack.topic_doc),
+    TopicSpec("{base}/{service}/raw", "{service}", RawFrame, False, RawFrame.topic_doc),
+    TopicSpec(
+        "{base}/{service}[/{unit}]/settings/{name}",
+        "{service}",
+        "plain text value",
+        True,
+        "current value of a runtime setting (echo after every change, and at start)",
+    ),
+    TopicSpec(
+        "{base}/{service}[/{unit}]/settings/{name}/set",
+        "homeassistant, telnet-console",
+        "plain text value",
+        False,
+        "change a runtime setting; validated, persisted, answered on ack",
+    ),
+    TopicSpec(
+        "{base}/{service}[/{unit}]/action/{name}/set",
+        "homeassistant, telnet-console",
+        "plain text (ignored) or JSON",
+        False,
+        "press a button, e.g. shunt `soc_full`, bms `force_balance`",
+    ),
+    TopicSpec("{base}/bms/limits", "bms", BmsLimits, True, BmsLimits.topic_doc),
+    TopicSpec("{base}/bms/pack", "bms", PackState, True, PackState.topic_doc),
+    TopicSpec("{base}/bms/module/{bus}-{module}", "bms", ModuleState, True, ModuleState.topic_doc),
+    TopicSpec("{base}/charger/state", "charger", ChargerState, True, ChargerState.topic_doc),
+    TopicSpec("{base}/charger/set", "controller", ChargeCommand, False, ChargeCommand.topic_doc),
+    TopicSpec(
+        "{base}/inverter/{unit}/state", "inverter", InverterState, True, InverterState.topic_doc
+    ),
+    TopicSpec(
+        "{base}/inverter/{unit}/set",
+        "controller",
+        InverterCommand,
+        False,
+        InverterCommand.topic_doc,
+    ),
+    TopicSpec("{base}/shunt/state", "shunt", ShuntState, True, ShuntState.topic_doc),
+    TopicSpec(
+        "{base}/controller/state", "controller", ControllerState, True, ControllerState.topic_doc
+    ),
+    TopicSpec("{base}/sim/truth", "sim", SimTruth, False, SimTruth.topic_doc),
+    TopicSpec("{base}/sim/fault/set", "tests, operator", SimFault, False, SimFault.topic_doc),
+    TopicSpec(
+        "meterbox/grid",
+        "meter (outside; sim in simulation)",
+        "plain integer W, + import",
+        False,
+        "grid power at the meter; topic, JSON path and sign are controller settings",
+    ),
+    TopicSpec(
+        "meterbox/chargeTarget",
+        "operator (legacy)",
+        "plain integer W",
+        False,
+        "the original system's constant-charge command: > 0 charge at that power, <= 0 back to auto",
+    ),
+    TopicSpec(
+        "homeassistant/device/gridzero_{service}/config",
+        "{service}",
+        "HA device discovery JSON",
+        True,
+        "Home Assistant device-based discovery; re-published when HA sends `online`",
+    ),
+    TopicSpec(
+        "homeassistant/device/gridzero_hub/config",
+        "controller",
+        "HA device discovery JSON",
+        True,
+        "the gridzero hub device (one running sensor per service) every service device links to",
+    ),
+    TopicSpec(
+        "homeassistant/status",
+        "Home Assistant",
+        "`online` or `offline`",
+        True,
+        "Home Assistant's birth/last will; `online` makes every service re-publish discovery",
+    ),
+)
+
+
+# --------------------------------------------------------------------------- decoding helpers
+
+
+class PayloadError(ValueError):
+    """A message that does not match the contract; the text names topic, value and rule."""
+
+
+MAX_PAYLOAD_BYTES = 65536
+
+
+M = TypeVar("M", bound=Payload)
+
+
+def parse_payload(model: type[M], topic: str, payload: bytes) -> M:
+    """Validate a JSON payload against its model, or raise PayloadError naming what is wrong."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"{topic}: payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        return model.model_validate_json(payload)
+    except ValidationError as exc:
+        raise PayloadError(
+            f"{topic}: {describe_validation_error(exc)}; payload {_preview(payload)}"
+        ) from exc
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Every problem of a pydantic error on one line: field, value, rule."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "payload"
+        given = err.get("input")
+        shown = (
+            _preview(json.dumps(given, default=str).encode())
+            if err["type"] != "missing"
+            else "missing"
+        )
+        parts.append(f"{where}={shown}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _preview(payload: bytes, limit: int = 80) -> str:
+    text = payload[:limit].decode("utf-8", "replace")
+    return text + ("…" if len(payload) > limit else "")
+
+
+def parse_meter(
+    payload: bytes,
+    *,
+    json_path: str = "",
+    sign: Literal[1, -1] = 1,
+    topic: str = DEFAULT_METER_TOPIC,
+) -> float:
+    """Grid power in W (+ import) from a meter message.
+
+    With no JSON path the payload is a plain number (the original ``meterbox/grid``
+    integer). With a dotted path (``ENERGY.Power``, ``total_power``) the payload is
+    JSON and the value is found by walking the path.
+    """
+    text = payload.decode("utf-8", "replace").strip()
+    value: Any
+    if json_path:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PayloadError(
+                f"{topic}: {_preview(payload)!s} is not JSON (json path {json_path!r})"
+            ) from exc
+        for key in json_path.split("."):
+            if not isinstance(value, Mapping) or key not in value:
+                raise PayloadError(
+                    f"{topic}: json path {json_path!r} not found at {key!r} in {_preview(payload)}"
+                )
+            value = value[key]
+    else:
+        value = text
+    try:
+        watts = float(value)
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(f"{topic}: {_preview(payload)} is not a number of watts") from exc
+    if not math.isfinite(watts) or abs(watts) > 1_000_000:
+        raise PayloadError(f"{topic}: {watts!r} W is outside -1e6..1e6 W")
+    return sign * watts
+
+
+def format_setting(value: object) -> str:
+    """A runtime setting's value as the plain text published on its state topic."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, float):
+        return f"{value:g}" if abs(value) < 1e15 else repr(value)
+    return str(value)
+
+
+def parse_setting_text(payload: bytes) -> object:
+    """A setting command's plain-text payload as a Python value for validation.
+
+    Numbers become numbers, ``true/false/on/off`` booleans, anything else a string
+    (pydantic then validates it against the setting's type and range).
+    """
+    text = payload.decode("utf-8", "replace").strip()
+    if len(text) > 256:
+        raise PayloadError(f"setting value of {len(text)} characters exceeds 256")
+    lowered = text.lower()
+    if lowered in ("true", "on"):
+        return True
+    if lowered in ("false", "off"):
+        return False
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if not math.isfinite(number):
+        raise PayloadError(f"setting value {text!r} is not a finite number")
+    return number
+
+
+PAYLOAD_MODELS: tuple[type[Payload], ...] = tuple(
+    spec.payload for spec in TOPIC_SPECS if not isinstance(spec.payload, str)
+)

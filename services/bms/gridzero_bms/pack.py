@@ -1,0 +1,406 @@
+"""The pack model (pure): what every module on every bus last reported, and pack statistics.
+
+A module is identified by (bus, module number): module numbers are fixed in each module's
+slave board, so two modules with the same number must sit on different buses (research §2.4).
+Time is a parameter (``now_s``, monotonic seconds); nothing here reads a clock or does I/O.
+
+Freshness: a module is present while every cell-voltage frame it owes (3 for 12 cells) has
+arrived within ``stale_after_s``. Temperature frames alone do not keep a module present, and
+"initialising" frames (no data) do not count.
+
+Trust: voltage frames received while the module's bleed resistors are (or were just) on read
+low on the bleeding cell and high on its neighbours. The caller says whether a frame is
+trusted; statistics use the last trusted value of each cell, while ``worst_high`` and
+``worst_low`` also include untrusted readings so protection errs on the safe side.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+from typing import NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gridzero_bms.codec import (
+    CELLS_PER_FRAME,
+    MAX_MODULE,
+    BalanceCommandFrame,
+    CellVoltageFrame,
+    Frame,
+    PollFrame,
+    TemperatureFrame,
+)
+
+_NEVER = -math.inf
+
+
+class PackLayout(Enum):
+    """How the modules are wired: in parallel (48 V home battery) or all in series."""
+
+    PARALLEL = "parallel"
+    SERIES = "series"
+
+
+class PackSettings(BaseModel):
+    """What the pack should look like."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cells_per_module: int = Field(
+        12, ge=1, le=13, description="series cells per module (GTE: 12; some MQB modules 13)"
+    )
+    modules: tuple[tuple[int, ...], ...] = Field(
+        ((1, 2, 3, 4, 5, 6, 7, 8),),
+        description="expected module numbers (1..16) per bus; one inner list per CAN bus",
+    )
+    layout: PackLayout = Field(PackLayout.PARALLEL, description="parallel or series modules")
+    stale_after_s: float = Field(
+        3.0, gt=0.0, le=60.0, description="a module silent for longer than this is missing"
+    )
+    cell_valid_max_mv: int = Field(
+        5000, ge=4300, le=5095, description="readings at or above this are not cells (Tom: 5.0 V)"
+    )
+
+    @field_validator("modules")
+    @classmethod
+    def _check_modules(cls, value: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
+        if not value or not any(value):
+            raise ValueError("modules: at least one bus with at least one module is needed")
+        for bus, numbers in enumerate(value):
+            bad = [n for n in numbers if not 1 <= n <= MAX_MODULE]
+            if bad:
+                raise ValueError(f"modules: bus {bus} lists {bad}, module numbers are 1..16")
+            dupes = sorted({n for n in numbers if numbers.count(n) > 1})
+            if dupes:
+                raise ValueError(
+                    f"modules: bus {bus} lists module {dupes} twice; modules with the same "
+                    f"number must sit on different buses"
+                )
+        return value
+
+    @property
+    def expected_keys(self) -> tuple[ModuleKey, ...]:
+        return tuple(ModuleKey(b, n) for b, numbers in enumerate(self.modules) for n in numbers)
+
+    @property
+    def series_cells(self) -> int:
+        """Cells in series: what the charge voltage limit is multiplied by."""
+        if self.layout is PackLayout.PARALLEL:
+            return self.cells_per_module
+        return self.cells_per_module * len(self.expected_keys)
+
+
+class ModuleKey(NamedTuple):
+    bus: int
+    module: int
+
+    def __str__(self) -> str:
+        return f"bus {self.bus} module {self.module}"
+
+
+@dataclass(frozen=True, slots=True)
+class CellRef:
+    """One cell's value and where it is (cell numbers start at 1)."""
+
+    bus: int
+    module: int
+    cell: int
+    voltage_v: float
+
+    def __str__(self) -> str:
+        return f"bus {self.bus} module {self.module} cell {self.cell} at {self.voltage_v:.3f} V"
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleView:
+    """One module as the pack last saw it."""
+
+    bus: int
+    module: int
+    expected: bool
+    present: bool
+    age_s: float | None
+    cells_v: tuple[float | None, ...]
+    cells_latest_v: tuple[float | None, ...]
+    valid_cells: int
+    voltage_v: float | None
+    temperatures_c: tuple[float | None, ...]
+    balance_bits: int | None
+    trusted_at_s: float | None
+    frames: int
+    initialising_frames: int
+    untrusted_frames: int
+
+    @property
+    def key(self) -> ModuleKey:
+        return ModuleKey(self.bus, self.module)
+
+
+@dataclass(frozen=True, slots=True)
+class PackSnapshot:
+    """Pack statistics at ``now_s``."""
+
+    now_s: float
+    modules: tuple[ModuleView, ...]
+    expected_modules: int
+    present_modules: int
+    missing: tuple[ModuleKey, ...]
+    unexpected: tuple[ModuleKey, ...]
+    cell_count: int
+    expected_cell_count: int
+    series_cells: int
+    min_cell: CellRef | None
+    max_cell: CellRef | None
+    avg_cell_v: float | None
+    delta_v: float | None
+    worst_low: CellRef | None
+    worst_high: CellRef | None
+    pack_voltage_v: float | None
+    temp_min_c: float | None
+    temp_max_c: float | None
+    temp_avg_c: float | None
+    temp_min_at: ModuleKey | None
+    temp_max_at: ModuleKey | None
+    temp_sensors: int
+    temp_sensors_absent: int
+
+    @property
+    def cell_count_ok(self) -> bool:
+        return self.cell_count == self.expected_cell_count
+
+    @property
+    def complete(self) -> bool:
+        """Every expected module present with every cell valid, and nothing unexpected."""
+        return not self.missing and not self.unexpected and self.cell_count_ok
+
+
+class _Module:
+    """Mutable per-module state (internal to Pack)."""
+
+    __slots__ = (
+        "balance_bits",
+        "cells",
+        "frames",
+        "initialising",
+        "seen_s",
+        "temps",
+        "temps_s",
+        "trusted",
+        "trusted_s",
+        "untrusted",
+    )
+
+    def __init__(self, cells: int) -> None:
+        frames = (cells + CELLS_PER_FRAME - 1) // CELLS_PER_FRAME
+        self.cells: list[int | None] = [None] * cells
+        self.trusted: list[int | None] = [None] * cells
+        self.seen_s = [_NEVER] * frames
+        self.trusted_s = [_NEVER] * frames
+        self.temps: tuple[float | None, ...] = ()
+        self.temps_s = _NEVER
+        self.balance_bits: int | None = None
+        self.frames = 0
+        self.initialising = 0
+        self.untrusted = 0
+
+
+class Pack:
+    """Every module's latest data; feed frames with `apply`, read statistics with `snapshot`."""
+
+    def __init__(self, settings: PackSettings) -> None:
+        self.settings = settings
+        self._cells = settings.cells_per_module
+        self._expected = frozenset(settings.expected_keys)
+        self._modules: dict[ModuleKey, _Module] = {
+            key: _Module(self._cells) for key in settings.expected_keys
+        }
+        self.ignored_frames = 0
+
+    def _module(self, bus: int, number: int) -> _Module:
+        key = ModuleKey(bus, number)
+        state = self._modules.get(key)
+        if state is None:
+            state = self._modules[key] = _Module(self._cells)
+        return state
+
+    def apply(self, bus: int, frame: Frame, now_s: float, *, trusted: bool = True) -> None:
+        """Take one decoded frame received on ``bus`` at ``now_s``."""
+        if isinstance(frame, CellVoltageFrame):
+            self.apply_cells(bus, frame, now_s, trusted=trusted)
+        elif isinstance(frame, TemperatureFrame):
+            self.apply_temperatures(bus, frame, now_s)
+        elif isinstance(frame, BalanceCommandFrame | PollFrame):
+            self.ignored_frames += 1  # our own commands echoed back, or another master
+
+    def apply_cells(
+        self, bus: int, frame: CellVoltageFrame, now_s: float, *, trusted: bool = True
+    ) -> None:
+        """The hot path: store one cell frame's values."""
+        state = self._modules.get(ModuleKey(bus, frame.module)) or self._module(bus, frame.module)
+        state.frames += 1
+        if frame.initialising:
+            state.initialising += 1
+            return
+        index = frame.index
+        if index >= len(state.seen_s):
+            return  # cell 13 from a 13S module in a 12-cell pack
+        base = index * CELLS_PER_FRAME
+        cells = state.cells
+        count = min(len(frame.cells_mv), self._cells - base)
+        cells[base : base + count] = frame.cells_mv[:count]
+        state.seen_s[index] = now_s
+        if trusted:
+            state.trusted[base : base + count] = frame.cells_mv[:count]
+            state.trusted_s[index] = now_s
+        else:
+            state.untrusted += 1
+
+    def apply_temperatures(self, bus: int, frame: TemperatureFrame, now_s: float) -> None:
+        state = self._module(bus, frame.module)
+        state.frames += 1
+        state.temps = frame.temperatures_c
+        state.temps_s = now_s
+        if frame.balance_bits is not None:
+            state.balance_bits = frame.balance_bits
+
+    def forget_bus(self, bus: int) -> None:
+        """A bus vanished: drop what its modules said, so they read as missing at once."""
+        for key in list(self._modules):
+            if key.bus == bus:
+                self._modules[key] = _Module(self._cells)
+
+    def snapshot(self, now_s: float) -> PackSnapshot:
+        """Statistics over the modules present at ``now_s``."""
+        return _Summary(self, now_s).build()
+
+    def items(self) -> list[tuple[ModuleKey, _Module]]:
+        return sorted(self._modules.items())
+
+
+class _Summary:
+    """Builds one PackSnapshot; split out so `Pack` stays small."""
+
+    def __init__(self, pack: Pack, now_s: float) -> None:
+        self.pack = pack
+        self.settings = pack.settings
+        self.now_s = now_s
+        self.stale_after_s = pack.settings.stale_after_s
+        self.valid_max = pack.settings.cell_valid_max_mv
+        self.cells: list[CellRef] = []
+        self.worst_low: CellRef | None = None
+        self.worst_high: CellRef | None = None
+        self.temps: list[tuple[float, ModuleKey]] = []
+        self.absent = 0
+
+    def _valid(self, mv: int | None) -> bool:
+        return mv is not None and mv < self.valid_max
+
+    def _view(self, key: ModuleKey, state: _Module) -> ModuleView:
+        oldest = min(state.seen_s)
+        age = None if oldest == _NEVER else self.now_s - oldest
+        present = age is not None and age <= self.stale_after_s
+        oldest_trusted = min(state.trusted_s)
+        # The last trusted value stands in for an untrusted reading, but a cell whose latest
+        # reading is invalid shows as invalid at once.
+        shown = [
+            t if self._valid(c) and self._valid(t) else c
+            for t, c in zip(state.trusted, state.cells, strict=True)
+        ]
+        valid = [mv for mv in shown if mv is not None and mv < self.valid_max]
+        full = len(valid) == len(shown)
+        temps_fresh = self.now_s - state.temps_s <= self.stale_after_s
+        view = ModuleView(
+            bus=key.bus,
+            module=key.module,
+            expected=key in self.pack._expected,
+            present=present,
+            age_s=age,
+            cells_v=tuple(_volts(mv) for mv in shown),
+            cells_latest_v=tuple(_volts(mv) for mv in state.cells),
+            valid_cells=len(valid),
+            voltage_v=sum(valid) / 1000 if full else None,
+            temperatures_c=state.temps if temps_fresh else (),
+            balance_bits=state.balance_bits,
+            trusted_at_s=None if oldest_trusted == _NEVER else oldest_trusted,
+            frames=state.frames,
+            initialising_frames=state.initialising,
+            untrusted_frames=state.untrusted,
+        )
+        if present:
+            self._collect(key, state, shown)
+        return view
+
+    def _collect(self, key: ModuleKey, state: _Module, shown: list[int | None]) -> None:
+        for i, mv in enumerate(shown):
+            if mv is None or mv >= self.valid_max:
+                continue
+            ref = CellRef(key.bus, key.module, i + 1, mv / 1000)
+            self.cells.append(ref)
+            for reading in (mv, state.cells[i]):
+                if reading is None or reading >= self.valid_max:
+                    continue
+                if self.worst_high is None or reading / 1000 > self.worst_high.voltage_v:
+                    self.worst_high = CellRef(key.bus, key.module, i + 1, reading / 1000)
+                if self.worst_low is None or reading / 1000 < self.worst_low.voltage_v:
+                    self.worst_low = CellRef(key.bus, key.module, i + 1, reading / 1000)
+        if self.now_s - state.temps_s > self.stale_after_s or not state.temps:
+            self.absent += max(len(state.temps), 1)
+            return
+        for temp in state.temps:
+            if temp is None:
+                self.absent += 1
+            else:
+                self.temps.append((temp, key))
+
+    def _pack_voltage(self, views: list[ModuleView], complete: bool) -> float | None:
+        present = [v for v in views if v.present]
+        if self.settings.layout is PackLayout.SERIES:
+            if not complete:
+                return None
+            return sum(c.voltage_v for c in self.cells)
+        sums = [v.voltage_v for v in present if v.voltage_v is not None]
+        return sum(sums) / len(sums) if sums else None
+
+    def build(self) -> PackSnapshot:
+        views = [self._view(key, state) for key, state in self.pack.items()]
+        missing = tuple(v.key for v in views if v.expected and not v.present)
+        unexpected = tuple(v.key for v in views if not v.expected and v.present)
+        expected_cells = self.settings.cells_per_module * len(self.pack._expected)
+        complete = not missing and not unexpected and len(self.cells) == expected_cells
+        lo = min(self.cells, key=lambda c: c.voltage_v, default=None)
+        hi = max(self.cells, key=lambda c: c.voltage_v, default=None)
+        t_lo = min(self.temps, default=None)
+        t_hi = max(self.temps, default=None)
+        return PackSnapshot(
+            now_s=self.now_s,
+            modules=tuple(views),
+            expected_modules=len(self.pack._expected),
+            present_modules=sum(1 for v in views if v.expected and v.present),
+            missing=missing,
+            unexpected=unexpected,
+            cell_count=len(self.cells),
+            expected_cell_count=expected_cells,
+            series_cells=self.settings.series_cells,
+            min_cell=lo,
+            max_cell=hi,
+            avg_cell_v=(
+                sum(c.voltage_v for c in self.cells) / len(self.cells) if self.cells else None
+            ),
+            delta_v=None if lo is None or hi is None else hi.voltage_v - lo.voltage_v,
+            worst_low=self.worst_low,
+            worst_high=self.worst_high,
+            pack_voltage_v=self._pack_voltage(views, complete),
+            temp_min_c=None if t_lo is None else t_lo[0],
+            temp_max_c=None if t_hi is None else t_hi[0],
+            temp_avg_c=sum(t for t, _ in self.temps) / len(self.temps) if self.temps else None,
+            temp_min_at=None if t_lo is None else t_lo[1],
+            temp_max_at=None if t_hi is None else t_hi[1],
+            temp_sensors=len(self.temps),
+            temp_sensors_absent=self.absent,
+        )
+
+
+def _volts(mv: int | None) -> float | None:
+    return None if mv is None else mv / 1000

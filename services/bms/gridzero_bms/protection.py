@@ -1,0 +1,835 @@
+"""Protection and limits (pure): CVL, CCL, DCL and alarms from a pack snapshot.
+
+Every condition has a trip threshold held for a trip delay, and a release threshold on the
+safe side of it (hysteresis) held for ``release_delay_s``. A limit that fell to zero comes
+back only past its release threshold and then ramps at ``ramp_a_per_s``; reductions apply at
+once. Missing data is unsafe: a missing module, a wrong cell count or a module without a
+temperature reading set both current limits to zero.
+
+Protection uses the pack's worst readings (trusted or not, see pack.py), so a cell read while
+balancing can only make the limits tighter. Defaults and sources: services/bms/README.md.
+
+Three conditions come from outside the pack snapshot or never release on their own:
+
+- **Deep discharge.** A cell below ``deep_discharge_v`` latches an alarm that blocks charge and
+  discharge until a person releases it (`release_deep_discharge`, refused while a cell is still
+  below the threshold or the pack is not otherwise healthy). The service persists the latch.
+  After the release, a cell below under-voltage is charged at ``precharge_current_a`` at most.
+- **Frame sanity.** Problems found by sanity.py (two boards with one number, a frozen board)
+  block both directions while they last.
+- **Over-current.** The measured current (shunt) against the highest limit of the last
+  ``over_current_grace_s``, with a margin, for ``over_current_trip_s``; it blocks the direction
+  it happened in, and releases after ``over_current_release_s`` within the limit.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gridzero import chemistry
+from gridzero_bms.pack import PackSnapshot
+
+# Longest time step the current ramp accepts: after a pause the ramp does not jump to full.
+_MAX_RAMP_STEP_S = 1.0
+
+
+class ProtectionSettings(BaseModel):
+    """Limits and delays; every default is cited in services/bms/README.md.
+
+    These are start-up (hardware and chemistry) settings: the cell and temperature limits
+    are bounded by `gridzero.chemistry`, and the service bounds the currents by the pack's
+    capacity. Runtime settings may only tighten them (see service.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    charge_end_v: float = Field(
+        4.10, ge=3.5, le=chemistry.CELL_MAX_V, description="cell voltage where CCL reaches 0"
+    )
+    charge_taper_v: float = Field(
+        0.20, ge=0.0, le=0.5, description="CCL tapers over this span below charge end"
+    )
+    charge_end_current_a: float = Field(
+        5.0, ge=0.0, le=500.0, description="CCL at the end of the taper"
+    )
+    charge_restart_hysteresis_v: float = Field(
+        0.20, gt=0.0, le=0.5, description="after full, charge again below charge end minus this"
+    )
+    over_voltage_v: float = Field(
+        4.20, ge=3.8, le=chemistry.CELL_MAX_V, description="cell over-voltage alarm"
+    )
+    over_voltage_release_v: float = Field(
+        4.05, ge=3.5, le=chemistry.CELL_MAX_V, description="over-voltage clears below this"
+    )
+    over_voltage_trip_s: float = Field(0.5, ge=0.0, le=10.0, description="over-voltage trip delay")
+    under_voltage_v: float = Field(
+        3.00, ge=chemistry.CELL_MIN_V, le=3.6, description="cell under-voltage alarm"
+    )
+    under_voltage_release_v: float = Field(
+        3.10, ge=chemistry.CELL_MIN_V, le=3.8, description="under-voltage clears above this"
+    )
+    under_voltage_trip_s: float = Field(
+        5.0, ge=0.0, le=30.0, description="under-voltage trip delay"
+    )
+    deep_discharge_v: float = Field(
+        chemistry.DEEP_DISCHARGE_V,
+        ge=chemistry.DEEP_DISCHARGE_V,
+        le=3.5,
+        description="a cell below this latches deep_discharge until a person releases it",
+    )
+    deep_discharge_trip_s: float = Field(
+        1.0, ge=0.0, le=10.0, description="deep-discharge trip delay"
+    )
+    precharge_current_a: float = Field(
+        1.0,
+        ge=0.0,
+        le=100.0,
+        description="CCL while the lowest cell is below under-voltage (at most C/20 of the pack)",
+    )
+    discharge_cutoff_v: float = Field(
+        3.20, ge=chemistry.CELL_MIN_V, le=3.8, description="cell voltage where DCL reaches 0"
+    )
+    discharge_taper_v: float = Field(
+        0.30, ge=0.0, le=0.8, description="DCL tapers over this span above cut-off"
+    )
+    discharge_restart_hysteresis_v: float = Field(
+        0.10, gt=0.0, le=0.5, description="after empty, discharge again above cut-off plus this"
+    )
+    over_temperature_c: float = Field(
+        60.0,
+        ge=30.0,
+        le=chemistry.DISCHARGE_MAX_C,
+        description="over-temperature alarm: nothing flows above this; DCL is 0 from here",
+    )
+    over_temperature_release_c: float = Field(
+        55.0, ge=20.0, le=chemistry.DISCHARGE_MAX_C, description="over-temperature clears below"
+    )
+    hot_derate_start_c: float = Field(
+        40.0,
+        ge=20.0,
+        le=chemistry.DISCHARGE_MAX_C,
+        description="DCL derates from here to over-temperature",
+    )
+    charge_max_temperature_c: float = Field(
+        45.0,
+        ge=20.0,
+        le=chemistry.CHARGE_MAX_C,
+        description="too hot to charge above this: CCL is 0 from here",
+    )
+    hot_charge_derate_start_c: float = Field(
+        35.0,
+        ge=10.0,
+        le=chemistry.CHARGE_MAX_C,
+        description="CCL derates from here up to the charge maximum temperature",
+    )
+    under_temperature_c: float = Field(
+        0.0,
+        ge=chemistry.CHARGE_MIN_C,
+        le=20.0,
+        description="too cold to charge below this: CCL is 0 from here",
+    )
+    under_temperature_release_c: float = Field(
+        5.0, ge=chemistry.CHARGE_MIN_C, le=25.0, description="under-temperature clears above this"
+    )
+    cold_charge_derate_start_c: float = Field(
+        10.0,
+        ge=chemistry.CHARGE_MIN_C,
+        le=30.0,
+        description="CCL derates from here down to under-temperature",
+    )
+    discharge_min_temperature_c: float = Field(
+        -20.0,
+        ge=chemistry.DISCHARGE_MIN_C,
+        le=10.0,
+        description="too cold to discharge below this: DCL is 0 from here",
+    )
+    temperature_hysteresis_c: float = Field(
+        5.0,
+        gt=0.0,
+        le=20.0,
+        description="release margin of too-cold-to-discharge, too-hot-to-charge",
+    )
+    temperature_trip_s: float = Field(
+        2.0, ge=0.0, le=30.0, description="temperature alarm trip delay"
+    )
+    cell_delta_alarm_v: float = Field(0.20, ge=0.01, le=1.0, description="max-min cell alarm")
+    cell_delta_release_v: float = Field(
+        0.15, ge=0.0, le=1.0, description="cell delta clears below this"
+    )
+    cell_delta_trip_s: float = Field(5.0, ge=0.0, le=60.0, description="cell delta trip delay")
+    fault_trip_s: float = Field(
+        1.0, ge=0.0, le=30.0, description="trip delay of cell-count and temperature-missing faults"
+    )
+    release_delay_s: float = Field(
+        2.0,
+        ge=0.0,
+        le=60.0,
+        description="a condition must stay past its release threshold this long",
+    )
+    max_charge_current_a: float = Field(30.0, ge=0.0, le=1000.0, description="CCL ceiling")
+    max_discharge_current_a: float = Field(30.0, ge=0.0, le=1000.0, description="DCL ceiling")
+    ramp_a_per_s: float = Field(
+        5.0, gt=0.0, le=1000.0, description="how fast a raised limit comes back"
+    )
+    require_temperature: bool = Field(
+        True,
+        description="a present module without a temperature reading stops charge and discharge",
+    )
+    over_current_margin_a: float = Field(
+        5.0, ge=0.5, le=100.0, description="measured current may exceed its limit by this"
+    )
+    over_current_margin_pct: float = Field(
+        10.0, ge=0.0, le=100.0, description="... or by this share of the limit, if more"
+    )
+    over_current_grace_s: float = Field(
+        3.0,
+        ge=0.0,
+        le=30.0,
+        description="a lowered limit counts this long at its old value (devices follow)",
+    )
+    over_current_trip_s: float = Field(2.0, ge=0.0, le=30.0, description="over-current trip delay")
+    over_current_release_s: float = Field(
+        30.0,
+        ge=0.0,
+        le=3600.0,
+        description="over-current clears after the current stayed within its limit this long",
+    )
+
+    @model_validator(mode="after")
+    def _check_order(self) -> ProtectionSettings:
+        errors = []
+        for left, op, right in _ORDER_RULES:
+            lv, rv = getattr(self, left), getattr(self, right)
+            if not _OPS[op](lv, rv):
+                errors.append(f"{left} = {lv} must be {op} {right} = {rv}")
+        top_of_discharge_taper = self.discharge_cutoff_v + self.discharge_taper_v
+        bottom_of_charge_taper = self.charge_end_v - self.charge_taper_v
+        if top_of_discharge_taper > bottom_of_charge_taper:
+            errors.append(
+                f"discharge_cutoff_v + discharge_taper_v = {top_of_discharge_taper:.3f} must be "
+                f"<= charge_end_v - charge_taper_v = {bottom_of_charge_taper:.3f}"
+            )
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+# (setting, must be, than setting): the release side of every threshold is the safe side.
+_ORDER_RULES: tuple[tuple[str, str, str], ...] = (
+    ("over_voltage_release_v", "<", "over_voltage_v"),
+    ("charge_end_v", "<", "over_voltage_v"),
+    ("under_voltage_release_v", ">", "under_voltage_v"),
+    ("discharge_cutoff_v", ">=", "under_voltage_v"),
+    ("over_temperature_release_c", "<", "over_temperature_c"),
+    ("hot_derate_start_c", "<", "over_temperature_c"),
+    ("under_temperature_release_c", ">", "under_temperature_c"),
+    ("cold_charge_derate_start_c", ">", "under_temperature_c"),
+    ("cell_delta_release_v", "<", "cell_delta_alarm_v"),
+    ("deep_discharge_v", "<", "under_voltage_v"),
+    ("hot_charge_derate_start_c", "<", "charge_max_temperature_c"),
+    ("cold_charge_derate_start_c", "<", "hot_charge_derate_start_c"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    """An active protection condition and what it blocks."""
+
+    code: str
+    message: str
+    blocks_charge: bool
+    blocks_discharge: bool
+    since_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the charger and inverter must obey, computed at ``now_s``."""
+
+    now_s: float
+    charge_voltage_v: float
+    charge_current_a: float
+    discharge_current_a: float
+    charge_allowed: bool
+    discharge_allowed: bool
+    alarms: tuple[Alarm, ...]
+    charge_reason: str
+    discharge_reason: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "charge_voltage_v": round(self.charge_voltage_v, 3),
+            "charge_current_a": round(self.charge_current_a, 2),
+            "discharge_current_a": round(self.discharge_current_a, 2),
+            "charge_allowed": self.charge_allowed,
+            "discharge_allowed": self.discharge_allowed,
+            "alarms": [{"code": a.code, "message": a.message} for a in self.alarms],
+            "charge_reason": self.charge_reason,
+            "discharge_reason": self.discharge_reason,
+        }
+
+
+class _Latch:
+    """Trip after ``trip_s`` of tripping readings, release after ``release_s`` of safe ones.
+
+    No reading (neither tripping nor releasable) holds the state: missing data never clears
+    an alarm.
+    """
+
+    __slots__ = ("active", "active_since", "message", "release_since", "trip_since")
+
+    def __init__(self) -> None:
+        self.active = False
+        self.active_since = 0.0
+        self.trip_since: float | None = None
+        self.release_since: float | None = None
+        self.message = ""
+
+    def step(
+        self, tripping: bool, releasable: bool, now_s: float, trip_s: float, release_s: float
+    ) -> bool:
+        if self.active:
+            self.trip_since = None
+            if not releasable:
+                self.release_since = None
+            else:
+                if self.release_since is None:
+                    self.release_since = now_s
+                if now_s - self.release_since >= release_s:
+                    self.active = False
+                    self.release_since = None
+        else:
+            self.release_since = None
+            if not tripping:
+                self.trip_since = None
+            else:
+                if self.trip_since is None:
+                    self.trip_since = now_s
+                if now_s - self.trip_since >= trip_s:
+                    self.active = True
+                    self.active_since = now_s
+                    self.trip_since = None
+        return self.active
+
+
+@dataclass(frozen=True, slots=True)
+class _Check:
+    code: str
+    blocks_charge: bool
+    blocks_discharge: bool
+
+
+_CHECKS = (
+    _Check("module_missing", True, True),
+    _Check("cell_count", True, True),
+    _Check("temperature_missing", True, True),
+    _Check("over_voltage", True, False),
+    _Check("under_voltage", False, True),
+    _Check("over_temperature", True, True),
+    _Check("under_temperature", True, False),
+    _Check("too_hot_to_charge", True, False),
+    _Check("too_cold_to_discharge", False, True),
+    _Check("cell_delta", True, True),
+    _Check("frame_sanity", True, True),
+    _Check("over_current_charge", True, False),
+    _Check("over_current_discharge", False, True),
+)
+DEEP_DISCHARGE = _Check("deep_discharge", True, True)
+# A released cell between deep discharge and under-voltage is expected to stay under-voltage
+# until the pre-charge has brought it back: that alarm does not stop a release.
+_RELEASE_TOLERATES = frozenset({DEEP_DISCHARGE.code, "under_voltage"})
+_MAX_PROBLEMS_SHOWN = 4
+
+
+class _Reading(NamedTuple):
+    """One condition at one evaluation."""
+
+    tripping: bool
+    releasable: bool
+    trip_s: float
+    message: str
+    release_s: float | None = None  # None: the common release_delay_s
+
+
+@dataclass(frozen=True, slots=True)
+class DeepDischarge:
+    """The deep-discharge latch: set when a cell fell below ``deep_discharge_v``, cleared only
+    by a person (`Protection.release_deep_discharge`)."""
+
+    latched: bool
+    since_s: float
+    message: str
+
+
+class Protection:
+    """Turns pack snapshots into limits; call `update` every ~0.1-0.5 s with the time."""
+
+    def __init__(self, settings: ProtectionSettings) -> None:
+        self.settings = settings
+        self._latches = {check.code: _Latch() for check in _CHECKS}
+        self._full = _Latch()
+        self._empty = _Latch()
+        self._precharge = _Latch()
+        self._deep = DeepDischarge(False, 0.0, "")
+        self._deep_trip_since: float | None = None
+        self._ccl_a = 0.0
+        self._dcl_a = 0.0
+        self._last_s: float | None = None
+        self._first_s: float | None = None
+        self._history: deque[tuple[float, float, float]] = deque()  # (now_s, CCL, DCL)
+        self._active: tuple[Alarm, ...] = ()
+
+    def reconfigure(self, settings: ProtectionSettings) -> None:
+        """New settings; alarm states, the deep-discharge latch and the ramps carry on."""
+        self.settings = settings
+
+    # ------------------------------------------------------------------ deep discharge
+
+    @property
+    def deep_discharge(self) -> DeepDischarge:
+        return self._deep
+
+    def latch_deep_discharge(self, message: str, now_s: float) -> None:
+        """Set the latch without a reading (a restart restoring it from its store)."""
+        self._deep = DeepDischarge(True, now_s, message)
+
+    def release_deep_discharge(self, snap: PackSnapshot, now_s: float) -> None:
+        """A person's release of the latch; raises ValueError saying why it is refused."""
+        s = self.settings
+        if not self._deep.latched:
+            raise ValueError("refused: no deep-discharge latch is set")
+        if not snap.complete:
+            missing = ", ".join(map(str, (*snap.missing, *snap.unexpected))) or "none"
+            raise ValueError(
+                f"refused: the pack is not complete ({snap.cell_count} valid cells of "
+                f"{snap.expected_cell_count}; missing or unexpected modules: {missing}); every "
+                "cell must be read before a release"
+            )
+        lo = snap.worst_low
+        if lo is None or lo.voltage_v < s.deep_discharge_v:
+            raise ValueError(
+                f"refused: {lo} is still below deep_discharge_v {s.deep_discharge_v:.3f} V; "
+                "inspect the cell and bring it above that by other means first"
+            )
+        others = [a for a in self._active if a.code not in _RELEASE_TOLERATES]
+        if others:
+            raise ValueError(
+                "refused: the pack is not otherwise healthy: "
+                + "; ".join(f"{a.code} ({a.message})" for a in others)
+            )
+        self._deep = DeepDischarge(False, now_s, "")
+        self._deep_trip_since = None
+
+    # ------------------------------------------------------------------ limits
+
+    def update(
+        self,
+        snap: PackSnapshot,
+        now_s: float,
+        *,
+        frame_problems: Sequence[str] = (),
+        current_a: float | None = None,
+    ) -> Limits:
+        """Limits at ``now_s`` from the pack, the frame checks and the measured current
+        (+ = charging; None = no fresh measurement)."""
+        s = self.settings
+        if self._first_s is None:
+            self._first_s = now_s
+        alarms = self._alarms(snap, now_s, frame_problems, current_a)
+        self._active = alarms
+        block_charge = [a.code for a in alarms if a.blocks_charge]
+        block_discharge = [a.code for a in alarms if a.blocks_discharge]
+        ccl_target, charge_reason = self._charge_target(snap, now_s, block_charge)
+        dcl_target, discharge_reason = self._discharge_target(snap, now_s, block_discharge)
+        dt = 0.0 if self._last_s is None else min(max(now_s - self._last_s, 0.0), _MAX_RAMP_STEP_S)
+        self._last_s = now_s
+        self._ccl_a = _ramp(self._ccl_a, ccl_target, s.ramp_a_per_s * dt)
+        self._dcl_a = _ramp(self._dcl_a, dcl_target, s.ramp_a_per_s * dt)
+        self._remember(now_s)
+        if self._ccl_a < ccl_target and not charge_reason:
+            charge_reason = "ramping up"
+        if self._dcl_a < dcl_target and not discharge_reason:
+            discharge_reason = "ramping up"
+        return Limits(
+            now_s=now_s,
+            charge_voltage_v=s.charge_end_v * snap.series_cells,
+            charge_current_a=self._ccl_a,
+            discharge_current_a=self._dcl_a,
+            charge_allowed=self._ccl_a > 0.0,
+            discharge_allowed=self._dcl_a > 0.0,
+            alarms=alarms,
+            charge_reason=charge_reason,
+            discharge_reason=discharge_reason,
+        )
+
+    def _remember(self, now_s: float) -> None:
+        """Keep the limits of the last ``over_current_grace_s`` (and always the latest)."""
+        history = self._history
+        history.append((now_s, self._ccl_a, self._dcl_a))
+        while len(history) > 1 and history[0][0] < now_s - self.settings.over_current_grace_s:
+            history.popleft()
+
+    def _reference(self, now_s: float) -> tuple[float, float] | None:
+        """The highest CCL and DCL of the grace window: what a device may still be following.
+        None until the service has run for that long (it cannot know what came before)."""
+        grace = self.settings.over_current_grace_s
+        if not self._history or self._first_s is None or now_s - self._first_s < grace:
+            return None
+        recent = [h for h in self._history if h[0] >= now_s - grace] or [self._history[-1]]
+        return max(h[1] for h in recent), max(h[2] for h in recent)
+
+    # ------------------------------------------------------------------ alarms
+
+    def _alarms(
+        self,
+        snap: PackSnapshot,
+        now_s: float,
+        frame_problems: Sequence[str],
+        current_a: float | None,
+    ) -> tuple[Alarm, ...]:
+        s = self.settings
+        table = {
+            **self._pack_readings(snap),
+            **self._cell_readings(snap),
+            **self._temperature_readings(snap),
+            "frame_sanity": _Reading(
+                bool(frame_problems),
+                not frame_problems,
+                0.0,
+                "frame sanity: " + _shorten(frame_problems),
+            ),
+            **self._current_readings(now_s, current_a),
+        }
+        active = []
+        for check in _CHECKS:
+            reading = table[check.code]
+            latch = self._latches[check.code]
+            if reading.tripping:
+                latch.message = reading.message
+            release_s = s.release_delay_s if reading.release_s is None else reading.release_s
+            if latch.step(reading.tripping, reading.releasable, now_s, reading.trip_s, release_s):
+                active.append(
+                    Alarm(
+                        check.code,
+                        latch.message,
+                        check.blocks_charge,
+                        check.blocks_discharge,
+                        latch.active_since,
+                    )
+                )
+        if self._deep_discharge_step(snap, now_s):
+            active.append(
+                Alarm(
+                    DEEP_DISCHARGE.code,
+                    self._deep.message,
+                    DEEP_DISCHARGE.blocks_charge,
+                    DEEP_DISCHARGE.blocks_discharge,
+                    self._deep.since_s,
+                )
+            )
+        return tuple(active)
+
+    def _pack_readings(self, snap: PackSnapshot) -> dict[str, _Reading]:
+        s = self.settings
+        no_temp = [
+            str(m.key)
+            for m in snap.modules
+            if m.present and not any(t is not None for t in m.temperatures_c)
+        ]
+        no_modules = snap.present_modules == 0
+        missing_msg = (
+            "no module reports" if no_modules else "missing: " + ", ".join(map(str, snap.missing))
+        )
+        count_msg = f"{snap.cell_count} valid cells, expected {snap.expected_cell_count}"
+        if snap.unexpected:
+            count_msg += "; unexpected " + ", ".join(map(str, snap.unexpected))
+        return {
+            "module_missing": _Reading(
+                bool(snap.missing) or no_modules,
+                not snap.missing and not no_modules,
+                0.0,
+                missing_msg,
+            ),
+            "cell_count": _Reading(
+                snap.present_modules > 0 and (not snap.cell_count_ok or bool(snap.unexpected)),
+                snap.cell_count_ok and not snap.unexpected,
+                s.fault_trip_s,
+                count_msg,
+            ),
+            "temperature_missing": _Reading(
+                s.require_temperature and bool(no_temp),
+                not no_temp,
+                s.fault_trip_s,
+                "no temperature from " + ", ".join(no_temp),
+            ),
+        }
+
+    def _cell_readings(self, snap: PackSnapshot) -> dict[str, _Reading]:
+        s = self.settings
+        hi, lo = snap.worst_high, snap.worst_low
+        return {
+            "over_voltage": _above(
+                None if hi is None else hi.voltage_v,
+                s.over_voltage_v,
+                s.over_voltage_release_v,
+                s.over_voltage_trip_s,
+                f"cell over-voltage: {hi} > {s.over_voltage_v:.3f} V",
+            ),
+            "under_voltage": _below(
+                None if lo is None else lo.voltage_v,
+                s.under_voltage_v,
+                s.under_voltage_release_v,
+                s.under_voltage_trip_s,
+                f"cell under-voltage: {lo} < {s.under_voltage_v:.3f} V",
+            ),
+            "cell_delta": _above(
+                snap.delta_v,
+                s.cell_delta_alarm_v,
+                s.cell_delta_release_v,
+                s.cell_delta_trip_s,
+                f"cell delta {snap.delta_v or 0:.3f} V > {s.cell_delta_alarm_v:.3f} V "
+                f"(highest {snap.max_cell}, lowest {snap.min_cell})",
+            ),
+        }
+
+    def _temperature_readings(self, snap: PackSnapshot) -> dict[str, _Reading]:
+        s = self.settings
+        t_max, t_min = snap.temp_max_c, snap.temp_min_c
+        hyst = s.temperature_hysteresis_c
+        return {
+            "over_temperature": _above(
+                t_max,
+                s.over_temperature_c,
+                s.over_temperature_release_c,
+                s.temperature_trip_s,
+                f"over-temperature: {t_max} °C at {snap.temp_max_at} > {s.over_temperature_c} °C",
+            ),
+            "under_temperature": _below(
+                t_min,
+                s.under_temperature_c,
+                s.under_temperature_release_c,
+                s.temperature_trip_s,
+                f"too cold to charge: {t_min} °C at {snap.temp_min_at} "
+                f"< {s.under_temperature_c} °C",
+            ),
+            "too_hot_to_charge": _above(
+                t_max,
+                s.charge_max_temperature_c,
+                s.charge_max_temperature_c - hyst,
+                s.temperature_trip_s,
+                f"too hot to charge: {t_max} °C at {snap.temp_max_at} "
+                f"> {s.charge_max_temperature_c} °C",
+            ),
+            "too_cold_to_discharge": _below(
+                t_min,
+                s.discharge_min_temperature_c,
+                s.discharge_min_temperature_c + hyst,
+                s.temperature_trip_s,
+                f"too cold to discharge: {t_min} °C at {snap.temp_min_at} "
+                f"< {s.discharge_min_temperature_c} °C",
+            ),
+        }
+
+    def _current_readings(self, now_s: float, current_a: float | None) -> dict[str, _Reading]:
+        """Measured current against the limits a device may still be following."""
+        s = self.settings
+        reference = self._reference(now_s)
+        if reference is None or current_a is None:
+            unknown = _Reading(False, False, s.over_current_trip_s, "", s.over_current_release_s)
+            return {"over_current_charge": unknown, "over_current_discharge": unknown}
+        ccl, dcl = reference
+
+        def reading(flow_a: float, limit_a: float, what: str) -> _Reading:
+            margin = max(s.over_current_margin_a, limit_a * s.over_current_margin_pct / 100.0)
+            return _Reading(
+                flow_a > limit_a + margin,
+                flow_a <= limit_a + margin / 2.0,
+                s.over_current_trip_s,
+                f"over-current while {what}: measured {flow_a:.1f} A > limit {limit_a:.1f} A "
+                f"+ margin {margin:.1f} A",
+                s.over_current_release_s,
+            )
+
+        return {
+            "over_current_charge": reading(max(current_a, 0.0), ccl, "charging"),
+            "over_current_discharge": reading(max(-current_a, 0.0), dcl, "discharging"),
+        }
+
+    def _deep_discharge_step(self, snap: PackSnapshot, now_s: float) -> bool:
+        """Trip the latch after ``deep_discharge_trip_s`` below the threshold; never release."""
+        s = self.settings
+        lo = snap.worst_low
+        if self._deep.latched:
+            return True
+        if lo is None or lo.voltage_v >= s.deep_discharge_v:
+            self._deep_trip_since = None
+            return False
+        if self._deep_trip_since is None:
+            self._deep_trip_since = now_s
+        if now_s - self._deep_trip_since < s.deep_discharge_trip_s:
+            return False
+        self._deep = DeepDischarge(
+            True,
+            now_s,
+            f"deep discharge: {lo} < {s.deep_discharge_v:.3f} V; charge and discharge blocked "
+            "until a person releases it (action release_deep_discharge)",
+        )
+        return True
+
+    # ------------------------------------------------------------------ targets
+
+    def _charge_target(
+        self, snap: PackSnapshot, now_s: float, blocked_by: list[str]
+    ) -> tuple[float, str]:
+        s = self.settings
+        hi, lo = snap.worst_high, snap.worst_low
+        full_at = s.charge_end_v
+        release_below = s.charge_end_v - s.charge_restart_hysteresis_v
+        v = None if hi is None else hi.voltage_v
+        full = self._full.step(
+            v is not None and v >= full_at,
+            v is not None and v < release_below,
+            now_s,
+            0.0,
+            s.release_delay_s,
+        )
+        low = None if lo is None else lo.voltage_v
+        precharge = self._precharge.step(
+            low is not None and low < s.under_voltage_v,
+            low is not None and low > s.under_voltage_release_v,
+            now_s,
+            0.0,
+            s.release_delay_s,
+        )
+        if blocked_by:
+            return 0.0, "alarm: " + ", ".join(blocked_by)
+        if full:
+            return (
+                0.0,
+                f"full: highest cell reached {full_at:.3f} V; "
+                f"charges again below {release_below:.3f} V",
+            )
+        if v is None:
+            return 0.0, "no cell data"
+        target, reason = s.max_charge_current_a, ""
+        taper_from = s.charge_end_v - s.charge_taper_v
+        if v > taper_from:
+            end = min(s.charge_end_current_a, s.max_charge_current_a)
+            frac = (s.charge_end_v - v) / s.charge_taper_v
+            target = end + (s.max_charge_current_a - end) * frac
+            reason = f"taper: highest cell {hi}"
+        factor, why = self._charge_temperature_factor(snap)
+        if factor < 1.0:
+            target *= factor
+            reason = why
+        if precharge and target > s.precharge_current_a:
+            target = s.precharge_current_a
+            reason = (
+                f"pre-charge: lowest cell {lo} below {s.under_voltage_v:.3f} V; at most "
+                f"{s.precharge_current_a:g} A until it is above {s.under_voltage_release_v:.3f} V"
+            )
+        return target, reason
+
+    def _charge_temperature_factor(self, snap: PackSnapshot) -> tuple[float, str]:
+        """0..1: CCL derates towards both ends of the charge window and is 0 outside it."""
+        s = self.settings
+        t_min, t_max = snap.temp_min_c, snap.temp_max_c
+        factor, reason = 1.0, ""
+        if t_min is not None and t_min < s.cold_charge_derate_start_c:
+            span = s.cold_charge_derate_start_c - s.under_temperature_c
+            factor = _clamp01((t_min - s.under_temperature_c) / span)
+            what = "too cold to charge" if factor == 0.0 else "cold derate"
+            reason = f"{what}: {t_min} °C at {snap.temp_min_at}"
+        if t_max is not None and t_max > s.hot_charge_derate_start_c:
+            span = s.charge_max_temperature_c - s.hot_charge_derate_start_c
+            hot = _clamp01((s.charge_max_temperature_c - t_max) / span)
+            if hot < factor:
+                what = "too hot to charge" if hot == 0.0 else "hot charge derate"
+                factor, reason = hot, f"{what}: {t_max} °C at {snap.temp_max_at}"
+        return factor, reason
+
+    def _discharge_target(
+        self, snap: PackSnapshot, now_s: float, blocked_by: list[str]
+    ) -> tuple[float, str]:
+        s = self.settings
+        lo = snap.worst_low
+        v = None if lo is None else lo.voltage_v
+        release_above = s.discharge_cutoff_v + s.discharge_restart_hysteresis_v
+        empty = self._empty.step(
+            v is not None and v <= s.discharge_cutoff_v,
+            v is not None and v > release_above,
+            now_s,
+            0.0,
+            s.release_delay_s,
+        )
+        if blocked_by:
+            return 0.0, "alarm: " + ", ".join(blocked_by)
+        if empty:
+            return (
+                0.0,
+                f"empty: lowest cell reached {s.discharge_cutoff_v:.3f} V; "
+                f"discharges again above {release_above:.3f} V",
+            )
+        if v is None:
+            return 0.0, "no cell data"
+        t_min = snap.temp_min_c
+        if t_min is not None and t_min < s.discharge_min_temperature_c:
+            return 0.0, f"too cold to discharge: {t_min} °C at {snap.temp_min_at}"
+        target, reason = s.max_discharge_current_a, ""
+        if v < s.discharge_cutoff_v + s.discharge_taper_v:
+            target *= _clamp01((v - s.discharge_cutoff_v) / s.discharge_taper_v)
+            reason = f"taper: lowest cell {lo}"
+        t_max = snap.temp_max_c
+        if t_max is not None and t_max > s.hot_derate_start_c:
+            span = s.over_temperature_c - s.hot_derate_start_c
+            target *= _clamp01((s.over_temperature_c - t_max) / span)
+            reason = f"hot derate: {t_max} °C at {snap.temp_max_at}"
+        return target, reason
+
+
+def _above(
+    value: float | None, trip: float, release: float, trip_s: float, message: str
+) -> _Reading:
+    return _Reading(
+        value is not None and value > trip,
+        value is not None and value < release,
+        trip_s,
+        message,
+    )
+
+
+def _below(
+    value: float | None, trip: float, release: float, trip_s: float, message: str
+) -> _Reading:
+    return _Reading(
+        value is not None and value < trip,
+        value is not None and value > release,
+        trip_s,
+        message,
+    )
+
+
+def _shorten(problems: Sequence[str]) -> str:
+    shown = "; ".join(problems[:_MAX_PROBLEMS_SHOWN])
+    more = len(problems) - _MAX_PROBLEMS_SHOWN
+    return shown + (f"; and {more} more" if more > 0 else "")
+
+
+def _ramp(current: float, target: float, step: float) -> float:
+    if target <= current:
+        return target
+    return min(target, current + step)
+
+
+def _clamp01(value: float) -> float:
+    return min(max(value, 0.0), 1.0)

@@ -1,0 +1,297 @@
+"""The controller's whole pure domain in one object: observation in, commands out.
+
+`Controller.step(observation)` runs, in order: data freshness checks, the mode, the bounds
+(settings, bms limits, SoC gates), the law, dispatch with its interlock, supervision and loop
+quality. The MQTT service and the bench both drive exactly this object.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from gridzero_controller.dispatch import (
+    BmsLimits,
+    Commands,
+    Dispatcher,
+    DispatchInput,
+    InverterUnit,
+    unit_cap_w,
+)
+from gridzero_controller.law import ControlLaw, LawOutput, MeterSample, PowerBounds
+from gridzero_controller.settings import ControllerSettings, Mode
+from gridzero_controller.supervision import (
+    FollowFault,
+    FollowMonitor,
+    LoopQuality,
+    QualityMonitor,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InverterReading:
+    """What a unit's state says, received at ``at_s``.
+
+    ``output_w``: its measured AC output, if ``measured`` (a unit that answers no status
+    query reports none). ``feeding_until_s``: until when the interlock must count it as
+    feeding whatever it reports (`FeedingTracker`); the default, minus infinity, trusts the
+    measurement alone (the bench's plant truth).
+    """
+
+    output_w: float
+    at_s: float
+    feeding_until_s: float = -math.inf
+    measured: bool = True
+
+
+class FeedingTracker:
+    """Until when one inverter unit may still feed, from its service's published states (pure).
+
+    A 0 W frame on the wire is not 0 W at the grid: the SoyoSource ramps down over seconds,
+    and most units never report their output. So a unit counts as feeding while its service
+    sends it a non-zero demand, and for ``holdoff_s`` after its demand went to 0 (or its
+    frames stopped). A new tracker knows no history (a restart): the first state starts the
+    hold-off even if it shows 0 W.
+    """
+
+    def __init__(self) -> None:
+        self.zero_since_s: float | None = None
+
+    def update(
+        self,
+        now_s: float,
+        *,
+        demand_w: float,
+        sending: bool,
+        output_w: float | None,
+        holdoff_s: float,
+    ) -> InverterReading:
+        """One state, arrived at ``now_s``: the reading the controller sees."""
+        if sending and demand_w > 0:
+            self.zero_since_s = None
+        elif self.zero_since_s is None:
+            self.zero_since_s = now_s
+        until_s = math.inf if self.zero_since_s is None else self.zero_since_s + holdoff_s
+        if output_w is None:
+            return InverterReading(0.0, now_s, feeding_until_s=until_s, measured=False)
+        return InverterReading(output_w, now_s, feeding_until_s=until_s)
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerReading:
+    """The charger's measured DC output."""
+
+    voltage_v: float
+    current_a: float
+    at_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """Everything the controller sees at ``now_s`` (the newest value of each input)."""
+
+    now_s: float
+    meter: MeterSample | None
+    limits: BmsLimits | None
+    pack_voltage_v: float | None
+    soc_pct: float | None
+    inverters: tuple[InverterReading | None, ...]
+    charger: ChargerReading | None
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerOutput:
+    """Commands plus what explains them."""
+
+    commands: Commands
+    setpoint_w: float
+    law: LawOutput
+    limits_ok: bool
+    faults: tuple[FollowFault, ...]
+    quality: LoopQuality
+
+
+class Controller:
+    """Pure and stateful; create one per service (or bench run)."""
+
+    CV_MARGIN_V = 0.3
+
+    def __init__(self, settings: ControllerSettings, units: tuple[InverterUnit, ...]) -> None:
+        self.settings = settings
+        self.units = units
+        self.law = ControlLaw()
+        self.dispatcher = Dispatcher(units)
+        self.quality = QualityMonitor(settings.quality_window_s)
+        self._inverter_monitors = tuple(FollowMonitor(u.name, "W") for u in units)
+        self._charger_monitor = FollowMonitor("charger", "A")
+        self._last: Commands | None = None
+
+    def update_settings(self, settings: ControllerSettings) -> None:
+        """Take new (already validated) settings; state carries over."""
+        self.settings = settings
+        self.quality.window_s = settings.quality_window_s
+
+    def _fresh_readings(self, now_s: float, obs: Observation) -> tuple[InverterReading | None, ...]:
+        out: list[InverterReading | None] = []
+        for i in range(len(self.units)):
+            r = obs.inverters[i] if i < len(obs.inverters) else None
+            fresh = r is not None and now_s - r.at_s <= self.settings.state_stale_s
+            out.append(r if fresh else None)
+        return tuple(out)
+
+    def _fresh_inverters(self, now_s: float, obs: Observation) -> tuple[float | None, ...]:
+        """Measured outputs (None: stale or not measured), for the law and supervision."""
+        return tuple(
+            r.output_w if r is not None and r.measured else None
+            for r in self._fresh_readings(now_s, obs)
+        )
+
+    def _interlock_inverters(self, now_s: float, obs: Observation) -> tuple[float | None, ...]:
+        """What the interlock assumes each unit feeds: None unknown, inf possibly feeding."""
+        out: list[float | None] = []
+        for r in self._fresh_readings(now_s, obs):
+            if r is None:
+                out.append(None)
+            elif now_s < r.feeding_until_s:
+                out.append(math.inf)
+            else:
+                # past its hold-off a unit that reports nothing is off
+                out.append(r.output_w if r.measured else 0.0)
+        return tuple(out)
+
+    def _fresh_charger(self, now_s: float, obs: Observation) -> ChargerReading | None:
+        r = obs.charger
+        if r is None or now_s - r.at_s > self.settings.state_stale_s:
+            return None
+        return r
+
+    def _record_battery(self, obs: Observation, inverters: tuple[float | None, ...]) -> None:
+        """Measured battery AC power; a device with no measurement counts as its last command."""
+        last = self._last
+        total = 0.0
+        stamps: list[float] = []
+        for i, w in enumerate(inverters):
+            if w is None:
+                total += last.inverter_w[i] if last is not None else 0.0
+            else:
+                total += w
+                reading = obs.inverters[i] if i < len(obs.inverters) else None
+                if reading is not None:
+                    stamps.append(reading.at_s)
+        charger = self._fresh_charger(obs.now_s, obs)
+        if charger is not None:
+            total -= charger.voltage_v * charger.current_a / self.settings.charger_efficiency
+            stamps.append(charger.at_s)
+        elif last is not None and last.charger.on and obs.pack_voltage_v:
+            total -= last.charger.current_a * obs.pack_voltage_v / self.settings.charger_efficiency
+        if stamps:
+            self.law.record_battery(max(stamps), total)
+
+    def _commanded_battery_w(self, commands: Commands, pack_voltage_v: float | None) -> float:
+        charge_w = 0.0
+        if commands.charger.on and pack_voltage_v:
+            charge_w = (
+                commands.charger.current_a * pack_voltage_v / self.settings.charger_efficiency
+            )
+        return commands.discharge_w - charge_w
+
+    def limits_ok(self, obs: Observation) -> bool:
+        """bms limits present, fresh and without alarm, and a pack voltage known."""
+        lim = obs.limits
+        return (
+            lim is not None
+            and not lim.alarm
+            and obs.now_s - lim.at_s <= self.settings.bms_stale_s
+            and obs.pack_voltage_v is not None
+            and obs.pack_voltage_v > 0
+        )
+
+    def _bounds(self, obs: Observation, limits_ok: bool) -> PowerBounds:
+        s = self.settings
+        if not limits_ok or obs.limits is None or obs.pack_voltage_v is None:
+            return PowerBounds(0.0, 0.0)
+        v = obs.pack_voltage_v
+        gate = self.dispatcher.soc_gate
+        gate.update(obs.soc_pct, s)
+        units_w = sum(unit_cap_w(u, v) for u in self.units)
+        dis = min(
+            s.max_discharge_w, units_w, obs.limits.discharge_current_a * v * s.inverter_efficiency
+        )
+        chg_a = min(obs.limits.charge_current_a, s.charger_max_current_a)
+        chg = min(s.max_charge_w, chg_a * v / s.charger_efficiency)
+        if chg_a < s.charger_min_current_a:
+            chg = 0.0
+        if not gate.discharge_allowed or s.mode is Mode.CHARGE_ONLY or not s.discharge_enabled:
+            dis = 0.0
+        if not gate.charge_allowed or s.mode is Mode.DISCHARGE_ONLY or not s.charge_enabled:
+            chg = 0.0
+        return PowerBounds(max(0.0, dis), max(0.0, chg))
+
+    def step(self, obs: Observation) -> ControllerOutput:
+        """One control step at ``obs.now_s``."""
+        s = self.settings
+        now_s = obs.now_s
+        inverters = self._fresh_inverters(now_s, obs)
+        charger = self._fresh_charger(now_s, obs)
+        self._record_battery(obs, inverters)
+        ok = self.limits_ok(obs)
+        bounds = self._bounds(obs, ok)
+        if not ok or s.mode in (Mode.HOLD, Mode.OFF):
+            law_out = self.law.force_zero(now_s, s)
+        elif s.mode is Mode.CONSTANT_POWER:
+            law_out = self.law.set_constant(now_s, s.constant_power_w, bounds, s)
+        else:
+            law_out = self.law.step(now_s, obs.meter, bounds, s)
+        data = DispatchInput(
+            pack_voltage_v=obs.pack_voltage_v,
+            soc_pct=obs.soc_pct,
+            limits=obs.limits if ok else None,
+            inverter_output_w=self._interlock_inverters(now_s, obs),
+            charger_current_a=None if charger is None else charger.current_a,
+        )
+        commands = self.dispatcher.step(now_s, law_out.command_w, data, s)
+        self._last = commands
+        self.law.record_command(now_s, self._commanded_battery_w(commands, obs.pack_voltage_v))
+        faults = self._supervise(now_s, commands, inverters, charger)
+        if obs.meter is not None:
+            self.quality.add_meter(obs.meter.at_s, obs.meter.grid_w - s.target_grid_w)
+        self.quality.add_setpoint(now_s, law_out.setpoint_w, s.deadband_w)
+        return ControllerOutput(
+            commands=commands,
+            setpoint_w=law_out.setpoint_w,
+            law=law_out,
+            limits_ok=ok,
+            faults=faults,
+            quality=self.quality.report(now_s),
+        )
+
+    def _supervise(
+        self,
+        now_s: float,
+        commands: Commands,
+        inverters: tuple[float | None, ...],
+        charger: ChargerReading | None,
+    ) -> tuple[FollowFault, ...]:
+        s = self.settings
+        faults: list[FollowFault] = []
+        for monitor, cmd, measured in zip(
+            self._inverter_monitors, commands.inverter_w, inverters, strict=True
+        ):
+            fault = monitor.update(now_s, cmd, measured, s.follow_tolerance_w, s.follow_timeout_s)
+            if fault is not None:
+                faults.append(fault)
+        cmd_a = commands.charger.current_a if commands.charger.on else 0.0
+        measured_a = None if charger is None else charger.current_a
+        cv_phase = (
+            charger is not None
+            and commands.charger.on
+            and charger.voltage_v >= commands.charger.voltage_v - self.CV_MARGIN_V
+        )
+        if cv_phase and measured_a is not None and measured_a <= cmd_a:
+            # At its voltage limit the charger rightly delivers less than the current asked.
+            measured_a = cmd_a
+        tol_a = s.follow_tolerance_w / max(charger.voltage_v if charger else 48.0, 1.0)
+        fault = self._charger_monitor.update(now_s, cmd_a, measured_a, tol_a, s.follow_timeout_s)
+        if fault is not None:
+            faults.append(fault)
+        return tuple(faults)

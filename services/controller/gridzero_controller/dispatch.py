@@ -1,0 +1,413 @@
+"""Dispatch: turn one signed set-point into inverter demands and a charger command (pure).
+
+Safety rules enforced here, whatever the law asks:
+
+- Charge and discharge never run together. Before a side starts, the other side must be
+  commanded off and *measured* off (inverters <= `off_inverter_w`, charger <= `off_charger_a`)
+  for `min_dwell_s`. Only when a device reports nothing at all does a long timeout
+  (`off_unconfirmed_s`, longer than the devices' own frame-loss stop, and never shorter than
+  an inverter's ramp-down hold-off) stand in for the measurement.
+- An inverter whose demand went to 0 may still feed for its ramp-down (`unit_holdoff_s`):
+  `core.FeedingTracker` reports it as feeding (``math.inf``) until then.
+- After a (re)start nothing is known of what the previous process commanded: the "commanded
+  off since" timers start at the first step (never at 0.0, the host's boot on a monotonic
+  clock), so both sides count as on until measured off for the dwell or, unmeasured, until
+  the long timeout has passed since then.
+- The charger runs only at or above its minimum current (~5.2 A, devices.md A.5) and never when
+  the bms charge current limit is below that minimum; its voltage is the bms CVL.
+- SoC bounds with hysteresis: discharge stops at `soc_min_pct` and resumes at min + hysteresis;
+  charge stops at `soc_max_pct` and resumes at max − hysteresis.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+from gridzero_controller.settings import ControllerSettings
+
+
+@dataclass(frozen=True, slots=True)
+class InverterUnit:
+    """One discharge inverter: AC limit and the DC window in which it runs."""
+
+    name: str
+    max_w: float = 1000.0
+    dc_min_v: float = 40.0
+    dc_max_v: float = 60.0
+    dc_margin_v: float = 1.0
+    # How long after its demand went to 0 the unit may still feed; None: `default_holdoff_s`.
+    off_holdoff_s: float | None = None
+
+
+# The SoyoSource's behaviour (research B.2, B.3; the simulator's plant defaults): it follows a
+# new demand through a ~1 s first-order lag with a ~300 W/s slew limit, and stops ~3 s after
+# frames stop. Nothing on the limiter port says when its output really reached 0.
+SOYOSOURCE_LAG_S = 1.0
+SOYOSOURCE_RAMP_W_PER_S = 300.0
+SOYOSOURCE_FRAME_STOP_S = 3.0
+HOLDOFF_MARGIN_S = 1.0  # the frame's way out (tick, MQTT, 4800 baud) and the unit's dead time
+
+
+def ramp_down_s(from_w: float, off_w: float, lag_s: float, ramp_w_per_s: float) -> float:
+    """Time a unit at ``from_w`` takes to fall to ``off_w`` after a 0 W demand.
+
+    Slew-limited while the lag would fall faster than ``ramp_w_per_s`` (above ramp x lag),
+    then exponential with the lag's time constant.
+    """
+    off_w = max(off_w, 0.1)
+    if from_w <= off_w:
+        return 0.0
+    knee_w = ramp_w_per_s * lag_s
+    if from_w <= knee_w:
+        return lag_s * math.log(from_w / off_w)
+    return (from_w - knee_w) / ramp_w_per_s + lag_s * math.log(max(knee_w, off_w) / off_w)
+
+
+def default_holdoff_s(max_w: float, off_w: float) -> float:
+    """A conservative hold-off for a SoyoSource at up to ``max_w``: its ramp-down from full
+    power, at least its frame-loss stop, plus a margin (900 W, 5 W: 7.1 s)."""
+    ramp_s = ramp_down_s(max_w, off_w, SOYOSOURCE_LAG_S, SOYOSOURCE_RAMP_W_PER_S)
+    return HOLDOFF_MARGIN_S + max(SOYOSOURCE_FRAME_STOP_S, ramp_s)
+
+
+def unit_holdoff_s(unit: InverterUnit, settings: ControllerSettings) -> float:
+    """The unit's hold-off: its own setting, else the SoyoSource default for its max power."""
+    if unit.off_holdoff_s is not None:
+        return unit.off_holdoff_s
+    return default_holdoff_s(unit.max_w, settings.off_inverter_w)
+
+
+@dataclass(frozen=True, slots=True)
+class BmsLimits:
+    """The bms's published limits; ``at_s`` when received."""
+
+    charge_voltage_v: float
+    charge_current_a: float
+    discharge_current_a: float
+    alarm: bool
+    at_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchInput:
+    """What dispatch needs to know, as measured (None = unknown or stale).
+
+    ``inverter_output_w``: a unit's measured output, or ``math.inf`` while it may still feed
+    (see `core.FeedingTracker`).
+    """
+
+    pack_voltage_v: float | None
+    soc_pct: float | None
+    limits: BmsLimits | None
+    inverter_output_w: tuple[float | None, ...]
+    charger_current_a: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerCommand:
+    """DC output on/off, voltage set-point (CVL) and current limit in A."""
+
+    on: bool
+    voltage_v: float
+    current_a: float
+
+
+CHARGER_OFF = ChargerCommand(on=False, voltage_v=0.0, current_a=0.0)
+
+
+class Side(StrEnum):
+    """Which side runs (or is being prepared)."""
+
+    IDLE = "idle"
+    DISCHARGE = "discharge"
+    CHARGE = "charge"
+    TO_DISCHARGE = "to_discharge"
+    TO_CHARGE = "to_charge"
+
+
+@dataclass(frozen=True, slots=True)
+class Commands:
+    """Device commands for one step."""
+
+    inverter_w: tuple[float, ...]
+    charger: ChargerCommand
+    side: Side
+
+    @property
+    def discharge_w(self) -> float:
+        """Total inverter demand."""
+        return sum(self.inverter_w)
+
+
+class SocGate:
+    """SoC bounds with hysteresis. Unknown SoC keeps the last decision (the bms still guards)."""
+
+    def __init__(self) -> None:
+        self.discharge_allowed = True
+        self.charge_allowed = True
+
+    def update(self, soc_pct: float | None, settings: ControllerSettings) -> None:
+        """Re-evaluate both gates from the newest SoC."""
+        if soc_pct is None:
+            return
+        hyst = settings.soc_hysteresis_pct
+        if soc_pct <= settings.soc_min_pct:
+            self.discharge_allowed = False
+        elif soc_pct >= settings.soc_min_pct + hyst:
+            self.discharge_allowed = True
+        if soc_pct >= settings.soc_max_pct:
+            self.charge_allowed = False
+        elif soc_pct <= settings.soc_max_pct - hyst:
+            self.charge_allowed = True
+
+
+def unit_cap_w(unit: InverterUnit, pack_voltage_v: float | None) -> float:
+    """What a unit may be asked for at this pack voltage.
+
+    Inside its DC window the full rating, derated linearly over the `dc_margin_v` above the
+    lower end: a pack that sags under load then settles where the inverter still runs, instead
+    of dropping out, recovering and dropping out again.
+    """
+    if pack_voltage_v is None or not unit.dc_min_v <= pack_voltage_v <= unit.dc_max_v:
+        return 0.0
+    if unit.dc_margin_v <= 0:
+        return unit.max_w
+    return unit.max_w * min(1.0, (pack_voltage_v - unit.dc_min_v) / unit.dc_margin_v)
+
+
+def split_discharge(
+    total_w: float, units: tuple[InverterUnit, ...], pack_voltage_v: float | None
+) -> tuple[float, ...]:
+    """Share ``total_w`` equally over the units, each within `unit_cap_w`.
+
+    Water-filling: a unit at its cap passes the rest to the others.
+    """
+    caps = [unit_cap_w(u, pack_voltage_v) for u in units]
+    demand = [0.0] * len(units)
+    remaining = max(0.0, total_w)
+    open_units = sorted((i for i, c in enumerate(caps) if c > 0), key=lambda i: caps[i])
+    while open_units and remaining > 1e-9:
+        share = remaining / len(open_units)
+        i = open_units[0]
+        give = min(share, caps[i] - demand[i])
+        if give >= share:
+            for j in open_units:
+                demand[j] += share
+            remaining = 0.0
+            break
+        demand[i] += give
+        remaining -= give
+        open_units.pop(0)
+    return tuple(demand)
+
+
+def charger_min_power_w(pack_voltage_v: float, settings: ControllerSettings) -> float:
+    """AC power the charger draws at its minimum current."""
+    return settings.charger_min_current_a * pack_voltage_v / settings.charger_efficiency
+
+
+class Dispatcher:
+    """Stateful, pure: the interlock and side state machine."""
+
+    def __init__(self, units: tuple[InverterUnit, ...]) -> None:
+        if not units:
+            raise ValueError("dispatch: need at least one inverter unit, got 0")
+        self.units = units
+        self.side = Side.IDLE
+        self.soc_gate = SocGate()
+        # Set at the first step (see `_remember`): never at 0.0, which is the host's boot on a
+        # monotonic clock, so a long timeout would already have passed after a restart.
+        self._inverters_cmd_zero_since: float | None = None
+        self._inverters_measured_zero_since: float | None = None
+        self._charger_cmd_off_since: float | None = None
+        self._charger_measured_off_since: float | None = None
+        # Whether a command of ours to run can still be in flight (its dead time counts). A
+        # previous process's command is not: our first step commands both sides off, and
+        # until they are measured off for the dwell, or the long timeout has passed since
+        # that step, both count as on; an inverter's ramp-down is `FeedingTracker`'s.
+        self._inverters_ever_on = False
+        self._charger_ever_on = False
+
+    # -- confirmation of "the other side is off" -------------------------------------------
+
+    def _track_off(self, now_s: float, data: DispatchInput, settings: ControllerSettings) -> None:
+        outputs = data.inverter_output_w
+        off_w = settings.off_inverter_w
+        inv_zero = bool(outputs) and all(o is not None and o <= off_w for o in outputs)
+        if inv_zero:
+            if self._inverters_measured_zero_since is None:
+                self._inverters_measured_zero_since = now_s
+        else:
+            self._inverters_measured_zero_since = None
+        current = data.charger_current_a
+        if current is not None and current <= settings.off_charger_a:
+            if self._charger_measured_off_since is None:
+                self._charger_measured_off_since = now_s
+        else:
+            self._charger_measured_off_since = None
+
+    def _confirmed(
+        self,
+        now_s: float,
+        cmd_since: float | None,
+        measured_since: float | None,
+        unknown_after_s: float | None,
+        settings: ControllerSettings,
+        dead_time_s: float,
+    ) -> bool:
+        """``unknown_after_s``: the device reports nothing; off this long after the command."""
+        if cmd_since is None:
+            return False
+        if unknown_after_s is not None:
+            return now_s - cmd_since >= unknown_after_s
+        if measured_since is None:
+            return False
+        # A command still in flight (the device's dead time) can switch it on after it was
+        # measured off: the dwell counts from when the command to stop has surely landed.
+        landed_s = cmd_since + dead_time_s
+        return now_s - max(landed_s, measured_since) >= settings.min_dwell_s
+
+    def inverters_off_confirmed(
+        self, now_s: float, data: DispatchInput, settings: ControllerSettings
+    ) -> bool:
+        """All inverters commanded 0 and measured ~0 for the dwell."""
+        unknown = any(o is None for o in data.inverter_output_w)
+        # a unit that reports nothing is off once the devices' own stops and its ramp-down
+        # are surely over
+        holdoff_s = max(unit_holdoff_s(u, settings) for u in self.units)
+        return self._confirmed(
+            now_s,
+            self._inverters_cmd_zero_since,
+            self._inverters_measured_zero_since,
+            max(settings.off_unconfirmed_s, holdoff_s) if unknown else None,
+            settings,
+            settings.plant_dead_time_s if self._inverters_ever_on else 0.0,
+        )
+
+    def charger_off_confirmed(
+        self, now_s: float, data: DispatchInput, settings: ControllerSettings
+    ) -> bool:
+        """Charger commanded off and measured ~0 A for the dwell."""
+        return self._confirmed(
+            now_s,
+            self._charger_cmd_off_since,
+            self._charger_measured_off_since,
+            settings.off_unconfirmed_s if data.charger_current_a is None else None,
+            settings,
+            settings.charger_dead_time_s if self._charger_ever_on else 0.0,
+        )
+
+    # -- main step ---------------------------------------------------------------------------
+
+    def step(
+        self, now_s: float, setpoint_w: float, data: DispatchInput, settings: ControllerSettings
+    ) -> Commands:
+        """Commands for ``now_s``; remembers what it commanded for the interlock."""
+        self._track_off(now_s, data, settings)
+        self.soc_gate.update(data.soc_pct, settings)
+        want = self._wanted_side(setpoint_w, data, settings)
+        commands = self._commands_for(now_s, want, setpoint_w, data, settings)
+        self._remember(now_s, commands)
+        return commands
+
+    def _charge_possible(self, data: DispatchInput, settings: ControllerSettings) -> bool:
+        limits = data.limits
+        return (
+            limits is not None
+            and not limits.alarm
+            and data.pack_voltage_v is not None
+            and data.pack_voltage_v > 0
+            and limits.charge_current_a >= settings.charger_min_current_a
+            and self.soc_gate.charge_allowed
+        )
+
+    def _discharge_possible(self, data: DispatchInput) -> bool:
+        limits = data.limits
+        return (
+            limits is not None
+            and not limits.alarm
+            and limits.discharge_current_a > 0
+            and data.pack_voltage_v is not None
+            and self.soc_gate.discharge_allowed
+        )
+
+    def _wanted_side(
+        self, setpoint_w: float, data: DispatchInput, settings: ControllerSettings
+    ) -> Side:
+        discharging = self.side in (Side.DISCHARGE, Side.TO_DISCHARGE)
+        charging = self.side in (Side.CHARGE, Side.TO_CHARGE)
+        start_w = 0.0 if discharging else settings.discharge_start_w
+        if setpoint_w > start_w and self._discharge_possible(data):
+            return Side.DISCHARGE
+        if setpoint_w < 0 and self._charge_possible(data, settings):
+            assert data.pack_voltage_v is not None
+            min_w = charger_min_power_w(data.pack_voltage_v, settings)
+            # Charging at the minimum current beats exporting once the surplus exceeds half
+            # of it (|grid| is then smaller); start only with a margin above the minimum.
+            threshold = min_w / 2 if charging else min_w + settings.charge_start_margin_w
+            if -setpoint_w >= threshold:
+                return Side.CHARGE
+        return Side.IDLE
+
+    def _commands_for(
+        self,
+        now_s: float,
+        want: Side,
+        setpoint_w: float,
+        data: DispatchInput,
+        settings: ControllerSettings,
+    ) -> Commands:
+        zeros = tuple(0.0 for _ in self.units)
+        if want is Side.DISCHARGE:
+            if self.side is not Side.DISCHARGE and not self.charger_off_confirmed(
+                now_s, data, settings
+            ):
+                return Commands(zeros, CHARGER_OFF, Side.TO_DISCHARGE)
+            return Commands(
+                self._discharge_split(setpoint_w, data, settings), CHARGER_OFF, Side.DISCHARGE
+            )
+        if want is Side.CHARGE:
+            if self.side is not Side.CHARGE and not self.inverters_off_confirmed(
+                now_s, data, settings
+            ):
+                return Commands(zeros, CHARGER_OFF, Side.TO_CHARGE)
+            return Commands(zeros, self._charger_command(-setpoint_w, data, settings), Side.CHARGE)
+        return Commands(zeros, CHARGER_OFF, Side.IDLE)
+
+    def _discharge_split(
+        self, setpoint_w: float, data: DispatchInput, settings: ControllerSettings
+    ) -> tuple[float, ...]:
+        limits = data.limits
+        assert limits is not None
+        assert data.pack_voltage_v is not None
+        bms_max_w = limits.discharge_current_a * data.pack_voltage_v * settings.inverter_efficiency
+        total = min(setpoint_w, bms_max_w, settings.max_discharge_w)
+        return split_discharge(total, self.units, data.pack_voltage_v)
+
+    def _charger_command(
+        self, charge_w: float, data: DispatchInput, settings: ControllerSettings
+    ) -> ChargerCommand:
+        limits = data.limits
+        assert limits is not None
+        assert data.pack_voltage_v is not None
+        current_a = (
+            min(charge_w, settings.max_charge_w) * settings.charger_efficiency / data.pack_voltage_v
+        )
+        top_a = min(limits.charge_current_a, settings.charger_max_current_a)
+        current_a = max(settings.charger_min_current_a, min(top_a, current_a))
+        return ChargerCommand(on=True, voltage_v=limits.charge_voltage_v, current_a=current_a)
+
+    def _remember(self, now_s: float, commands: Commands) -> None:
+        self.side = commands.side
+        if any(w > 0 for w in commands.inverter_w):
+            self._inverters_cmd_zero_since = None
+            self._inverters_ever_on = True
+        elif self._inverters_cmd_zero_since is None:
+            self._inverters_cmd_zero_since = now_s
+        if commands.charger.on:
+            self._charger_cmd_off_since = None
+            self._charger_ever_on = True
+        elif self._charger_cmd_off_since is None:
+            self._charger_cmd_off_since = now_s

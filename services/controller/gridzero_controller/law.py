@@ -1,0 +1,535 @@
+"""The grid-zero control law: one signed battery power set-point from the meter (pure).
+
+Sign conventions: grid power + = import; battery power + = discharge (AC W at the meter).
+
+The law does not integrate the grid error. On every fresh meter sample it estimates the
+house's net load, ``load = grid + battery output (measured)``, and asks the battery for
+``load - target``. The estimate does not move while the plant is still following an earlier
+command (the grid falls exactly as much as the measured output rises), so reacting on every
+sample cannot wind up or oscillate however slow the inverters are. services/controller/README.md has
+the full design and the reasons for each part.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from enum import StrEnum
+
+from gridzero_controller.settings import ControllerSettings
+
+RANGE_NOISE_FACTOR = 2.5
+QUIET_NOISE_W = 5.0
+NOISY_NOISE_W = 15.0
+LATE_METER_S = 0.5
+# A change of the estimate this many times its scatter (the mean |difference| of two noisy
+# samples, 1.13 sigma) is taken as a step, not smoothed: ~2.8 sigma of a difference, one
+# sample in 200 from noise alone.
+STEP_NOISE_FACTOR = 3.5
+# However noisy the meter, a change this large is a load step and is taken at once (an oven
+# switching off must be backed off promptly); the scatter learnt on a load that changes on
+# every sample cannot grow the band past it.
+MAX_STEP_BAND_W = 500.0
+# Trust in the plant guess (class Trust): a move of at least REVERSAL_MIN_W reversing the
+# previous one within REVERSAL_WINDOW_S cuts it by TRUST_CUT (not below TRUST_FLOOR); each
+# other such move restores TRUST_RECOVERY of what is missing.
+REVERSAL_WINDOW_S = 2.0
+REVERSAL_MIN_W = 50.0  # smaller moves are flicker and noise, not a plant swinging
+TRUST_CUT = 0.6
+TRUST_FLOOR = 0.3
+TRUST_RECOVERY = 0.1
+# An unconfirmed jump is followed this fraction of `spike_w` at most: an outlier then costs a
+# bounded pulse for one meter period, a real step (a kettle) is not ignored for a whole one.
+SPIKE_REACH = 0.5
+# The step band's noise is measured on the second difference of the estimate, which a steady
+# ramp (PV at a cloud's edge) does not raise. Mean |second difference| of white noise is
+# 1.95 sigma; the scale puts it in the units of the first-difference noise (1.13 sigma).
+JITTER_SCALE = 1.13 / 1.95
+
+
+@dataclass(frozen=True, slots=True)
+class MeterSample:
+    """One grid meter reading: W, + = import; ``at_s`` when it was received (monotonic)."""
+
+    grid_w: float
+    at_s: float
+
+
+class LawReason(StrEnum):
+    """Why the set-point has its current value."""
+
+    TRACKING = "tracking"
+    DEADBAND = "deadband"
+    SPIKE_HELD = "spike_held"
+    NO_METER = "no_meter"
+    METER_STALE = "meter_stale"
+    FORCED_ZERO = "forced_zero"
+    CONSTANT = "constant"
+
+
+@dataclass(frozen=True, slots=True)
+class LawOutput:
+    """The law's result for one step.
+
+    ``setpoint_w`` is the battery power the law wants; ``command_w`` what to ask the devices
+    for now to get there soonest (the set-point plus a short, bounded overdrive while the
+    inverters are still ramping; equal to the set-point otherwise).
+    """
+
+    setpoint_w: float
+    reason: LawReason
+    load_estimate_w: float | None
+    command_w: float
+
+
+@dataclass(frozen=True, slots=True)
+class BatteryEstimate:
+    """Battery output at one instant: surely within [low_w, high_w], most likely guess_w."""
+
+    low_w: float
+    guess_w: float
+    high_w: float
+
+
+@dataclass(frozen=True, slots=True)
+class PowerBounds:
+    """How far the set-point may go: max discharge (>= 0) and max charge (>= 0), AC W."""
+
+    max_discharge_w: float
+    max_charge_w: float
+
+    def clamp(self, power_w: float) -> float:
+        """``power_w`` limited to [-max_charge_w, +max_discharge_w]."""
+        return max(-self.max_charge_w, min(self.max_discharge_w, power_w))
+
+
+def _toward_zero(value: float, step: float) -> float:
+    if value > 0:
+        return max(0.0, value - step)
+    return min(0.0, value + step)
+
+
+def lag_ramp_after(y0_w: float, command_w: float, t_s: float, tau_s: float, rate: float) -> float:
+    """Output of a first-order lag (``tau_s``) with a slew limit (``rate`` W/s) after ``t_s``
+    of a constant command, from ``y0_w``: the plant guess of the inverters (sim/inverters.py).
+    """
+    gap = command_w - y0_w
+    if t_s <= 0 or gap == 0:
+        return y0_w
+    sign = 1.0 if gap > 0 else -1.0
+    gap = abs(gap)
+    # The slew limit binds while gap / tau > rate, i.e. until the gap has shrunk to rate*tau.
+    ramp_s = max(0.0, (gap - rate * tau_s) / rate)
+    if t_s <= ramp_s:
+        return y0_w + sign * rate * t_s
+    left = min(gap, rate * tau_s) * math.exp(-(t_s - ramp_s) / tau_s)
+    return command_w - sign * left
+
+
+def shaped_command(
+    model_w: float, setpoint_w: float, horizon_s: float, tau_s: float, rate: float, max_w: float
+) -> float:
+    """The command that brings the modelled output from ``model_w`` to ``setpoint_w`` in
+    ``horizon_s`` (or as close as the slew limit allows), at most ``max_w`` beyond the set-point.
+
+    Found by bisection: the output after the horizon rises monotonically with the command.
+    """
+    gap = setpoint_w - model_w
+    if gap == 0 or max_w <= 0:
+        return setpoint_w
+    sign = 1.0 if gap > 0 else -1.0
+    lo, hi = 0.0, max_w
+    if (
+        sign
+        * (lag_ramp_after(model_w, setpoint_w + sign * hi, horizon_s, tau_s, rate) - setpoint_w)
+        <= 0
+    ):
+        return setpoint_w + sign * hi
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        reached = lag_ramp_after(model_w, setpoint_w + sign * mid, horizon_s, tau_s, rate)
+        if sign * (reached - setpoint_w) < 0:
+            lo = mid
+        else:
+            hi = mid
+    return setpoint_w + sign * hi
+
+
+class Overdrive:
+    """Asks the inverters for more (or less) than the set-point while the plant guess says
+    they are still far from it, so a lagging output ramps at its full slew rate.
+
+    Open loop on the plant guess: the modelled output is advanced from the commands given,
+    never corrected from a measurement, so the overdrive cannot feed back on what it
+    disturbs. Bounded by ``plant_ramp_w_per_s`` × ``plant_time_constant_s`` beyond the
+    set-point (beyond that a faster command buys nothing), so a plant slower than its guess
+    sees a short pulse, never a growing swing. Discharge only: the rectifier's current loop
+    is fast already. The horizon is the interval between steps (the next chance to correct).
+    """
+
+    def __init__(self) -> None:
+        self.model_w = 0.0
+        self._at_s: float | None = None
+        self._step_s = 0.5
+
+    def advance(self, now_s: float, command_w: float, settings: ControllerSettings) -> None:
+        """Move the modelled output to ``now_s`` under the command given since the last call."""
+        if self._at_s is not None and now_s > self._at_s:
+            dt = now_s - self._at_s
+            self._step_s += 0.2 * (min(5.0, max(0.05, dt)) - self._step_s)
+            self.model_w = lag_ramp_after(
+                self.model_w,
+                max(0.0, command_w),
+                dt,
+                settings.plant_time_constant_s,
+                settings.plant_ramp_w_per_s,
+            )
+        self._at_s = now_s
+
+    def command(
+        self,
+        setpoint_w: float,
+        bounds: PowerBounds,
+        settings: ControllerSettings,
+        noise_w: float = 0.0,
+    ) -> float:
+        """The command for ``setpoint_w`` now (the set-point itself when charging or idle).
+
+        A gap within ``noise_w`` (what the meter's noise alone can move the set-point by) is
+        left to the plant: overdriving it would amplify the noise into the output.
+        """
+        gain = settings.overdrive_gain
+        if setpoint_w <= 0 or gain <= 0 or abs(setpoint_w - self.model_w) <= noise_w:
+            return setpoint_w
+        shaped = shaped_command(
+            self.model_w,
+            setpoint_w,
+            self._step_s,
+            settings.plant_time_constant_s,
+            settings.plant_ramp_w_per_s,
+            settings.plant_ramp_w_per_s * settings.plant_time_constant_s,
+        )
+        command = setpoint_w + gain * (shaped - setpoint_w)
+        return max(min(setpoint_w, 1.0), min(bounds.max_discharge_w, command))
+
+
+class BatteryHistory:
+    """Recent measured battery output, to pair a meter sample with the output at its time."""
+
+    def __init__(self, keep_s: float = 15.0) -> None:
+        self._keep_s = keep_s
+        self._points: deque[tuple[float, float]] = deque()
+
+    def add(self, at_s: float, battery_w: float) -> None:
+        """Record a measurement (ignored if older than the newest one)."""
+        if self._points and at_s <= self._points[-1][0]:
+            if at_s == self._points[-1][0]:
+                self._points[-1] = (at_s, battery_w)
+            return
+        self._points.append((at_s, battery_w))
+        while len(self._points) > 2 and self._points[1][0] < at_s - self._keep_s:
+            self._points.popleft()
+
+    def span(self, t0_s: float, t1_s: float) -> tuple[float, float] | None:
+        """(min, max) of the values in effect during [t0_s, t1_s] (step-held)."""
+        if not self._points:
+            return None
+        lo = hi = self.at(t0_s, hold=True)
+        assert lo is not None
+        assert hi is not None
+        for t, w in self._points:
+            if t0_s < t <= t1_s:
+                lo = min(lo, w)
+                hi = max(hi, w)
+        return lo, hi
+
+    def last(self) -> tuple[float, float] | None:
+        """The newest (time, value), if any."""
+        return self._points[-1] if self._points else None
+
+    def at(self, at_s: float, *, hold: bool = False) -> float | None:
+        """The value at ``at_s``: interpolated (or held from the previous point) inside the
+        history, held outside it."""
+        if not self._points:
+            return None
+        if hold:
+            value = self._points[0][1]
+            for t, w in self._points:
+                if t > at_s:
+                    break
+                value = w
+            return value
+        if at_s >= self._points[-1][0]:
+            return self._points[-1][1]
+        if at_s <= self._points[0][0]:
+            return self._points[0][1]
+        prev_t, prev_w = self._points[0]
+        for t, w in self._points:
+            if t >= at_s:
+                frac = (at_s - prev_t) / (t - prev_t) if t > prev_t else 1.0
+                return prev_w + frac * (w - prev_w)
+            prev_t, prev_w = t, w
+        return self._points[-1][1]
+
+
+class Trust:
+    """How far to trust the plant guess when the set-point may already be right.
+
+    A guess that is wrong (a dead time or lag the installer did not know) shows itself as
+    large moves that reverse within seconds: the estimate overshoots one way, then the other.
+    Each quick reversal cuts the trust; every other large move restores part of it, so a plant
+    that matches its guess is followed at full gain and one that does not, cautiously.
+    """
+
+    def __init__(self) -> None:
+        self.value = 1.0
+        self._last_sign = 0.0
+        self._last_at_s = -math.inf
+
+    def gain(self, at_s: float, move_w: float) -> float:
+        """The trust for a move of ``move_w`` at ``at_s`` (and learn from it)."""
+        if abs(move_w) < REVERSAL_MIN_W:
+            return self.value
+        sign = math.copysign(1.0, move_w)
+        if sign == -self._last_sign and at_s - self._last_at_s <= REVERSAL_WINDOW_S:
+            self.value = max(TRUST_FLOOR, self.value * TRUST_CUT)
+        else:
+            self.value += TRUST_RECOVERY * (1.0 - self.value)
+        self._last_sign = sign
+        self._last_at_s = at_s
+        return self.value
+
+
+class ControlLaw:
+    """Stateful, pure: call `step` with the newest data; time is a parameter."""
+
+    def __init__(self) -> None:
+        self.setpoint_w = 0.0
+        self._history = BatteryHistory()
+        self._commands = BatteryHistory()
+        self._last_meter_at_s: float | None = None
+        self._last_step_s: float | None = None
+        self._accepted_load_w: float | None = None
+        self._noise_w = 0.0
+        self._last_raw_load_w: float | None = None
+        self._before_last_raw_w: float | None = None
+        self._jitter_w = 0.0
+        self._reason = LawReason.NO_METER
+        # The inverters' output as the plant guess predicts it from the commands alone (no
+        # measurement: the overdrive must not feed back on a measurement it disturbs).
+        self._overdrive = Overdrive()
+        self._trust = Trust()
+        self._last_command_w = 0.0
+
+    @property
+    def load_estimate_w(self) -> float | None:
+        """The last accepted estimate of the house's net load (W, + = consumption)."""
+        return self._accepted_load_w
+
+    def record_battery(self, at_s: float, battery_w: float) -> None:
+        """A measured battery output (inverters' AC output − charger AC input) at ``at_s``."""
+        self._history.add(at_s, battery_w)
+
+    def record_command(self, at_s: float, battery_w: float) -> None:
+        """The battery power actually commanded (after dispatch) at ``at_s``."""
+        self._commands.add(at_s, battery_w)
+
+    def battery_estimate(self, at_s: float, settings: ControllerSettings) -> BatteryEstimate | None:
+        """What the battery output was at ``at_s``: a range that surely holds it, and a guess.
+
+        Inside the measured history the value is interpolated and exact. After the newest
+        measurement the output can only have moved from that measurement towards the commands
+        given since (every real device approaches its command monotonically, or stays put if
+        it does not follow): the range spans the measurement and those commands. The guess
+        inside it moves from the measurement towards the command then in effect with time
+        constant `plant_time_constant_s`, no faster than `plant_ramp_w_per_s`.
+        """
+        last = self._history.last()
+        if last is None:
+            return None
+        t_meas, y_meas = last
+        if at_s <= t_meas:
+            y = self._history.at(at_s)
+            assert y is not None
+            return BatteryEstimate(y, y, y)
+        newest = self._commands.last()
+        if newest is not None and newest[1] <= 0 and y_meas <= 0:
+            # Charging: the rectifier's current loop, not the inverters' lag.
+            dead = settings.charger_dead_time_s
+            tau, rate = settings.charger_time_constant_s, settings.charger_ramp_w_per_s
+        else:
+            dead = settings.plant_dead_time_s
+            tau, rate = settings.plant_time_constant_s, settings.plant_ramp_w_per_s
+        span = self._commands.span(t_meas - dead, at_s)
+        command = self._commands.at(at_s - dead / 2, hold=True)
+        if span is None or command is None:
+            return BatteryEstimate(y_meas, y_meas, y_meas)
+        lo = min(y_meas, span[0])
+        hi = max(y_meas, span[1])
+        dt = at_s - t_meas
+        gap = command - y_meas
+        move = abs(gap) * (1.0 - math.exp(-dt / tau))
+        move = min(move, rate * dt)
+        guess = max(lo, min(hi, y_meas + math.copysign(move, gap)))
+        return BatteryEstimate(lo, guess, hi)
+
+    def force_zero(self, now_s: float, settings: ControllerSettings) -> LawOutput:
+        """Set-point 0 at once (stale or alarmed bms limits, mode hold/off)."""
+        self.setpoint_w = 0.0
+        self._last_step_s = now_s
+        self._reason = LawReason.FORCED_ZERO
+        return self._output(now_s, settings, None)
+
+    def set_constant(
+        self, now_s: float, power_w: float, bounds: PowerBounds, settings: ControllerSettings
+    ) -> LawOutput:
+        """Constant-power mode: the set-point is given, only bounded."""
+        self.setpoint_w = bounds.clamp(power_w)
+        self._last_step_s = now_s
+        self._reason = LawReason.CONSTANT
+        return self._output(now_s, settings, None)
+
+    def step(
+        self,
+        now_s: float,
+        meter: MeterSample | None,
+        bounds: PowerBounds,
+        settings: ControllerSettings,
+    ) -> LawOutput:
+        """Advance the law to ``now_s`` with the newest meter sample."""
+        dt = 0.0 if self._last_step_s is None else max(0.0, now_s - self._last_step_s)
+        self._last_step_s = now_s
+        if meter is None:
+            self.setpoint_w = bounds.clamp(
+                _toward_zero(self.setpoint_w, settings.stale_ramp_w_per_s * dt)
+            )
+            self._reason = LawReason.NO_METER
+            return self._output(now_s, settings, None)
+        if now_s - meter.at_s > settings.meter_stale_s:
+            ramp = settings.stale_ramp_w_per_s * dt
+            self.setpoint_w = bounds.clamp(_toward_zero(self.setpoint_w, ramp))
+            self._reason = LawReason.METER_STALE
+            return self._output(now_s, settings, None)
+        if self._last_meter_at_s is not None and meter.at_s <= self._last_meter_at_s:
+            # No fresh sample: hold (a bound may have tightened meanwhile).
+            self.setpoint_w = bounds.clamp(self.setpoint_w)
+            return self._output(now_s, settings, bounds)
+        self._last_meter_at_s = meter.at_s
+        self._on_sample(meter, bounds, settings)
+        return self._output(now_s, settings, bounds)
+
+    def _output(
+        self, now_s: float, settings: ControllerSettings, shaping: PowerBounds | None
+    ) -> LawOutput:
+        """The output; ``shaping`` (the bounds) when the set-point may be overdriven."""
+        # What the devices were last asked for: as dispatched if known, else as output here.
+        last = self._commands.last()
+        self._overdrive.advance(now_s, self._last_command_w if last is None else last[1], settings)
+        command_w = self.setpoint_w
+        if shaping is not None:
+            noise_w = 0.0
+            if self._noise_w >= NOISY_NOISE_W:
+                noise_w = RANGE_NOISE_FACTOR * settings.noise_deadband * self._noise_w
+            command_w = self._overdrive.command(self.setpoint_w, shaping, settings, noise_w)
+        self._last_command_w = command_w
+        return LawOutput(self.setpoint_w, self._reason, self._accepted_load_w, command_w)
+
+    def _smooth_gain(self, settings: ControllerSettings) -> float:
+        """How much of a small change of the load estimate to follow at once.
+
+        A quiet estimate (mean |change| up to `QUIET_NOISE_W`) of a battery whose output is
+        known (not ramping) changes because the load does, and following it at once pays (a
+        fridge, a flickering base load); a noisy one changes mostly because the meter is
+        noisy, and one taken while the output ramps mostly because the plant guess is off:
+        both are smoothed with `smooth_gain`. A late meter
+        (more than `LATE_METER_S`) is always smoothed: its small changes are over by the
+        time the battery could follow them.
+        """
+        if settings.meter_latency_s > LATE_METER_S:
+            return settings.smooth_gain
+        quiet = (NOISY_NOISE_W - self._noise_w) / (NOISY_NOISE_W - QUIET_NOISE_W)
+        return settings.smooth_gain + (1.0 - settings.smooth_gain) * max(0.0, min(1.0, quiet))
+
+    def _step_band(
+        self,
+        raw_w: float,
+        previous_w: float | None,
+        before_previous_w: float | None,
+        settings: ControllerSettings,
+    ) -> float:
+        """The change of the estimate above which it is a step, learning the scatter."""
+        band_w = max(
+            settings.smooth_band_w, min(MAX_STEP_BAND_W, STEP_NOISE_FACTOR * self._jitter_w)
+        )
+        if previous_w is not None and before_previous_w is not None:
+            curvature = abs(raw_w - 2.0 * previous_w + before_previous_w)
+            if curvature <= 2.0 * band_w:  # a step's own kink is not scatter
+                self._jitter_w += 0.05 * (curvature * JITTER_SCALE - self._jitter_w)
+        return band_w
+
+    def _on_sample(
+        self, meter: MeterSample, bounds: PowerBounds, settings: ControllerSettings
+    ) -> None:
+        estimate = self.battery_estimate(meter.at_s - settings.meter_latency_s, settings)
+        if estimate is None:
+            estimate = BatteryEstimate(self.setpoint_w, self.setpoint_w, self.setpoint_w)
+        target = settings.target_grid_w
+        raw_load_w = meter.grid_w + estimate.guess_w
+        previous_raw = self._last_raw_load_w
+        before_previous = self._before_last_raw_w
+        self._before_last_raw_w = previous_raw
+        self._last_raw_load_w = raw_load_w
+        current_w = bounds.clamp(self.setpoint_w)
+        accepted = self._accepted_load_w
+        if accepted is not None and abs(raw_load_w - accepted) > settings.spike_w:
+            confirmed = (
+                previous_raw is not None
+                and abs(raw_load_w - previous_raw) <= settings.spike_confirm_w
+            )
+            backs_off = abs(bounds.clamp(raw_load_w - target)) < abs(current_w)
+            if not confirmed and not backs_off:
+                self._reason = LawReason.SPIKE_HELD
+                move = raw_load_w - target - current_w
+                reach = SPIKE_REACH * settings.spike_w
+                self.setpoint_w = bounds.clamp(current_w + max(-reach, min(reach, move)))
+                return
+        # Small changes of the estimate are mostly noise (the meter and the output are not
+        # sampled at the same instant, loads flicker): smooth them. Large changes are real
+        # steps: take them at once. "Large" grows with a noisy meter's own scatter.
+        step_band_w = self._step_band(raw_load_w, previous_raw, before_previous, settings)
+        if accepted is None or abs(raw_load_w - accepted) > step_band_w:
+            self._accepted_load_w = raw_load_w
+        else:
+            self._noise_w += 0.05 * (abs(raw_load_w - accepted) - self._noise_w)
+            settled = estimate.high_w - estimate.low_w <= settings.smooth_band_w
+            gain = self._smooth_gain(settings) if settled else settings.smooth_gain
+            self._accepted_load_w = accepted + gain * (raw_load_w - accepted)
+        raw_load_w = self._accepted_load_w
+        # The set-point that would cancel the load, for the lowest and highest battery
+        # output the plant can have had: hold while the current set-point is among them.
+        guess_w = raw_load_w - target
+        # A noisy meter widens the deadband to the noise it shows (mean |change| of the
+        # estimate between samples), so the set-point does not chase the noise.
+        deadband_w = max(settings.deadband_w, settings.noise_deadband * self._noise_w)
+        # The certain range rests on one raw sample: widen it to ~3 sigma of the noise seen
+        # (mean |difference| of two samples is 1.13 sigma), or a noisy sample alone would count
+        # as proof that the set-point is wrong and the battery would chase the meter's noise.
+        margin_w = max(deadband_w, RANGE_NOISE_FACTOR * settings.noise_deadband * self._noise_w)
+        low_w = meter.grid_w + estimate.low_w - target - margin_w
+        high_w = meter.grid_w + estimate.high_w - target + margin_w
+        if low_w <= current_w <= high_w:
+            # The set-point may already be right; the guess says how likely it is wrong.
+            # Move only part of the way: a wrong plant guess then cannot sustain a swing.
+            if abs(guess_w - current_w) <= deadband_w:
+                self.setpoint_w = current_w
+                self._reason = LawReason.DEADBAND
+                return
+            gain = settings.uncertain_gain * self._trust.gain(meter.at_s, guess_w - current_w)
+            guess_w = current_w + gain * (guess_w - current_w)
+        desired_w = bounds.clamp(max(low_w, min(high_w, guess_w)))
+        rising = abs(desired_w) > abs(current_w) and desired_w * current_w >= 0
+        if rising:
+            desired_w = current_w + settings.rise_gain * (desired_w - current_w)
+        self.setpoint_w = desired_w
+        self._reason = LawReason.TRACKING

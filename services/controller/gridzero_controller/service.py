@@ -1,0 +1,447 @@
+"""The controller service: MQTT in, `core.Controller`, MQTT out.
+
+Inputs: the grid meter (topic, JSON path and sign are settings; default `meterbox/grid`, a
+plain integer in W, + import), bms limits, shunt SoC, charger and inverter states, and the
+original system's `meterbox/chargeTarget`. Outputs: one demand per inverter unit and the charger
+command on every control step (every meter value, at least every `control_period_s`, so the
+device services never see a stale command), the controller state with loop quality, runtime
+settings and Home Assistant discovery. All decisions are in the pure domain (services/controller/README.md).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gridzero import ha
+from gridzero.contract import (
+    DEFAULT_METER_TOPIC,
+    LEGACY_CHARGE_TARGET_TOPIC,
+    ChargeCommand,
+    ChargerState,
+    ControllerState,
+    InverterCommand,
+    InverterState,
+    ShuntState,
+    parse_meter,
+    parse_payload,
+)
+from gridzero.contract import BmsLimits as BmsLimitsPayload
+from gridzero.errors import SettingsError
+from gridzero.runtime.freshness import Freshness, Sequencer, Stamp
+from gridzero.runtime.mqtt import Message
+from gridzero.runtime.service import RETAINED_REFUSED, Service, run_service
+from gridzero.runtime.settings import ServiceSettings, load_settings
+from gridzero_controller.core import (
+    ChargerReading,
+    Controller,
+    ControllerOutput,
+    FeedingTracker,
+    InverterReading,
+    Observation,
+)
+from gridzero_controller.dispatch import BmsLimits, InverterUnit, Side, unit_holdoff_s
+from gridzero_controller.law import LawReason, MeterSample
+from gridzero_controller.settings import (
+    ControllerSettings,
+    Mode,
+    apply_charge_target,
+    update_settings,
+)
+
+
+class UnitSettings(BaseModel):
+    """One inverter unit as the controller sees it (names match the inverter service's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("gtn1", min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")
+    max_w: float = Field(900.0, gt=0, le=5400)
+    dc_min_v: float = Field(43.0, gt=0, le=200, description="the unit's DC shutdown voltage")
+    dc_max_v: float = Field(60.0, gt=0, le=200)
+    dc_margin_v: float = Field(1.0, ge=0, le=20, description="derate over this span above dc_min_v")
+    off_holdoff_s: float | None = Field(
+        None,
+        ge=1,
+        le=120,
+        description="after its demand went to 0 the unit counts as feeding this long (the "
+        "interlock); empty: its SoyoSource ramp-down from max_w (900 W: 7.1 s)",
+    )
+
+
+class ControllerServiceSettings(ServiceSettings):
+    """Start-up settings (environment `GRIDZERO_...` / YAML)."""
+
+    meter_topic: str = Field(DEFAULT_METER_TOPIC, min_length=1, description="grid meter topic")
+    meter_json_path: str = Field("", description="dotted JSON path; empty = plain number")
+    meter_sign: Literal[1, -1] = Field(1, description="-1 if the meter reads + for export")
+    legacy_charge_target: bool = Field(True, description="accept meterbox/chargeTarget")
+    control_period_s: float = Field(0.5, gt=0.05, le=5.0, description="control step without meter")
+    units: list[UnitSettings] = Field(default_factory=lambda: [UnitSettings()], min_length=1)
+    controller: ControllerSettings = Field(
+        default_factory=ControllerSettings,
+        description="every tuning setting (services/controller/README.md)",
+    )
+
+
+def _num(default: float, lo: float, hi: float, unit: str, step: float) -> Any:
+    return Field(default, ge=lo, le=hi, json_schema_extra={"unit": unit, "step": step})
+
+
+class ControllerRuntime(BaseModel):
+    """The settings users change at run time (MQTT / Home Assistant); validated, persisted."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Mode = Mode.AUTO
+    charge_enabled: bool = True
+    discharge_enabled: bool = True
+    target_grid_w: float = _num(0.0, -500.0, 500.0, "W", 5)
+    deadband_w: float = _num(5.0, 0.0, 200.0, "W", 1)
+    max_charge_w: float = _num(3000.0, 0.0, 20000.0, "W", 50)
+    max_discharge_w: float = _num(3000.0, 0.0, 20000.0, "W", 50)
+    constant_power_w: float = _num(0.0, -20000.0, 20000.0, "W", 50)
+    soc_min_pct: float = _num(10.0, 0.0, 100.0, "%", 1)
+    soc_max_pct: float = _num(95.0, 0.0, 100.0, "%", 1)
+    soc_hysteresis_pct: float = _num(3.0, 0.1, 30.0, "%", 0.5)
+    meter_stale_s: float = _num(5.0, 1.0, 120.0, "s", 1)
+
+    @model_validator(mode="after")
+    def _soc_band(self) -> ControllerRuntime:
+        if self.soc_min_pct + self.soc_hysteresis_pct >= self.soc_max_pct - self.soc_hysteresis_pct:
+            raise ValueError(
+                f"soc_min_pct {self.soc_min_pct} + hysteresis {self.soc_hysteresis_pct} must stay "
+                f"below soc_max_pct {self.soc_max_pct} - hysteresis"
+            )
+        return self
+
+
+def runtime_limit(startup: ControllerSettings) -> Callable[[ControllerRuntime], str]:
+    """Runtime values may tighten the start-up power caps and SoC window, never widen them."""
+
+    def why(value: ControllerRuntime) -> str:
+        problems = [
+            f"{name} {getattr(value, name):g} above its start-up {getattr(startup, name):g}"
+            for name in ("max_charge_w", "max_discharge_w", "soc_max_pct")
+            if getattr(value, name) > getattr(startup, name)
+        ]
+        if value.soc_min_pct < startup.soc_min_pct:
+            problems.append(
+                f"soc_min_pct {value.soc_min_pct:g} below its start-up {startup.soc_min_pct:g}"
+            )
+        if problems:
+            return "; ".join(problems) + " (start-up settings may only be tightened at runtime)"
+        return ""
+
+    return why
+
+
+def runtime_from(settings: ControllerSettings) -> ControllerRuntime:
+    """The runtime part of full settings (start-up defaults for the runtime entities)."""
+    return ControllerRuntime.model_validate(
+        {name: getattr(settings, name) for name in ControllerRuntime.model_fields}
+    )
+
+
+def _state_name(out: ControllerOutput) -> str:
+    if not out.limits_ok:
+        return "stale_bms"
+    if out.law.reason in (LawReason.METER_STALE, LawReason.NO_METER):
+        return "stale_meter"
+    return {
+        Side.IDLE: "idle",
+        Side.CHARGE: "charging",
+        Side.DISCHARGE: "discharging",
+        Side.TO_CHARGE: "switching",
+        Side.TO_DISCHARGE: "switching",
+    }[out.commands.side]
+
+
+N = TypeVar("N", ChargeCommand, InverterCommand)
+
+
+class ControllerService(Service[ControllerServiceSettings]):
+    """Closes the grid-zero loop over MQTT."""
+
+    name = "controller"
+    settings_class = ControllerServiceSettings
+    commands_seq = Sequencer()  # one numbering per process: the devices refuse repeats
+
+    def _numbered(self, model: type[N], **fields: Any) -> N:
+        return model(boot=self.commands_seq.boot, seq=self.commands_seq.next(), **fields)
+
+    def start(self) -> None:
+        ctx = self.ctx
+        s = self.settings
+        self.units = tuple(
+            InverterUnit(u.name, u.max_w, u.dc_min_v, u.dc_max_v, u.dc_margin_v, u.off_holdoff_s)
+            for u in s.units
+        )
+        self.runtime = ctx.runtime_settings(
+            runtime_from(s.controller), self.on_runtime_change, limit=runtime_limit(s.controller)
+        )
+        self.controller = Controller(self._effective(self.runtime.value), self.units)
+        self.meter: MeterSample | None = None
+        self.grid_w: float | None = None
+        self.limits: BmsLimits | None = None
+        self.pack_voltage_v: float | None = None
+        self.soc_pct: float | None = None
+        self.inverters: dict[str, InverterReading] = {}
+        self.feeding = {u.name: FeedingTracker() for u in self.units}
+        self.charger: ChargerReading | None = None
+        # No other host's clock decides freshness; retained states and limits are never fresh.
+        self.gates = {
+            "limits": Freshness("bms limits"),
+            "charger": Freshness("charger state"),
+            "shunt": Freshness("shunt state"),
+            **{f"inverter/{u.name}": Freshness(f"inverter {u.name} state") for u in self.units},
+        }
+        self.last_step_s = -1e9
+        t = ctx.topics
+        ctx.subscribe(s.meter_topic, self.on_meter)
+        ctx.subscribe(t.bms_limits, self.on_limits)
+        ctx.subscribe(t.shunt_state, self.on_shunt)
+        ctx.subscribe(t.charger_state, self.on_charger)
+        for unit in self.units:
+            ctx.subscribe(t.inverter_state(unit.name), self.on_inverter)
+        if s.legacy_charge_target:
+            ctx.subscribe(LEGACY_CHARGE_TARGET_TOPIC, self.on_charge_target)
+        ctx.every(s.control_period_s, self.tick, name="control")
+        ctx.discovery(self.discovery)
+        # the hub device every service device links to in Home Assistant
+        ctx.discovery(lambda: ha.hub_discovery(ctx.topics))
+
+    # ------------------------------------------------------------------ settings
+
+    def _effective(self, runtime: ControllerRuntime) -> ControllerSettings:
+        return update_settings(self.settings.controller, runtime.model_dump())
+
+    def on_runtime_change(self, runtime: ControllerRuntime) -> None:
+        """A validated runtime change: the domain takes it at the next step."""
+        self.controller.update_settings(self._effective(runtime))
+
+    def on_charge_target(self, msg: Message) -> None:
+        """`meterbox/chargeTarget`: > 0 W constant charge, <= 0 back to auto.
+
+        A retained one is refused: the broker would replay it after every restart, so an old
+        "charge at 3 kW" would come back on its own."""
+        if msg.retain:
+            self.ctx.ack(msg.topic, msg.payload, ok=False, reason=RETAINED_REFUSED)
+            self.ctx.log.warning("%s refused: retained message", msg.topic)
+            return
+        try:
+            watts = parse_meter(msg.payload, topic=msg.topic)
+            try:
+                full = apply_charge_target(self.controller.settings, watts)
+            except SettingsError as exc:
+                # e.g. above the constant-power range: refused like any bad command
+                raise ValueError(f"{msg.topic}: {watts:g} W refused: {exc}") from exc
+        except ValueError as exc:
+            self.ctx.ack(msg.topic, msg.payload, ok=False, reason=str(exc))
+            raise
+        self.runtime.apply(runtime_from(full), changed="mode")
+        self.ctx.ack(msg.topic, msg.payload, ok=True)
+
+    def _admit(
+        self, gate: str, msg: Message, ts: float, boot: str | None = None, seq: int | None = None
+    ) -> float:
+        """The arrival time of a fresh message; NotFreshError (logged, refused) otherwise."""
+        return self.gates[gate].admit(
+            Stamp(msg.retain, ts, boot, seq), now_s=self.ctx.now(), wall_s=self.ctx.wall()
+        )
+
+    # ------------------------------------------------------------------ inputs
+
+    def on_meter(self, msg: Message) -> None:
+        """A grid meter value: step the loop at once."""
+        s = self.settings
+        grid = parse_meter(
+            msg.payload, json_path=s.meter_json_path, sign=s.meter_sign, topic=msg.topic
+        )
+        now = self.ctx.now()
+        self.meter = MeterSample(grid, now)
+        self.grid_w = grid
+        self.step(now)
+
+    def on_limits(self, msg: Message) -> None:
+        """bms limits; a denied side counts as a zero limit, any alarm as an alarm."""
+        p = parse_payload(BmsLimitsPayload, msg.topic, msg.payload)
+        arrived_s = self._admit("limits", msg, p.ts, p.boot, p.seq)
+        self.limits = BmsLimits(
+            charge_voltage_v=p.cvl_v,
+            charge_current_a=p.ccl_a if p.charge_allowed else 0.0,
+            discharge_current_a=p.dcl_a if p.discharge_allowed else 0.0,
+            alarm=bool(p.alarms),
+            at_s=arrived_s,
+        )
+        self.pack_voltage_v = p.pack_voltage_v if p.pack_voltage_v > 0 else None
+
+    def on_shunt(self, msg: Message) -> None:
+        """State of charge from the shunt (None while its sensor is unavailable)."""
+        p = parse_payload(ShuntState, msg.topic, msg.payload)
+        self._admit("shunt", msg, p.ts)
+        self.soc_pct = p.soc_pct if p.sensor == "ok" else None
+
+    def on_charger(self, msg: Message) -> None:
+        """The rectifier's measured output; no reading while its link is not ok."""
+        p = parse_payload(ChargerState, msg.topic, msg.payload)
+        arrived_s = self._admit("charger", msg, p.ts)
+        if p.link != "ok" or p.output_current_a is None:
+            self.charger = None
+            return
+        current = p.output_current_a if p.dc_on else 0.0
+        voltage = p.output_voltage_v or self.pack_voltage_v or 0.0
+        self.charger = ChargerReading(voltage, current, arrived_s)
+
+    def on_inverter(self, msg: Message) -> None:
+        """One unit's state: measured output from its DC side, if it reports one.
+
+        A 0 W demand (or no frames) is not 0 W output: the unit ramps down over seconds, so
+        it counts as feeding for its hold-off after that (`core.FeedingTracker`)."""
+        p = parse_payload(InverterState, msg.topic, msg.payload)
+        unit = next((u for u in self.units if u.name == p.unit), None)
+        if unit is None or msg.topic != self.ctx.topics.inverter_state(unit.name):
+            raise ValueError(f"{msg.topic}: state of unit {p.unit!r}, not a configured unit here")
+        arrived_s = self._admit(f"inverter/{unit.name}", msg, p.ts)
+        output: float | None = None
+        if p.battery_voltage_v is not None and p.battery_current_a is not None and p.link == "ok":
+            output = max(0.0, p.battery_voltage_v * p.battery_current_a) * (
+                self.controller.settings.inverter_efficiency
+            )
+        self.inverters[unit.name] = self.feeding[unit.name].update(
+            arrived_s,
+            demand_w=p.demand_w,
+            sending=p.sending,
+            output_w=output,
+            holdoff_s=unit_holdoff_s(unit, self.controller.settings),
+        )
+
+    # ------------------------------------------------------------------ loop
+
+    def tick(self) -> None:
+        """Step even without meter values, so stale data is acted on."""
+        now = self.ctx.now()
+        if now - self.last_step_s >= 0.8 * self.settings.control_period_s:
+            self.step(now)
+
+    def step(self, now: float) -> None:
+        """One control step: observation → commands → MQTT."""
+        self.last_step_s = now
+        obs = Observation(
+            now_s=now,
+            meter=self.meter,
+            limits=self.limits,
+            pack_voltage_v=self.pack_voltage_v,
+            soc_pct=self.soc_pct,
+            inverters=tuple(self.inverters.get(u.name) for u in self.units),
+            charger=self.charger,
+        )
+        out = self.controller.step(obs)
+        self.publish(out, now)
+
+    def publish(self, out: ControllerOutput, now: float) -> None:
+        """Commands to every device, then the state."""
+        ctx = self.ctx
+        ts = ctx.wall()
+        for unit, power in zip(self.units, out.commands.inverter_w, strict=True):
+            ctx.publish(
+                ctx.topics.inverter_set(unit.name),
+                self._numbered(InverterCommand, ts=ts, power_w=max(0.0, power)),
+            )
+        c = out.commands.charger
+        if c.on:
+            charge = self._numbered(
+                ChargeCommand, ts=ts, current_a=c.current_a, voltage_v=c.voltage_v, enable=True
+            )
+        else:
+            charge = self._numbered(ChargeCommand, ts=ts, enable=False)
+        ctx.publish(ctx.topics.charger_set, charge)
+        q = out.quality
+        v = self.pack_voltage_v or 0.0
+        charge_w = c.current_a * v / self.controller.settings.charger_efficiency if c.on else 0.0
+        state = ControllerState(
+            ts=ts,
+            mode=self.controller.settings.mode,
+            grid_w=self.grid_w,
+            target_w=self.controller.settings.target_grid_w,
+            setpoint_w=out.setpoint_w,
+            charge_w=charge_w,
+            discharge_w=out.commands.discharge_w,
+            state=_state_name(out),
+            meter_age_s=q.meter_age_s,
+            grid_error_mean_w=q.mean_error_w,
+            grid_error_rms_w=q.rms_error_w,
+            reversals_per_min=q.reversals_per_min,
+            faults=[f.message(now) for f in out.faults],
+        )
+        ctx.publish(ctx.topics.controller_state, state, retain=True)
+
+    def discovery(self) -> tuple[str, dict[str, object]]:
+        """Home Assistant device: loop sensors and runtime settings."""
+        t = self.ctx.topics
+        st = t.controller_state
+        comps = [
+            ha.sensor("grid", "Grid power", st, "grid_w", unit="W", device_class="power"),
+            ha.sensor(
+                "setpoint", "Battery set-point", st, "setpoint_w", unit="W", device_class="power"
+            ),
+            ha.sensor("charge", "Charge power", st, "charge_w", unit="W", device_class="power"),
+            ha.sensor(
+                "discharge", "Discharge power", st, "discharge_w", unit="W", device_class="power"
+            ),
+            ha.sensor("state", "State", st, "state", state_class=None),
+            # a state may hold 255 characters; the full list is in the state payload
+            ha.text_sensor(
+                "faults", "Faults", st, "{{ (value_json.faults | join('; ') or 'none')[:255] }}"
+            ),
+            ha.sensor(
+                "rms_error",
+                "Grid error RMS",
+                st,
+                "grid_error_rms_w",
+                unit="W",
+                device_class="power",
+                entity_category="diagnostic",
+            ),
+            ha.sensor(
+                "reversals",
+                "Set-point reversals",
+                st,
+                "reversals_per_min",
+                unit="1/min",
+                entity_category="diagnostic",
+            ),
+            ha.sensor(
+                "meter_age",
+                "Meter age",
+                st,
+                "meter_age_s",
+                unit="s",
+                device_class="duration",
+                entity_category="diagnostic",
+            ),
+            *ha.settings_components(ControllerRuntime, t, self.name),
+        ]
+        return ha.device_discovery(
+            ha.service_device(self.name, "grid-zero controller"), comps, t.status(self.name)
+        )
+
+    def stop(self) -> None:
+        """Safe state: every inverter 0 W, charger disabled (the devices stop on their own too)."""
+        ctx = self.ctx
+        ts = ctx.wall()
+        for unit in self.units:
+            ctx.publish(
+                ctx.topics.inverter_set(unit.name),
+                self._numbered(InverterCommand, ts=ts, power_w=0.0),
+            )
+        ctx.publish(ctx.topics.charger_set, self._numbered(ChargeCommand, ts=ts, enable=False))
+
+
+SERVICE = ControllerService
+
+if __name__ == "__main__":
+    sys.exit(run_service(ControllerService, load_settings(ControllerServiceSettings)))

@@ -1,0 +1,122 @@
+"""Controller modes and runtime settings: a pure, validated model (no MQTT here).
+
+Every setting has a range, so a bad value from MQTT, Home Assistant or a file is
+refused with its name, the value and the allowed range, and never changes state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gridzero.contract import ControllerMode
+from gridzero.errors import SettingsError
+
+# The modes are part of the MQTT contract (auto, charge_only, discharge_only, hold,
+# constant_power, off): AUTO keeps the grid at the target charging and discharging;
+# CHARGE_ONLY / DISCHARGE_ONLY the same loop, one side only; HOLD battery idle (0 W), devices
+# ready; CONSTANT_POWER a fixed signed battery power (`constant_power_w`, + discharge,
+# − charge); OFF everything off, the charger's DC output too.
+Mode = ControllerMode
+
+
+class ControllerSettings(BaseModel):
+    """Runtime settings of the grid-zero loop. Powers are AC watts at the grid meter."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Mode = Mode.AUTO
+    # Independent of the mode: the owner's "no charging" / "no discharging" switches (the
+    # telnet console's `c`/`i` keys and Home Assistant switches); off = that side at 0 W.
+    charge_enabled: bool = True
+    discharge_enabled: bool = True
+    target_grid_w: float = Field(0.0, ge=-500.0, le=500.0)
+    deadband_w: float = Field(1.0, ge=0.0, le=200.0)
+    max_charge_w: float = Field(3000.0, ge=0.0, le=20000.0)
+    max_discharge_w: float = Field(3000.0, ge=0.0, le=20000.0)
+    constant_power_w: float = Field(0.0, ge=-20000.0, le=20000.0)
+    soc_min_pct: float = Field(10.0, ge=0.0, le=100.0)
+    soc_max_pct: float = Field(95.0, ge=0.0, le=100.0)
+    soc_hysteresis_pct: float = Field(3.0, ge=0.1, le=30.0)
+    # Meter handling.
+    meter_stale_s: float = Field(5.0, ge=1.0, le=120.0)
+    stale_ramp_w_per_s: float = Field(500.0, ge=10.0, le=100000.0)
+    spike_w: float = Field(1500.0, ge=50.0, le=20000.0)
+    spike_confirm_w: float = Field(300.0, ge=10.0, le=20000.0)
+    meter_latency_s: float = Field(0.0, ge=0.0, le=10.0)
+    # Gain on increases of |battery power| (backing off always uses gain 1; services/controller/README.md).
+    # Plant guess used only between two output measurements (law.ControlLaw.battery_at).
+    # Dead time: MQTT and the inverter service's 0.1 s tick; the frame goes out at once.
+    plant_dead_time_s: float = Field(0.2, ge=0.0, le=30.0)
+    plant_time_constant_s: float = Field(1.0, gt=0.0, le=60.0)
+    plant_ramp_w_per_s: float = Field(300.0, gt=0.0, le=100000.0)
+    # The same guess for the rectifier while charging: its current loop follows within
+    # ~0.1 s, rising at ~20 A/s (≈ 1 kW/s at 48 V) and falling at once.
+    charger_dead_time_s: float = Field(0.2, ge=0.0, le=30.0)
+    charger_time_constant_s: float = Field(0.1, gt=0.0, le=60.0)
+    charger_ramp_w_per_s: float = Field(1000.0, gt=0.0, le=100000.0)
+    smooth_band_w: float = Field(100.0, ge=0.0, le=2000.0)
+    smooth_gain: float = Field(0.3, gt=0.0, le=1.0)
+    noise_deadband: float = Field(1.0, ge=0.0, le=5.0)
+    uncertain_gain: float = Field(1.0, ge=0.0, le=1.0)
+    rise_gain: float = Field(1.0, gt=0.0, le=1.0)
+    # Share of the plant guess's overdrive used while the inverters ramp (0 = none; law.py).
+    overdrive_gain: float = Field(1.0, ge=0.0, le=1.0)
+    bms_stale_s: float = Field(3.0, ge=0.5, le=60.0)
+    # Dispatch.
+    inverter_efficiency: float = Field(0.92, gt=0.5, le=1.0)
+    charger_efficiency: float = Field(0.94, gt=0.5, le=1.0)
+    charger_min_current_a: float = Field(5.2, ge=0.0, le=100.0)
+    charger_max_current_a: float = Field(51.7, gt=0.0, le=200.0)
+    discharge_start_w: float = Field(20.0, ge=0.0, le=1000.0)
+    charge_start_margin_w: float = Field(50.0, ge=0.0, le=2000.0)
+    min_dwell_s: float = Field(1.0, ge=0.0, le=600.0)
+    off_inverter_w: float = Field(5.0, ge=0.0, le=200.0)
+    off_charger_a: float = Field(0.5, ge=0.0, le=20.0)
+    off_unconfirmed_s: float = Field(15.0, ge=1.0, le=600.0)
+    state_stale_s: float = Field(5.0, ge=0.5, le=120.0)
+    # Supervision.
+    follow_timeout_s: float = Field(15.0, ge=1.0, le=600.0)
+    follow_tolerance_w: float = Field(80.0, ge=1.0, le=5000.0)
+    quality_window_s: float = Field(60.0, ge=5.0, le=3600.0)
+
+    @model_validator(mode="after")
+    def _check_soc_band(self) -> ControllerSettings:
+        if self.soc_min_pct + self.soc_hysteresis_pct >= self.soc_max_pct - self.soc_hysteresis_pct:
+            raise ValueError(
+                f"soc_min_pct {self.soc_min_pct} + hysteresis {self.soc_hysteresis_pct} must stay "
+                f"below soc_max_pct {self.soc_max_pct} - hysteresis"
+            )
+        return self
+
+
+def validate_settings(values: dict[str, Any]) -> ControllerSettings:
+    """Build settings from plain values, or raise SettingsError listing every bad one."""
+    try:
+        return ControllerSettings.model_validate(values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            problems.append(f"controller setting {where}={err.get('input')!r}: {err['msg']}")
+        raise SettingsError("; ".join(problems)) from exc
+
+
+def update_settings(current: ControllerSettings, changes: dict[str, Any]) -> ControllerSettings:
+    """Apply a partial change; the current settings are untouched if any value is bad."""
+    merged = current.model_dump()
+    merged.update(changes)
+    return validate_settings(merged)
+
+
+def apply_charge_target(current: ControllerSettings, charge_target_w: float) -> ControllerSettings:
+    """The original system's `meterbox/chargeTarget` command (vw-bms-can.md 8.2).
+
+    > 0 W: charge at that constant power; <= 0 W: back to the grid-zero loop.
+    """
+    if charge_target_w > 0:
+        return update_settings(
+            current, {"mode": Mode.CONSTANT_POWER, "constant_power_w": -float(charge_target_w)}
+        )
+    return update_settings(current, {"mode": Mode.AUTO})

@@ -1,0 +1,270 @@
+"""Dispatch: interlock, charger minimum, SoC hysteresis, splitting."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gridzero_controller.dispatch import (
+    BmsLimits,
+    Dispatcher,
+    DispatchInput,
+    InverterUnit,
+    Side,
+    SocGate,
+    split_discharge,
+)
+from gridzero_controller.settings import ControllerSettings
+
+UNITS = (InverterUnit("a", 900.0), InverterUnit("b", 600.0))
+S = ControllerSettings(min_dwell_s=2.0)
+LIMITS = BmsLimits(
+    charge_voltage_v=49.2, charge_current_a=50.0, discharge_current_a=50.0, alarm=False, at_s=0.0
+)
+
+
+def data(inv=(0.0, 0.0), chg=0.0, soc=50.0, limits=LIMITS, v=48.0):
+    return DispatchInput(
+        pack_voltage_v=v, soc_pct=soc, limits=limits, inverter_output_w=inv, charger_current_a=chg
+    )
+
+
+def test_discharge_splits_over_units_within_limits():
+    d = Dispatcher(UNITS)
+    # At start-up the charger must first be measured off for the dwell.
+    assert d.step(0.0, 1000.0, data(), S).side is Side.TO_DISCHARGE
+    c = d.step(2.0, 1000.0, data(), S)
+    assert c.side is Side.DISCHARGE
+    assert c.inverter_w == pytest.approx((500.0, 500.0))
+    c = d.step(2.5, 1400.0, data(), S)
+    assert c.inverter_w == pytest.approx((800.0, 600.0))
+    assert not c.charger.on
+
+
+def test_split_water_fills_and_respects_dc_window():
+    units = (
+        InverterUnit("a", 300.0),
+        InverterUnit("b", 1000.0),
+        InverterUnit("c", 1000.0, dc_min_v=50.0),
+    )
+    assert split_discharge(1000.0, units, 48.0) == pytest.approx((300.0, 700.0, 0.0))
+    assert split_discharge(5000.0, units, 48.0) == pytest.approx((300.0, 1000.0, 0.0))
+    assert split_discharge(500.0, units, None) == (0.0, 0.0, 0.0)
+
+
+def test_charge_current_is_power_over_voltage_at_cvl_with_minimum():
+    d = Dispatcher(UNITS)
+    # Inverters measured off for the dwell before the charger may start.
+    d.step(0.0, 0.0, data(), S)
+    c = d.step(3.0, -2000.0, data(), S)
+    assert c.side is Side.CHARGE
+    assert c.charger.on
+    assert c.charger.voltage_v == 49.2
+    assert c.charger.current_a == pytest.approx(2000.0 * S.charger_efficiency / 48.0)
+    # Small surplus while charging: held at the minimum current, not below.
+    c = d.step(3.5, -200.0, data(chg=c.charger.current_a), S)
+    assert c.charger.current_a == pytest.approx(S.charger_min_current_a)
+
+
+def test_charge_needs_surplus_above_minimum_to_start_and_half_to_continue():
+    d = Dispatcher(UNITS)
+    d.step(0.0, 0.0, data(), S)
+    min_w = S.charger_min_current_a * 48.0 / S.charger_efficiency
+    assert d.step(3.0, -min_w, data(), S).side is Side.IDLE
+    assert d.step(3.5, -(min_w + S.charge_start_margin_w + 1), data(), S).side is Side.CHARGE
+    assert d.step(4.0, -(min_w / 2 + 1), data(chg=5.2), S).side is Side.CHARGE
+    assert d.step(4.5, -(min_w / 2 - 1), data(chg=5.2), S).side is Side.IDLE
+
+
+def test_no_charge_when_ccl_below_charger_minimum():
+    d = Dispatcher(UNITS)
+    low = BmsLimits(49.2, 4.0, 50.0, False, 0.0)
+    d.step(0.0, 0.0, data(limits=low), S)
+    assert d.step(5.0, -2000.0, data(limits=low), S).side is Side.IDLE
+
+
+def test_charge_waits_for_inverters_measured_off_then_dwell():
+    d = Dispatcher(UNITS)
+    d.step(-2.0, 500.0, data(), S)
+    d.step(0.0, 500.0, data(), S)
+    # Surplus appears, inverters still measured producing.
+    c = d.step(1.0, -1000.0, data(inv=(250.0, 250.0)), S)
+    assert c.side is Side.TO_CHARGE
+    assert c.inverter_w == (0.0, 0.0)
+    assert not c.charger.on
+    c = d.step(2.0, -1000.0, data(inv=(0.0, 0.0)), S)
+    assert c.side is Side.TO_CHARGE  # dwell not yet over
+    c = d.step(3.9, -1000.0, data(inv=(0.0, 0.0)), S)
+    assert c.side is Side.TO_CHARGE
+    c = d.step(4.0, -1000.0, data(inv=(0.0, 0.0)), S)
+    assert c.side is Side.CHARGE
+    assert c.charger.on
+
+
+def test_discharge_waits_for_charger_measured_off():
+    d = Dispatcher(UNITS)
+    d.step(0.0, 0.0, data(), S)
+    d.step(3.0, -1500.0, data(), S)
+    c = d.step(4.0, 800.0, data(chg=20.0), S)
+    assert c.side is Side.TO_DISCHARGE
+    assert c.inverter_w == (0.0, 0.0)
+    assert not c.charger.on
+    assert d.step(5.0, 800.0, data(chg=0.0), S).side is Side.TO_DISCHARGE
+    assert d.step(7.0, 800.0, data(chg=0.0), S).side is Side.DISCHARGE
+
+
+def test_unknown_measurement_uses_long_timeout():
+    d = Dispatcher(UNITS)
+    d.step(-2.0, 500.0, data(), S)
+    d.step(0.0, 500.0, data(), S)
+    d.step(1.0, -1000.0, data(inv=(None, 0.0)), S)
+    assert d.step(10.0, -1000.0, data(inv=(None, 0.0)), S).side is Side.TO_CHARGE
+    assert d.step(16.1, -1000.0, data(inv=(None, 0.0)), S).side is Side.CHARGE
+
+
+def test_alarm_or_missing_limits_stop_everything():
+    d = Dispatcher(UNITS)
+    alarm = BmsLimits(49.2, 50.0, 50.0, True, 0.0)
+    assert d.step(0.0, 500.0, data(limits=alarm), S).discharge_w == 0.0
+    assert d.step(0.5, 500.0, data(limits=None), S).discharge_w == 0.0
+
+
+def test_soc_gate_hysteresis():
+    gate = SocGate()
+    s = ControllerSettings(soc_min_pct=10.0, soc_max_pct=90.0, soc_hysteresis_pct=5.0)
+    gate.update(10.0, s)
+    assert not gate.discharge_allowed
+    gate.update(14.9, s)
+    assert not gate.discharge_allowed
+    gate.update(15.0, s)
+    assert gate.discharge_allowed
+    gate.update(90.0, s)
+    assert not gate.charge_allowed
+    gate.update(85.1, s)
+    assert not gate.charge_allowed
+    gate.update(None, s)
+    assert not gate.charge_allowed
+    gate.update(85.0, s)
+    assert gate.charge_allowed
+
+
+def test_soc_bounds_stop_discharge_and_charge():
+    s = ControllerSettings(
+        soc_min_pct=10.0, soc_max_pct=90.0, soc_hysteresis_pct=5.0, min_dwell_s=0.0
+    )
+    d = Dispatcher(UNITS)
+    d.step(-1.0, 0.0, data(soc=50.0), s)
+    assert d.step(0.0, 500.0, data(soc=9.0), s).side is Side.IDLE
+    assert d.step(1.0, 500.0, data(soc=12.0), s).side is Side.IDLE
+    assert d.step(2.0, 500.0, data(soc=15.0), s).side is Side.DISCHARGE
+    assert d.step(3.0, -1500.0, data(soc=95.0), s).side is Side.IDLE
+
+
+class FakePlant:
+    """Devices that go to their command after a random delay (measured state lags)."""
+
+    def __init__(self) -> None:
+        self.inv = [0.0, 0.0]
+        self.chg = 0.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(-4000.0, 4000.0, allow_nan=False),
+            st.floats(0.1, 4.0),
+            st.booleans(),
+            st.floats(0.0, 100.0),
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_interlock_never_both_on(steps):
+    """Random set-points, timing, device lag and SoC: the two sides never run together,
+    neither as commands nor as measured by devices that follow commands with a lag."""
+    d = Dispatcher(UNITS)
+    plant = FakePlant()
+    t = 0.0
+    for setpoint, dt, follow, soc in steps:
+        t += dt
+        c = d.step(t, setpoint, data(inv=tuple(plant.inv), chg=plant.chg, soc=soc), S)
+        assert not (c.charger.on and c.discharge_w > 0)
+        # Devices follow the command only sometimes (lag), never ahead of it.
+        if follow:
+            plant.inv = list(c.inverter_w)
+            plant.chg = c.charger.current_a if c.charger.on else 0.0
+        else:
+            plant.inv = [min(a, b) for a, b in zip(plant.inv, c.inverter_w, strict=True)]
+            plant.chg = min(plant.chg, c.charger.current_a if c.charger.on else 0.0)
+        assert not (plant.chg > S.off_charger_a and sum(plant.inv) > S.off_inverter_w)
+
+
+def test_unit_is_derated_near_its_dc_shutdown_voltage():
+    from gridzero_controller.dispatch import unit_cap_w
+
+    unit = InverterUnit("a", 900.0, dc_min_v=43.0, dc_max_v=60.0, dc_margin_v=1.0)
+    assert unit_cap_w(unit, 48.0) == pytest.approx(900.0)
+    assert unit_cap_w(unit, 43.5) == pytest.approx(450.0)
+    assert unit_cap_w(unit, 42.9) == 0.0
+    assert unit_cap_w(unit, 61.0) == 0.0
+    assert split_discharge(900.0, (unit,), 43.25) == pytest.approx((225.0,))
+
+
+def test_charge_waits_for_a_demand_still_in_flight():
+    # The inverters were measured off all along (a small demand had not landed yet): the dwell
+    # counts from when the last non-zero demand can have landed, the plant's dead time later.
+    s = S.model_copy(update={"plant_dead_time_s": 1.5})
+    d = Dispatcher(UNITS)
+    d.step(0.0, 500.0, data(), s)
+    assert d.step(2.0, 500.0, data(), s).side is Side.DISCHARGE
+    assert d.step(3.0, -1000.0, data(), s).side is Side.TO_CHARGE  # demands 0 from now
+    assert d.step(5.0, -1000.0, data(), s).side is Side.TO_CHARGE  # 3.0 + 2 s dwell: not yet
+    assert d.step(6.4, -1000.0, data(), s).side is Side.TO_CHARGE
+    c = d.step(6.5, -1000.0, data(), s)  # 3.0 + 1.5 s dead time + 2 s dwell
+    assert c.side is Side.CHARGE
+    assert c.charger.on
+
+
+# ------------------------------------------------------------------ restart (issue 16 item 7b)
+
+BOOT_S = 1.0e6  # a monotonic clock far from 0: the host has been up for 11 days
+
+
+def test_after_a_restart_unknown_inverters_count_as_on_until_the_timeout():
+    # the old "commanded 0 since" started at 0.0: far from boot the timeout had long passed,
+    # and the first step charged while nothing was known of the inverters
+    d = Dispatcher(UNITS)
+    wait_s = S.off_unconfirmed_s  # 15 s, longer than a 900 W unit's ramp-down hold-off
+    unknown = (None, None)
+    assert d.step(BOOT_S, -2000.0, data(inv=unknown), S).side is Side.TO_CHARGE
+    assert d.step(BOOT_S + wait_s - 0.1, -2000.0, data(inv=unknown), S).side is Side.TO_CHARGE
+    c = d.step(BOOT_S + wait_s, -2000.0, data(inv=unknown), S)
+    assert c.side is Side.CHARGE
+    assert c.charger.on
+
+
+def test_after_a_restart_an_unknown_charger_counts_as_on_until_the_timeout():
+    d = Dispatcher(UNITS)
+    assert d.step(BOOT_S, 500.0, data(chg=None), S).side is Side.TO_DISCHARGE
+    late = BOOT_S + S.off_unconfirmed_s - 0.1
+    assert d.step(late, 500.0, data(chg=None), S).side is Side.TO_DISCHARGE
+    assert d.step(BOOT_S + S.off_unconfirmed_s, 500.0, data(chg=None), S).side is Side.DISCHARGE
+
+
+def test_after_a_restart_measured_off_needs_the_dwell_from_the_first_step():
+    d = Dispatcher(UNITS)
+    assert d.step(BOOT_S, -2000.0, data(), S).side is Side.TO_CHARGE
+    assert d.step(BOOT_S + S.min_dwell_s - 0.1, -2000.0, data(), S).side is Side.TO_CHARGE
+    assert d.step(BOOT_S + S.min_dwell_s, -2000.0, data(), S).side is Side.CHARGE
+
+
+def test_an_unknown_unit_waits_at_least_its_holdoff():
+    # a 5.4 kW unit ramps down for ~22 s, longer than off_unconfirmed_s
+    big = (InverterUnit("big", 5400.0),)
+    d = Dispatcher(big)
+    d.step(BOOT_S, -2000.0, data(inv=(None,)), S)
+    assert d.step(BOOT_S + 20.0, -2000.0, data(inv=(None,)), S).side is Side.TO_CHARGE
+    assert d.step(BOOT_S + 23.0, -2000.0, data(inv=(None,)), S).side is Side.CHARGE

@@ -1,0 +1,362 @@
+"""The controller service against the real broker: meter in, commands out, settings."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gridzero.contract import LEGACY_CHARGE_TARGET_TOPIC, Topics
+from gridzero.runtime.freshness import Sequencer
+from gridzero.runtime.service import ServiceRunner
+from gridzero.testing import Probe, TestBroker, wait_until
+from gridzero_controller.service import ControllerService, ControllerServiceSettings
+from gridzero_controller.settings import ControllerSettings
+
+pytestmark = pytest.mark.broker
+T = Topics()
+
+
+BMS = Sequencer()
+
+
+def limits_payload(clock_offset_s: float = 0.0, **over: object) -> str:
+    doc = {
+        "ts": time.time() + clock_offset_s,
+        "boot": BMS.boot,
+        "seq": BMS.next(),
+        "cvl_v": 49.2,
+        "ccl_a": 50.0,
+        "dcl_a": 50.0,
+        "charge_allowed": True,
+        "discharge_allowed": True,
+        "pack_voltage_v": 48.0,
+        "reasons": [],
+        "alarms": [],
+    }
+    doc.update(over)
+    return json.dumps(doc)
+
+
+def charger_payload() -> str:
+    return json.dumps(
+        {
+            "ts": time.time(),
+            "link": "ok",
+            "dc_on": False,
+            "output_voltage_v": 48.0,
+            "output_current_a": 0.0,
+            "output_power_w": 0.0,
+            "temperature_c": 25.0,
+            "input_voltage_v": 230.0,
+            "setpoint_voltage_v": None,
+            "setpoint_current_a": None,
+            "limit_reason": "controller",
+            "status_flags": [],
+        }
+    )
+
+
+def inverter_payload(demand_w: float) -> str:
+    """A unit that does not answer status queries: only what the service sends it."""
+    return json.dumps(
+        {
+            "ts": time.time(),
+            "unit": "gtn1",
+            "demand_w": demand_w,
+            "requested_w": demand_w,
+            "cap_w": 900,
+            "cap_reason": "controller",
+            "link": "no_status",
+            "sending": True,
+        }
+    )
+
+
+class Feeder:
+    """Publishes meter, bms limits and charger state every 0.2 s, like the real devices.
+
+    With ``inverter`` it also plays the inverter service of a unit without status: its state
+    shows the demand the controller last commanded (``zero_at``: when it first showed 0 W
+    after a non-zero demand)."""
+
+    def __init__(self, broker: TestBroker, *, inverter: bool = False) -> None:
+        self.meter = broker.probe("meter", subscribe=None)
+        self.bms = broker.probe("bms", subscribe=None)
+        self.charger = broker.probe("charger", subscribe=None)
+        self.inverter = (
+            broker.probe("inverter", subscribe=T.inverter_set("gtn1")) if inverter else None
+        )
+        self.grid_w = 500
+        self.limits: dict[str, object] = {}
+        self.bms_clock_offset_s = 0.0
+        self.bms_alive = True
+        self.demand_w = 0.0
+        self.zero_at: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self.meter.publish("meterbox/grid", str(self.grid_w), qos=0)
+            if self.bms_alive:
+                body = limits_payload(self.bms_clock_offset_s, **self.limits)
+                self.bms.publish(T.bms_limits, body, qos=0)
+            self.charger.publish(T.charger_state, charger_payload(), qos=0)
+            if self.inverter is not None:
+                self._play_inverter(self.inverter)
+
+    def _play_inverter(self, probe: Probe) -> None:
+        command = probe.last.get(T.inverter_set("gtn1"))
+        demand_w = float(int(power_of(command))) if command else 0.0
+        probe.publish(T.inverter_state("gtn1"), inverter_payload(demand_w), qos=0)
+        if demand_w == 0 and self.demand_w > 0 and self.zero_at is None:
+            self.zero_at = time.monotonic()
+        self.demand_w = demand_w
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        for p in (self.meter, self.bms, self.charger, self.inverter):
+            if p is not None:
+                p.close()
+
+
+def start_controller(broker: TestBroker, tmp_path: Path, **over: object) -> ServiceRunner:
+    values: dict[str, object] = {
+        "mqtt": broker.mqtt_settings("controller"),
+        "data_dir": tmp_path,
+        "store_flush_s": 0.2,
+        "controller": ControllerSettings(min_dwell_s=0.5),
+    }
+    values.update(over)
+    runner = ServiceRunner(ControllerService, ControllerServiceSettings(**values))  # type: ignore[arg-type]
+    runner.start_thread()
+    assert runner.ctx.conn.wait_connected(5)
+    return runner
+
+
+@pytest.fixture
+def system(broker: TestBroker, tmp_path: Path) -> Iterator[tuple[ServiceRunner, Feeder]]:
+    settings = ControllerServiceSettings(
+        mqtt=broker.mqtt_settings("controller"),
+        data_dir=tmp_path,
+        store_flush_s=0.2,
+        controller=ControllerSettings(min_dwell_s=0.5),
+    )
+    runner = ServiceRunner(ControllerService, settings)
+    runner.start_thread()
+    assert runner.ctx.conn.wait_connected(5)
+    feeder = Feeder(broker)
+    yield runner, feeder
+    feeder.close()
+    runner.stop()
+    runner.join()
+
+
+def power_of(payload: bytes) -> float:
+    return float(json.loads(payload)["power_w"])
+
+
+def test_import_gives_discharge_and_stale_bms_gives_zero(broker: TestBroker, system) -> None:
+    _runner, feeder = system
+    probe = broker.probe()
+    # No inverter measurements: the law assumes the unit follows, so the demand settles
+    # at the load the meter showed first (grid stays at 500 in this open loop).
+    probe.wait_for(T.inverter_set("gtn1"), lambda p: power_of(p) >= 400.0, 10)
+    state = json.loads(probe.wait_for(T.controller_state, lambda p: b"discharging" in p, 5))
+    assert state["mode"] == "auto"
+    disc = json.loads(
+        probe.wait_for("homeassistant/device/gridzero_controller/config", timeout_s=5)
+    )
+    assert {"grid", "setpoint", "mode", "target_grid_w"} <= set(disc["cmps"])
+    feeder.bms_alive = False
+    start = time.monotonic()
+    probe.wait_for(T.inverter_set("gtn1"), lambda p: power_of(p) == 0.0, 10, after=start + 3.0)
+    probe.wait_for(T.controller_state, lambda p: b"stale_bms" in p, 5, after=start)
+    probe.close()
+
+
+def test_runtime_settings_mode_hold_and_refusal(broker: TestBroker, system) -> None:
+    _runner, _feeder = system
+    probe = broker.probe()
+    op = broker.probe("homeassistant", subscribe=None)
+    probe.wait_for(T.inverter_set("gtn1"), lambda p: power_of(p) >= 400.0, 10)
+    start = time.monotonic()
+    op.publish(T.setting_set("controller", "mode"), "hold")
+    probe.wait_for(T.setting("controller", "mode"), lambda p: p == b"hold", 5, after=start)
+    probe.wait_for(T.inverter_set("gtn1"), lambda p: power_of(p) == 0.0, 5, after=start)
+    # Out of range: refused with a reason, value unchanged.
+    op.publish(T.setting_set("controller", "target_grid_w"), "9999")
+    ack = json.loads(
+        probe.wait_for(T.ack("controller"), lambda p: b"target_grid_w" in p, 5, after=start)
+    )
+    assert ack["ok"] is False
+    probe.close()
+    op.close()
+
+
+def test_limits_stamped_ten_seconds_ago_still_count(broker: TestBroker, system) -> None:
+    # the bms's clock is 10 s behind: its limits count from their arrival (issue 16 item 10;
+    # the old code aged them by the stamp and stopped)
+    _runner, feeder = system
+    probe = broker.probe()
+    feeder.bms_clock_offset_s = -10.0
+    start = time.monotonic()
+    probe.wait_for(T.controller_state, lambda p: b"discharging" in p, 10, after=start + 1.0)
+    probe.close()
+
+
+def test_limits_stamped_an_hour_ahead_are_stale(broker: TestBroker, system) -> None:
+    # the old code aged limits by max(0, wall - ts): a stamp in the future stayed fresh
+    runner, feeder = system
+    probe = broker.probe()
+    probe.wait_for(T.controller_state, lambda p: b"discharging" in p, 10)
+    feeder.bms_clock_offset_s = 3600.0
+    refused = runner.ctx.rejected_inputs
+    wait_until(lambda: runner.ctx.rejected_inputs >= refused + 3, 10, "three limits refused")
+    start = time.monotonic()
+    probe.wait_for(T.controller_state, lambda p: b"stale_bms" in p, 10, after=start)
+    probe.wait_for(T.inverter_set("gtn1"), lambda p: power_of(p) == 0.0, 10, after=start)
+    probe.close()
+
+
+def test_retained_limits_of_a_dead_bms_are_not_fresh(broker: TestBroker, tmp_path: Path) -> None:
+    # stamped just now, retained by the broker for every new subscription (a start or a
+    # reconnect): the old code took them as fresh and discharged on them
+    dead_bms = broker.probe("bms", subscribe=None)
+    dead_bms.publish(T.bms_limits, limits_payload(), retain=True)
+    meter = broker.probe("meter", subscribe=None)
+    probe = broker.probe()
+    runner = start_controller(broker, tmp_path)
+    try:
+        start = time.monotonic()
+        for _ in range(3):  # a few control steps on a meter value
+            meter.publish("meterbox/grid", "500")
+        state = json.loads(
+            probe.wait_for(
+                T.controller_state, lambda p: json.loads(p)["grid_w"] == 500, after=start
+            )
+        )
+        assert state["state"] == "stale_bms"
+    finally:
+        dead_bms.publish(T.bms_limits, b"", retain=True)
+        for p in (dead_bms, meter, probe):
+            p.close()
+        runner.stop()
+        runner.join()
+
+
+# ------------------------------------------------------------------ interlock (issue 16 item 7a)
+
+
+def test_charge_waits_the_hold_off_after_a_unit_without_status_shows_0_w(
+    broker: TestBroker, tmp_path: Path
+) -> None:
+    """A 0 W demand on the wire is not 0 W at the grid: the charger may start only once the
+    unit's demand has been 0 for its hold-off (the old code took the 0 W frame as measured)."""
+    # the default hold-off of a 900 W unit: 1 s margin + 600 W at 300 W/s + ln(300 W / 5 W) s
+    holdoff_s = 1.0 + 2.0 + math.log(60.0)
+    runner = start_controller(broker, tmp_path)
+    feeder = Feeder(broker, inverter=True)
+    probe = broker.probe()
+    try:
+        probe.wait_for(T.inverter_set("gtn1"), lambda p: power_of(p) >= 400.0, 10)
+        wait_until(lambda: feeder.demand_w >= 400.0, 5, "the unit feeding")
+        feeder.grid_w = -2500  # a surplus: the controller stops discharging and wants to charge
+        wait_until(lambda: feeder.zero_at is not None, 10, "the unit's state at 0 W")
+        zero_at = feeder.zero_at
+        assert zero_at is not None
+        enable = probe.wait_for(T.charger_set, lambda p: json.loads(p)["enable"], 30)
+        enabled_at = next(
+            at for at, t, p, _r in reversed(probe.messages) if t == T.charger_set and p == enable
+        )
+        print(f"charger enabled {enabled_at - zero_at:.2f} s after the unit showed 0 W")
+        assert enabled_at - zero_at >= holdoff_s
+    finally:
+        feeder.close()
+        probe.close()
+        runner.stop()
+        runner.join()
+
+
+# ------------------------------------------------------------------ retained commands (issue 22)
+
+
+def test_a_retained_charge_target_is_refused(broker: TestBroker, tmp_path: Path) -> None:
+    operator = broker.probe("operator", subscribe=None)
+    operator.publish(LEGACY_CHARGE_TARGET_TOPIC, "2000", retain=True)
+    probe = broker.probe()
+    runner = start_controller(broker, tmp_path)
+    try:
+        ack = json.loads(probe.wait_for(T.ack("controller"), lambda p: b"chargeTarget" in p, 10))
+        assert ack["ok"] is False
+        assert "retained" in ack["reason"]
+        service = runner.service
+        assert isinstance(service, ControllerService)
+        assert service.runtime.value.mode == "auto"
+        start = time.monotonic()
+        operator.publish(LEGACY_CHARGE_TARGET_TOPIC, "", retain=True)  # cleared on the broker
+        operator.publish(LEGACY_CHARGE_TARGET_TOPIC, "2000")  # a live one is taken
+        probe.wait_for(
+            T.setting("controller", "mode"), lambda p: p == b"constant_power", 5, after=start
+        )
+    finally:
+        operator.publish(LEGACY_CHARGE_TARGET_TOPIC, "", retain=True)
+        operator.close()
+        probe.close()
+        runner.stop()
+        runner.join()
+
+
+def test_a_retained_setting_change_is_refused(broker: TestBroker, tmp_path: Path) -> None:
+    # the controller's settings go through the runtime, which refuses retained changes
+    op = broker.probe("homeassistant", subscribe=None)
+    op.publish(T.setting_set("controller", "mode"), "off", retain=True)
+    probe = broker.probe()
+    runner = start_controller(broker, tmp_path)
+    try:
+        ack = json.loads(probe.wait_for(T.ack("controller"), lambda p: b"retained" in p, 10))
+        assert ack["topic"] == T.setting_set("controller", "mode")
+        service = runner.service
+        assert isinstance(service, ControllerService)
+        assert service.runtime.value.mode == "auto"
+    finally:
+        op.publish(T.setting_set("controller", "mode"), "", retain=True)
+        op.close()
+        probe.close()
+        runner.stop()
+        runner.join()
+
+
+# ------------------------------------------------------------------ runtime limits (issue 16)
+
+
+def test_runtime_caps_may_only_tighten_the_start_up_ones(
+    broker: TestBroker, tmp_path: Path
+) -> None:
+    startup = ControllerSettings(min_dwell_s=0.5, max_discharge_w=1500.0, soc_min_pct=15.0)
+    runner = start_controller(broker, tmp_path, controller=startup)
+    probe = broker.probe()
+    op = broker.probe("homeassistant", subscribe=None)
+    try:
+        for name, value in (("max_discharge_w", "2000"), ("soc_min_pct", "12")):
+            op.publish(T.setting_set("controller", name), value)
+            ack = json.loads(
+                probe.wait_for(T.ack("controller"), lambda p, n=name: n.encode() in p, 5)
+            )
+            assert ack["ok"] is False
+            assert "start-up" in ack["reason"]
+        op.publish(T.setting_set("controller", "max_discharge_w"), "1000")
+        probe.wait_for(T.setting("controller", "max_discharge_w"), lambda p: p == b"1000", 5)
+    finally:
+        op.close()
+        probe.close()
+        runner.stop()
+        runner.join()

@@ -1,0 +1,530 @@
+"""What each SoyoSource unit is sent, and why: the inverter's own safety clamp.
+
+Pure: no I/O, no clock; every function takes ``now_s`` (monotonic seconds).
+
+Every demand is clamped, unit by unit, to the unit's max power, the pack's
+discharge limit (DCL x pack voltage x a conservative efficiency: the demand is AC
+watts, the limit is DC amps; shared by all units: their sum never exceeds it), the
+bms's discharge_allowed flag and the unit's DC voltage window. A unit that reports
+a DC current above DCL (plus a margin) cuts every unit to 0 W for a while. Stale bms
+limits, a bms alarm, a stale controller command or a disabled unit put the unit in
+its safe state: a few explicit 0 W frames, then silence (the inverter stops feeding
+when frames stop, research B.3).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why a unit's demand is what it is."""
+
+    CONTROLLER = "controller"  # the controller's command, within every limit
+    MAX_POWER = "max_power"  # the unit's own max power setting
+    DCL = "dcl"  # the battery's discharge current limit x pack voltage x efficiency (shared)
+    DC_CURRENT = "dc_current"  # a unit reported a DC current above DCL: all units cut for a while
+    DC_WINDOW = "dc_window"  # pack voltage outside the unit's DC window
+    NOT_ALLOWED = "not_allowed"  # the bms does not allow discharge
+    ALARM = "alarm"  # a bms alarm is active
+    STALE_BMS = "stale_bms"  # no bms limits, or too old, or unusable
+    STALE_COMMAND = "stale_command"  # no controller command, or too old
+    DISABLED = "disabled"  # the unit is switched off in its settings
+
+
+SAFE_STATE_REASONS = frozenset(
+    {Reason.DISABLED, Reason.ALARM, Reason.STALE_BMS, Reason.STALE_COMMAND}
+)
+"""Reasons that send a few 0 W frames and then go silent."""
+
+
+class LinkState(StrEnum):
+    """How the serial link to a unit looks."""
+
+    OK = "ok"  # status replies seen recently
+    NO_STATUS = "no_status"  # frames go out, the unit does not answer (many never do)
+    PORT_ERROR = "port_error"  # the port cannot be opened or written
+
+
+MAX_UNIT_POWER_W = 5400
+"""syssi validates max_power_demand 1..5400 W (research B.7); our ceiling for a setting."""
+
+MAX_PARALLEL = 6
+"""syssi's power_demand_divider range 1..6 (research B.7)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnitSettings:
+    """One inverter (or ``parallel`` identical inverters that hear the same frames)."""
+
+    unit_id: str
+    port_url: str
+    dc_min_v: float
+    dc_max_v: float
+    max_power_w: int = 900  # syssi's max_power_demand default (research B.6)
+    address: int = 0x24  # research B.2
+    enabled: bool = True
+    parallel: int = 1  # inverters on this port and address: each outputs the frame's watts
+    query_status: bool = True
+
+    def problems(self) -> list[str]:
+        """Every invalid field, named with its value and the allowed range."""
+        where = f"inverter unit {self.unit_id!r}"
+        out: list[str] = []
+        if not self.unit_id or not all(c.isalnum() or c in "_-" for c in self.unit_id):
+            out.append(f"{where}: id must be letters, digits, '_' or '-'")
+        if not self.port_url.strip():
+            out.append(f"{where}: port_url is empty")
+        if not 0 <= self.max_power_w <= MAX_UNIT_POWER_W:
+            out.append(f"{where}: max_power_w {self.max_power_w} is outside 0..{MAX_UNIT_POWER_W}")
+        for name, value in (("dc_min_v", self.dc_min_v), ("dc_max_v", self.dc_max_v)):
+            if not (math.isfinite(value) and 0 <= value <= 200):
+                out.append(f"{where}: {name} {value} is outside 0..200 V")
+        if self.dc_min_v >= self.dc_max_v:
+            out.append(f"{where}: dc_min_v {self.dc_min_v} must be below dc_max_v {self.dc_max_v}")
+        if not 0 <= self.address <= 0xFF:
+            out.append(f"{where}: address {self.address} is outside 0x00..0xFF")
+        if not 1 <= self.parallel <= MAX_PARALLEL:
+            out.append(f"{where}: parallel {self.parallel} is outside 1..{MAX_PARALLEL}")
+        return out
+
+
+def unit_set_problems(units: Sequence[UnitSettings]) -> list[str]:
+    """Problems of each unit and of the set (duplicate ids; two units one port one address)."""
+    out = [p for unit in units for p in unit.problems()]
+    if not units:
+        out.append("inverter: no units configured")
+    seen_ids: set[str] = set()
+    seen_wires: dict[tuple[str, int], str] = {}
+    for unit in units:
+        if unit.unit_id in seen_ids:
+            out.append(f"inverter unit {unit.unit_id!r}: id used twice")
+        seen_ids.add(unit.unit_id)
+        wire = (unit.port_url, unit.address)
+        if wire in seen_wires:
+            out.append(
+                f"inverter units {seen_wires[wire]!r} and {unit.unit_id!r} share port "
+                f"{unit.port_url} and address 0x{unit.address:02X}: both would feed what either "
+                "is sent; give them different addresses or ports, or make one unit with parallel=2"
+            )
+        seen_wires.setdefault(wire, unit.unit_id)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Timeouts and rates (defaults: research B.3 and the issue)."""
+
+    bms_stale_s: float = 3.0  # bms publishes every ~0.5 s (DESIGN.md)
+    command_stale_s: float = 3.0
+    zero_frames: int = 3  # explicit 0 W frames before silence (research B.3, KlausLi)
+    send_period_s: float = 1.0  # research B.3: 1 s is inside every project's working range
+    min_gap_s: float = 0.25  # a changed demand goes out at once, but never faster than this
+    status_timeout_s: float = 10.0  # link "ok" if a status reply came within this
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        for name in ("bms_stale_s", "command_stale_s", "send_period_s", "status_timeout_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 < value <= 60):
+                out.append(f"inverter timing: {name} {value} is outside (0, 60] s")
+        if not 0 <= self.zero_frames <= 100:
+            out.append(f"inverter timing: zero_frames {self.zero_frames} is outside 0..100")
+        if not (math.isfinite(self.min_gap_s) and 0 <= self.min_gap_s <= self.send_period_s):
+            out.append(
+                f"inverter timing: min_gap_s {self.min_gap_s} is outside 0..send_period_s "
+                f"({self.send_period_s})"
+            )
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Clamp:
+    """How the bms's discharge current limit (DC amps) bounds the AC demand (start-up only).
+
+    The demand is AC watts; the pack delivers AC / efficiency. At 87-92 % a demand of
+    DCL x V draws 10.9-11.5 A against a DCL of 10 A, so the budget is DCL x V x
+    ``efficiency``, with an efficiency at or below the worst the unit reaches (0.85: the
+    SoyoSource's own display estimates its output at V x I x 0.87, research B.5). A unit
+    that reports its DC current is also checked against DCL directly.
+    """
+
+    efficiency: float = 0.85
+    dcl_margin_pct: float = 10.0  # reported DC current above DCL x (1 + this) + 0.2 A cuts
+    dc_trip_hold_s: float = 10.0  # how long every unit stays at 0 W after such a report
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        if not (math.isfinite(self.efficiency) and 0.5 <= self.efficiency <= 1.0):
+            out.append(f"inverter clamp: efficiency {self.efficiency} is outside 0.5..1.0")
+        if not (math.isfinite(self.dcl_margin_pct) and 0 <= self.dcl_margin_pct <= 50):
+            out.append(f"inverter clamp: dcl_margin_pct {self.dcl_margin_pct} is outside 0..50")
+        if not (math.isfinite(self.dc_trip_hold_s) and 0 < self.dc_trip_hold_s <= 600):
+            out.append(f"inverter clamp: dc_trip_hold_s {self.dc_trip_hold_s} is outside (0, 600]")
+        return out
+
+    def dc_trip_a(self, dcl_a: float) -> float:
+        """The reported DC current (all units together) above which every unit is cut."""
+        # 0.2 A: two steps of the reply's 0.1 A resolution
+        return dcl_a * (1.0 + self.dcl_margin_pct / 100.0) + 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class BmsLimits:
+    """The bms's discharge limits as received at ``received_s``."""
+
+    discharge_current_limit_a: float
+    pack_voltage_v: float
+    discharge_allowed: bool
+    alarm: bool
+    received_s: float
+
+    def usable(self) -> bool:
+        return (
+            math.isfinite(self.discharge_current_limit_a)
+            and math.isfinite(self.pack_voltage_v)
+            and self.discharge_current_limit_a >= 0
+            and self.pack_voltage_v >= 0
+        )
+
+    def budget_w(self, efficiency: float) -> int:
+        """AC watts all units together may feed: DCL x pack voltage x efficiency, rounded down."""
+        return math.floor(self.discharge_current_limit_a * self.pack_voltage_v * efficiency)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """The controller's latest power command for one unit."""
+
+    power_w: float
+    received_s: float
+
+
+def parse_power_command(value: object) -> float:
+    """A command's watts, or ValueError naming what is wrong.
+
+    Above-cap values are accepted here and clamped later; negative, NaN,
+    infinite and non-numbers are refused.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"power command {value!r} is not a number")
+    number = float(value)
+    if math.isnan(number) or math.isinf(number):
+        raise ValueError(f"power command {value!r} is not a finite number")
+    if number < 0:
+        raise ValueError(f"power command {value!r} W is negative; the inverter only discharges")
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class UnitDecision:
+    """What one unit gets now: ``demand_w`` (frame watts), its cap, and why."""
+
+    unit_id: str
+    demand_w: int
+    cap_w: int
+    reason: Reason
+    requested_w: float | None
+
+    @property
+    def safe_state(self) -> bool:
+        """True when the unit is sent a few 0 W frames and then nothing."""
+        return self.reason in SAFE_STATE_REASONS
+
+
+def _gate(
+    unit: UnitSettings,
+    command: Command | None,
+    limits: BmsLimits | None,
+    timing: Timing,
+    now_s: float,
+    tripped: bool,
+) -> Reason | None:
+    """The reason a unit gets 0 W whatever it is commanded, or None (first that applies)."""
+    bms_ok = (
+        limits is not None and limits.usable() and now_s - limits.received_s <= timing.bms_stale_s
+    )
+    checks = (
+        (not unit.enabled, Reason.DISABLED),
+        (not bms_ok, Reason.STALE_BMS),
+        (limits is not None and limits.alarm, Reason.ALARM),
+        (
+            command is None or now_s - command.received_s > timing.command_stale_s,
+            Reason.STALE_COMMAND,
+        ),
+        (limits is not None and not limits.discharge_allowed, Reason.NOT_ALLOWED),
+        (tripped, Reason.DC_CURRENT),
+        (
+            limits is not None and not unit.dc_min_v <= limits.pack_voltage_v <= unit.dc_max_v,
+            Reason.DC_WINDOW,
+        ),
+    )
+    return next((reason for failed, reason in checks if failed), None)
+
+
+def decide(
+    units: Sequence[UnitSettings],
+    commands: Mapping[str, Command],
+    limits: BmsLimits | None,
+    timing: Timing,
+    now_s: float,
+    *,
+    clamp: Clamp | None = None,
+    tripped: bool = False,
+) -> dict[str, UnitDecision]:
+    """Every unit's demand, cap and reason.
+
+    Units that may feed share the bms budget DCL x V x efficiency: if their
+    clamped requests exceed it, each is scaled down in proportion (rounded
+    down, so the sum stays within the budget). ``tripped``: a unit reported a
+    DC current above DCL; every unit gets 0 W.
+    """
+    clamp = Clamp() if clamp is None else clamp
+    decisions: dict[str, UnitDecision] = {}
+    wanted: dict[str, int] = {}  # frame watts after max_power, before the shared budget
+    for unit in units:
+        command = commands.get(unit.unit_id)
+        requested = None if command is None else command.power_w
+        gate = _gate(unit, command, limits, timing, now_s, tripped)
+        if gate is not None:
+            decisions[unit.unit_id] = UnitDecision(unit.unit_id, 0, 0, gate, requested)
+        else:
+            assert command is not None
+            wanted[unit.unit_id] = min(math.floor(command.power_w), unit.max_power_w)
+    if not wanted:
+        return decisions
+    assert limits is not None
+    budget_w = max(0, limits.budget_w(clamp.efficiency))
+    by_id = {u.unit_id: u for u in units}
+    total_w = sum(w * by_id[uid].parallel for uid, w in wanted.items())
+    granted = dict(wanted)
+    if total_w > budget_w:
+        granted = {uid: math.floor(w * budget_w / total_w) for uid, w in wanted.items()}
+    used_w = sum(w * by_id[uid].parallel for uid, w in granted.items())
+    for uid, demand_w in granted.items():
+        unit = by_id[uid]
+        others_w = used_w - demand_w * unit.parallel
+        cap_w = min(unit.max_power_w, (budget_w - others_w) // unit.parallel)
+        requested = commands[uid].power_w
+        if demand_w < wanted[uid]:
+            reason = Reason.DCL
+        elif wanted[uid] < math.floor(requested):
+            reason = Reason.MAX_POWER
+        else:
+            reason = Reason.CONTROLLER
+        decisions[uid] = UnitDecision(uid, demand_w, cap_w, reason, requested)
+    return {u.unit_id: decisions[u.unit_id] for u in units}
+
+
+@dataclass(slots=True)
+class SendSchedule:
+    """When a unit's next frame is due; counts the 0 W frames of a safe state."""
+
+    last_sent_s: float | None = None
+    last_sent_w: int | None = None
+    last_change_s: float | None = None  # when a frame last carried a new value
+    zeros_in_safe_state: int = 0
+    in_safe_state: bool = False
+
+    def due(self, decision: UnitDecision, timing: Timing, now_s: float) -> int | None:
+        """The watts to send now, or None (not due yet, or silent in the safe state)."""
+        if decision.safe_state:
+            if not self.in_safe_state:
+                self.in_safe_state = True
+                self.zeros_in_safe_state = 0
+            if self.zeros_in_safe_state >= timing.zero_frames:
+                return None
+        else:
+            self.in_safe_state = False
+        if self.last_sent_s is None or self.last_sent_w is None:
+            return decision.demand_w
+        since_s = now_s - self.last_sent_s
+        if since_s >= timing.send_period_s:
+            return decision.demand_w
+        since_change_s = now_s - (
+            self.last_change_s if self.last_change_s is not None else self.last_sent_s
+        )
+        # min_gap spaces changes only: a periodic repeat just before must not delay a new value
+        if decision.demand_w != self.last_sent_w and since_change_s >= timing.min_gap_s:
+            # a new demand is never held back for the period: the controller's own
+            # model of the plant (services/controller/README.md) assumes the frame leaves at once
+            return decision.demand_w
+        return None
+
+    def sent(self, power_w: int, now_s: float) -> None:
+        """Record a frame that went out (call only after a successful write)."""
+        if power_w != self.last_sent_w:
+            self.last_change_s = now_s
+        self.last_sent_s = now_s
+        self.last_sent_w = power_w
+        if self.in_safe_state:
+            self.zeros_in_safe_state += 1
+
+    def silent(self, timing: Timing) -> bool:
+        """True once the safe state's 0 W frames are out and nothing more is sent."""
+        return self.in_safe_state and self.zeros_in_safe_state >= timing.zero_frames
+
+
+@dataclass(slots=True)
+class LinkTracker:
+    """Link state of one unit from status replies and port results."""
+
+    last_status_s: float | None = None
+    port_error: str | None = None
+
+    def status_received(self, now_s: float) -> None:
+        self.last_status_s = now_s
+
+    def port_failed(self, message: str) -> None:
+        self.port_error = message
+
+    def port_ok(self) -> None:
+        self.port_error = None
+
+    def state(self, timing: Timing, now_s: float) -> LinkState:
+        if self.port_error is not None:
+            return LinkState.PORT_ERROR
+        if self.last_status_s is not None and now_s - self.last_status_s <= timing.status_timeout_s:
+            return LinkState.OK
+        return LinkState.NO_STATUS
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A demand frame to write now."""
+
+    unit_id: str
+    port_url: str
+    address: int
+    power_w: int
+
+
+@dataclass(slots=True)
+class Dispatcher:
+    """Holds the latest commands and bms limits; says which frames go out when."""
+
+    units: tuple[UnitSettings, ...]
+    timing: Timing = field(default_factory=Timing)
+    clamp: Clamp = field(default_factory=Clamp)
+    limits: BmsLimits | None = None
+    commands: dict[str, Command] = field(default_factory=dict)
+    schedules: dict[str, SendSchedule] = field(default_factory=dict)
+    links: dict[str, LinkTracker] = field(default_factory=dict)
+    dc_currents: dict[str, tuple[float, float]] = field(default_factory=dict)  # A, received
+    tripped_until_s: float | None = None
+    trip_reason: str = ""
+
+    def __post_init__(self) -> None:
+        problems = unit_set_problems(self.units) + self.timing.problems() + self.clamp.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        for unit in self.units:
+            self.schedules.setdefault(unit.unit_id, SendSchedule())
+            self.links.setdefault(unit.unit_id, LinkTracker())
+
+    def unit(self, unit_id: str) -> UnitSettings:
+        for unit in self.units:
+            if unit.unit_id == unit_id:
+                return unit
+        known = ", ".join(u.unit_id for u in self.units)
+        raise KeyError(f"inverter unit {unit_id!r} is not configured (units: {known})")
+
+    def set_command(self, unit_id: str, value: object, now_s: float) -> float:
+        """Store a command; ValueError/KeyError with the reason if refused (state unchanged)."""
+        self.unit(unit_id)
+        power_w = parse_power_command(value)
+        self.commands[unit_id] = Command(power_w, now_s)
+        return power_w
+
+    def set_limits(self, limits: BmsLimits) -> None:
+        self.limits = limits
+
+    def report_dc_current(self, unit_id: str, current_a: float, now_s: float) -> str:
+        """A unit's own report of its DC current; trips every unit if the total exceeds DCL.
+
+        Returns the trip's reason ("" if none). The total counts every unit's latest report
+        younger than ``status_timeout_s`` (x ``parallel``: units that hear the same frames
+        feed alike). Without usable bms limits the units are at 0 W anyway.
+        """
+        unit = self.unit(unit_id)
+        self.dc_currents[unit_id] = (max(0.0, current_a) * unit.parallel, now_s)
+        limits = self.limits
+        if limits is None or not limits.usable():
+            return ""
+        recent = [
+            a
+            for a, at_s in self.dc_currents.values()
+            if now_s - at_s <= self.timing.status_timeout_s
+        ]
+        total_a = sum(recent)
+        trip_a = self.clamp.dc_trip_a(limits.discharge_current_limit_a)
+        if total_a <= trip_a:
+            return ""
+        self.tripped_until_s = now_s + self.clamp.dc_trip_hold_s
+        self.trip_reason = (
+            f"units report {total_a:.1f} A DC, above DCL {limits.discharge_current_limit_a:g} A "
+            f"(+{self.clamp.dcl_margin_pct:g} % + 0.2 A = {trip_a:.1f} A): every unit at 0 W for "
+            f"{self.clamp.dc_trip_hold_s:g} s"
+        )
+        # the reports from before the cut say nothing about the currents after it
+        self.dc_currents.clear()
+        return self.trip_reason
+
+    def tripped(self, now_s: float) -> bool:
+        return self.tripped_until_s is not None and now_s < self.tripped_until_s
+
+    def update_unit(self, unit_id: str, **changes: object) -> UnitSettings:
+        """Change a unit's runtime settings (max_power_w, enabled); ValueError if invalid."""
+        allowed = {"max_power_w", "enabled"}
+        if set(changes) - allowed:
+            raise ValueError(f"inverter unit {unit_id!r}: only {sorted(allowed)} change at runtime")
+        old = self.unit(unit_id)
+        max_power = changes.get("max_power_w", old.max_power_w)
+        enabled = changes.get("enabled", old.enabled)
+        if isinstance(max_power, bool) or not isinstance(max_power, int):
+            raise ValueError(
+                f"inverter unit {unit_id!r}: max_power_w {max_power!r} is not whole watts"
+            )
+        if not isinstance(enabled, bool):
+            raise ValueError(f"inverter unit {unit_id!r}: enabled {enabled!r} is not true/false")
+        new = replace(old, max_power_w=max_power, enabled=enabled)
+        problems = new.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.units = tuple(new if u.unit_id == unit_id else u for u in self.units)
+        return new
+
+    def decisions(self, now_s: float) -> dict[str, UnitDecision]:
+        return decide(
+            self.units,
+            self.commands,
+            self.limits,
+            self.timing,
+            now_s,
+            clamp=self.clamp,
+            tripped=self.tripped(now_s),
+        )
+
+    def due(self, now_s: float) -> list[Outgoing]:
+        """Frames to write now, one per unit at most."""
+        out: list[Outgoing] = []
+        for uid, decision in self.decisions(now_s).items():
+            power_w = self.schedules[uid].due(decision, self.timing, now_s)
+            if power_w is not None:
+                unit = self.unit(uid)
+                out.append(Outgoing(uid, unit.port_url, unit.address, power_w))
+        return out
+
+    def sent(self, unit_id: str, power_w: int, now_s: float) -> None:
+        self.schedules[unit_id].sent(power_w, now_s)
+        self.links[unit_id].port_ok()
+
+    def link_state(self, unit_id: str, now_s: float) -> LinkState:
+        return self.links[unit_id].state(self.timing, now_s)
+
+    def ports(self) -> Iterable[str]:
+        """Distinct port URLs, in unit order."""
+        return dict.fromkeys(u.port_url for u in self.units).keys()
