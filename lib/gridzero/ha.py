@@ -23,7 +23,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from gridzero import __version__
-from gridzero.contract import HA_DISCOVERY_PREFIX, SERVICES, ServiceStatus, Topics
+from gridzero.contract import HA_DISCOVERY_PREFIX, ServiceStatus, Topics
+from gridzero.registry import SYSTEM_SERVICES
 
 HUB_ID = "gridzero_hub"
 ORIGIN = {"name": "gridzero", "sw": __version__, "url": "https://example.invalid/gridzero"}
@@ -116,7 +117,7 @@ _ACRONYMS = {"soc": "SoC", "ocv": "OCV", "dc": "DC", "ac": "AC", "bms": "BMS", "
 
 # The services the hub device shows as running or not (the simulator is not part of
 # an installation).
-HUB_SERVICES: tuple[str, ...] = tuple(s for s in SERVICES if s != "sim")
+HUB_SERVICES: tuple[str, ...] = SYSTEM_SERVICES
 
 
 @dataclass(frozen=True, slots=True)

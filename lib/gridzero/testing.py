@@ -22,6 +22,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gridzero.registry import SERVICES
 from gridzero.runtime.broker import PROJECT_CONFIG_DIR, BrokerProcess, free_port
 from gridzero.runtime.credentials import USER_NAMES, init_credentials, login_name, read_env_file
 from gridzero.runtime.settings import MqttSettings
@@ -31,9 +32,7 @@ from gridzero.runtime.settings import MqttSettings
 # user's first login that no service and no open probe holds (`controller.2`, … with the
 # same password and a copy of the user's ACL section).
 LOGINS = 8
-SERVICE_USERS = frozenset(
-    {"bms", "charger", "inverter", "shunt", "controller", "telnet-console", "sim"}
-)
+SERVICE_USERS = frozenset(SERVICES)
 
 
 class Logins:

@@ -17,13 +17,18 @@ import pytest
 import yaml
 
 from gridzero.errors import UsageError
+from gridzero.registry import PARTS, part
 from gridzero.runtime.credentials import console_password_hash
 from gridzero.runtime.launch import SERVICE_MODULES, service_class
 from gridzero.runtime.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
-SETTINGS_DIR = ROOT / "gridzero" / "data" / "compose"
 COMPOSE_FILES = ("compose.yaml", "compose.hardware.yaml")
+
+
+def _folder(name: str) -> Path:
+    """The folder of a part: its Dockerfile and its settings for compose (config/)."""
+    return ROOT / part(name).folder
 
 
 def _compose(name: str = "compose.yaml") -> dict[str, Any]:
@@ -52,7 +57,13 @@ def test_every_service_is_in_compose_with_its_own_everything(name: str) -> None:
     assert f"{name}-data:/data" in svc["volumes"]
     assert f"{name}-data" in _compose()["volumes"]
     config = svc["command"][svc["command"].index("--config") + 1]
-    assert (SETTINGS_DIR / Path(config).relative_to("/config")).is_file()
+    assert config == "/config/sim.yaml"
+    assert f"./{part(name).folder}/config:/config:ro" in svc["volumes"]
+    assert (_folder(name) / "config" / "sim.yaml").is_file()
+    # its own image, from its own Dockerfile
+    assert svc["build"]["dockerfile"] == f"{part(name).folder}/Dockerfile"
+    assert svc["build"]["context"] == "."
+    assert svc["image"] == f"{part(name).distribution}:${{GRIDZERO_TAG:-latest}}"
 
 
 def test_broker_and_credentials() -> None:
@@ -64,15 +75,16 @@ def test_broker_and_credentials() -> None:
     assert "start_interval" not in broker["healthcheck"]
     creds = services["credentials"]
     assert creds["user"] == "0:0"
-    assert creds["build"]["network"] == "${DOCKER_BUILD_NETWORK:-default}"
-    assert creds["build"]["args"] == {"PYTHON_IMAGE": "${PYTHON_IMAGE:-python:3.11-slim}"}
     assert "--per-service-dirs --owner 10001:10001" in creds["command"][0]
+    # the library is all it needs: the controller's image (no CAN, serial or I2C library)
+    assert creds["image"] == services["controller"]["image"]
+    assert creds["build"] == services["controller"]["build"]
     assert services["sim"]["profiles"] == ["sim"]
-    # one image, built once: only `credentials` builds it, everyone runs the same tag
-    assert [n for n, s in services.items() if "build" in s] == ["credentials"]
-    assert {s["image"] for n, s in services.items() if n != "mosquitto"} == {
-        "${GRIDZERO_IMAGE:-gridzero:latest}"
-    }
+    for name, svc in services.items():
+        if name == "mosquitto":
+            continue
+        assert svc["build"]["network"] == "${DOCKER_BUILD_NETWORK:-default}", name
+        assert svc["build"]["args"] == {"PYTHON_IMAGE": "${PYTHON_IMAGE:-python:3.11-slim}"}
 
 
 def test_no_forced_pulls_and_no_version_key() -> None:
@@ -94,11 +106,16 @@ def test_every_variable_is_documented_in_env_example() -> None:
     assert {"COMPOSE_PROFILES", "COMPOSE_FILE"} <= documented
 
 
-def test_dockerfile_base_is_an_argument_and_runtime_is_not_root() -> None:
-    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+@pytest.mark.parametrize("name", [p.name for p in PARTS])
+def test_dockerfile_base_is_an_argument_and_runtime_is_not_root(name: str) -> None:
+    text = (_folder(name) / "Dockerfile").read_text(encoding="utf-8")
     assert text.count("ARG PYTHON_IMAGE=python:3.11-slim") == 1
-    assert re.findall(r"^FROM (\S+)", text, re.M) == ["${PYTHON_IMAGE}", "${PYTHON_IMAGE}"]
+    assert re.findall(r"^FROM (\S+)", text, re.M) == [
+        "${PYTHON_IMAGE} AS build",
+        "${PYTHON_IMAGE}",
+    ] or re.findall(r"^FROM (.+)$", text, re.M) == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE}"]
     assert "USER 10001:10001" in text
+    assert f"install.sh {part(name).distribution}\n" in text
 
 
 def _pip_installs(text: str) -> list[str]:
@@ -108,35 +125,31 @@ def _pip_installs(text: str) -> list[str]:
 
 
 def test_image_installs_only_hash_checked_files() -> None:
-    """Item 12: the build installs requirements.lock in hash mode and fetches nothing else.
-
-    The package itself is built with the backend from the lock (no build isolation, which
-    would download the newest setuptools), with --no-deps, and `pip check` proves the lock
-    satisfies pyproject.toml.
+    """Item 12: the build installs uv and the backend in hash mode, every dependency from
+    uv.lock (--frozen; uv checks every file against the lock's sha256), builds the members
+    without build isolation (which would fetch the newest setuptools) and fetches nothing else.
     """
-    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    text = (ROOT / "tools" / "docker" / "install.sh").read_text(encoding="utf-8")
     installs = _pip_installs(text)
-    assert installs, "no pip install in the Dockerfile"
-    locked = [c for c in installs if "-r requirements.lock" in c]
-    assert locked, installs
-    assert all("--require-hashes" in c and "--only-binary=:all:" in c for c in locked), locked
-    for command in installs:
-        if command not in locked:
-            assert "--no-deps" in command, command
-            assert "--no-build-isolation" in command, command
-    assert "pip check" in text
-    assert "COPY requirements.lock ./" in text
-    assert "!requirements.lock" in (ROOT / ".dockerignore").read_text(encoding="utf-8")
+    assert installs == [
+        'pip" install --require-hashes --only-binary=:all: -r tools/build-tools.txt'
+    ] or all("--require-hashes" in c and "build-tools.txt" in c for c in installs), installs
+    joined = re.sub(r"\\\n\s*", " ", text)
+    syncs = re.findall(r"uv\" sync[^\n]*", joined)
+    assert len(syncs) == 1, syncs
+    for flag in ("--frozen", "--no-dev", "--no-build-isolation", "--no-editable"):
+        assert flag in syncs[0], flag
+    ignore = (ROOT / ".dockerignore").read_text(encoding="utf-8")
+    assert "!uv.lock" in ignore
+    assert "!tools/build-tools.txt" in ignore
 
 
 def _settings_cases() -> list[tuple[str, Path]]:
-    cases = [(p.stem, p) for p in sorted(SETTINGS_DIR.glob("*.yaml"))]
-    cases += [(p.stem, p) for p in sorted((SETTINGS_DIR / "hardware").glob("*.yaml"))]
-    return cases
+    return [(p.name, f) for p in PARTS for f in sorted((_folder(p.name) / "config").glob("*.yaml"))]
 
 
 @pytest.mark.parametrize(
-    ("name", "path"), _settings_cases(), ids=lambda v: str(v).rsplit("gridzero/data/", 1)[-1]
+    ("name", "path"), _settings_cases(), ids=lambda v: str(v).removeprefix(str(ROOT) + "/")
 )
 def test_settings_files_are_valid(name: str, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if not _available(name):
@@ -160,5 +173,5 @@ def test_hardware_override_covers_the_device_services() -> None:
     assert hw.pop("credentials") == {"environment": {"GRIDZERO_CREDENTIALS_WITHOUT": "sim"}}
     for name, svc in hw.items():
         config = svc["command"][svc["command"].index("--config") + 1]
-        assert config == f"/config/hardware/{name}.yaml"
-        assert (SETTINGS_DIR / "hardware" / f"{name}.yaml").is_file()
+        assert config == "/config/hardware.yaml"
+        assert (_folder(name) / "config" / "hardware.yaml").is_file()

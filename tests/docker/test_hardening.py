@@ -2,15 +2,14 @@
 
 Every container drops every Linux capability, cannot gain privileges, has a read-only root
 filesystem with a tmpfs at /tmp; the hardware override weakens none of that and maps only
-the two device nodes. The runtime dependencies and the build backend are installed from
-requirements.lock, whose every entry is pinned to the version in constraints.txt and carries
-sha256 hashes of the PyPI wheels for amd64 and arm64; `./run.sh up` installs only those.
+the two device nodes. Every dependency is installed from uv.lock, whose every entry is pinned
+and carries sha256 hashes, with wheels for amd64 and arm64; uv and the build backend come from
+tools/build-tools.txt (pinned, hashed); `./run.sh up` installs no test tools.
 The live checks (the same settings as the engine applies them) are in test_compose.py.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import re
 import shutil
 import subprocess
@@ -20,11 +19,12 @@ from typing import Any
 
 import pytest
 import yaml
-from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
-LOCK = ROOT / "requirements.lock"
+LOCK = ROOT / "uv.lock"
+BUILD_TOOLS = ROOT / "tools" / "build-tools.txt"
+MEMBERS = [ROOT / "lib", *sorted((ROOT / "services").iterdir()), ROOT / "tools"]
 # root for chown/chmod of the broker's passwd and the per-service secrets: only these
 CREDENTIALS_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
 HARDWARE_DEVICES = {
@@ -75,80 +75,64 @@ def test_hardware_override_weakens_nothing() -> None:
 # ------------------------------------------------------------------ the lock (item 12)
 
 
-def _lock() -> dict[str, tuple[str, list[str], list[str]]]:
-    """name -> (version, hashes, wheel file names from the comments) of requirements.lock."""
-    entries: dict[str, tuple[str, list[str], list[str]]] = {}
-    files: list[str] = []
-    text = re.sub(r"\\\n\s*", " ", LOCK.read_text(encoding="utf-8"))
-    for line in text.splitlines():
-        if line.startswith("#"):
-            files += re.findall(r"^# [0-9a-f]{64}  (\S+\.whl)$", line)
+def _lock() -> dict[str, dict[str, Any]]:
+    """name -> package entry of uv.lock, for every package that is not a workspace member."""
+    data = tomllib.loads(LOCK.read_text(encoding="utf-8"))
+    packages: dict[str, dict[str, Any]] = {}
+    for package in data["package"]:
+        if "editable" in package["source"] or "virtual" in package["source"]:
             continue
-        if not line.strip():
-            continue
-        spec, *options = line.split()
-        name, _, version = spec.partition("==")
-        assert version, f"requirements.lock: {spec!r} is not pinned with =="
-        hashes = [o.removeprefix("--hash=sha256:") for o in options]
-        assert all(o.startswith("--hash=sha256:") for o in options), line
-        entries[canonicalize_name(name)] = (version, hashes, files)
-        files = []
-    return entries
+        packages.setdefault(canonicalize_name(package["name"]), package)
+    return packages
 
 
-def _constraints() -> dict[str, str]:
-    pins = {}
-    for line in (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines():
-        name, _, version = line.split("#", 1)[0].strip().partition("==")
-        if name:
-            pins[canonicalize_name(name)] = version
-    return pins
+def _files(package: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*package.get("wheels", []), *([package["sdist"]] if "sdist" in package else [])]
 
 
-def _runtime_closure() -> set[str]:
-    """pyproject's dependencies and build backend with everything they need (installed)."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    todo = [*project["project"]["dependencies"], *project["build-system"]["requires"]]
-    seen: set[str] = set()
-    while todo:
-        req = Requirement(todo.pop())
-        name = canonicalize_name(req.name)
-        if name in seen or (req.marker is not None and not req.marker.evaluate({"extra": ""})):
-            continue
-        seen.add(name)
-        todo += importlib.metadata.requires(req.name) or []
-    return seen
-
-
-def test_lock_pins_every_runtime_dependency_with_hashes() -> None:
+def test_lock_pins_every_dependency_with_hashes() -> None:
     lock = _lock()
-    assert set(lock) == _runtime_closure(), "requirements.lock is not the runtime closure"
-    pins = _constraints()
-    for name, (version, hashes, _files) in lock.items():
-        assert pins.get(name) == version, f"{name}: lock {version}, constraints {pins.get(name)}"
-        assert hashes, f"{name}: no hash"
-        assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), name
+    assert {"pydantic", "paho-mqtt", "python-can", "pyserial", "smbus2"} <= set(lock)
+    for name, package in lock.items():
+        assert package["version"], name
+        files = _files(package)
+        assert files, f"{name}: no file in the lock"
+        for file in files:
+            assert re.fullmatch(r"sha256:[0-9a-f]{64}", file["hash"]), (name, file["url"])
 
 
 def test_lock_has_wheels_for_amd64_and_arm64() -> None:
-    for name, (_version, hashes, files) in _lock().items():
-        assert len(files) == len(hashes), f"{name}: one file comment per hash"
-        if any(f.endswith("-none-any.whl") for f in files):
+    for name, package in _lock().items():
+        wheels = [w["url"].rsplit("/", 1)[-1] for w in package.get("wheels", [])]
+        if not wheels or any(w.endswith("-none-any.whl") for w in wheels):
             continue
-        assert any("x86_64" in f for f in files), f"{name}: no amd64 wheel"
-        assert any("aarch64" in f for f in files), f"{name}: no arm64 wheel"
+        assert any("x86_64" in w for w in wheels), f"{name}: no amd64 wheel"
+        assert any("aarch64" in w for w in wheels), f"{name}: no arm64 wheel"
+
+
+def _build_tools() -> dict[str, tuple[str, list[str]]]:
+    text = re.sub(r"\\\n\s*", " ", BUILD_TOOLS.read_text(encoding="utf-8"))
+    pins = {}
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        spec, *options = line.split()
+        name, _, version = spec.partition("==")
+        assert version, f"{BUILD_TOOLS.name}: {spec!r} is not pinned with =="
+        assert options
+        assert all(re.fullmatch(r"--hash=sha256:[0-9a-f]{64}", o) for o in options)
+        pins[canonicalize_name(name)] = (version, options)
+    return pins
 
 
 def test_build_backend_is_pinned_and_license_is_an_spdx_string() -> None:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    # a table ({text = "MIT"}) is deprecated by setuptools and refused by its future releases
-    assert project["project"]["license"] == "MIT"
-    lock = _lock()
-    for spec in project["build-system"]["requires"]:
-        req = Requirement(spec)
-        pinned = [s.version for s in req.specifier if s.operator == "=="]
-        assert pinned, f"build backend {spec!r} is not pinned"
-        assert lock[canonicalize_name(req.name)][0] == pinned[0], spec
+    tools = _build_tools()
+    assert set(tools) == {"uv", "setuptools"}
+    for member in MEMBERS:
+        project = tomllib.loads((member / "pyproject.toml").read_text(encoding="utf-8"))
+        # a table ({text = "MIT"}) is deprecated by setuptools and refused by its future releases
+        assert project["project"]["license"] == "MIT", member
+        assert project["build-system"]["requires"] == [f"setuptools=={tools['setuptools'][0]}"]
 
 
 def _run_sh_block(command: str) -> str:
@@ -163,19 +147,33 @@ def test_run_sh_installs_runtime_for_up_and_nothing_unpinned() -> None:
     assert "need_venv runtime" in _run_sh_block("up")
     assert "need_venv dev" in _run_sh_block("test")
     joined = re.sub(r"\\\n\s*", " ", text)
-    installs = re.findall(r"pip install[^\n]*", joined)
+    installs = re.findall(r"(?:pip install|uv sync|uv pip)[^\n]*", joined)
     assert installs
     for command in installs:
         assert not re.search(r"--upgrade|\s-U\s", command), command
-        hashed = "--require-hashes" in command and "-r requirements.lock" in command
-        assert hashed or "--no-deps" in command or "-c constraints.txt" in command, command
+        hashed = "--require-hashes" in command and "-r tools/build-tools.txt" in command
+        assert hashed or ("uv sync" in command and "--frozen" in command), command
 
 
 def _run_sh_install(workdir: Path) -> subprocess.CompletedProcess[str]:
-    argv = ["./run.sh", "install"]
     return subprocess.run(
-        argv, cwd=workdir, capture_output=True, text=True, timeout=240, check=False
+        ["./run.sh", "install"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
+
+
+def _copy_workspace(to: Path) -> None:
+    ignore = shutil.ignore_patterns(
+        "__pycache__", "*.pyc", "*.egg-info", "build", "tests", "README.md", "config"
+    )
+    for name in ("run.sh", "pyproject.toml", "uv.lock"):
+        shutil.copy2(ROOT / name, to / name)
+    for member in MEMBERS:
+        shutil.copytree(member, to / member.relative_to(ROOT), ignore=ignore)
 
 
 @pytest.mark.timeout(300)
@@ -183,17 +181,16 @@ def test_run_sh_install_is_runtime_only_and_refuses_a_wrong_hash(tmp_path: Path)
     """`./run.sh install` (what `up` installs) in a copy: no dev tools; a bad hash stops it."""
     if shutil.which("python3") is None:
         pytest.skip("no python3 to create a venv with")
-    for name in ("run.sh", "pyproject.toml", "README.md", "requirements.lock", "constraints.txt"):
-        shutil.copy2(ROOT / name, tmp_path / name)
-    shutil.copytree(
-        ROOT / "gridzero",
-        tmp_path / "gridzero",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"),
-    )
+    _copy_workspace(tmp_path)
     done = _run_sh_install(tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     listed = subprocess.run(
-        [".venv/bin/python", "-m", "pip", "list", "--format=freeze"],
+        [
+            ".venv/bin/python",
+            "-c",
+            "import importlib.metadata as m; "
+            "print(*(f'{d.name}=={d.version}' for d in m.distributions()))",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -203,18 +200,17 @@ def test_run_sh_install_is_runtime_only_and_refuses_a_wrong_hash(tmp_path: Path)
     installed = {
         canonicalize_name(n): v for n, _, v in (ln.partition("==") for ln in listed.split())
     }
-    for name, (version, _hashes, _files) in _lock().items():
-        assert installed.get(name) == version, f"{name}: {installed.get(name)} != {version}"
-    dev = {"pytest", "mypy", "ruff", "hypothesis", "pytest-timeout"} & set(installed)
+    for name in ("pydantic", "python-can", "pyserial", "smbus2", "paho-mqtt"):
+        assert installed.get(name) == _lock()[name]["version"], name
+    dev = {"pytest", "mypy", "ruff", "hypothesis", "pytest-timeout", "matplotlib"} & set(installed)
     assert not dev, f"`up` installed the dev tools {sorted(dev)}"
 
-    # one wrong hash (the first entry's): a fresh venv must refuse to install
+    # one wrong hash (pyserial's wheel): a fresh venv must refuse to install
     shutil.rmtree(tmp_path / ".venv")
-    lock = (tmp_path / "requirements.lock").read_text(encoding="utf-8")
-    good = re.search(r"--hash=sha256:[0-9a-f]{64}", lock)
-    assert good
-    bad = good.group(0)[:-1] + ("0" if good.group(0)[-1] != "0" else "1")
-    (tmp_path / "requirements.lock").write_text(lock.replace(good.group(0), bad, 1), "utf-8")
+    lock = (tmp_path / "uv.lock").read_text(encoding="utf-8")
+    good = _lock()["pyserial"]["wheels"][0]["hash"]
+    bad = good[:-1] + ("0" if good[-1] != "0" else "1")
+    (tmp_path / "uv.lock").write_text(lock.replace(good, bad), "utf-8")
     done = _run_sh_install(tmp_path)
     assert done.returncode != 0, "a wrong hash was accepted"
-    assert "DO NOT MATCH THE HASHES" in done.stderr, done.stderr[-3000:]
+    assert "hash" in done.stderr.lower(), done.stderr[-3000:]

@@ -142,8 +142,7 @@ def test_variables_that_are_not_settings_are_allowed(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # compose.yaml interpolates these on the host; GRIDZERO_CONFIG names the YAML file
-    monkeypatch.setenv("GRIDZERO_IMAGE", "gridzero:test")
-    monkeypatch.setenv("GRIDZERO_CONFIG_DIR", "/config")
+    monkeypatch.setenv("GRIDZERO_TAG", "test")
     assert _run("shunt", "--check") == 0
     assert '"i2c_bus"' in capsys.readouterr().out
 

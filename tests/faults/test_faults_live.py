@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 
 from gridzero.contract import LEGACY_CHARGE_TARGET_TOPIC, Topics
+from gridzero.registry import SERVICES
 from gridzero.testing import Probe, System, wait_until
 from gridzero_tools import fuzz
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 T = Topics()
-SERVICES = ("bms", "charger", "inverter", "shunt", "controller", "telnet-console", "sim")
 
 FIXED_JUNK = (
     b"",

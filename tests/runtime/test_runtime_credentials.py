@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from gridzero.errors import UsageError
-from gridzero_tools import up
 from gridzero.runtime.broker import PROJECT_CONFIG_DIR
 from gridzero.runtime.credentials import (
     CONSOLE_PASSWORD_FILE,
@@ -31,6 +30,7 @@ from gridzero.runtime.credentials import (
     rotate_credentials,
 )
 from gridzero.testing import Probe, TestBroker, wait_until
+from gridzero_tools import up
 
 
 def _password(secrets: Path, user: str) -> str:

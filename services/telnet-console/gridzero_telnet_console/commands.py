@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from gridzero.contract import SERVICES, Topics
+from gridzero.registry import DEVICE_SERVICES
 from gridzero_telnet_console.protocol import Key, Named
 from gridzero_telnet_console.snapshot import Snapshot
 
@@ -94,7 +95,7 @@ LINE_HELP: tuple[str, ...] = (
 
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_SERVICES: tuple[str, ...] = ("all", *SERVICES)
-RAW_SERVICES: tuple[str, ...] = ("charger", "bms", "inverter", "shunt")
+RAW_SERVICES: tuple[str, ...] = DEVICE_SERVICES  # the services that publish raw frames
 RAW_KEYS: dict[str, str] = {"C": "charger", "B": "bms", "I": "inverter"}
 
 # Names on the contract's settings/action topics that the keys use. The owning

@@ -51,9 +51,10 @@ import yaml
 
 from gridzero import chemistry
 from gridzero.contract import LEGACY_CHARGE_TARGET_TOPIC, SimFault, Topics
+from gridzero.registry import SYSTEM_SERVICES
 from gridzero.testing import Probe
 from gridzero_tools.faults import report
-from gridzero_tools.faults.rig import SYSTEM_SERVICES, Rig, RigConfig, Truth, flat_profile
+from gridzero_tools.faults.rig import Rig, RigConfig, Truth, flat_profile
 from gridzero_tools.faults.scenarios import STOPPED_A, STOPPED_W
 from gridzero_tools.sim import faults as plant_faults
 from gridzero_tools.sim.params import PackParams

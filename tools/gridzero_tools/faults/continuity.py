@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gridzero.contract import Topics
+from gridzero.registry import SYSTEM_SERVICES
 from gridzero_tools.faults import report
-from gridzero_tools.faults.rig import SYSTEM_SERVICES, Rig, RigConfig
+from gridzero_tools.faults.rig import Rig, RigConfig
 from gridzero_tools.faults.scenarios import CELL_MAX_V, CELL_MIN_V
 
 T = Topics()

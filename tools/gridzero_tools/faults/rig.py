@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from gridzero.contract import Topics
+from gridzero.registry import SYSTEM_SERVICES
 from gridzero.runtime.credentials import init_credentials, read_env_file
 from gridzero.testing import Probe, System
 
 T = Topics()
-SYSTEM_SERVICES = ("bms", "shunt", "charger", "inverter", "controller", "telnet-console")
 Truth = dict[str, Any]
 
 
