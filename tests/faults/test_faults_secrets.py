@@ -109,10 +109,11 @@ def test_generated_secrets_are_git_ignored() -> None:
 
 
 def test_dockerfile_copies_nothing_secret() -> None:
-    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    dockerfiles = [*sorted(ROOT.glob("services/*/Dockerfile")), ROOT / "tools" / "Dockerfile"]
     copies = [
         line.split()[1:-1]
-        for line in dockerfile.splitlines()
+        for dockerfile in dockerfiles
+        for line in dockerfile.read_text(encoding="utf-8").splitlines()
         if line.strip().upper().startswith(("COPY ", "ADD "))
     ]
     assert copies
