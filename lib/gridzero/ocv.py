@@ -6,7 +6,7 @@ simulator (cell voltage from state of charge), so both agree on one curve.
 The table is a *typical* NMC/graphite open-circuit-voltage curve (the usual
 shape: steep below 10 %, a flat middle around 3.6-3.8 V, rising to 4.2 V at
 100 %), not a measurement of VW GTE cells. No VW GTE project uses an OCV
-table (research/vw-bms-can.md 6.3: they map the lowest cell linearly,
+table (Tom-evnut/VW-bms and anikrooz/housebatt: they map the lowest cell linearly,
 3100 mV -> 10 %, 4100 mV -> 90 %); jsphuebner/stm32-car has an MEB table whose
 fit to GTE cells is uncertain. Treat values as +-5 % SoC accurate at best.
 

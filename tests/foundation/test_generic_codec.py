@@ -23,7 +23,7 @@ from gridzero.codec import (
     parse_hex,
 )
 
-# Layout shaped like a VW cell-voltage frame (research/vw-bms-can.md section 3).
+# Layout shaped like a VW cell-voltage frame (Tom-evnut/VW-bms BMSModule.cpp).
 CELLS = tuple(
     Field(f"cell{k}", 12 + 12 * k, 12, offset=1000, unit="mV", invalid=frozenset({0xFFF}))
     for k in range(4)
@@ -53,7 +53,8 @@ def test_invalid_marker_decodes_to_none_and_is_refused_by_encoder() -> None:
 
 
 def test_float32_big_endian_matches_research_encodings() -> None:
-    # research/devices.md A.3: 52.5 V = 42 52 00 00, 1.21 = 3F 9A E1 48
+    # R48 set-points are IEEE-754 big-endian floats (PurpleAlien/R48_Rectifier rectifier.py):
+    # 52.5 V = 42 52 00 00, 1.21 = 3F 9A E1 48
     assert encode_fields(FLOATS, {"value": 52.5})[4:] == bytes.fromhex("42520000")
     assert encode_fields(FLOATS, {"value": 1.21})[4:] == bytes.fromhex("3F9AE148")
     assert decode_fields(FLOATS, bytes.fromhex("0000000042520000"))["value"] == 52.5

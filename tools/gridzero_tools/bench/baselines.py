@@ -4,11 +4,11 @@ Each baseline sees exactly what gridzero's controller sees (an `Observation`, i.
 arrives over MQTT) and returns the same `Commands`. The device services modelled by the bench
 clamp every command to the bms limits for all controllers alike.
 
-- `HousebattController`: the original ESP32 system's law (research/vw-bms-can.md 8.4).
+- `HousebattController`: the original ESP32 system's law (anikrooz/housebatt housebatt.ino, mqttCallback).
 - `SoyosourceMeterController`: syssi's virtual meter, NEGATIVE_MEASUREMENTS_REQUIRED
-  (research/devices.md B.7); it has no charger, so it only discharges.
+  (syssi/esphome-soyosource-gtn-virtual-meter, components/soyosource_virtual_meter); it has no charger, so it only discharges.
 - `OpenDtuController`: OpenDTU-OnBattery's DPL with its waits, backoff and hysteresis, plus
-  its Huawei-style charger auto mode (research/anchors.md 1.1).
+  its Huawei-style charger auto mode (hoylabs/OpenDTU-OnBattery, src/gridcharger/huawei).
 - `GridzeroBench`: gridzero's own controller (`gridzero_controller.core`).
 """
 

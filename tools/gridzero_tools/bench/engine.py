@@ -5,7 +5,7 @@ published (every ``meter.period_s``, after ``meter.latency_s``), bms limits ever
 inverter and charger states every 1 s, SoC every 1 s. Its commands reach the plant the way the
 device services send them: frames every ``frame_period_s`` and a changed command at once (as the
 inverter and charger services do), clamped to the bms limits, the
-charger never below its minimum current (research/devices.md A.5, B.3).
+charger never below its minimum current (the R48's set-point ranges, PurpleAlien/R48_Rectifier; the SoyoSource's send rate, syssi/esphome-soyosource-gtn-virtual-meter).
 
 bms limits: the bms service's protection module was not available when the bench was written,
 so `SimpleBms` computes limits from the plant's true cell voltages with the housebatt rules

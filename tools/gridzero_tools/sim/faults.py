@@ -170,7 +170,7 @@ class RectifierOverCurrent(_Fault):
 class RectifierRefusesStored(_Fault):
     """The rectifier refuses writes of its stored fallback (registers 0x24, 0x19) with error
     0xF3. With ``below_v`` only stored voltages below it are refused: the R48 variants that
-    store only 48-58 V (research/devices.md A.5)."""
+    store only 48-58 V (PurpleAlien/R48_Rectifier rectifier.py: offline voltage 48-58 V)."""
 
     kind: Literal["rectifier_refuses_stored"] = "rectifier_refuses_stored"
     below_v: float | None = Field(None, gt=0, le=100)

@@ -1,4 +1,4 @@
-"""SoyoSource GTN grid-tie inverter model (pure; research/devices.md B.2, B.3, B.6).
+"""SoyoSource GTN grid-tie inverter model (pure; syssi/esphome-soyosource-gtn-virtual-meter, components/soyosource_modbus and its README).
 
 - Each demand frame sets the wanted AC output (W, per unit) ``dead_time_s``
   after it arrives; the output follows it through a first-order lag (``lag_s``) and a ramp limit

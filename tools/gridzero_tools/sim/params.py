@@ -75,7 +75,7 @@ class ThermalParams(_Model):
 
 
 class ChargerParams(_Model):
-    """Vertiv/Emerson R48 rectifier (research/devices.md A.5, A.7)."""
+    """Vertiv/Emerson R48 rectifier (PurpleAlien/R48_Rectifier rectifier.py)."""
 
     max_power_w: float = Field(3000.0, gt=0, le=20000)
     amps_per_fraction: float = Field(51.65, gt=0, le=500)
@@ -120,7 +120,7 @@ class ChargerParams(_Model):
 
 
 class InverterParams(_Model):
-    """One SoyoSource GTN in battery-limit mode (research/devices.md B.2, B.3, B.6)."""
+    """One SoyoSource GTN in battery-limit mode (syssi/esphome-soyosource-gtn-virtual-meter README)."""
 
     name: str = Field("gtn1", min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")
     max_power_w: float = Field(900.0, gt=0, le=5400)

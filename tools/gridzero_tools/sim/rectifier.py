@@ -1,4 +1,4 @@
-"""The Vertiv/Emerson R48 rectifier model (pure; research/devices.md A.5-A.7).
+"""The Vertiv/Emerson R48 rectifier model (pure; the R48 CAN protocol as in PurpleAlien/R48_Rectifier rectifier.py and anikrooz/Emerson-Vertiv-R48 src/VertivPsu.cpp).
 
 - Online set-points (voltage, current-limit fraction) each hold for
   ``online_timeout_s`` (~30 s) after the last write, then that register falls

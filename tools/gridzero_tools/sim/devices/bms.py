@@ -1,4 +1,4 @@
-"""VW GTE module slave boards on one CAN bus (pure; research/vw-bms-can.md 2-5).
+"""VW GTE module slave boards on one CAN bus (pure; the frames of Tom-evnut/VW-bms BMSModule.cpp and BMSModuleManager.cpp).
 
 Modules answer the 0x0BA keep-alive: after each poll frame that asks for
 voltages, every module on the bus that is not silenced by a fault sends its

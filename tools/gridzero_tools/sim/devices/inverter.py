@@ -1,4 +1,4 @@
-"""A SoyoSource GTN limiter port (pure; research/devices.md B.2-B.4).
+"""A SoyoSource GTN limiter port (pure; syssi/esphome-soyosource-gtn-virtual-meter, components/soyosource_modbus).
 
 Bytes from the RS485 link (a TCP stream in simulation) go through the
 inverter service's own framer; each demand frame is one plant command. A

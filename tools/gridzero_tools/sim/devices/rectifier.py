@@ -1,4 +1,4 @@
-"""The R48 rectifier on its CAN bus (pure; research/devices.md A.3-A.6).
+"""The R48 rectifier on its CAN bus (pure; the R48 CAN protocol as in PurpleAlien/R48_Rectifier rectifier.py and anikrooz/Emerson-Vertiv-R48 src/VertivPsu.cpp).
 
 Writes to 0x0607FF83 set the plant's registers and are acknowledged (0x43,
 the written bytes echoed) or refused with error 0xF3 (invalid data); the
