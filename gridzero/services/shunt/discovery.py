@@ -82,15 +82,6 @@ def discovery(t: Topics, name: str) -> tuple[str, dict[str, object]]:
             entity_category="diagnostic",
             precision=2,
         ),
-        ha.sensor(
-            "soc_uncertain",
-            "SoC uncertainty (estimated)",
-            state,
-            "soc_uncertain_pct",
-            unit="%",
-            entity_category="diagnostic",
-            precision=1,
-        ),
         ha.text_sensor(
             "soc_source",
             "SoC source",
