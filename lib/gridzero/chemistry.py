@@ -63,3 +63,15 @@ MAX_DISCHARGE_C_RATE = 2.0
 
 PRECHARGE_MAX_C_RATE = 0.05
 """The pre-charge current of cells between DEEP_DISCHARGE_V and CELL_MIN_V is at most C/20."""
+
+
+# --- internal resistance (shunt's loaded-voltage SoC estimate) ---------------------------------
+# A 25 Ah PHEV2 prismatic NMC cell, as in the GTE modules, has about 1-2 mOhm DC resistance new
+# at 25 C; it rises with age and in the cold (2-3x near 0 C and at end of life). Below 0.5 mOhm
+# no such cell exists; above 5 mOhm it is worn out or frozen and the estimate would be guesswork.
+
+CELL_RESISTANCE_MIN_MOHM = 0.5
+"""The lowest DC internal resistance any setting may assume for one cell."""
+
+CELL_RESISTANCE_MAX_MOHM = 5.0
+"""The highest DC internal resistance any setting may assume for one cell."""

@@ -5,7 +5,7 @@ A frame layout is a table: one `Field` row per value. `decode_fields` and
 field to a protocol is a one-line change and every device shares the same
 range checks and error messages.
 
-Nothing here does I/O; device codecs (``gridzero.services.<name>.codec``)
+Nothing here does I/O; device codecs (``gridzero_<name>.codec``)
 import only this module, ``struct`` and the standard library.
 """
 

@@ -220,6 +220,10 @@ class InverterState(Stamped):
 # --------------------------------------------------------------------------- shunt
 
 
+SocSource = Literal["unknown", "estimated", "ocv", "full_anchor", "empty_anchor", "set", "restored"]
+"""Where the shunt's state of charge comes from (services/shunt/README.md, "State of charge method")."""
+
+
 class ShuntState(Stamped):
     """Battery current, state of charge and energy counters."""
 
@@ -228,7 +232,14 @@ class ShuntState(Stamped):
     current_a: float | None = Field(description="+ charging")
     power_w: float | None = Field(description="+ charging")
     soc_pct: float | None = Field(ge=0, le=100)
-    soc_source: str = Field(description="counted, ocv, full_anchor, empty_anchor, set, restored")
+    soc_source: SocSource = Field(
+        description="unknown: no SoC yet; estimated: from the pack voltage under load;"
+        " ocv: from a rest; full_anchor / empty_anchor: at a full charge / the empty cut-off;"
+        " set: by a person; restored: from the state file. Counting continues from each."
+    )
+    soc_uncertain_pct: float | None = Field(
+        default=None, ge=0, le=100, description="+- % of an estimated SoC; null otherwise"
+    )
     remaining_ah: float | None = Field(ge=0)
     remaining_wh: float | None = Field(ge=0)
     capacity_ah: float = Field(gt=0)

@@ -16,6 +16,7 @@ import pytest
 
 from gridzero.contract import SERVICES, Topics
 from gridzero.testing import Probe, System, wait_until
+from gridzero_shunt.soc import SocSettings
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 T = Topics()
@@ -49,6 +50,39 @@ def test_every_service_comes_online(system: tuple[System, Probe, float]) -> None
     for service in SERVICES:
         probe.wait_for(T.status(service), lambda p: p == b"online", timeout_s=30)
     assert "Traceback" not in sut.log()
+
+
+def _shunt_states(probe: Probe) -> list[tuple[float, dict[str, object]]]:
+    return [(at, json.loads(p)) for at, t, p, _r in list(probe.messages) if t == T.shunt_state]
+
+
+def test_soc_is_a_number_within_a_minute(system: tuple[System, Probe, float]) -> None:
+    """Issue 21: the battery never rests under the loop, yet the SoC shows within 60 s,
+    marked estimated, near the plant's true SoC (mapped onto the shunt's SoC window)."""
+    _sut, probe, started = system
+
+    def first_soc() -> tuple[float, dict[str, object]] | None:
+        return next(((at, s) for at, s in _shunt_states(probe) if s["soc_pct"] is not None), None)
+
+    wait_until(
+        lambda: first_soc() is not None, max(1.0, started + 60 - time.monotonic()), "soc_pct"
+    )
+    found = first_soc()
+    assert found is not None
+    at, state = found
+    truths = _truths(probe, at - 2)
+    assert truths
+    lo, hi = SocSettings().window
+    truth = 100 * (float(str(truths[0]["soc_pct"])) / 100 - lo) / (hi - lo)
+    soc = float(str(state["soc_pct"]))
+    print(
+        f"first soc_pct {soc:.1f} % +- {state['soc_uncertain_pct']} ({state['soc_source']})"
+        f" {at - started:.1f} s after start; plant {truth:.1f} % of the window,"
+        f" battery current {truths[0]['current_a']} A"
+    )
+    assert at - started <= 60
+    assert state["soc_source"] == "estimated"
+    assert abs(soc - truth) <= 5.0
 
 
 def test_grid_held_near_zero_and_battery_discharging(system: tuple[System, Probe, float]) -> None:

@@ -401,7 +401,7 @@ def _shunt_state(current_a: float) -> str:
         current_a=current_a,
         power_w=current_a * 48.0,
         soc_pct=50.0,
-        soc_source="counted",
+        soc_source="ocv",
         remaining_ah=100.0,
         remaining_wh=4800.0,
         capacity_ah=200.0,

@@ -539,7 +539,7 @@ def test_shunt_over_current_trips_and_survives_a_restart(
     shunt = own_broker.probe("shunt", subscribe=None)
     state = {
         "sensor": "ok", "current_a": 30.0, "power_w": 1440.0, "soc_pct": 50.0,
-        "soc_source": "counted", "remaining_ah": 10.0, "remaining_wh": 480.0,
+        "soc_source": "ocv", "remaining_ah": 10.0, "remaining_wh": 480.0,
         "capacity_ah": 20.0, "charge_in_ah": 0.0, "charge_out_ah": 0.0,
         "energy_in_kwh": 0.0, "energy_out_kwh": 0.0, "offset_counts": 0.0, "gain": 1.0,
     }  # fmt: skip

@@ -14,10 +14,13 @@ Method (research/devices.md C.8, research/vw-bms-can.md 6.3):
   (diyBMS-CurrentShunt: 3 min); 0 % when the lowest cell is at or below
   ``empty_cell_v`` while discharging or idle for ``empty_hold_s``
   (dbus-serialbattery: 60 s).
-- With no stored value, the initial SoC comes from the lowest cell's
+- With no stored value, a first estimate comes from the pack voltage under load,
+  corrected by I x R (``estimate.py``; source ``estimated``), within seconds of start.
+  Coulomb counting continues from it.
+- With no stored value, or an estimated one, the SoC comes from the lowest cell's
   open-circuit voltage (``gridzero.ocv``) once the current has stayed within
-  +-``rest_current_a`` for ``rest_hold_s``. The lowest cell is used, as in the
-  VW BMS projects (6.3): it never overstates what is left.
+  +-``rest_current_a`` for ``rest_hold_s`` (source ``ocv``). The lowest cell is used,
+  as in the VW BMS projects (6.3): it never overstates what is left.
 
 SoC is relative to the window between the two anchors: 0 % at ``empty_cell_v``,
 100 % at ``full_cell_v``; the OCV value is mapped onto that window.
@@ -28,9 +31,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import get_args
 
+from gridzero.contract import SocSource
 from gridzero.ocv import mean_ocv_v, soc_from_ocv
+from gridzero_shunt.estimate import EstimateSettings, VoltageEstimator, window_fraction
 
 # One GTE module: 1.086 kWh at 44.4 V nominal (DESIGN.md) = 24.46 Ah. The original
 # system (anikrooz/housebatt) had 9 modules in parallel (research/vw-bms-can.md 6.2,
@@ -40,9 +45,15 @@ MODULE_NOMINAL_V = 44.4
 MODULE_CAPACITY_AH = MODULE_ENERGY_WH / MODULE_NOMINAL_V
 DEFAULT_MODULES = 9
 DEFAULT_CAPACITY_AH = DEFAULT_MODULES * MODULE_CAPACITY_AH
+# One module's internal resistance, 12 cells in series: a 25 Ah PHEV2 prismatic NMC cell
+# (the Sanyo/Panasonic cell VW used) has about 1-2 mOhm DC resistance new at 25 C
+# (foxBMS's cell table: 2.0 mOhm for a 25.9 Ah high-power automotive NMC cell); 1.5 mOhm
+# per cell, as the bms measures cell voltages at the cells (no cables in between).
+DEFAULT_MODULE_RESISTANCE_MOHM = 18.0
+DEFAULT_PACK_RESISTANCE_OHM = DEFAULT_MODULE_RESISTANCE_MOHM / 1000.0 / DEFAULT_MODULES
 
-Source = Literal["unknown", "ocv", "full_anchor", "empty_anchor", "set", "restored"]
-SOURCES: tuple[Source, ...] = ("unknown", "ocv", "full_anchor", "empty_anchor", "set", "restored")
+Source = SocSource
+SOURCES: tuple[Source, ...] = get_args(SocSource)
 STATE_VERSION = 1
 
 
@@ -72,6 +83,8 @@ class SocSettings:
     max_gap_s: float = 5.0
     rest_current_a: float = 2.0
     rest_hold_s: float = 30.0
+    pack_resistance_ohm: float = DEFAULT_PACK_RESISTANCE_OHM
+    estimate_window_s: float = 5.0
 
     def __post_init__(self) -> None:
         _require(
@@ -106,11 +119,21 @@ class SocSettings:
         _require(
             _finite("max gap", self.max_gap_s) > 0, f"max_gap_s {self.max_gap_s!r} must be > 0"
         )
+        self.estimate()  # its own checks: resistance, window
 
     @property
     def window(self) -> tuple[float, float]:
         """The cell-OCV state of charge (fraction) at the empty and full anchors."""
         return soc_from_ocv(self.empty_cell_v), soc_from_ocv(self.full_cell_v)
+
+    def estimate(self) -> EstimateSettings:
+        """The loaded-voltage estimate's settings (validated there)."""
+        return EstimateSettings(
+            pack_resistance_ohm=self.pack_resistance_ohm,
+            series_cells=self.series_cells,
+            window=self.window,
+            window_s=self.estimate_window_s,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +150,7 @@ class SocReading:
     source: Source
     counting: bool
     gaps: int
+    uncertain_pct: float | None = None
 
 
 class CoulombCounter:
@@ -146,6 +170,8 @@ class CoulombCounter:
         self._full_since_s: float | None = None
         self._empty_since_s: float | None = None
         self._rest_since_s: float | None = None
+        self.uncertain_pct: float | None = None
+        self.estimator = VoltageEstimator(self._settings.estimate())
 
     @property
     def settings(self) -> SocSettings:
@@ -157,6 +183,7 @@ class CoulombCounter:
         if self.remaining_ah is not None:
             self.remaining_ah = self.remaining_ah / self._settings.capacity_ah * new.capacity_ah
         self._settings = new
+        self.estimator.settings = new.estimate()
 
     # --- counting ---------------------------------------------------------------------
 
@@ -168,9 +195,16 @@ class CoulombCounter:
         pack_voltage_v: float | None = None,
         cell_min_v: float | None = None,
         cell_max_v: float | None = None,
+        pack_voltage_at_s: float | None = None,
     ) -> None:
-        """One step. ``current_a`` is the mean over (previous update, now_s], None if unknown."""
+        """One step. ``current_a`` is the mean over (previous update, now_s], None if unknown.
+
+        ``pack_voltage_at_s`` is when the pack voltage arrived (this host's clock; ``now_s``
+        if not given): the loaded-voltage estimate uses each fresh voltage once."""
         now = _finite("now_s", now_s)
+        if pack_voltage_v is not None:
+            at = now if pack_voltage_at_s is None else pack_voltage_at_s
+            self.estimator.add(now, current_a, pack_voltage_v, at)
         current = None if current_a is None else _finite("current", current_a)
         last, self._last_s = self._last_s, now
         dt = None if last is None else now - last
@@ -185,6 +219,16 @@ class CoulombCounter:
             self._integrate(current, dt, pack_voltage_v)
             self.counting = True
         self._anchor(now, current, cell_min_v, cell_max_v)
+        if self.remaining_ah is None:
+            self._estimate(now)
+
+    def _estimate(self, now_s: float) -> None:
+        """A first SoC from the loaded pack voltage; counting continues from it."""
+        estimate = self.estimator.estimate(now_s)
+        if estimate is not None:
+            self.remaining_ah = estimate.soc * self._settings.capacity_ah
+            self.source = "estimated"
+            self.uncertain_pct = estimate.uncertain_pct
 
     def _integrate(self, current_a: float, dt_s: float, pack_voltage_v: float | None) -> None:
         ah = current_a * dt_s / 3600.0
@@ -230,7 +274,7 @@ class CoulombCounter:
             and current_a <= 0
         )
         rest = (
-            self.remaining_ah is None
+            (self.remaining_ah is None or self.source == "estimated")
             and current_a is not None
             and cell_min_v is not None
             and abs(current_a) <= s.rest_current_a
@@ -240,8 +284,10 @@ class CoulombCounter:
         self._rest_since_s = self._held(self._rest_since_s, rest, now_s)
         if self._full_since_s is not None and now_s - self._full_since_s >= s.full_hold_s:
             self.remaining_ah, self.source = s.capacity_ah, "full_anchor"
+            self.uncertain_pct = None
         elif self._empty_since_s is not None and now_s - self._empty_since_s >= s.empty_hold_s:
             self.remaining_ah, self.source = 0.0, "empty_anchor"
+            self.uncertain_pct = None
         elif (
             self._rest_since_s is not None
             and cell_min_v is not None
@@ -249,6 +295,7 @@ class CoulombCounter:
         ):
             self.remaining_ah = soc_window_from_ocv(cell_min_v, s) * s.capacity_ah
             self.source = "ocv"
+            self.uncertain_pct = None
             self._rest_since_s = None
 
     # --- manual actions ------------------------------------------------------------------
@@ -260,6 +307,7 @@ class CoulombCounter:
             raise ValueError(f"state of charge {soc_pct!r} % is outside 0..100 %")
         self.remaining_ah = value / 100.0 * self._settings.capacity_ah
         self.source = source
+        self.uncertain_pct = None
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -277,6 +325,7 @@ class CoulombCounter:
             source=self.source,
             counting=self.counting,
             gaps=self.gaps,
+            uncertain_pct=None if remaining is None else self.uncertain_pct,
         )
 
     # --- persistence -----------------------------------------------------------------------
@@ -292,6 +341,7 @@ class CoulombCounter:
             "ah_out": self.ah_out,
             "wh_in": self.wh_in,
             "wh_out": self.wh_out,
+            "uncertain_pct": self.uncertain_pct,
         }
 
     @classmethod
@@ -322,7 +372,10 @@ class CoulombCounter:
                 f"stored remaining {value!r} Ah is outside 0..{saved_capacity:g} Ah",
             )
             counter.remaining_ah = min(1.0, value / saved_capacity) * counter.settings.capacity_ah
-            counter.source = "restored"
+            # an estimate stays an estimate (a rest may still refine it)
+            counter.source = "estimated" if source == "estimated" else "restored"
+            if source == "estimated":
+                counter.uncertain_pct = _stored_uncertainty(data.get("uncertain_pct"))
         return counter
 
     def with_settings(self, settings: SocSettings) -> CoulombCounter:
@@ -330,10 +383,17 @@ class CoulombCounter:
         return CoulombCounter.from_dict(self.to_dict(), settings)
 
 
+def _stored_uncertainty(value: object) -> float | None:
+    if value is None:
+        return None
+    number = _finite("stored shunt state uncertain_pct", value)
+    _require(0 <= number <= 100, f"stored uncertain_pct {number!r} % is outside 0..100 %")
+    return number
+
+
 def soc_window_from_ocv(v_cell: float, settings: SocSettings) -> float:
     """The state of charge (fraction of the empty..full window) of a resting cell."""
-    lo, hi = settings.window
-    return min(1.0, max(0.0, (soc_from_ocv(v_cell) - lo) / (hi - lo)))
+    return window_fraction(v_cell, settings.window)
 
 
 def remaining_wh(remaining_ah: float, settings: SocSettings) -> float:

@@ -267,7 +267,7 @@ def test_missing_device_is_unavailable_and_retried(broker: TestBroker, tmp_path:
         assert state.current_a is None
         shunt = runner.service
         assert isinstance(shunt, Shunt)
-        wait_until(lambda: "i2c-250" in shunt.open_error, 5, "open error recorded")
+        wait_until(lambda: "i2c-250" in shunt.adc_loop.open_error, 5, "open error recorded")
         assert runner.ctx.handler_errors == 0
     finally:
         runner.stop()
@@ -379,7 +379,7 @@ def test_a_retained_button_press_does_not_reapply_after_restart(
         assert state.soc_pct == pytest.approx(60.0, abs=0.1)
         shunt = again.service
         assert isinstance(shunt, Shunt)
-        assert shunt.calibration is None
+        assert not shunt.calibration.running
     finally:
         for name in ("set_soc", "calibrate_zero"):
             ha.publish(T.action_set("shunt", name), b"", retain=True)

@@ -98,7 +98,9 @@ def test_no_overflow_at_large_currents_for_a_day() -> None:
     run(c, 0, 86400, 150.0, step_s=0.25, pack_voltage_v=48.0)
     assert c.ah_in == pytest.approx(150 * 24, rel=1e-9)
     assert c.wh_in == pytest.approx(150 * 24 * 48, rel=1e-9)
-    assert c.reading().remaining_ah is None  # never anchored: totals only
+    # estimated from the pack voltage at the start (issue 21), then clamped at capacity
+    assert c.reading().source == "estimated"
+    assert c.reading().remaining_ah == CAP
     c.set_soc(100.0)
     run(c, 86400, 86400 + 3600, -300.0, step_s=0.25)
     assert c.remaining_ah == 0.0  # clamped, never negative

@@ -140,7 +140,7 @@ def shunt() -> ShuntState:
         current_a=16.0,
         power_w=845.0,
         soc_pct=64.2,
-        soc_source="counted",
+        soc_source="ocv",
         remaining_ah=62.4,
         remaining_wh=3000.0,
         capacity_ah=97.0,

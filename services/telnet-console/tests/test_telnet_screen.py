@@ -124,7 +124,7 @@ def test_status_shows_every_group() -> None:
         "link ok  DC on  53.10 V  16.0 A  850 W",  # charger
         "gti1  demand 0 W (asked 0, cap 900 dcl)  link ok  sending",  # inverter
         "52.80 V  +16.00 A",  # pack
-        "SoC 64.2 % (counted)",
+        "SoC 64.2 % (ocv)",
         "min 3.912 V (bus 0 mod 2 cell 7)",
         "max 3.968 V (bus 1 mod 3 cell 1)",
         "delta 56 mV",
