@@ -1,4 +1,4 @@
-"""The bench sends inverter frames the way the inverter service does (services/inverter/domain.py
+"""The bench sends inverter frames the way the inverter service does (services/inverter/gridzero_inverter/domain.py
 `LinkSchedule.due`): a change at once, one change per min_gap at most, never held back by a
 periodic repeat, and a held change sent as soon as the gap is over."""
 

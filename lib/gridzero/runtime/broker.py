@@ -23,7 +23,7 @@ from pathlib import Path
 from gridzero.errors import GridzeroError
 from gridzero.runtime.credentials import add_logins_to_acl, add_logins_to_passwd, write_passwd
 
-PROJECT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "mosquitto" / "config"
+PROJECT_CONFIG_DIR = Path(__file__).resolve().parents[3] / "mosquitto" / "config"
 DOCKER_CONFIG = "/mosquitto/config/"
 DOCKER_DATA = "/mosquitto/data/"
 

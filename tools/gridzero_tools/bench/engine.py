@@ -11,7 +11,7 @@ bms limits: the bms service's protection module was not available when the bench
 so `SimpleBms` computes limits from the plant's true cell voltages with the housebatt rules
 (vw-bms-can.md 6.2: CVL 4.10 V/cell, charge taper over the 0.2 V below it, discharge taper over
 the 0.3 V above 3.20 V, 50 A maximum each way, alarms at 4.20 V and 3.00 V), with the release
-latches and ramp of services/bms/protection.py.
+latches and ramp of services/bms/gridzero_bms/protection.py.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class BmsRules:
 class SimpleBms:
     """bms limits from the plant's true cell voltages (see the module docstring).
 
-    Like the bms service's protection (services/bms/protection.py): an "empty" latch at the
+    Like the bms service's protection (services/bms/gridzero_bms/protection.py): an "empty" latch at the
     discharge cut-off released 0.1 V above it after 2 s, a "full" latch at the charge end
     released 0.2 V below it, and raised limits ramping back at 5 A/s (reductions at once).
     Without these, a pack that sags under load would toggle its own limit every few seconds.
@@ -187,8 +187,8 @@ class DeviceServices:
         """Like the inverter service: a changed demand goes out at once, at most one change
         per ``min_gap_s`` (a periodic repeat does not hold a change back), and a change held
         back goes out when the gap is over, not only at the next period
-        (services/inverter/domain.py `due`). Like the charger service, a changed charge
-        command goes out at once too (services/charger/domain.py `needs_refresh`)."""
+        (services/inverter/gridzero_inverter/domain.py `due`). Like the charger service, a changed charge
+        command goes out at once too (services/charger/gridzero_charger/domain.py `needs_refresh`)."""
         self.pack_voltage_v = plant.pack_voltage_v
         self._charger(plant, now_s, self._limits_ok(now_s))
         self.pending_s = math.inf
