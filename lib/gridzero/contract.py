@@ -520,7 +520,9 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
         "meter (outside; sim in simulation)",
         "plain integer W, + import",
         False,
-        "grid power at the meter; topic, JSON path and sign are controller settings",
+        "grid power at the meter, by default; the controller settings `meter_preset`, "
+        "`meter_topic`, `meter_json_path`, `meter_sign` and `meter_unit` choose another "
+        "topic and shape ([Meter topic](#meter-topic), docs/meter.md)",
     ),
     TopicSpec(
         "meterbox/chargeTarget",
@@ -628,6 +630,8 @@ def parse_meter(
             value = value[key]
     else:
         value = text
+    if isinstance(value, bool):  # JSON true/false is no number of watts (float() would take it)
+        raise PayloadError(f"{topic}: {_preview(payload)} is not a number of watts")
     try:
         watts = float(value)
     except (TypeError, ValueError) as exc:

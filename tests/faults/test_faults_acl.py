@@ -13,22 +13,24 @@ from collections.abc import Callable, Iterator
 import pytest
 from paho.mqtt.client import topic_matches_sub
 
-from gridzero.contract import Topics
+from gridzero.contract import DEFAULT_METER_TOPIC, Topics
 from gridzero.runtime.credentials import ALL_USERS, USERS, User
 from gridzero.testing import Probe, TestBroker, wait_until
 
 pytestmark = pytest.mark.broker
 T = Topics()
 BASE = T.base
+# the committed ACL (the test broker's) is rendered for the default meter topic
+SLOTS = {"base": BASE, "meter": DEFAULT_METER_TOPIC}
 
 
 def concrete(pattern: str) -> str:
     """A topic a pattern of the ACL table matches (``+`` made a plausible name)."""
-    return pattern.format(base=BASE).replace("+", "gtn1")
+    return pattern.format(**SLOTS).replace("+", "gtn1")
 
 
 def writes(user: User) -> list[str]:
-    return [w.format(base=BASE) for w in user.writes]
+    return [w.format(**SLOTS) for w in user.writes]
 
 
 def may_write(user: User, topic: str) -> bool:
@@ -44,7 +46,7 @@ def foreign_topics(user: User) -> list[str]:
 
 def marker(user: User) -> str:
     """A topic the user may write, to prove the denied messages had their chance to arrive."""
-    return user.writes[0].format(base=BASE).replace("+", "marker")
+    return user.writes[0].format(**SLOTS).replace("+", "marker")
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,9 @@ def _table() -> str:
 
 
 def test_every_named_test_exists() -> None:
-    named = re.findall(r"((?:services/[\w-]+/)?tests/[\w/]+\.py)(?:::(\w+))?", DOC.read_text(encoding="utf-8"))
+    named = re.findall(
+        r"((?:services/[\w-]+/)?tests/[\w/]+\.py)(?:::(\w+))?", DOC.read_text(encoding="utf-8")
+    )
     assert len(named) > 40
     missing = []
     for path, name in named:

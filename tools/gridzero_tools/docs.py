@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gridzero import contract
+from gridzero import contract, meter
 
 HEADER = """# MQTT reference
 
@@ -45,6 +45,47 @@ def render_topics() -> str:
         lines.append(
             f"| `{spec.pattern}` | {spec.writer} | {payload} | {'yes' if spec.retained else 'no'} | {spec.doc} |"
         )
+    return "\n".join(lines)
+
+
+def render_meter() -> str:
+    """The meter topic: the controller settings that choose it, and the presets."""
+    lines = [
+        "## Meter topic",
+        "",
+        "The controller reads the grid power (W, + import) from one topic. Its start-up",
+        "settings choose it; they are read from the controller's settings file only (YAML; a",
+        "`GRIDZERO_METER_*` variable is refused) and are never writable over MQTT, because the",
+        "broker's ACL is generated from the same file (`gridzero up`, `gridzero credentials acl",
+        "--controller-config FILE`, the compose `credentials` service): broker user `meter`",
+        "and `homeassistant` may write that topic, every service may read it. Guide with",
+        "copy-paste settings for each meter: [docs/meter.md](meter.md).",
+        "",
+        "| setting | type | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    schema = meter.MeterSettings.model_json_schema()
+    for name, prop in schema["properties"].items():
+        default = prop.get("default")
+        shown = "the preset's" if default is None else f"`{default}`"
+        kind = _type_name(prop).replace(" | ", " \\| ")  # a bare | would split the row
+        lines.append(f"| `{name}` | {kind} | {shown} | {prop.get('description', '')} |")
+    lines += [
+        "",
+        "| `meter_preset` | topic | JSON path | sign | unit |",
+        "|---|---|---|---|---|",
+    ]
+    for preset, source in meter.PRESETS.items():
+        path = f"`{source.json_path}`" if source.json_path else "(bare number)"
+        lines.append(
+            f"| `{preset.value}` | `{source.topic}` | {path} | {source.sign:+d} | {source.unit} |"
+        )
+    lines += [
+        "",
+        "A silent meter (no reading for `meter_stale_s`) and a message that is no reading are",
+        "faults in the controller's state `faults`, naming the topic: `meter_stale: no reading",
+        "on <topic> for <n> s`, `meter_unparseable: <topic>: json path ... not found ...`.",
+    ]
     return "\n".join(lines)
 
 
@@ -102,6 +143,8 @@ def render_mqtt_md() -> str:
             base=contract.DEFAULT_BASE, services=", ".join(f"`{s}`" for s in contract.SERVICES)
         ),
         render_topics(),
+        "",
+        render_meter(),
         "",
         "## Payloads",
         "",

@@ -27,8 +27,14 @@ from typing import IO
 import yaml
 
 from gridzero.errors import UsageError
+from gridzero.meter import read_controller_meter
 from gridzero.runtime.broker import BrokerProcess, free_port
-from gridzero.runtime.credentials import LEFT_OUT_FILE, init_credentials, read_env_file
+from gridzero.runtime.credentials import (
+    LEFT_OUT_FILE,
+    init_credentials,
+    read_env_file,
+    render_acl,
+)
 from gridzero.runtime.launch import SERVICE_MODULES
 
 DATA_UP = Path(__file__).resolve().parent / "data" / "up"
@@ -225,8 +231,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _controller_config(config_dir: Path | None) -> Path | None:
+    path = config_dir / "controller.yaml" if config_dir is not None else None
+    return path if path is not None and path.exists() else None
+
+
 def _broker_address(
-    args: argparse.Namespace, passwords: dict[str, str]
+    args: argparse.Namespace, passwords: dict[str, str], acl: str
 ) -> tuple[str, int, BrokerProcess | None]:
     if args.broker:
         host, _, port = args.broker.rpartition(":")
@@ -237,7 +248,11 @@ def _broker_address(
     if not 1 <= args.logins <= 100:
         raise UsageError(f"--logins {args.logins}: expected 1 to 100")
     broker = BrokerProcess(
-        (args.data_dir / "broker").resolve(), port, tls_port=args.tls_port, logins=args.logins
+        (args.data_dir / "broker").resolve(),
+        port,
+        tls_port=args.tls_port,
+        logins=args.logins,
+        acl=acl,
     )
     broker.prepare(passwords)
     broker.start()
@@ -312,8 +327,11 @@ def main(argv: list[str]) -> int:
     names = _selected(args)
     _check_users(names, passwords, args)
     missing = [n for n in names if not _available(n)]
-    host, port, broker = _broker_address(args, passwords)
     config_dir = None if args.no_sim and args.config_dir == DATA_UP else args.config_dir
+    # the broker's ACL lets the meter write the topic the controller will read: both come
+    # from the controller's settings file (a bad meter setting stops us here, named)
+    base, meter = read_controller_meter(_controller_config(config_dir))
+    host, port, broker = _broker_address(args, passwords, render_acl(base, meter.topic))
     children = [
         Child(n, _argv(n, config_dir), _child_env(n, host, port, args.secrets_dir, args.data_dir))
         for n in names
@@ -328,6 +346,15 @@ def main(argv: list[str]) -> int:
             f"{broker.proc.pid}\n", encoding="utf-8"
         )
     sup.say("up", f"broker {host}:{port}" + (" (started from mosquitto/config)" if broker else ""))
+    if broker is not None:
+        sup.say("up", f"meter topic {meter.topic}: broker user `meter` may write it")
+    else:
+        sup.say(
+            "up",
+            f"meter topic {meter.topic}: the broker at {host}:{port} is not ours; its ACL must let "
+            "the meter write it and the controller read it (`gridzero credentials acl "
+            "--controller-config <file>` prints ours)",
+        )
     if missing:
         sup.say("up", f"not built yet, skipped: {', '.join(missing)}")
     signal.signal(signal.SIGTERM, lambda *_: sup.stopping.set())

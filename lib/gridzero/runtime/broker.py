@@ -118,7 +118,8 @@ def render_config(
 class BrokerProcess:
     """A running mosquitto started from the project config.
 
-    ``logins`` > 1 lets every user also log in as ``<user>.2`` … (same password, a copy
+    ``acl`` replaces the config directory's ACL (``gridzero up`` renders it from the
+    controller's settings, so the meter topic it names is allowed). ``logins`` > 1 lets every user also log in as ``<user>.2`` … (same password, a copy
     of its ACL section): for tools and tests that hold several connections of one user,
     which ``use_username_as_clientid`` otherwise makes replace each other.
     """
@@ -129,6 +130,7 @@ class BrokerProcess:
     config_dir: Path = PROJECT_CONFIG_DIR
     tls_port: int | None = None
     logins: int = 1
+    acl: str | None = None  # the ACL to use instead of the config directory's (`gridzero up`)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def prepare(self, passwords: dict[str, str] | None = None) -> None:
@@ -155,6 +157,8 @@ class BrokerProcess:
                 raise GridzeroError(f"cannot copy the broker config {src}: {exc}") from exc
         if passwords is not None:
             write_passwd(config / "passwd", passwords)
+        if self.acl is not None:
+            (config / "acl").write_text(self.acl, encoding="utf-8")
         if self.logins > 1:
             for name, add in (("passwd", add_logins_to_passwd), ("acl", add_logins_to_acl)):
                 path = config / name

@@ -1,7 +1,7 @@
 """The controller service: MQTT in, `core.Controller`, MQTT out.
 
-Inputs: the grid meter (topic, JSON path and sign are settings; default `meterbox/grid`, a
-plain integer in W, + import), bms limits, shunt SoC, charger and inverter states, and the
+Inputs: the grid meter (`meter_preset` and the explicit `meter_*` settings choose topic, JSON
+path, sign and unit, docs/meter.md; default `meterbox/grid`, a plain integer in W, + import), bms limits, shunt SoC, charger and inverter states, and the
 original system's `meterbox/chargeTarget`. Outputs: one demand per inverter unit and the charger
 command on every control step (every meter value, at least every `control_period_s`, so the
 device services never see a stale command), the controller state with loop quality, runtime
@@ -10,27 +10,29 @@ settings and Home Assistant discovery. All decisions are in the pure domain (ser
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gridzero import ha
 from gridzero.contract import (
-    DEFAULT_METER_TOPIC,
     LEGACY_CHARGE_TARGET_TOPIC,
     ChargeCommand,
     ChargerState,
     ControllerState,
     InverterCommand,
     InverterState,
+    PayloadError,
     ShuntState,
     parse_meter,
     parse_payload,
 )
 from gridzero.contract import BmsLimits as BmsLimitsPayload
 from gridzero.errors import SettingsError
+from gridzero.meter import MeterEvent, MeterSettings, MeterWatch, meter_env_names
 from gridzero.runtime.freshness import Freshness, Sequencer, Stamp
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import RETAINED_REFUSED, Service, run_service
@@ -72,12 +74,12 @@ class UnitSettings(BaseModel):
     )
 
 
-class ControllerServiceSettings(ServiceSettings):
-    """Start-up settings (environment `GRIDZERO_...` / YAML)."""
+class ControllerServiceSettings(ServiceSettings, MeterSettings):
+    """Start-up settings (environment `GRIDZERO_...` / YAML).
 
-    meter_topic: str = Field(DEFAULT_METER_TOPIC, min_length=1, description="grid meter topic")
-    meter_json_path: str = Field("", description="dotted JSON path; empty = plain number")
-    meter_sign: Literal[1, -1] = Field(1, description="-1 if the meter reads + for export")
+    The meter settings (`MeterSettings`) come from the settings file only: the broker's ACL
+    is generated from that file, so a topic set in the environment could be denied unseen."""
+
     legacy_charge_target: bool = Field(True, description="accept meterbox/chargeTarget")
     control_period_s: float = Field(0.5, gt=0.05, le=5.0, description="control step without meter")
     units: list[UnitSettings] = Field(default_factory=lambda: [UnitSettings()], min_length=1)
@@ -85,6 +87,17 @@ class ControllerServiceSettings(ServiceSettings):
         default_factory=ControllerSettings,
         description="every tuning setting (services/controller/README.md)",
     )
+
+    @model_validator(mode="after")
+    def _meter_from_the_file(self) -> ControllerServiceSettings:
+        names = meter_env_names(dict(os.environ))
+        if names:
+            raise ValueError(
+                f"{', '.join(names)}: the meter settings are read from the controller's settings "
+                "file only (YAML `meter_preset:`, `meter_topic:` ...), because the broker's ACL "
+                "is generated from that file; move them there (docs/meter.md)"
+            )
+        return self
 
 
 def _num(default: float, lo: float, hi: float, unit: str, step: float) -> Any:
@@ -185,6 +198,16 @@ class ControllerService(Service[ControllerServiceSettings]):
         )
         self.controller = Controller(self._effective(self.runtime.value), self.units)
         self.meter: MeterSample | None = None
+        self.meter_source = s.meter_source()
+        self.meter_watch = MeterWatch(self.meter_source.topic, ctx.now())
+        ctx.log.info(
+            "meter: %s (preset %s, json path %r, sign %+d, unit %s)",
+            self.meter_source.topic,
+            s.meter_preset.value,
+            self.meter_source.json_path,
+            self.meter_source.sign,
+            self.meter_source.unit,
+        )
         self.grid_w: float | None = None
         self.limits: BmsLimits | None = None
         self.pack_voltage_v: float | None = None
@@ -201,7 +224,7 @@ class ControllerService(Service[ControllerServiceSettings]):
         }
         self.last_step_s = -1e9
         t = ctx.topics
-        ctx.subscribe(s.meter_topic, self.on_meter)
+        ctx.subscribe(self.meter_source.topic, self.on_meter)
         ctx.subscribe(t.bms_limits, self.on_limits)
         ctx.subscribe(t.shunt_state, self.on_shunt)
         ctx.subscribe(t.charger_state, self.on_charger)
@@ -256,15 +279,28 @@ class ControllerService(Service[ControllerServiceSettings]):
     # ------------------------------------------------------------------ inputs
 
     def on_meter(self, msg: Message) -> None:
-        """A grid meter value: step the loop at once."""
-        s = self.settings
-        grid = parse_meter(
-            msg.payload, json_path=s.meter_json_path, sign=s.meter_sign, topic=msg.topic
-        )
+        """A grid meter value: step the loop at once.
+
+        A message that is no reading changes nothing (the previous reading stays until it
+        goes stale) and is a `meter_unparseable` fault until the next good one, logged once."""
         now = self.ctx.now()
+        try:
+            grid = self.meter_source.parse(msg.payload)
+        except PayloadError as exc:
+            self.ctx.rejected_inputs += 1
+            self._log_meter(self.meter_watch.unparseable(str(exc)))
+            return
+        self._log_meter(self.meter_watch.reading(now))
         self.meter = MeterSample(grid, now)
         self.grid_w = grid
         self.step(now)
+
+    def _log_meter(self, events: list[MeterEvent]) -> None:
+        for event in events:
+            if event.level == "warning":
+                self.ctx.log.warning("%s", event.text)
+            else:
+                self.ctx.log.info("%s", event.text)
 
     def on_limits(self, msg: Message) -> None:
         """bms limits; a denied side counts as a zero limit, any alarm as an alarm."""
@@ -340,6 +376,7 @@ class ControllerService(Service[ControllerServiceSettings]):
             charger=self.charger,
         )
         out = self.controller.step(obs)
+        self._log_meter(self.meter_watch.check(now, self.controller.settings.meter_stale_s))
         self.publish(out, now)
 
     def publish(self, out: ControllerOutput, now: float) -> None:
@@ -375,7 +412,10 @@ class ControllerService(Service[ControllerServiceSettings]):
             grid_error_mean_w=q.mean_error_w,
             grid_error_rms_w=q.rms_error_w,
             reversals_per_min=q.reversals_per_min,
-            faults=[f.message(now) for f in out.faults],
+            faults=[
+                *self.meter_watch.faults(now, self.controller.settings.meter_stale_s),
+                *(f.message(now) for f in out.faults),
+            ],
         )
         ctx.publish(ctx.topics.controller_state, state, retain=True)
 
