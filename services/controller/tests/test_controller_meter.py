@@ -28,7 +28,7 @@ from gridzero.runtime.settings import load_settings
 from gridzero_controller.service import ControllerServiceSettings
 from tests.system.meter_payloads import GOLDEN, Golden
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 # --------------------------------------------------------------------------- presets, parsing
@@ -227,13 +227,13 @@ def test_compose_credentials_writes_the_acl_from_the_controllers_file() -> None:
     creds = compose["services"]["credentials"]
     controller = compose["services"]["controller"]
     assert (
-        "gridzero credentials acl --controller-config /config/controller.yaml "
+        "gridzero credentials acl --controller-config /config/settings.yaml "
         "--write /mosquitto/config/acl" in creds["command"][0]
     )
-    config_mount = "${GRIDZERO_CONFIG_DIR:-./gridzero/data/compose}:/config"
+    config_mount = "./services/controller/config:/config"
     assert f"{config_mount}:ro" in creds["volumes"]
     assert f"{config_mount}:ro" in controller["volumes"]
-    assert "/config/controller.yaml" in controller["command"]
+    assert "/config/settings.yaml" in controller["command"]
 
 
 # --------------------------------------------------------------------------- the watch (pure)
