@@ -28,8 +28,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
 
+from gridzero.contract import SOC_SOURCES, SocSource
 from gridzero.ocv import mean_ocv_v, soc_from_ocv
 
 # One GTE module: 1.086 kWh at 44.4 V nominal (DESIGN.md) = 24.46 Ah. The original
@@ -41,8 +41,9 @@ MODULE_CAPACITY_AH = MODULE_ENERGY_WH / MODULE_NOMINAL_V
 DEFAULT_MODULES = 9
 DEFAULT_CAPACITY_AH = DEFAULT_MODULES * MODULE_CAPACITY_AH
 
-Source = Literal["unknown", "ocv", "full_anchor", "empty_anchor", "set", "restored"]
-SOURCES: tuple[Source, ...] = ("unknown", "ocv", "full_anchor", "empty_anchor", "set", "restored")
+# The contract owns the list, so the published soc_source, docs/mqtt.md and docs/shunt.md agree.
+Source = SocSource
+SOURCES: tuple[Source, ...] = SOC_SOURCES
 STATE_VERSION = 1
 
 
