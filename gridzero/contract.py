@@ -194,7 +194,7 @@ class ChargerState(Stamped):
     temperature_c: float | None
     input_voltage_v: float | None
     setpoint_voltage_v: float | None
-    setpoint_current_a: float | None
+    setpoint_current_a: float | None = Field(description="the current limit sent (a size)")
     limit_reason: str = Field(description="controller, cvl, ccl, max_power, alarm, stale_bms, ...")
     status_flags: list[str] = Field(default_factory=list)
     alarms: list[Alarm] = Field(

@@ -308,4 +308,5 @@ def test_battery_current_and_set_point_read_as_words(
     text = status_text(snap) + "\n"
     for expected in shown:
         assert expected in text
-    assert "+ charging" not in text and "-3.22" not in text
+    assert "+ charging" not in text
+    assert "-3.22" not in text
