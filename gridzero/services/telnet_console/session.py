@@ -238,9 +238,7 @@ class Session:
         for topic, pending in list(self.pending.items()):
             if now_s - pending.sent_s >= self.config.ack_timeout_s:
                 del self.pending[topic]
-                self._say(
-                    screen.format_no_answer(pending.said, self.config.ack_timeout_s), now_s
-                )
+                self._say(screen.format_no_answer(pending.said, self.config.ack_timeout_s), now_s)
 
     # --- output -----------------------------------------------------------------------
 
