@@ -14,8 +14,11 @@ Conventions:
   value) and ``<base>/<service>/settings/<name>`` (retained echo, plain text), so
   Home Assistant number/select/switch entities can use them directly. Buttons:
   ``<base>/<service>/action/<name>/set``.
-- Battery power sign: + discharge (into the house), − charge. Battery current
-  sign: + charging (into the battery), as a shunt reads it.
+- One sign for the battery's current and power (``BATTERY_SIGN``): positive while
+  charging (into the battery), negative while discharging, as the shunt in the
+  battery negative reads it and as the bms and the charger trip on it. Grid power
+  (``GRID_SIGN``): positive on import. A device's own current or power (the
+  rectifier's output, an inverter's demand) is a size, never negative.
 - The grid meter is an outside input: by default ``meterbox/grid``, a plain
   integer in W, positive = import (topic, JSON path and sign are settings).
 """
@@ -27,7 +30,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -40,6 +43,15 @@ DEFAULT_METER_TOPIC = "meterbox/grid"
 LEGACY_CHARGE_TARGET_TOPIC = "meterbox/chargeTarget"
 HA_STATUS_TOPIC = "homeassistant/status"
 HA_DISCOVERY_PREFIX = "homeassistant"
+
+BATTERY_SIGN = "+ charging (into the battery), - discharging"
+"""The one sign of battery current and power; every such field's description states it."""
+GRID_SIGN = "+ import, - export"
+"""The sign of grid power at the meter."""
+
+SocSource = Literal["unknown", "estimated", "ocv", "full_anchor", "empty_anchor", "set", "restored"]
+"""Where the shunt's state of charge came from (services/shunt/README.md explains each)."""
+SOC_SOURCES: tuple[SocSource, ...] = get_args(SocSource)
 
 
 class ServiceStatus(StrEnum):
@@ -170,12 +182,12 @@ class ChargerState(Stamped):
     link: Literal["ok", "lost", "unknown"]
     dc_on: bool
     output_voltage_v: float | None
-    output_current_a: float | None
-    output_power_w: float | None
+    output_current_a: float | None = Field(description="the rectifier's DC output (a size)")
+    output_power_w: float | None = Field(description="the rectifier's DC output (a size)")
     temperature_c: float | None
     input_voltage_v: float | None
     setpoint_voltage_v: float | None
-    setpoint_current_a: float | None
+    setpoint_current_a: float | None = Field(description="the current limit sent (a size)")
     limit_reason: str = Field(description="controller, cvl, ccl, max_power, alarm, stale_bms, ...")
     status_flags: list[str] = Field(default_factory=list)
     alarms: list[Alarm] = Field(
@@ -210,7 +222,9 @@ class InverterState(Stamped):
     link: Literal["ok", "no_status", "port_error", "stopped"]
     sending: bool
     battery_voltage_v: float | None = None
-    battery_current_a: float | None = None
+    battery_current_a: float | None = Field(
+        default=None, description="the DC current the unit draws from the battery (a size)"
+    )
     ac_voltage_v: float | None = None
     frequency_hz: float | None = None
     temperature_c: float | None = None
@@ -220,22 +234,23 @@ class InverterState(Stamped):
 # --------------------------------------------------------------------------- shunt
 
 
-SocSource = Literal["unknown", "estimated", "ocv", "full_anchor", "empty_anchor", "set", "restored"]
-"""Where the shunt's state of charge comes from (services/shunt/README.md, "State of charge method")."""
-
-
 class ShuntState(Stamped):
     """Battery current, state of charge and energy counters."""
 
     topic_doc: ClassVar[str] = "current, SoC and energy counters, about every 1 s"
     sensor: Literal["ok", "unavailable"]
-    current_a: float | None = Field(description="+ charging")
-    power_w: float | None = Field(description="+ charging")
+    current_a: float | None = Field(description=f"battery current: {BATTERY_SIGN}")
+    power_w: float | None = Field(description=f"battery power: {BATTERY_SIGN}")
     soc_pct: float | None = Field(ge=0, le=100)
-    soc_source: SocSource = Field(
-        description="unknown: no SoC yet; estimated: from the pack voltage under load;"
-        " ocv: from a rest; full_anchor / empty_anchor: at a full charge / the empty cut-off;"
-        " set: by a person; restored: from the state file. Counting continues from each."
+    # A str, not SocSource: a consumer (the bms, the charger) must not drop the current
+    # because a newer shunt names a source it does not know yet.
+    soc_source: str = Field(
+        description="where soc_pct came from: "
+        + ", ".join(SOC_SOURCES)
+        + " (services/shunt/README.md)."
+        " estimated: from the pack voltage under load; ocv: from a rest; full_anchor /"
+        " empty_anchor: at a full charge / the empty cut-off; set: by a person; restored: from"
+        " the state file. Counting continues from each."
     )
     soc_uncertain_pct: float | None = Field(
         default=None, ge=0, le=100, description="+- % of an estimated SoC; null otherwise"
@@ -270,16 +285,16 @@ class ControllerState(Stamped):
 
     topic_doc: ClassVar[str] = "loop inputs, set-point and quality, on every meter value"
     mode: ControllerMode
-    grid_w: float | None
-    target_w: float
-    setpoint_w: float = Field(description="battery power: + discharge, - charge")
+    grid_w: float | None = Field(description=f"grid power at the meter: {GRID_SIGN}")
+    target_w: float = Field(description=f"the grid power the loop aims at: {GRID_SIGN}")
+    setpoint_w: float = Field(description=f"battery power asked for: {BATTERY_SIGN}")
     charge_w: float = Field(ge=0)
     discharge_w: float = Field(ge=0)
     state: str = Field(
         description="idle, charging, discharging, switching, stale_meter, stale_bms, ..."
     )
     meter_age_s: float | None = Field(ge=0)
-    grid_error_mean_w: float
+    grid_error_mean_w: float = Field(description="mean of grid_w - target_w")
     grid_error_rms_w: float = Field(ge=0)
     reversals_per_min: float = Field(ge=0)
     faults: list[str] = Field(default_factory=list)
@@ -322,17 +337,17 @@ class SimTruth(Stamped):
     topic_doc: ClassVar[str] = "true plant state (simulation only)"
     soc_pct: float
     pack_voltage_v: float
-    current_a: float = Field(description="+ charging")
+    current_a: float = Field(description=f"battery current: {BATTERY_SIGN}")
     cell_min_v: float
     cell_max_v: float
     cells_v: list[list[float]]
     temperatures_c: list[float]
-    load_w: float
-    pv_w: float
-    grid_w: float
-    inverter_w: list[float]
-    charger_ac_w: float
-    charger_dc_a: float
+    load_w: float = Field(description="the house's consumption (a size)")
+    pv_w: float = Field(description="PV production (a size)")
+    grid_w: float = Field(description=f"grid power at the meter: {GRID_SIGN}")
+    inverter_w: list[float] = Field(description="each unit's AC output (a size)")
+    charger_ac_w: float = Field(description="the rectifier's AC input (a size)")
+    charger_dc_a: float = Field(description="the rectifier's DC output (a size)")
 
 
 class SimFault(Payload):
@@ -482,14 +497,14 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(
         "{base}/{service}[/{unit}]/settings/{name}/set",
-        "homeassistant, telnet-console",
+        "homeassistant, telnet-console, operator",
         "plain text value",
         False,
         "change a runtime setting; validated, persisted, answered on ack",
     ),
     TopicSpec(
         "{base}/{service}[/{unit}]/action/{name}/set",
-        "homeassistant, telnet-console",
+        "homeassistant, telnet-console, operator",
         "plain text (ignored) or JSON",
         False,
         "press a button, e.g. shunt `soc_full`, bms `force_balance`",

@@ -12,21 +12,35 @@ from pathlib import Path
 from typing import Any
 
 from gridzero import contract, meter
+from gridzero.runtime.credentials import setting_writers
 
 HEADER = """# MQTT reference
 
 Generated from `lib/gridzero/contract.py` by `gridzero docs` — do not edit by hand;
-`tests/test_docs.py` fails when this file and the models disagree.
+`tests/foundation/test_generated_files.py` fails when this file and the models disagree.
 
 Base topic: `{base}` (setting `GRIDZERO_BASE_TOPIC`). Every service publishes
 `<base>/<service>/status` (`online` retained after connect, `offline` as its last
 will, `stopped` on a clean exit). State payloads are JSON with SI units in the key
-names and `ts` (Unix seconds). Battery power: + discharge, − charge. Battery current:
-+ charging. Commands go to `.../set` topics, are validated, and are answered on
-`<base>/<service>/ack`; a refused command changes nothing.
+names and `ts` (Unix seconds). Commands go to `.../set` topics, are validated, and are
+answered on `<base>/<service>/ack`; a refused command changes nothing. Runtime settings
+and buttons (`.../settings/<name>/set`, `.../action/<name>/set`) may be written by
+{setters} (the broker's ACL: `gridzero credentials acl`).
+
+Signs: battery current and battery power (the shunt's `current_a` and `power_w`, the
+controller's `setpoint_w`, the simulator's `current_a`):
+**{battery_sign}**. Grid power: **{grid_sign}**. A device's own current or
+power (the rectifier's output, an inverter's demand) is a size, never negative.
+The state of charge is `soc_pct` on `<base>/shunt/state`.
 
 Services: {services}.
 """
+
+
+def _row(*cells: str) -> str:
+    """One Markdown table row; a ``|`` inside a cell is escaped so it cannot split the cell."""
+    escaped = (c.replace("\\|", "|").replace("|", "\\|") for c in cells)
+    return "| " + " | ".join(escaped) + " |"
 
 
 def render_topics() -> str:
@@ -42,9 +56,8 @@ def render_topics() -> str:
             if isinstance(spec.payload, type)
             else spec.payload
         )
-        lines.append(
-            f"| `{spec.pattern}` | {spec.writer} | {payload} | {'yes' if spec.retained else 'no'} | {spec.doc} |"
-        )
+        retained = "yes" if spec.retained else "no"
+        lines.append(_row(f"`{spec.pattern}`", spec.writer, payload, retained, spec.doc))
     return "\n".join(lines)
 
 
@@ -95,7 +108,7 @@ def _type_name(schema: dict[str, Any]) -> str:
     if "anyOf" in schema:
         return " | ".join(_type_name(s) for s in schema["anyOf"])
     if "enum" in schema:
-        return " \\| ".join(json.dumps(v) for v in schema["enum"])
+        return " | ".join(json.dumps(v) for v in schema["enum"])
     if "const" in schema:
         return json.dumps(schema["const"])
     if schema.get("type") == "array":
@@ -123,10 +136,16 @@ def render_model(model: type[contract.Payload]) -> str:
         inner = prop
         if "anyOf" in prop:
             inner = next((s for s in prop["anyOf"] if s.get("type") != "null"), prop)
-        lines.append(
-            f"| `{key}` | {_type_name(prop)} | {'yes' if key in required else 'no'} | {_bounds(inner)} | {prop.get('description', '')} |"
-        )
+        needed = "yes" if key in required else "no"
+        meaning = prop.get("description", "")
+        lines.append(_row(f"`{key}`", _type_name(prop), needed, _bounds(inner), meaning))
     return "\n".join(lines)
+
+
+def _names(names: tuple[str, ...]) -> str:
+    """`a`, `b` and `c`."""
+    quoted = [f"`{n}`" for n in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
 def _all_models() -> list[type[contract.Payload]]:
@@ -140,7 +159,11 @@ def _all_models() -> list[type[contract.Payload]]:
 def render_mqtt_md() -> str:
     parts = [
         HEADER.format(
-            base=contract.DEFAULT_BASE, services=", ".join(f"`{s}`" for s in contract.SERVICES)
+            base=contract.DEFAULT_BASE,
+            services=", ".join(f"`{s}`" for s in contract.SERVICES),
+            setters=_names(setting_writers()),
+            battery_sign=contract.BATTERY_SIGN,
+            grid_sign=contract.GRID_SIGN,
         ),
         render_topics(),
         "",

@@ -136,6 +136,11 @@ LEFT_OUT_FILE = "left-out-users"  # in the secrets directory: users `--without` 
 WITHOUT_ENV = "GRIDZERO_CREDENTIALS_WITHOUT"  # users left out for one run (hardware profile)
 
 
+def setting_writers() -> tuple[str, ...]:
+    """The users the ACL lets change runtime settings and press buttons, in table order."""
+    return tuple(u.name for u in ALL_USERS if set(_SETTING_COMMANDS) <= set(u.writes))
+
+
 def render_acl(base: str = DEFAULT_BASE, meter_topic: str = DEFAULT_METER_TOPIC) -> str:
     """The Mosquitto ACL file for a base topic and the controller's meter topic."""
     lines = [

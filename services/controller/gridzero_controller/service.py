@@ -404,7 +404,9 @@ class ControllerService(Service[ControllerServiceSettings]):
             mode=self.controller.settings.mode,
             grid_w=self.grid_w,
             target_w=self.controller.settings.target_grid_w,
-            setpoint_w=out.setpoint_w,
+            # the law counts discharge as positive (the house's view, like grid_w); the
+            # contract's battery sign is + charging (contract.BATTERY_SIGN)
+            setpoint_w=0.0 - out.setpoint_w,
             charge_w=charge_w,
             discharge_w=out.commands.discharge_w,
             state=_state_name(out),

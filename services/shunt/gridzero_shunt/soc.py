@@ -31,9 +31,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import get_args
 
-from gridzero.contract import SocSource
+from gridzero.contract import SOC_SOURCES, SocSource
 from gridzero.ocv import mean_ocv_v, soc_from_ocv
 from gridzero_shunt.estimate import EstimateSettings, VoltageEstimator, window_fraction
 
@@ -52,8 +51,9 @@ DEFAULT_CAPACITY_AH = DEFAULT_MODULES * MODULE_CAPACITY_AH
 DEFAULT_MODULE_RESISTANCE_MOHM = 18.0
 DEFAULT_PACK_RESISTANCE_OHM = DEFAULT_MODULE_RESISTANCE_MOHM / 1000.0 / DEFAULT_MODULES
 
+# The contract owns the list, so the published soc_source, docs/mqtt.md and services/shunt/README.md agree.
 Source = SocSource
-SOURCES: tuple[Source, ...] = get_args(SocSource)
+SOURCES: tuple[Source, ...] = SOC_SOURCES
 STATE_VERSION = 1
 
 

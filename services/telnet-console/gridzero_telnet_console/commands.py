@@ -33,11 +33,21 @@ class View(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """Send ``payload`` to ``topic``; ``what`` names it for the operator (``bms.force_balance``)."""
+    """Send ``payload`` to ``topic``.
+
+    ``what`` names the target for the log (``controller.discharge_enabled``); ``said`` is
+    what the operator asked for in their words (``discharge off``), which the answer
+    repeats: ``discharge off: done (controller accepted)``.
+    """
 
     topic: str
     payload: str
     what: str
+    said: str = ""
+
+    @property
+    def words(self) -> str:
+        return self.said or f"{self.what} = {self.payload}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +235,8 @@ class Interpreter:
 
     def _button(self, action: tuple[str, str]) -> Publish:
         service, name = action
-        return Publish(self.topics.action_set(service, name), BUTTON_PAYLOAD, f"{service}.{name}")
+        topic = self.topics.action_set(service, name)
+        return Publish(topic, BUTTON_PAYLOAD, f"{service}.{name}", f"{service}.{name} pressed")
 
     def _toggle_view(self, view: View) -> list[Action]:
         return self._set_view(View.STATUS if self.state.view is view else view)
@@ -258,7 +269,9 @@ class Interpreter:
 
     def _raw_debug(self, service: str, *, on: bool) -> Publish:
         topic = self.topics.setting_set(service, RAW_DEBUG_SETTING)
-        return Publish(topic, "true" if on else "false", f"{service}.{RAW_DEBUG_SETTING}")
+        payload, said = ("true", "on") if on else ("false", "off")
+        what = f"{service}.{RAW_DEBUG_SETTING}"
+        return Publish(topic, payload, what, f"{service} raw traffic {said}")
 
     def _follow_key(self, char: str) -> list[Action]:
         state = self.state
@@ -284,12 +297,13 @@ class Interpreter:
         if current is None:
             return [Message(f"{key} unknown (no echo from the controller yet); nothing sent")]
         payload = "false" if current else "true"
-        text = f"{what} {'off' if current else 'on'} ({key} -> {payload})"
+        said = f"{what} {'off' if current else 'on'}"
+        text = f"{said} ({key} -> {payload})"
         mode = current_mode(snap)
         if not current and mode is not None and not mode_allows(mode, what):
             text += f"; mode {mode} still forbids it"
         topic = self.topics.setting_set("controller", name)
-        return [Publish(topic, payload, key), Message(text)]
+        return [Publish(topic, payload, key, said), Message(text)]
 
     # --- the ':' line -----------------------------------------------------------
 
@@ -378,7 +392,8 @@ class Interpreter:
         if key not in snap.settings:
             return [Message(_unknown_setting(service, key, snap))]
         topic = self.topics.setting_set(service, name, unit=unit)
-        return [Publish(topic, value, key), Message(f"sent {key} = {value}; waiting for ack")]
+        said = f"{key} = {value}"
+        return [Publish(topic, value, key, said), Message(f"sent {said}; waiting for the answer")]
 
     def _get(self, target: str, snap: Snapshot) -> Message:
         if target in SERVICES:

@@ -111,6 +111,20 @@ def _num(value: float | None, fmt: str, unit: str = "") -> str:
     return f"{value:{fmt}}{' ' + unit if unit else ''}"
 
 
+def _flow(value: float | None, decimals: int, unit: str) -> str:
+    """A battery current or power with its direction in words: ``3.22 A discharging``.
+
+    The contract's sign is + charging (``contract.BATTERY_SIGN``); a bare ``-3.22 A``
+    made operators guess, so the screen prints the size and the word instead.
+    """
+    if value is None:
+        return "--"
+    size = f"{abs(value):.{decimals}f} {unit}"
+    if float(f"{abs(value):.{decimals}f}") == 0.0:
+        return size  # rounds to zero: no direction to name
+    return f"{size} {'charging' if value > 0 else 'discharging'}"
+
+
 def _age(seen_at_s: float | None, now_s: float) -> str:
     if seen_at_s is None:
         return "never"
@@ -176,7 +190,7 @@ def _grid_lines(snap: Snapshot, now_s: float) -> list[str]:
     )
     control = _row(
         "Control",
-        f"{mode} ({allowed})  {clean(c.state)}  set-point {c.setpoint_w:+.0f} W"
+        f"{mode} ({allowed})  {clean(c.state)}  set-point {_flow(c.setpoint_w, 0, 'W')}"
         + _stale(seen, now_s),
     )
     lines = [grid, control]
@@ -233,7 +247,7 @@ def _pack_lines(snap: Snapshot, now_s: float) -> list[str]:
     if shunt is not None:
         s = shunt.value
         text = (
-            f"{_num(volts, '.2f', 'V')}  {_num(s.current_a, '+.2f', 'A')} (+ charging)  "
+            f"{_num(volts, '.2f', 'V')}  {_flow(s.current_a, 2, 'A')}  "
             f"SoC {_num(s.soc_pct, '.1f', '%')} ({clean(s.soc_source)})  "
             f"{_num(s.remaining_ah, '.1f', 'Ah')}"
         )
@@ -311,17 +325,33 @@ def _service_lines(snap: Snapshot, now_s: float, width: int) -> list[str]:
 # --- other views --------------------------------------------------------------------
 
 
-def cell_lines(snap: Snapshot, now_s: float) -> list[str]:
-    """The cell table: one row per module, mV, v lowest / ^ highest / * bleeding."""
+CELL_COLUMN = 6  # "  3912v": a space, the value in mV, then its mark
+
+
+def cell_lines(snap: Snapshot, now_s: float, width: int = 80) -> list[str]:
+    """The cell table: one row per module, cells numbered, each value followed by its mark.
+
+    The mark (``v`` lowest, ``^`` highest, ``*`` bleeding) comes after the value and a
+    space before the next one, so ``3912v`` never runs into its neighbour. Temperatures
+    and missing or old modules follow in a section of their own, which keeps a module's
+    row within 80 columns.
+    """
     if not snap.modules:
         return ["no module data yet (bms offline?)"]
     cells = [v for seen in snap.modules.values() for v in seen.value.cells_v if v is not None]
     low, high = (min(cells), max(cells)) if cells else (None, None)
-    lines = ["bus-module, cells 1..12 in mV (v lowest, ^ highest, * bleeding), T in C", ""]
+    count = max(len(seen.value.cells_v) for seen in snap.modules.values())
+    numbers = "".join(f"{n:>{CELL_COLUMN - 1}} " for n in range(1, count + 1))
+    lines = [
+        "cells in mV: v lowest, ^ highest, * bleeding",
+        "",
+        _cell_label("module") + numbers.rstrip(),
+    ]
+    notes: list[str] = []
     for key in sorted(snap.modules):
         seen = snap.modules[key]
         m = seen.value
-        row = [f"{m.bus}-{m.module:<2}"]
+        row = [_cell_label(f"{m.bus}-{m.module}")]
         for number, volts in enumerate(m.cells_v, start=1):
             mark = " "
             if volts is not None and volts == low:
@@ -330,12 +360,19 @@ def cell_lines(snap: Snapshot, now_s: float) -> list[str]:
                 mark = "^"
             elif number in m.balancing_cells:
                 mark = "*"
-            row.append(mark + (f"{volts * 1000:4.0f}" if volts is not None else "  --"))
-        temps = " ".join(_num(t, ".0f") for t in m.temperatures_c)
-        old = f" {_age(seen.at_s, now_s)} old" if now_s - seen.at_s > STALE_S else ""
-        row.append(f"  T {temps}{old}{'' if m.present else ' MISSING'}")
-        lines.append("".join(row))
+            value = f"{volts * 1000:.0f}" if volts is not None else "--"
+            row.append(f"{value:>{CELL_COLUMN - 1}}{mark}")
+        lines.append("".join(row).rstrip())
+        temps = " ".join(_num(t, ".0f") for t in m.temperatures_c) or "--"
+        old = f" ({_age(seen.at_s, now_s)} old)" if now_s - seen.at_s > STALE_S else ""
+        notes.append(f"{m.bus}-{m.module} {temps}{old}{'' if m.present else ' MISSING'}")
+    lines.append("")
+    lines += wrap_items(["T in C: " + notes[0], *notes[1:]], width, indent="        ")
     return lines
+
+
+def _cell_label(text: str) -> str:
+    return f"{text:<7}"
 
 
 def help_lines() -> list[str]:
@@ -395,11 +432,16 @@ def _format_raw(entry: Entry) -> str:
     return f"{_clock(frame_.ts)} {clean(frame_.link)} {frame_.direction} {clean(frame_.data_hex)}"
 
 
-def format_ack(service: str, ack: Ack) -> str:
-    """One line for an ack: accepted or refused, with the service's reason."""
+def format_ack(said: str, service: str, ack: Ack) -> str:
+    """The answer in the operator's words: ``discharge off: done (controller accepted)``."""
     if ack.ok:
-        return f"{service}: accepted {clean(ack.value)} on {clean(ack.topic)}"
-    return f"{service}: REFUSED {clean(ack.value)}: {clean(ack.reason) or 'no reason given'}"
+        return f"{said}: done ({service} accepted)"
+    return f"{said}: REFUSED by {service}: {clean(ack.reason) or 'no reason given'}"
+
+
+def format_no_answer(said: str, timeout_s: float) -> str:
+    """No ack within the timeout: the service is probably not running."""
+    return f"{said}: no answer within {timeout_s:.0f} s (service offline?)"
 
 
 def body(
@@ -415,7 +457,7 @@ def body(
     lines = header(width, state, title_right)
     rows = max(1, height - 1 - len(lines))
     if state.view is View.CELLS:
-        return lines + cell_lines(snap, now_s)
+        return lines + cell_lines(snap, now_s, width)
     if state.view is View.HELP:
         return lines + help_lines()
     if state.view is View.LOG:

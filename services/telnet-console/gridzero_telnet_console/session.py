@@ -65,7 +65,7 @@ class SessionConfig:
 
 @dataclass(slots=True)
 class _Pending:
-    what: str
+    said: str  # the operator's words for it, repeated in the answer
     sent_s: float
 
 
@@ -194,9 +194,9 @@ class Session:
         for action in self.interpreter.key(key, snap):
             if isinstance(action, Publish):
                 out.publish.append(action)
-                self.pending[action.topic] = _Pending(action.what, now_s)
-                if not self.message:
-                    self._say(f"sent {action.what}; waiting for ack", now_s)
+                self.pending[action.topic] = _Pending(action.words, now_s)
+                # an older answer on the line would read as this key's answer
+                self._say(f"sent {action.words}; waiting for the answer", now_s)
                 redraw = True
             elif isinstance(action, Message):
                 self._say(action.text, now_s)
@@ -233,16 +233,12 @@ class Session:
             self.ack_cursor = entry.seq
             ack = entry.item
             if isinstance(ack, Ack) and ack.topic in self.pending:
-                del self.pending[ack.topic]
-                self._say(screen.format_ack(entry.service, ack), now_s)
+                said = self.pending.pop(ack.topic).said
+                self._say(screen.format_ack(said, entry.service, ack), now_s)
         for topic, pending in list(self.pending.items()):
             if now_s - pending.sent_s >= self.config.ack_timeout_s:
                 del self.pending[topic]
-                self._say(
-                    f"no answer to {pending.what} within {self.config.ack_timeout_s:.0f} s "
-                    "(service offline?)",
-                    now_s,
-                )
+                self._say(screen.format_no_answer(pending.said, self.config.ack_timeout_s), now_s)
 
     # --- output -----------------------------------------------------------------------
 

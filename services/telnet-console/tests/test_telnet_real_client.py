@@ -103,11 +103,11 @@ def pane(running: Running) -> Iterator[Pane]:
 def test_debian_telnet_character_mode(running: Running, pane: Pane) -> None:
     pane.wait_for("password:")
     pane.keys(PASSWORD, "Enter")
-    screen = pane.wait_for("set-point -850 W")
+    screen = pane.wait_for("set-point 850 W charging")
     assert PASSWORD not in screen  # WILL ECHO accepted: the password was not echoed
     assert "space pause | d debug" in screen
     pane.keys("p")
-    pane.wait_for("3935v3912")
+    pane.wait_for("3935  3912v 3937")
     pane.keys("p")
     pane.wait_for("Grid ")
     pane.keys("c")  # one key, no Enter: character mode
@@ -126,9 +126,9 @@ def test_debian_telnet_line_mode(running: Running, pane: Pane) -> None:
     pane.wait_for("telnet>")
     pane.keys("mode line", "Enter")
     pane.keys(PASSWORD, "Enter")
-    pane.wait_for("set-point -850 W")
+    pane.wait_for("set-point 850 W charging")
     pane.keys("p", "Enter")  # a line-mode client sends the key with CR LF
-    pane.wait_for("3935v3912")
+    pane.wait_for("3935  3912v 3937")
     pane.keys(":get controller.mode", "Enter")
     pane.wait_for("> controller.mode = auto")
     pane.keys("q", "Enter")

@@ -15,6 +15,7 @@ from telnet_samples import (
     log_record,
     put,
     raw_frame,
+    shunt,
 )
 
 from gridzero.contract import ControllerMode
@@ -120,11 +121,10 @@ def test_status_shows_every_group() -> None:
         "+123 W",  # grid
         "target +0 W",
         "auto (charge on, discharge on)",
-        "set-point -850 W",
+        "set-point 850 W charging",
         "link ok  DC on  53.10 V  16.0 A  850 W",  # charger
         "gti1  demand 0 W (asked 0, cap 900 dcl)  link ok  sending",  # inverter
-        "52.80 V  +16.00 A",  # pack
-        "SoC 64.2 % (ocv)",
+        "52.80 V  16.00 A charging  SoC 64.2 % (ocv)",  # pack
         "min 3.912 V (bus 0 mod 2 cell 7)",
         "max 3.968 V (bus 1 mod 3 cell 1)",
         "delta 56 mV",
@@ -243,10 +243,16 @@ def test_cell_table() -> None:
     lines = screen.cell_lines(full_snapshot(), 101.0)
     rows = [line for line in lines if line[:1].isdigit()]
     assert len(rows) == 8
-    assert "v3912" in rows[1]  # bus 0 module 2: the lowest cell
-    assert "^3968" in rows[6]  # bus 1 module 3: the highest
-    assert "*3932" in rows[0]  # module 1 bleeds cell 3
-    assert all(len(row) <= 79 for row in rows)
+    numbers = next(line for line in lines if line.startswith("module"))
+    assert numbers.split()[1:] == [str(n) for n in range(1, 13)]
+    # the mark follows its value, and a space keeps it off the next value
+    assert " 3935  3912v 3937 " in rows[1]  # bus 0 module 2: the lowest cell, cell 7
+    assert rows[6].startswith("1-3     3968^ 3931 ")  # bus 1 module 3: the highest, cell 1
+    assert " 3932* 3933 " in rows[0]  # module 1 bleeds cell 3
+    # each value sits under its cell number
+    assert numbers.index(" 7 ") + 1 == rows[1].index("3912v") + 3
+    assert all(len(line) <= 79 for line in lines)
+    assert any(line.startswith("T in C: 0-1 20 21 | 0-2 20 21") for line in lines)
 
 
 def test_log_view_filters_service_and_level() -> None:
@@ -281,3 +287,26 @@ def test_long_message_keeps_its_start_and_typed_line_its_end() -> None:
     assert visible_lines(screen.frame([], message, 40, 24))[-1].startswith("> mmm")
     typed = ":" + "t" * 100 + "END"
     assert visible_lines(screen.frame([], typed, 40, 24, typing=True))[-1].endswith("END")
+
+
+@pytest.mark.parametrize(
+    ("current_a", "setpoint_w", "shown"),
+    [
+        (-3.22, -170.0, ("3.22 A discharging", "set-point 170 W discharging")),
+        (16.0, 850.0, ("16.00 A charging", "set-point 850 W charging")),
+        (-0.001, -0.4, ("0.00 A  SoC", "set-point 0 W\n")),
+    ],
+)
+def test_battery_current_and_set_point_read_as_words(
+    current_a: float, setpoint_w: float, shown: tuple[str, str]
+) -> None:
+    """Issue 21: `-3.22 A (+ charging)` read as if the battery were charging."""
+    snap = full_snapshot()
+    put(snap, TOPICS.shunt_state, shunt().model_copy(update={"current_a": current_a}), 100.0)
+    control = controller().model_copy(update={"setpoint_w": setpoint_w})
+    put(snap, TOPICS.controller_state, control, 100.0)
+    text = status_text(snap) + "\n"
+    for expected in shown:
+        assert expected in text
+    assert "+ charging" not in text
+    assert "-3.22" not in text

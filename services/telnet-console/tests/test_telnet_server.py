@@ -121,7 +121,7 @@ def test_login_read_screen_send_command_quit() -> None:
         await read_until(reader, b"cell table per module")
         writer.write(b"h")
         await writer.drain()
-        screen = await read_until(reader, b"set-point -850 W")
+        screen = await read_until(reader, b"set-point 850 W charging")
         assert b"+123 W" in screen
         assert b"auto (charge off, discharge on)" in screen
         writer.write(b"c")

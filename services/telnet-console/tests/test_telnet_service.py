@@ -70,6 +70,7 @@ def test_console_shows_state_and_sends_commands(broker: TestBroker, console: Ser
         accepted = ack(set_topic, True, "false")
         plays_controller.publish(TOPICS.ack("controller"), accepted.model_dump_json())
         plays_controller.publish(echo, "false", retain=True)
+        await read_until(reader, b"discharge off: done (controller accepted)")
         await read_until(reader, b"auto (charge ?, discharge off)")
         writer.write(b"i")
         await writer.drain()
@@ -77,7 +78,9 @@ def test_console_shows_state_and_sends_commands(broker: TestBroker, console: Ser
         operator.wait_for(set_topic, lambda p: p == b"true", 5)
         refusal = ack(set_topic, False, "true", "discharge_enabled: not allowed now")
         plays_controller.publish(TOPICS.ack("controller"), refusal.model_dump_json())
-        await read_until(reader, b"controller: REFUSED true: discharge_enabled: not allowed now")
+        await read_until(
+            reader, b"discharge on: REFUSED by controller: discharge_enabled: not allowed"
+        )
         writer.write(b"c")  # never echoed: nothing is sent
         await writer.drain()
         await read_until(reader, b"controller.charge_enabled unknown")

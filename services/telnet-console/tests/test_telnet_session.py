@@ -186,14 +186,37 @@ def test_command_ack_is_shown() -> None:
     assert [(p.topic, p.payload) for p in out.publish] == [(topic, "900")]
     put(snap, TOPICS.ack("controller"), ack(topic, False, "900", "target_grid_w=900: <= 500"))
     out = session.tick(3.0, snap)
-    assert "controller: REFUSED 900: target_grid_w=900: <= 500" in text(out)
+    # the answer repeats what was asked (the line is cut at 80 columns)
+    assert "> controller.target_grid_w = 900: REFUSED by controller: target_grid_w=900" in text(out)
+
+
+def test_the_answer_to_a_key_is_in_the_words_of_the_key() -> None:
+    """Issue 21: after `i` the line read `controller: accepted false on gridzero/...`."""
+    session, snap = logged_in()
+    topic = TOPICS.setting_set("controller", "discharge_enabled")
+    out = session.feed(b"i", 2.0, snap)
+    assert "> discharge off (controller.discharge_enabled -> false)" in text(out)
+    put(snap, TOPICS.ack("controller"), ack(topic, True, "false"))
+    out = session.tick(3.0, snap)
+    assert "> discharge off: done (controller accepted)" in text(out)
+    assert topic not in text(out)
+
+
+def test_a_new_key_replaces_the_last_answer() -> None:
+    session, snap = logged_in()
+    topic = TOPICS.setting_set("controller", "discharge_enabled")
+    session.feed(b"i", 2.0, snap)
+    put(snap, TOPICS.ack("controller"), ack(topic, False, "false", "no"))
+    assert "REFUSED" in text(session.tick(3.0, snap))
+    out = session.feed(b"l", 4.0, snap)
+    assert "> sent bms.force_balance pressed; waiting for the answer" in text(out)
 
 
 def test_missing_ack_is_reported() -> None:
     session, snap = logged_in()
     session.feed(b"l", 2.0, snap)
     out = session.tick(7.5, snap)
-    assert "no answer to bms.force_balance within 5 s" in text(out)
+    assert "bms.force_balance pressed: no answer within 5 s (service offline?)" in text(out)
 
 
 def test_old_acks_are_not_shown_to_a_new_session() -> None:
