@@ -39,6 +39,7 @@ GRIDZERO = [sys.executable, "-m", "gridzero.cli"]
 
 CANNOT_RUN_HERE: dict[str, str] = {
     "mosquitto_sub": "needs the running broker and the generated secrets of an installation",
+    "mosquitto_pub": "needs the running broker and a meter's password; tests/system/test_system_meter.py publishes the same payloads to the running system",
     "telnet": "interactive; the console itself is tested in tests/telnet_console",
     "sudo": "changes the machine (packages, systemd, /etc); the test machine is not a Pi",
     "curl": "downloads and runs Docker's installer",

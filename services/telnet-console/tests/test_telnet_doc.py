@@ -10,12 +10,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from telnet_samples import TOPICS, ack, full_snapshot, put
+
 from gridzero_telnet_console.auth import LoginGuard
 from gridzero_telnet_console.protocol import IAC, OPT_NAWS, SB, SE
 from gridzero_telnet_console.session import Output, Session, SessionConfig
 from gridzero_telnet_console.snapshot import Snapshot
-
-from .telnet_samples import TOPICS, ack, full_snapshot, put
 
 ROOT = Path(__file__).resolve().parents[2]
 TITLE = "# The telnet console"
