@@ -2,11 +2,13 @@
 # One entry point for people and CI.
 #   ./run.sh up      run the whole system on this machine (simulated hardware by default)
 #   ./run.sh test    everything CI checks: ruff, mypy --strict, pytest
-#   ./run.sh bench   print the benchmark figures
-#   ./run.sh install [dev]   only create .venv (runtime dependencies; dev: test tools too)
+#   ./run.sh bench   print the benchmark figures (gridzero bench ...; --plot FILE.png draws them)
+#   ./run.sh install [dev|plot]   only create .venv (runtime dependencies; dev: test tools too;
+#                                 plot: matplotlib for the bench's figures)
 # On a fresh Debian machine it installs what it needs: mosquitto (apt, as root) and a
-# virtual environment in .venv: `up` and `bench` the runtime dependencies only, hash-checked
-# (requirements.lock); `test` also the test tools (constraints.txt).
+# virtual environment in .venv: `up` the runtime dependencies only, hash-checked
+# (requirements.lock); `bench` also matplotlib and `test` also the test tools, at the
+# versions pinned in constraints.txt.
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=.venv
@@ -30,10 +32,12 @@ need_apt() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 }
 
-# need_venv runtime|dev: .venv with the runtime dependencies and the build backend from
+# need_venv runtime|dev|plot: .venv with the runtime dependencies and the build backend from
 # requirements.lock (exact versions, every file checked against its sha256), then gridzero
 # itself (editable, built offline by that backend); `dev` adds the test and lint tools at the
-# versions in constraints.txt. The venv's own pip is used as it is (no unpinned upgrade).
+# versions in constraints.txt, `plot` matplotlib for the bench's figures the same way (a
+# developer's tool like the test tools, never in the device images; the lead moves the bench to
+# a tools distribution). The venv's own pip is used as it is (no unpinned upgrade).
 need_venv() {
   local stamp=$VENV/.installed-$1
   if [ ! -x $VENV/bin/python ]; then
@@ -42,8 +46,8 @@ need_venv() {
   if [ ! -f $stamp ] || [ pyproject.toml -nt $stamp ] || [ requirements.lock -nt $stamp ] ||
      [ constraints.txt -nt $stamp ]; then
     $VENV/bin/python -m pip install -q --require-hashes --only-binary=:all: -r requirements.lock >&2
-    if [ "$1" = dev ]; then
-      $VENV/bin/python -m pip install -q --no-build-isolation -c constraints.txt -e '.[dev]' >&2
+    if [ "$1" = dev ] || [ "$1" = plot ]; then
+      $VENV/bin/python -m pip install -q --no-build-isolation -c constraints.txt -e ".[$1]" >&2
     else
       $VENV/bin/python -m pip install -q --no-build-isolation --no-deps -e . >&2
     fi
@@ -77,18 +81,18 @@ case "$cmd" in
     exec $VENV/bin/gridzero up "$@"
     ;;
   bench)
-    need_venv runtime
+    need_venv plot
     exec $VENV/bin/gridzero bench "$@"
     ;;
   install)
     # only the venv: `install` for running (what `up` installs), `install dev` for testing
     case "${1:-runtime}" in
-      runtime | dev) need_venv "${1:-runtime}" ;;
-      *) echo "run.sh install: expected nothing or 'dev', got '$1'" >&2; exit 2 ;;
+      runtime | dev | plot) need_venv "${1:-runtime}" ;;
+      *) echo "run.sh install: expected nothing, 'dev' or 'plot', got '$1'" >&2; exit 2 ;;
     esac
     ;;
   *)
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
     [ "$cmd" = help ] || exit 2
     ;;
 esac
