@@ -30,8 +30,8 @@ if TYPE_CHECKING:  # only for the types: matplotlib is imported when a figure is
 
 MISSING = (
     "{option} needs matplotlib, an optional extra not in the runtime install: "
-    "run the bench with ./run.sh bench (it installs it), or "
-    "`.venv/bin/pip install -c constraints.txt -e '.[plot]'`"
+    "run the bench with ./run.sh bench (it installs it), or add it to .venv with "
+    "./run.sh install plot (pip: pip install -c constraints.txt -e '.[plot]')"
 )
 
 # 100 dots per inch: FIGSIZE_IN inches are exactly this many pixels.

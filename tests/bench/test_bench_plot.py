@@ -161,7 +161,7 @@ def test_plot_without_matplotlib_names_the_fix(
         text = str(err.value)
         assert f"{option} needs matplotlib" in text
         assert "./run.sh bench" in text
-        assert ".[plot]" in text
+        assert "./run.sh install plot" in text
     assert not out.exists()
 
 
