@@ -3,7 +3,7 @@
 #   ./run.sh up      run the whole system on this machine (simulated hardware by default)
 #   ./run.sh test    everything CI checks: ruff, mypy --strict, pytest
 #   ./run.sh bench   print the benchmark figures
-#   ./run.sh install [dev]   only create .venv (runtime dependencies; dev: test tools too)
+#   ./run.sh install [plot|dev]   only create .venv (runtime; plot: + matplotlib; dev: + test tools)
 # On a fresh Debian machine it installs what it needs: mosquitto (apt, as root) and a
 # virtual environment in .venv from uv.lock (hash-checked): `up` and `bench` without the test
 # tools, `test` with them.
@@ -30,11 +30,22 @@ need_apt() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 }
 
-# need_venv runtime|dev: .venv with the whole workspace (the library, every service, the
+# need_venv runtime|plot|dev: .venv with the whole workspace (the library, every service, the
 # tools) at the versions in uv.lock, each file checked against the lock's sha256, workspace
 # members editable. uv itself comes from tools/build-tools.txt (exact version, hash-checked) into its own
-# small venv, .uv. `dev` adds the test, lint and plot tools (the lock's `dev` group).
+# small venv, .uv. `plot` adds matplotlib for the bench's figures (the tools' `plot` extra),
+# `dev` the test and lint tools too (the lock's `dev` group).
 need_venv() {
+  # a venv made for more (dev > plot > runtime) serves less: `up` after `test` keeps the tools
+  local have
+  for have in dev plot runtime; do
+    if [ -f $VENV/.installed-$have ] && [ -x $VENV/bin/python ] &&
+       [ -z "$(find uv.lock pyproject.toml lib/pyproject.toml services/*/pyproject.toml \
+                 tools/pyproject.toml -newer $VENV/.installed-$have)" ]; then
+      return 0
+    fi
+    [ "$have" = "$1" ] && break
+  done
   local stamp=$VENV/.installed-$1
   if [ ! -x .uv/bin/uv ]; then
     "$PY" -m venv .uv
@@ -45,7 +56,8 @@ need_venv() {
            tools/pyproject.toml | head -1)
   if [ ! -x $VENV/bin/python ] || [ ! -f $stamp ] || [ "$newest" -nt $stamp ]; then
     local groups=(--no-dev)
-    [ "$1" = dev ] && groups=(--group dev)
+    [ "$1" = plot ] && groups=(--no-dev --extra plot)
+    [ "$1" = dev ] && groups=(--group dev --extra plot)
     UV_PROJECT_ENVIRONMENT=$VENV .uv/bin/uv sync -q --frozen --all-packages "${groups[@]}" \
       --python "$(command -v "$PY")" >&2
     rm -f $VENV/.installed-*
@@ -79,7 +91,7 @@ case "$cmd" in
     exec $VENV/bin/gridzero up "$@"
     ;;
   bench)
-    need_venv runtime
+    need_venv plot
     exec $VENV/bin/gridzero bench "$@"
     ;;
   packages)
@@ -91,8 +103,8 @@ case "$cmd" in
   install)
     # only the venv: `install` for running (what `up` installs), `install dev` for testing
     case "${1:-runtime}" in
-      runtime | dev) need_venv "${1:-runtime}" ;;
-      *) echo "run.sh install: expected nothing or 'dev', got '$1'" >&2; exit 2 ;;
+      runtime | plot | dev) need_venv "${1:-runtime}" ;;
+      *) echo "run.sh install: expected nothing, 'plot' or 'dev', got '$1'" >&2; exit 2 ;;
     esac
     ;;
   *)

@@ -4,6 +4,8 @@
     gridzero bench --profile sunny-day --plant default --json
     gridzero bench --profile my.csv --plants my-plants/ --controllers gridzero,opendtu
     gridzero bench --plot steps.png --duration 900
+    gridzero bench --plants tools/gridzero_tools/data/plants --plot-cases plants.png
+    gridzero bench --from-json results.json --plot-cases cases.png --plot-metric abs_grid_wh
 
 Prints, per profile and plant, a table (or JSON with --json) of what the grid saw for each
 controller, the oracle's physical limit and the targets of services/controller/README.md.
@@ -31,6 +33,13 @@ from gridzero_tools.bench.baselines import (
 from gridzero_tools.bench.engine import BenchConfig, RunTrace, run, units_of
 from gridzero_tools.bench.metrics import LoadStep, Metrics, find_steps, metrics_for, net_load_series
 from gridzero_tools.bench.oracle import CAUSAL_LEAD_S, ORACLE_LEADS_S, OracleController
+from gridzero_tools.bench.plot import (
+    METRIC_UNITS,
+    case_values,
+    plot_cases,
+    plot_traces,
+    require_matplotlib,
+)
 from gridzero_tools.sim.params import PlantParams, load_plant
 from gridzero_tools.sim.profile import Profile, load_profile
 
@@ -307,7 +316,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(
         "--plot",
-        help="write a PNG of the first case: grid power, battery power and SoC per controller",
+        metavar="FILE.png",
+        help="write a PNG of the first case over time: grid power, battery power and SoC per "
+        "controller (needs matplotlib: the plot extra)",
+    )
+    p.add_argument(
+        "--plot-cases",
+        metavar="FILE.png",
+        help="write a PNG of one metric over all cases: a box per controller, a dot per case "
+        "(needs matplotlib: the plot extra)",
+    )
+    p.add_argument(
+        "--plot-metric",
+        choices=sorted(METRIC_UNITS),
+        help="the metric of --plot-cases (default: excess_over_meter_oracle_wh when the "
+        "oracles run, else abs_grid_wh)",
+    )
+    p.add_argument(
+        "--from-json",
+        metavar="FILE.json",
+        help="run nothing: read the cases of an earlier --json output (for --plot-cases)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return p
@@ -323,9 +351,58 @@ def _plants(ns: argparse.Namespace) -> list[PlantParams]:
     return [load_plant(ns.plant or "default")]
 
 
+def case_doc(c: Case) -> dict[str, object]:
+    """One case as in the --json output."""
+    return {
+        "profile": c.profile,
+        "plant": c.plant,
+        "load_steps": [{"t_s": s.t_s, "delta_w": s.delta_w} for s in c.steps],
+        "oracle_lead_s": c.oracle_lead_s,
+        "controllers": [m.as_dict() for m in c.metrics],
+        "targets": targets(c),
+    }
+
+
+def _saved_cases(path: Path) -> list[dict[str, object]]:
+    """The cases of an earlier --json output."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--from-json {path}: cannot read it as JSON: {exc}") from exc
+    cases = doc.get("cases") if isinstance(doc, dict) else None
+    if not isinstance(cases, list) or not cases:
+        raise UsageError(f"--from-json {path}: no 'cases' list (write it with --json)")
+    return cases
+
+
+def _check_plot_options(ns: argparse.Namespace) -> None:
+    """Refuse what cannot be drawn before any run (a day's bench takes minutes)."""
+    if ns.from_json and ns.plot:
+        raise UsageError("--plot needs the runs' traces: not available with --from-json")
+    if ns.from_json and not ns.plot_cases:
+        raise UsageError("--from-json only draws: give --plot-cases FILE.png")
+    if ns.plot:
+        require_matplotlib("--plot")
+    if ns.plot_cases:
+        require_matplotlib("--plot-cases")
+
+
+def _default_metric(docs: list[dict[str, object]]) -> str:
+    """The excess over the meter oracle where it ran (issue 18's measure), else ∫|grid|."""
+    ran = {name for case in case_values(docs, "abs_grid_wh") for name in case.values}
+    return "excess_over_meter_oracle_wh" if METER_ORACLE in ran else "abs_grid_wh"
+
+
 def main(argv: list[str]) -> int:
     """Entry point of `gridzero bench`."""
     ns = build_parser().parse_args(argv)
+    _check_plot_options(ns)
+    if ns.from_json:
+        docs = _saved_cases(Path(ns.from_json))
+        metric = ns.plot_metric or _default_metric(docs)
+        plot_cases(Path(ns.plot_cases), docs, metric)
+        print(f"wrote {ns.plot_cases}: {metric} over {len(docs)} case(s) from {ns.from_json}")
+        return 0
     controllers = [c.strip() for c in ns.controllers.split(",") if c.strip()]
     for c in controllers:
         if c not in CONTROLLERS:
@@ -350,26 +427,18 @@ def main(argv: list[str]) -> int:
     finally:
         progress.close()
     elapsed = time.monotonic() - started
+    docs = [case_doc(c) for c in cases]
     if ns.plot:
-        from gridzero_tools.bench.plot import plot_traces  # noqa: PLC0415 - only when asked
-
-        plot_traces(Path(ns.plot), cases[0].traces, title=f"{cases[0].profile} / {cases[0].plant}")
+        first = cases[0]
+        note = "" if first.oracle_lead_s is None else f"oracle lead {first.oracle_lead_s} s"
+        plot_traces(Path(ns.plot), first.traces, first.profile, first.plant, ns.seed, note)
+        print(f"wrote {ns.plot}: {first.profile} / {first.plant} over time", file=sys.stderr)
+    if ns.plot_cases:
+        metric = ns.plot_metric or _default_metric(docs)
+        plot_cases(Path(ns.plot_cases), docs, metric)
+        print(f"wrote {ns.plot_cases}: {metric} over {len(docs)} case(s)", file=sys.stderr)
     if ns.json:
-        doc = {
-            "elapsed_s": round(elapsed, 2),
-            "cases": [
-                {
-                    "profile": c.profile,
-                    "plant": c.plant,
-                    "load_steps": [{"t_s": s.t_s, "delta_w": s.delta_w} for s in c.steps],
-                    "oracle_lead_s": c.oracle_lead_s,
-                    "controllers": [m.as_dict() for m in c.metrics],
-                    "targets": targets(c),
-                }
-                for c in cases
-            ],
-        }
-        print(json.dumps(doc, indent=2))
+        print(json.dumps({"elapsed_s": round(elapsed, 2), "cases": docs}, indent=2))
     else:
         for c in cases:
             print(table(c))
