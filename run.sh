@@ -33,7 +33,8 @@ need_apt() {
 # need_venv runtime|plot|dev: .venv with the whole workspace (the library, every service, the
 # tools) at the versions in uv.lock, each file checked against the lock's sha256, workspace
 # members editable. uv itself comes from tools/build-tools.txt (exact version, hash-checked) into its own
-# small venv, .uv. `plot` adds matplotlib for the bench's figures (the tools' `plot` extra),
+# small venv, .uv. `plot` adds the bench's extras: matplotlib for its figures (`plot`) and
+# HiGHS for its lower bound (`bound`);
 # `dev` the test and lint tools too (the lock's `dev` group).
 need_venv() {
   # a venv made for more (dev > plot > runtime) serves less: `up` after `test` keeps the tools
@@ -56,8 +57,8 @@ need_venv() {
            tools/pyproject.toml | head -1)
   if [ ! -x $VENV/bin/python ] || [ ! -f $stamp ] || [ "$newest" -nt $stamp ]; then
     local groups=(--no-dev)
-    [ "$1" = plot ] && groups=(--no-dev --extra plot)
-    [ "$1" = dev ] && groups=(--group dev --extra plot)
+    [ "$1" = plot ] && groups=(--no-dev --extra plot --extra bound)
+    [ "$1" = dev ] && groups=(--group dev --extra plot --extra bound)
     UV_PROJECT_ENVIRONMENT=$VENV .uv/bin/uv sync -q --frozen --all-packages "${groups[@]}" \
       --python "$(command -v "$PY")" >&2
     rm -f $VENV/.installed-*
