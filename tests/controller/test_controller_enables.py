@@ -10,10 +10,11 @@ from gridzero.services.controller.core import (
     InverterReading,
     Observation,
 )
-from gridzero.services.controller.dispatch import BmsLimits, InverterUnit, Side
+from gridzero.services.controller.dispatch import InverterUnit, Side
 from gridzero.services.controller.law import MeterSample
 from gridzero.services.controller.service import ControllerRuntime
 from gridzero.services.controller.settings import ControllerSettings, Mode
+from gridzero.testing import fresh_limits
 
 UNITS = (InverterUnit("gtn1", 900.0),)
 
@@ -22,7 +23,7 @@ def _obs(now: float, grid: float) -> Observation:
     return Observation(
         now_s=now,
         meter=MeterSample(grid, now),
-        limits=BmsLimits(49.0, 50.0, 50.0, False, now),
+        limits=fresh_limits(now, cvl_v=49.0),
         pack_voltage_v=48.0,
         soc_pct=50.0,
         inverters=(InverterReading(0.0, now),),

@@ -17,7 +17,6 @@ from gridzero.services.controller.core import (
     Observation,
 )
 from gridzero.services.controller.dispatch import (
-    BmsLimits,
     InverterUnit,
     default_holdoff_s,
     ramp_down_s,
@@ -27,10 +26,10 @@ from gridzero.services.controller.law import MeterSample
 from gridzero.services.controller.settings import ControllerSettings
 from gridzero.sim.inverters import Inverter
 from gridzero.sim.params import InverterParams
+from gridzero.testing import fresh_limits
 
 UNIT = InverterUnit("gtn1", 900.0)
 S = ControllerSettings()
-LIMITS = BmsLimits(49.2, 50.0, 50.0, False, 0.0)
 BOOT_S = 1.0e6  # a monotonic clock far from 0: the host has been up for 11 days
 
 
@@ -112,7 +111,7 @@ def _observation(
     return Observation(
         now_s=now,
         meter=MeterSample(grid_w, now),
-        limits=BmsLimits(49.2, 50.0, 50.0, False, now),
+        limits=fresh_limits(now),
         pack_voltage_v=48.0,
         soc_pct=50.0,
         inverters=(reading,),

@@ -11,7 +11,7 @@ from gridzero.services.controller.core import (
     InverterReading,
     Observation,
 )
-from gridzero.services.controller.dispatch import BmsLimits, InverterUnit, Side
+from gridzero.services.controller.dispatch import InverterUnit, Side
 from gridzero.services.controller.law import LawReason, MeterSample
 from gridzero.services.controller.settings import (
     ControllerSettings,
@@ -21,6 +21,7 @@ from gridzero.services.controller.settings import (
     validate_settings,
 )
 from gridzero.services.controller.supervision import FollowMonitor, QualityMonitor
+from gridzero.testing import fresh_limits
 
 UNITS = (InverterUnit("gtn1", 900.0),)
 
@@ -50,7 +51,7 @@ def test_charge_target_command():
 
 
 def limits(at_s=0.0, alarm=False):
-    return BmsLimits(49.0, 50.0, 50.0, alarm, at_s)
+    return fresh_limits(at_s, cvl_v=49.0, alarms=("cell_over_voltage",) if alarm else ())
 
 
 def obs(now, grid, inv=0.0, chg_a=0.0, lim_at=None, alarm=False, meter_at=None, soc=50.0):

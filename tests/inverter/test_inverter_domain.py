@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gridzero.contract import BmsLimits
+from gridzero.runtime.freshness import FreshValue
 from gridzero.services.inverter.domain import (
-    BmsLimits,
     Clamp,
     Command,
     Dispatcher,
@@ -24,6 +25,7 @@ from gridzero.services.inverter.domain import (
     parse_power_command,
     unit_set_problems,
 )
+from gridzero.testing import fresh_limits
 
 U48 = UnitSettings("gtn48", "socket://gw:4001", dc_min_v=40.0, dc_max_v=60.0, max_power_w=900)
 U36 = UnitSettings("gtn36", "socket://gw:4002", dc_min_v=28.0, dc_max_v=44.0, max_power_w=1000)
@@ -36,13 +38,19 @@ def limits(
     allowed: bool = True,
     alarm: bool = False,
     at_s: float = 100.0,
-) -> BmsLimits:
-    return BmsLimits(dcl_a, pack_v, allowed, alarm, at_s)
+) -> FreshValue[BmsLimits]:
+    return fresh_limits(
+        at_s,
+        dcl_a=dcl_a,
+        pack_voltage_v=pack_v,
+        discharge_allowed=allowed,
+        alarms=("cell_under_voltage",) if alarm else (),
+    )
 
 
 def one(
     power_w: float,
-    lim: BmsLimits | None = None,
+    lim: FreshValue[BmsLimits] | None = None,
     unit: UnitSettings = U48,
     now_s: float = 100.5,
     cmd_s: float = 100.0,
@@ -392,7 +400,7 @@ def test_dispatcher_goes_to_zero_within_stale_time_and_then_silent() -> None:
 def test_dispatcher_runtime_settings() -> None:
     disp = Dispatcher((U48,))
     assert disp.update_unit("gtn48", max_power_w=500).max_power_w == 500
-    with pytest.raises(ValueError, match=r"max_power_w 6000 is outside 0\.\.5400"):
+    with pytest.raises(ValueError, match=r"max_power_w=6000 W is outside 0\.\.5400 W"):
         disp.update_unit("gtn48", max_power_w=6000)
     with pytest.raises(ValueError, match="not whole watts"):
         disp.update_unit("gtn48", max_power_w=1.5)

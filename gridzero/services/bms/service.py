@@ -33,7 +33,7 @@ from gridzero.contract import (
 )
 from gridzero.contract import CellRef as CellRefPayload
 from gridzero.runtime.canbus import open_bus
-from gridzero.runtime.freshness import Freshness, Sequencer, Stamp
+from gridzero.runtime.freshness import Freshness, FreshValue, Sequencer
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
@@ -403,7 +403,7 @@ class Bms(Service[BmsSettings]):
         self.protection = Protection(protection)
         self._restore_deep_discharge()
         self.shunt_freshness = Freshness("shunt state")
-        self.shunt: tuple[float, float] | None = None  # (arrival, current_a + = charging)
+        self.shunt: FreshValue[float] | None = None  # current_a, + = charging
         self.balancer = Balancer(balance, balanceable_modules(s.codec_options()))
         self.limits: Limits | None = None
         self.limits_seq = Sequencer()
@@ -474,22 +474,20 @@ class Bms(Service[BmsSettings]):
 
     def on_shunt(self, msg: Message) -> None:
         """The shunt's measured current, for the over-current alarm (fresh by arrival only)."""
-        state = parse_payload(ShuntState, msg.topic, msg.payload)
-        ctx = self.ctx
-        arrived = self.shunt_freshness.admit(
-            Stamp(msg.retain, state.ts), now_s=ctx.now(), wall_s=ctx.wall()
+        state = self.ctx.take(
+            self.shunt_freshness, msg, parse_payload(ShuntState, msg.topic, msg.payload)
         )
-        if state.sensor != "ok" or state.current_a is None:
+        current_a = state.value.current_a
+        if state.value.sensor != "ok" or current_a is None:
             self.shunt = None
             return
-        self.shunt = (arrived, state.current_a)
+        self.shunt = FreshValue(current_a, state.at_s)
 
     def measured_current(self, now_s: float) -> float | None:
         """The latest shunt current if it arrived within ``shunt_stale_s``, else None."""
-        if self.shunt is None:
+        if self.shunt is None or not self.shunt.fresh(now_s, self.settings.shunt_stale_s):
             return None
-        arrived, current = self.shunt
-        return current if now_s - arrived <= self.settings.shunt_stale_s else None
+        return self.shunt.value
 
     # ------------------------------------------------------------------ CAN
 
@@ -609,9 +607,9 @@ class Bms(Service[BmsSettings]):
             ts=wall,
             boot=self.limits_seq.boot,
             seq=self.limits_seq.next(),
-            cvl_v=limits.charge_voltage_v,
-            ccl_a=limits.charge_current_a,
-            dcl_a=limits.discharge_current_a,
+            cvl_v=limits.cvl_v,
+            ccl_a=limits.ccl_a,
+            dcl_a=limits.dcl_a,
             charge_allowed=limits.charge_allowed,
             discharge_allowed=limits.discharge_allowed,
             pack_voltage_v=snap.pack_voltage_v or 0.0,

@@ -27,7 +27,7 @@ from gridzero.contract import Alarm, ChargerState, PayloadError, ShuntState, par
 from gridzero.contract import BmsLimits as BmsLimitsPayload
 from gridzero.contract import ChargeCommand as ChargeCommandPayload
 from gridzero.runtime.canbus import open_bus
-from gridzero.runtime.freshness import Freshness, NotFreshError, Stamp
+from gridzero.runtime.freshness import Freshness, FreshValue, NotFreshError
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
@@ -52,6 +52,16 @@ class CanSettings(BaseModel):
     )
 
 
+_DEFAULTS = ChargerSettings()
+
+
+def _bounded(name: str, description: str, default: Any = ..., **extra: Any) -> Any:
+    """A setting with the domain's default and range (`domain.SETTING_BOUNDS`), which
+    `ChargerSettings` checks again: declared once, there."""
+    value = getattr(_DEFAULTS, name) if default is ... else default
+    return domain.SETTING_BOUNDS[name].field(value, description, **extra)
+
+
 class ChargerServiceSettings(ServiceSettings):
     """Start-up settings of the charger service (hardware and chemistry limits among them:
     never writable over MQTT, see docs/charger.md "Two kinds of settings")."""
@@ -60,11 +70,11 @@ class ChargerServiceSettings(ServiceSettings):
     poll_period_s: float = Field(default=1.0, ge=0.2, le=10, description="readings poll")
     control_period_s: float = Field(default=0.5, ge=0.1, le=2, description="safety re-check")
     state_period_s: float = Field(default=1.0, ge=0.2, le=10, description="state publish")
-    min_current_a: float = Field(default=5.2, ge=0.5, le=50, description="rectifier minimum")
-    bms_stale_s: float = Field(default=3.0, ge=0.5, le=10, description="bms limits max age")
-    command_stale_s: float = Field(default=5.0, ge=0.5, le=60, description="command max age")
-    refresh_period_s: float = Field(default=5.0, ge=0.5, le=15, description="online refresh")
-    link_timeout_s: float = Field(default=10.0, ge=2, le=120, description="no reply -> lost")
+    min_current_a: float = _bounded("min_current_a", "rectifier minimum")
+    bms_stale_s: float = _bounded("bms_stale_s", "bms limits max age")
+    command_stale_s: float = _bounded("command_stale_s", "command max age")
+    refresh_period_s: float = _bounded("refresh_period_s", "online refresh")
+    link_timeout_s: float = _bounded("link_timeout_s", "no reply -> lost")
     bus_retry_s: float = Field(
         default=5.0, ge=0.5, le=300, description="re-open a CAN bus that failed"
     )
@@ -73,34 +83,25 @@ class ChargerServiceSettings(ServiceSettings):
         default="R48-3000e3",
         description="sets the current the 1.21 fraction stands for and the power rating",
     )
-    fraction_at_rated: float = Field(
-        default=codec.DEFAULT_FRACTION_AT_RATED,
-        ge=domain.FRACTION_AT_RATED_MIN,
-        le=codec.FRACTION_MAX,
-        description="fraction meaning the model's rated current: 1.21 (most sources) or 1.00",
+    fraction_at_rated: float = _bounded(
+        "fraction_at_rated",
+        "fraction meaning the model's rated current: 1.21 (most sources) or 1.00",
     )
-    max_charge_power_w: float | None = Field(
-        default=None, ge=50, le=3000, description="hardware power cap; default the model's rating"
+    max_charge_power_w: float | None = _bounded(
+        "max_charge_power_w", "hardware power cap; default the model's rating", default=None
     )
-    cells_in_series: int = Field(
-        default=domain.CELLS_IN_SERIES, ge=11, le=14, description="NMC cells in series"
+    cells_in_series: int = _bounded("cells_in_series", "NMC cells in series")
+    fallback_voltage_v: float = _bounded(
+        "fallback_voltage_v", "stored fallback voltage, at most cells x 4.0 V"
     )
-    fallback_voltage_v: float = Field(
-        default=domain.DEFAULT_FALLBACK_VOLTAGE_V,
-        ge=codec.VOLTAGE_MIN_V,
-        le=codec.VOLTAGE_MAX_V,
-        description="stored fallback voltage, at most cells x 4.0 V",
+    measurement_stale_s: float = _bounded(
+        "measurement_stale_s", "max age of a measured current for the trip"
     )
-    measurement_stale_s: float = Field(
-        default=3.0, ge=1, le=10, description="max age of a measured current for the trip"
+    over_current_margin_a: float = _bounded("over_current_margin_a", "trip margin")
+    over_current_margin_pct: float = _bounded(
+        "over_current_margin_pct", "trip margin, % of CCL (the larger margin counts)"
     )
-    over_current_margin_a: float = Field(default=2.0, ge=0.5, le=10, description="trip margin")
-    over_current_margin_pct: float = Field(
-        default=10.0, ge=5, le=50, description="trip margin, % of CCL (the larger margin counts)"
-    )
-    over_current_trip_s: float = Field(
-        default=2.0, ge=0.5, le=10, description="over the margin this long: trip"
-    )
+    over_current_trip_s: float = _bounded("over_current_trip_s", "over the margin this long: trip")
 
     @model_validator(mode="after")
     def _hardware_limits(self) -> ChargerServiceSettings:
@@ -134,10 +135,9 @@ class ChargerRuntime(BaseModel):
     chemistry limits (current scaling, stored fallback, cells) are start-up settings only."""
 
     enabled: bool = True
-    max_charge_power_w: float = Field(
-        default=3000.0,
-        ge=50,
-        le=5000,
+    max_charge_power_w: float = _bounded(
+        "max_charge_power_w",
+        "power cap; at most the start-up cap",
         json_schema_extra={"step": 50, "unit": "W", "device_class": "power"},
     )
 
@@ -162,7 +162,7 @@ class Charger(Service[ChargerServiceSettings]):
         self.started_s = ctx.now()
         self.readings = domain.Readings()
         self.command: domain.ChargeCommand | None = None
-        self.limits: domain.BmsLimits | None = None
+        self.limits: FreshValue[BmsLimitsPayload] | None = None
         self.pack_voltage_v: float | None = None
         self.shunt: domain.Measurement | None = None
         self.limits_gate = Freshness("bms limits")
@@ -371,7 +371,7 @@ class Charger(Service[ChargerServiceSettings]):
             found.append(
                 domain.ChargerAlarm(
                     "cvl_above_pack_max",
-                    f"bms CVL {self.limits.cvl_v:.2f} V is above the pack's ceiling "
+                    f"bms CVL {self.limits.value.cvl_v:.2f} V is above the pack's ceiling "
                     f"{s.pack_ceiling_v:.2f} V ({s.cells_in_series} cells x "
                     f"{chemistry.CELL_MAX_V:g} V): set-points clamped to the ceiling; check "
                     "the bms's layout and cell settings",
@@ -457,17 +457,10 @@ class Charger(Service[ChargerServiceSettings]):
 
     # ----------------------------------------------------------------- MQTT inputs
 
-    def _admit(
-        self, gate: Freshness, msg: Message, ts: float, boot: str | None, seq: int | None
-    ) -> float:
-        """The arrival time on our own clock, or NotFreshError (retained, future, replayed)."""
-        stamp = Stamp(msg.retain, ts, boot, seq)
-        return gate.admit(stamp, now_s=self.ctx.now(), wall_s=self.ctx.wall())
-
     def on_command(self, msg: Message) -> None:
         try:
             payload = parse_payload(ChargeCommandPayload, msg.topic, msg.payload)
-            at_s = self._admit(self.command_gate, msg, payload.ts, payload.boot, payload.seq)
+            at_s = self.ctx.take(self.command_gate, msg, payload).at_s
         except (PayloadError, NotFreshError) as exc:
             self.ctx.ack(msg.topic, msg.payload, ok=False, reason=str(exc))
             raise
@@ -482,15 +475,8 @@ class Charger(Service[ChargerServiceSettings]):
 
     def on_limits(self, msg: Message) -> None:
         payload = parse_payload(BmsLimitsPayload, msg.topic, msg.payload)
-        at_s = self._admit(self.limits_gate, msg, payload.ts, payload.boot, payload.seq)
         was_above = domain.cvl_above_ceiling(self.limits, self.domain_settings)
-        self.limits = domain.BmsLimits(
-            at_s=at_s,
-            cvl_v=payload.cvl_v,
-            ccl_a=payload.ccl_a,
-            charge_allowed=payload.charge_allowed,
-            alarms=tuple(alarm.code for alarm in payload.alarms),
-        )
+        self.limits = self.ctx.take(self.limits_gate, msg, payload)
         if domain.cvl_above_ceiling(self.limits, self.domain_settings) and not was_above:
             self.ctx.log.error(
                 "bms CVL %.2f V is above the pack's ceiling %.2f V (%d cells x %.2f V): "
@@ -506,7 +492,7 @@ class Charger(Service[ChargerServiceSettings]):
     def on_shunt(self, msg: Message) -> None:
         """The shunt's measured battery current (+ = charging) for the over-current trip."""
         payload = parse_payload(ShuntState, msg.topic, msg.payload)
-        at_s = self._admit(self.shunt_gate, msg, payload.ts, None, None)
+        at_s = self.ctx.take(self.shunt_gate, msg, payload).at_s
         current_a = payload.current_a
         if payload.sensor != "ok" or current_a is None:
             self.shunt = None

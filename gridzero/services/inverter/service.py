@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, create_model, model_validator
 from gridzero import ha
 from gridzero.contract import BmsLimits as BmsLimitsPayload
 from gridzero.contract import InverterCommand, InverterState, parse_payload
-from gridzero.runtime.freshness import Freshness, Stamp
+from gridzero.runtime.freshness import Freshness
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import Context, RuntimeSettings, Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
@@ -32,17 +32,20 @@ from gridzero.services.inverter.codec import Frame, StatusReply
 BAUD = 4800  # research B.1: 4800 8N1 on the limiter port
 
 
+_UNIT = domain.UNIT_BOUNDS
+
+
 class UnitConfig(BaseModel):
     """One inverter unit (start-up settings)."""
 
     id: str = Field(min_length=1, max_length=32, pattern=r"^[a-z0-9_-]+$")
     port: str = Field(default="/dev/ttyUSB0", min_length=1, description="pyserial URL")
-    max_power_w: int = Field(default=900, ge=0, le=domain.MAX_UNIT_POWER_W)
-    dc_min_v: float = Field(ge=0, le=200, description="below this pack voltage: 0 W")
-    dc_max_v: float = Field(ge=0, le=200, description="above this pack voltage: 0 W")
-    address: int = Field(default=codec.DEFAULT_ADDRESS, ge=0, le=255)
+    max_power_w: int = _UNIT["max_power_w"].field(900)
+    dc_min_v: float = _UNIT["dc_min_v"].field(..., "below this pack voltage: 0 W")
+    dc_max_v: float = _UNIT["dc_max_v"].field(..., "above this pack voltage: 0 W")
+    address: int = _UNIT["address"].field(codec.DEFAULT_ADDRESS)
     enabled: bool = True
-    parallel: int = Field(default=1, ge=1, le=domain.MAX_PARALLEL)
+    parallel: int = _UNIT["parallel"].field(1)
     query_status: bool = True
 
     def to_domain(self) -> domain.UnitSettings:
@@ -311,11 +314,7 @@ class Inverter(Service[InverterSettings]):
             self.dispatcher.unit(unit_id)
             # aged from its arrival here: no other host's clock decides (a retained, future-
             # stamped or repeated command is refused and changes nothing)
-            arrived_s = self.command_gates[unit_id].admit(
-                Stamp(msg.retain, command.ts, command.boot, command.seq),
-                now_s=ctx.now(),
-                wall_s=ctx.wall(),
-            )
+            arrived_s = ctx.take(self.command_gates[unit_id], msg, command).at_s
             self.dispatcher.set_command(unit_id, command.power_w, arrived_s)
         except (ValueError, KeyError) as exc:
             reason = str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)
@@ -327,20 +326,7 @@ class Inverter(Service[InverterSettings]):
         ctx = self.ctx
         payload = parse_payload(BmsLimitsPayload, msg.topic, msg.payload)
         # a retained message (maybe of a dead bms) or a future stamp raises NotFreshError
-        arrived_s = self.limits_gate.admit(
-            Stamp(msg.retain, payload.ts, payload.boot, payload.seq),
-            now_s=ctx.now(),
-            wall_s=ctx.wall(),
-        )
-        self.dispatcher.set_limits(
-            domain.BmsLimits(
-                discharge_current_limit_a=payload.dcl_a,
-                pack_voltage_v=payload.pack_voltage_v,
-                discharge_allowed=payload.discharge_allowed,
-                alarm=bool(payload.alarms),
-                received_s=arrived_s,
-            )
-        )
+        self.dispatcher.set_limits(ctx.take(self.limits_gate, msg, payload))
         self.tick()
 
     def _runtime_changer(self, unit_id: str) -> Callable[[BaseModel], None]:

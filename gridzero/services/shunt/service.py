@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from gridzero import ha
 from gridzero.contract import PackState, ShuntState, SimTruth, parse_payload
-from gridzero.runtime.freshness import Freshness, Stamp
+from gridzero.runtime.freshness import Freshness, FreshValue
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
@@ -219,8 +219,7 @@ class Shunt(Service[ShuntSettings]):
         self.saved_totals = self._totals()
         self.next_save_s = 0.0
         self.last_reading: CurrentReading | None = None
-        self.pack: PackState | None = None
-        self.pack_at_s = -1e9
+        self.pack: FreshValue[PackState] | None = None
         self.pack_gate = Freshness("bms pack")
         self.calibration: list[int] | None = None
         self.calibration_topic = ""
@@ -422,15 +421,12 @@ class Shunt(Service[ShuntSettings]):
         pack = parse_payload(PackState, msg.topic, msg.payload)
         # aged from its arrival here; a retained pack (maybe of a dead bms) or one stamped
         # in the future is refused (runtime/freshness.py)
-        self.pack_at_s = self.pack_gate.admit(
-            Stamp(msg.retain, pack.ts), now_s=self.ctx.now(), wall_s=self.ctx.wall()
-        )
-        self.pack = pack
+        self.pack = self.ctx.take(self.pack_gate, msg, pack)
 
     def _fresh_pack(self) -> PackState | None:
-        if self.pack is None or self.ctx.now() - self.pack_at_s > self.settings.bms_stale_s:
+        if self.pack is None or not self.pack.fresh(self.ctx.now(), self.settings.bms_stale_s):
             return None
-        return self.pack
+        return self.pack.value
 
     # --- actions ------------------------------------------------------------------------------
 

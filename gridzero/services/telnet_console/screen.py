@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from gridzero.contract import SERVICES, Ack, CellRef, LogRecord, RawFrame
+from gridzero.runtime.freshness import FreshValue
 from gridzero.services.telnet_console.commands import (
     ENABLE_KEYS,
     KEY_HELP,
@@ -30,7 +31,7 @@ from gridzero.services.telnet_console.commands import (
     enabled,
     mode_allows,
 )
-from gridzero.services.telnet_console.snapshot import Entry, Seen, Snapshot
+from gridzero.services.telnet_console.snapshot import Entry, Snapshot
 
 HOME = "\x1b[H"
 CLEAR_EOL = "\x1b[K"
@@ -118,8 +119,8 @@ def _age(seen_at_s: float | None, now_s: float) -> str:
     return f"{age:.1f}s" if age < 60 else f"{age / 60:.0f}min"
 
 
-def _stale(seen: Seen[Any] | None, now_s: float) -> str:
-    if seen is None or now_s - seen.at_s <= STALE_S:
+def _stale(seen: FreshValue[Any] | None, now_s: float) -> str:
+    if seen is None or seen.fresh(now_s, STALE_S):
         return ""
     return f"  [STALE {_age(seen.at_s, now_s)}]"
 
@@ -332,7 +333,7 @@ def cell_lines(snap: Snapshot, now_s: float) -> list[str]:
                 mark = "*"
             row.append(mark + (f"{volts * 1000:4.0f}" if volts is not None else "  --"))
         temps = " ".join(_num(t, ".0f") for t in m.temperatures_c)
-        old = f" {_age(seen.at_s, now_s)} old" if now_s - seen.at_s > STALE_S else ""
+        old = f" {_age(seen.at_s, now_s)} old" if not seen.fresh(now_s, STALE_S) else ""
         row.append(f"  T {temps}{old}{'' if m.present else ' MISSING'}")
         lines.append("".join(row))
     return lines
