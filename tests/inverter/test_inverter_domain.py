@@ -420,10 +420,10 @@ def test_unit_set_problems() -> None:
     for part in (
         "id must be",
         "port_url is empty",
-        "max_power_w -1",
+        "max_power_w=-1 W is outside 0..5400 W",
         "dc_min_v 60.0 must be below",
-        "address 300",
-        "parallel 0",
+        "address=300 is outside 0..255",
+        "parallel=0 is outside 1..6",
     ):
         assert part in text
     with pytest.raises(ValueError, match="no units"):
