@@ -5,14 +5,21 @@ second copy written later fails here, and check the shared pieces' behaviour."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
+import queue
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
 from gridzero.contract import BmsLimits, ShuntState
+from gridzero.runtime import link as link_module
 from gridzero.runtime.freshness import Freshness, FreshValue, NotFreshError, is_fresh
+from gridzero.runtime.link import DeviceLink
 from gridzero.services.bms.protection import Limits
 from gridzero.services.charger.domain import SETTING_BOUNDS, ChargerSettings
 from gridzero.services.charger.service import ChargerRuntime, ChargerServiceSettings
@@ -202,3 +209,98 @@ def test_charger_settings_take_their_bounds_and_defaults_from_the_domain(
 def test_inverter_unit_settings_take_their_bounds_from_the_domain() -> None:
     for name, bound in UNIT_BOUNDS.items():
         assert _range(UnitConfig, name) == (bound.low, bound.high), name
+
+
+# ------------------------------------------------------------------ one device link
+
+
+@pytest.mark.parametrize("service", ["bms", "charger", "inverter"])
+def test_every_device_service_uses_the_one_link_and_starts_no_thread_of_its_own(
+    service: str,
+) -> None:
+    source = (SERVICES / service / "service.py").read_text()
+    tree = ast.parse(source)
+    names = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "gridzero.runtime.link"
+        for alias in node.names
+    }
+    assert "DeviceLink" in names
+    assert "threading.Thread(" not in source
+
+
+def test_the_link_thread_touches_no_state_and_hands_items_through_the_queue() -> None:
+    """Items and state changes reach the 'service' only as calls posted to its queue; a
+    failed read closes the handle and the link opens a new one."""
+    inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+    seen: list[object] = []
+    opened: list[int] = []
+    closed: list[int] = []
+    loop_thread = threading.current_thread()
+
+    def on_item(item: int) -> None:
+        assert threading.current_thread() is loop_thread
+        seen.append(item)
+
+    def on_state(error: str | None) -> None:
+        assert threading.current_thread() is loop_thread
+        seen.append(error)
+
+    def open_handle() -> int:
+        opened.append(len(opened))
+        if len(opened) == 1:
+            raise OSError("not there yet")
+        return len(opened)
+
+    reads = iter([7, None, OSError("gone")])
+
+    def read(handle: int) -> int | None:
+        step = next(reads, None)
+        if isinstance(step, OSError):
+            raise step
+        time.sleep(0.01)
+        return None if step is None else step * handle
+
+    link: DeviceLink[int, int] = DeviceLink(
+        "dev",
+        open_handle=open_handle,
+        read=read,
+        close_handle=closed.append,
+        post=inbox.put,
+        on_item=on_item,
+        on_state=on_state,
+        errors=(OSError,),
+        backoff_min_s=0.01,
+        backoff_max_s=0.02,
+    )
+    link.start()
+    try:
+        deadline = time.monotonic() + 10.0
+        while len([s for s in seen if s is None]) < 2 and time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                inbox.get(timeout=0.1)()
+    finally:
+        link.stop()
+    assert seen[:5] == ["dev: cannot open: not there yet", None, 14, "dev: read failed: gone", None]
+    assert closed[0] == 2  # the failed handle was closed before the next one opened
+    assert link.write(lambda handle: None) == "dev is not open"
+
+
+def test_the_link_reader_assigns_no_attribute_but_its_own() -> None:
+    """The reader thread's code (DeviceLink._run and what it calls) assigns only the link's
+    own attributes: it cannot reach into a service (the charger's thread once set self.bus)."""
+    tree = ast.parse(Path(link_module.__file__).read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "DeviceLink")
+    own = {"_handle"}
+    for fn in cls.body:
+        if not isinstance(fn, ast.FunctionDef) or fn.name not in ("_run", "_drop", "_post_state"):
+            continue
+        for node in ast.walk(fn):
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            for target in targets:
+                for leaf in ast.walk(target):
+                    if isinstance(leaf, ast.Attribute):
+                        assert isinstance(leaf.value, ast.Name)
+                        assert leaf.value.id == "self"
+                        assert leaf.attr in own, f"{fn.name} assigns {leaf.attr}"
