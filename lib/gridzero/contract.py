@@ -118,6 +118,23 @@ class BmsLimits(Numbered):
     reasons: list[str] = Field(default_factory=list, description="why a limit is below its maximum")
     alarms: list[Alarm] = Field(default_factory=list)
 
+    # Every consumer reads the limits through these: a denied side is a zero limit, any
+    # alarm stops both sides (charger, inverter, controller alike).
+    @property
+    def charge_limit_a(self) -> float:
+        """CCL, or 0 while the bms does not allow charging."""
+        return self.ccl_a if self.charge_allowed else 0.0
+
+    @property
+    def discharge_limit_a(self) -> float:
+        """DCL, or 0 while the bms does not allow discharging."""
+        return self.dcl_a if self.discharge_allowed else 0.0
+
+    @property
+    def alarm(self) -> bool:
+        """True while the bms reports any alarm."""
+        return bool(self.alarms)
+
 
 class PackState(Stamped):
     """Whole-pack view across all buses and modules."""

@@ -16,15 +16,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gridzero.contract import Alarm, BmsLimits
 from gridzero.registry import SERVICES
 from gridzero.runtime.broker import PROJECT_CONFIG_DIR, BrokerProcess, free_port
 from gridzero.runtime.credentials import USER_NAMES, init_credentials, login_name, read_env_file
+from gridzero.runtime.freshness import FreshValue
 from gridzero.runtime.settings import MqttSettings
 
 # Logins per broker user on test brokers and systems. The broker binds a connection to
@@ -417,3 +420,35 @@ class System:
             if self.log_path.exists()
             else ""
         )
+
+
+def bms_limits(
+    *,
+    cvl_v: float = 49.2,
+    ccl_a: float = 50.0,
+    dcl_a: float = 50.0,
+    charge_allowed: bool = True,
+    discharge_allowed: bool = True,
+    pack_voltage_v: float = 50.0,
+    alarms: tuple[str, ...] = (),
+) -> BmsLimits:
+    """The one bms limits model for domain tests. Not validated, so that a test can hand a
+    domain what the contract refuses (NaN, negative) and see the domain's own defence."""
+    return BmsLimits.model_construct(
+        ts=0.0,
+        boot="test",
+        seq=1,
+        cvl_v=cvl_v,
+        ccl_a=ccl_a,
+        dcl_a=dcl_a,
+        charge_allowed=charge_allowed,
+        discharge_allowed=discharge_allowed,
+        pack_voltage_v=pack_voltage_v,
+        reasons=[],
+        alarms=[Alarm(code=code, message=code, since_ts=0.0) for code in alarms],
+    )
+
+
+def fresh_limits(at_s: float = 0.0, **fields: Any) -> FreshValue[BmsLimits]:
+    """`bms_limits` as a consumer keeps them: arrived at ``at_s`` (its own clock)."""
+    return FreshValue(bms_limits(**fields), at_s)

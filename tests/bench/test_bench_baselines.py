@@ -7,8 +7,9 @@ import math
 import pytest
 
 from gridzero.errors import UsageError
+from gridzero.testing import fresh_limits
 from gridzero_controller.core import ChargerReading, InverterReading, Observation
-from gridzero_controller.dispatch import BmsLimits, InverterUnit
+from gridzero_controller.dispatch import InverterUnit
 from gridzero_controller.law import MeterSample
 from gridzero_tools.bench.baselines import (
     HousebattController,
@@ -22,14 +23,13 @@ from gridzero_tools.sim.params import PlantParams
 from gridzero_tools.sim.profile import Profile
 
 UNIT = (InverterUnit("gtn1", 900.0),)
-LIM = BmsLimits(49.2, 50.0, 50.0, False, 0.0)
 
 
 def obs(now, grid, inv=0.0, chg=0.0, inv_at=None, meter_at=None, soc=50.0):
     return Observation(
         now_s=now,
         meter=MeterSample(grid, now if meter_at is None else meter_at),
-        limits=BmsLimits(49.2, 50.0, 50.0, False, now),
+        limits=fresh_limits(now),
         pack_voltage_v=48.0,
         soc_pct=soc,
         inverters=(InverterReading(inv, now if inv_at is None else inv_at),),

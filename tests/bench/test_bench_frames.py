@@ -8,9 +8,9 @@ import math
 
 import pytest
 
+from gridzero.testing import fresh_limits
 from gridzero_controller.dispatch import (
     CHARGER_OFF,
-    BmsLimits,
     Commands,
     Side,
 )
@@ -25,7 +25,7 @@ def _setup() -> tuple[Plant, DeviceServices]:
     flat = Profile("flat", (0.0, 100.0), (300.0, 300.0), (0.0, 0.0))
     plant = Plant(params, flat)
     services = DeviceServices(params, BenchConfig())
-    services.limits = BmsLimits(50.0, 50.0, 60.0, alarm=False, at_s=0.0)
+    services.limits = fresh_limits(0.0, cvl_v=50.0, ccl_a=50.0, dcl_a=60.0)
     return plant, services
 
 

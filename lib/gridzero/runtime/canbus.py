@@ -1,4 +1,4 @@
-"""Opening a python-can bus from settings, the same way in every service.
+"""The CAN settings model and opening a python-can bus from it, the same way in every service.
 
 A ``socketcand`` endpoint that is not listening yet (the simulator still
 starting, a socketcand daemon restarting) is reported at once as a
@@ -13,6 +13,36 @@ from collections.abc import Mapping
 from typing import Any
 
 import can
+from pydantic import BaseModel, Field
+
+BITRATE_MIN = 10_000
+BITRATE_MAX = 1_000_000
+
+
+def bitrate_field(default: int, description: str = "") -> Any:
+    """The bitrate field with its one range (a subclass changes only the default)."""
+    return Field(default, ge=BITRATE_MIN, le=BITRATE_MAX, description=description)
+
+
+class CanSettings(BaseModel):
+    """One CAN bus as python-can names it. socketcand's host and port go in ``options``
+    (``{"host": "gw", "port": 29536}``), like any other python-can Bus() keyword."""
+
+    interface: str = Field(
+        default="socketcan",
+        description="python-can interface: socketcan on hardware; udp_multicast, virtual or "
+        "socketcand in simulation",
+    )
+    channel: str = Field(default="can0", min_length=1, description="python-can channel")
+    bitrate: int = bitrate_field(125_000)
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="extra python-can Bus() keyword arguments (e.g. host/port for socketcand)",
+    )
+
+    def open(self) -> can.BusABC:
+        """The bus (`open_bus`); python-can's errors as they come."""
+        return open_bus(self.interface, self.channel, self.bitrate, self.options)
 
 
 def open_bus(

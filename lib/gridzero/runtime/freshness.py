@@ -19,7 +19,9 @@ own monotonic clock), never from the time stamp its publisher wrote:
 
 `Freshness.admit` raises `NotFreshError` (a ValueError, so the service runtime logs it as a
 rejected input and the consumer's state does not change) or returns the arrival time that
-the consumer then ages with its own clock.
+the consumer then ages with its own clock; `Freshness.take` does the same and keeps the value
+with its arrival time (`FreshValue`). Whether a value is still fresh is `is_fresh`, the one
+staleness rule every consumer (limits, commands, states, meter readings) uses.
 """
 
 from __future__ import annotations
@@ -27,9 +29,47 @@ from __future__ import annotations
 import math
 import secrets
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 FUTURE_TOLERANCE_S = 1.0
 MAX_BOOTS = 64
+
+
+def is_fresh(at_s: float, now_s: float, max_age_s: float) -> bool:
+    """True while a value that arrived at ``at_s`` (our monotonic clock) is at most
+    ``max_age_s`` old at ``now_s``. An arrival after ``now_s`` cannot come from our own
+    monotonic clock: distrust it (not fresh)."""
+    age = now_s - at_s
+    return math.isfinite(age) and 0.0 <= age <= max_age_s
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class FreshValue(Generic[T]):
+    """A value from another process and when it arrived here (``at_s``, our monotonic clock)."""
+
+    value: T
+    at_s: float
+
+    def age(self, now_s: float) -> float:
+        """Seconds since it arrived."""
+        return now_s - self.at_s
+
+    def fresh(self, now_s: float, max_age_s: float) -> bool:
+        """`is_fresh` for this value."""
+        return is_fresh(self.at_s, now_s, max_age_s)
+
+
+class Stamped(Protocol):
+    """Anything with a publisher's time stamp ``ts`` (a contract payload)."""
+
+    @property
+    def ts(self) -> float: ...
+
+
+P = TypeVar("P", bound=Stamped)
 
 
 class NotFreshError(ValueError):
@@ -71,6 +111,14 @@ class Freshness:
             while len(self._last_seq) > MAX_BOOTS:
                 del self._last_seq[next(iter(self._last_seq))]
         return now_s
+
+    def take(self, payload: P, *, retained: bool, now_s: float, wall_s: float) -> FreshValue[P]:
+        """`admit` a payload (its ``ts`` and, if it has them, ``boot`` and ``seq``) and keep it
+        with its arrival time; NotFreshError if it must not be used."""
+        stamp = Stamp(
+            retained, payload.ts, getattr(payload, "boot", None), getattr(payload, "seq", None)
+        )
+        return FreshValue(payload, self.admit(stamp, now_s=now_s, wall_s=wall_s))
 
     def _problem(self, stamp: Stamp, wall_s: float) -> str:
         if stamp.retained:

@@ -48,6 +48,7 @@ from gridzero.contract import (
     format_setting,
     parse_setting_text,
 )
+from gridzero.runtime.freshness import Freshness, FreshValue, Stamped
 from gridzero.runtime.health import HEARTBEAT_S, health_path
 from gridzero.runtime.logs import MqttLogHandler, RawRing, setup_logging
 from gridzero.runtime.mqtt import Connection, Message
@@ -56,6 +57,7 @@ from gridzero.runtime.store import Store
 
 S = TypeVar("S", bound=ServiceSettings)
 M = TypeVar("M", bound=BaseModel)
+P = TypeVar("P", bound=Stamped)
 Handler = Callable[[Message], None]
 
 # Errors a handler raises for bad input: logged as a rejection, the service goes on.
@@ -128,6 +130,11 @@ class Context:
             self.topics.ack(self.name),
             Ack(ts=self.wall(), ok=ok, topic=topic, value=value, reason=reason),
         )
+
+    def take(self, gate: Freshness, msg: Message, payload: P) -> FreshValue[P]:
+        """``payload`` of ``msg`` with its arrival time by this host's clock, if ``gate``
+        admits it; NotFreshError (logged as a rejected input, nothing changes) otherwise."""
+        return gate.take(payload, retained=msg.retain, now_s=self.now(), wall_s=self.wall())
 
     def on_connect(self, callback: Callable[[], None]) -> None:
         """Run after every (re)connect, on the loop thread: re-publish retained state here."""

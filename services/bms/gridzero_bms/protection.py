@@ -254,29 +254,19 @@ class Alarm:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """What the charger and inverter must obey, computed at ``now_s``."""
+    """What the charger and inverter must obey, computed at ``now_s``: the fields of
+    `gridzero.contract.BmsLimits` under the same names (the service publishes it as one),
+    plus what only the bms needs (when, each alarm's blocks, each side's reason)."""
 
     now_s: float
-    charge_voltage_v: float
-    charge_current_a: float
-    discharge_current_a: float
+    cvl_v: float
+    ccl_a: float
+    dcl_a: float
     charge_allowed: bool
     discharge_allowed: bool
     alarms: tuple[Alarm, ...]
     charge_reason: str
     discharge_reason: str
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "charge_voltage_v": round(self.charge_voltage_v, 3),
-            "charge_current_a": round(self.charge_current_a, 2),
-            "discharge_current_a": round(self.discharge_current_a, 2),
-            "charge_allowed": self.charge_allowed,
-            "discharge_allowed": self.discharge_allowed,
-            "alarms": [{"code": a.code, "message": a.message} for a in self.alarms],
-            "charge_reason": self.charge_reason,
-            "discharge_reason": self.discharge_reason,
-        }
 
 
 class _Latch:
@@ -462,9 +452,9 @@ class Protection:
             discharge_reason = "ramping up"
         return Limits(
             now_s=now_s,
-            charge_voltage_v=s.charge_end_v * snap.series_cells,
-            charge_current_a=self._ccl_a,
-            discharge_current_a=self._dcl_a,
+            cvl_v=s.charge_end_v * snap.series_cells,
+            ccl_a=self._ccl_a,
+            dcl_a=self._dcl_a,
             charge_allowed=self._ccl_a > 0.0,
             discharge_allowed=self._dcl_a > 0.0,
             alarms=alarms,

@@ -10,8 +10,8 @@ missing at once (so CCL = DCL = 0), and it is reopened every ``bus_retry_s``.
 
 from __future__ import annotations
 
+import functools
 import sys
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,8 +32,9 @@ from gridzero.contract import (
     parse_payload,
 )
 from gridzero.contract import CellRef as CellRefPayload
-from gridzero.runtime.canbus import open_bus
-from gridzero.runtime.freshness import Freshness, Sequencer, Stamp
+from gridzero.runtime.canbus import CanSettings, bitrate_field
+from gridzero.runtime.freshness import Freshness, FreshValue, Sequencer
+from gridzero.runtime.link import DeviceLink
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
@@ -60,18 +61,13 @@ _RECV_TIMEOUT_S = 0.05
 DEEP_DISCHARGE_KEY = "deep_discharge"  # the latch, in the service's store
 
 
-class BusSettings(BaseModel):
-    """One CAN bus: a python-can interface/channel and the modules expected on it."""
+class BusSettings(CanSettings):
+    """One CAN bus (`CanSettings`) and the modules expected on it."""
 
-    interface: str = Field(
-        "socketcan", description="python-can interface: socketcan, virtual, udp_multicast, ..."
-    )
-    channel: str = Field("can0", min_length=1, description="python-can channel")
-    bitrate: int = Field(500_000, ge=10_000, le=1_000_000)
+    bitrate: int = bitrate_field(500_000)
     modules: list[int] = Field(
         default_factory=lambda: list(range(1, 9)), description="module numbers on this bus"
     )
-    options: dict[str, Any] = Field(default_factory=dict, description="extra python-can Bus() keyword arguments")  # fmt: skip
 
     @field_validator("modules")
     @classmethod
@@ -296,91 +292,76 @@ class _Rx:
     now_s: float
 
 
+def _read_batch(index: int, clock: Callable[[], float]) -> Callable[[can.BusABC], list[_Rx] | None]:
+    """The link's read for bus ``index``: the frames of up to ``_BATCH_S``, or None."""
+
+    def read(bus: can.BusABC) -> list[_Rx] | None:
+        batch: list[_Rx] = []
+        first_s = 0.0
+        while True:
+            msg = bus.recv(_RECV_TIMEOUT_S)
+            now_s = clock()
+            if msg is not None and not msg.is_error_frame and not msg.is_remote_frame:
+                if not batch:
+                    first_s = now_s
+                batch.append(
+                    _Rx(index, msg.arbitration_id, bytes(msg.data), msg.is_extended_id, now_s)
+                )
+            if not batch:
+                return None  # quiet bus: let the reader check whether it should stop
+            if now_s - first_s >= _BATCH_S:
+                return batch
+
+    return read
+
+
 class _BusLink:
-    """One CAN bus: open/close, a receive thread that decodes and batches, and sends."""
+    """One CAN bus: a `DeviceLink` (its reader batches frames to the loop) and sends."""
 
     def __init__(self, service: Bms, index: int, settings: BusSettings) -> None:
-        self.service = service
         self.index = index
         self.settings = settings
         self.name = f"can{index}:{settings.interface}/{settings.channel}"
-        self.bus: can.BusABC | None = None
-        self.thread: threading.Thread | None = None
         self.errors = 0
+        self._ctx = service.ctx
+        self.link: DeviceLink[can.BusABC, list[_Rx]] = DeviceLink(
+            f"bus {self.name}",
+            open_handle=settings.open,
+            read=_read_batch(index, service.ctx.now),
+            close_handle=lambda bus: bus.shutdown(),
+            post=service.ctx.post,
+            on_item=service.on_frames,
+            on_state=functools.partial(service.bus_state, self),
+            errors=(can.CanError, OSError, ValueError, ImportError),
+            # a failed bus stays closed (its modules missing: CCL = DCL = 0) for a retry period
+            backoff_min_s=service.settings.bus_retry_s,
+            backoff_max_s=service.settings.bus_retry_s,
+            pause_after_failure_s=service.settings.bus_retry_s,
+        )
 
     @property
     def up(self) -> bool:
-        return self.bus is not None
-
-    def open(self) -> None:
-        """Open the bus (loop thread); failures are logged and retried by the service."""
-        s = self.settings
-        try:
-            self.bus = open_bus(s.interface, s.channel, s.bitrate, s.options)
-        except (can.CanError, OSError, ValueError, ImportError) as exc:
-            self.bus = None
-            self.service.ctx.log.warning("bus %s: cannot open: %s", self.name, exc)
-            return
-        self.service.ctx.log.info("bus %s: open", self.name)
-        bus = self.bus
-        self.thread = threading.Thread(
-            target=self._receive, args=(bus,), name=f"bms-rx-{self.index}", daemon=True
-        )
-        self.thread.start()
-
-    def close(self) -> None:
-        bus, self.bus = self.bus, None
-        # let the receive thread leave recv() (it sees self.bus changed) before the
-        # bus is shut under it
-        if self.thread is not None and self.thread is not threading.current_thread():
-            self.thread.join(1.0)
-        self.thread = None
-        if bus is not None:
-            try:
-                bus.shutdown()
-            except (can.CanError, OSError) as exc:
-                self.service.ctx.log.warning("bus %s: shutdown failed: %s", self.name, exc)
+        return self.link.up
 
     def send(self, frames: list[tuple[int, bytes]]) -> bool:
-        bus = self.bus
-        if bus is None:
-            return False
-        ring = self.service.ctx.ring
-        try:
+        """Send on the loop thread; a failed send passes (the bus stays open)."""
+        ring = self._ctx.ring
+
+        def send_all(bus: can.BusABC) -> None:
             for arbitration_id, data in frames:
                 extended = arbitration_id > 0x7FF
                 bus.send(
                     can.Message(arbitration_id=arbitration_id, data=data, is_extended_id=extended)
                 )
                 ring.add(self.name, "tx", arbitration_id.to_bytes(4, "big") + data)
-        except (can.CanError, OSError, ValueError) as exc:
-            self.errors += 1
-            self.service.ctx.log.warning("bus %s: send failed: %s", self.name, exc)
-            return False
-        return True
 
-    def _receive(self, bus: can.BusABC) -> None:
-        ctx = self.service.ctx
-        batch: list[_Rx] = []
-        first_s = 0.0
-        while self.bus is bus and not ctx.stopping:
-            try:
-                msg = bus.recv(_RECV_TIMEOUT_S)
-            except (can.CanError, OSError, ValueError) as exc:
-                ctx.post(lambda exc=exc: self.service.bus_failed(self, bus, exc))  # type: ignore[misc]
-                return
-            now_s = ctx.now()
-            if msg is not None and not msg.is_error_frame and not msg.is_remote_frame:
-                if not batch:
-                    first_s = now_s
-                batch.append(
-                    _Rx(self.index, msg.arbitration_id, bytes(msg.data), msg.is_extended_id, now_s)
-                )
-            if batch and now_s - first_s >= _BATCH_S:
-                frames, batch = batch, []
-                ctx.post(lambda frames=frames: self.service.on_frames(frames))  # type: ignore[misc]
-        if batch:
-            ctx.post(lambda: self.service.on_frames(batch))
+        error = self.link.write(send_all, reopen_on_error=False)
+        if error is None:
+            return True
+        if self.link.up:
+            self.errors += 1
+            self._ctx.log.warning("%s", error)
+        return False
 
 
 class Bms(Service[BmsSettings]):
@@ -403,7 +384,7 @@ class Bms(Service[BmsSettings]):
         self.protection = Protection(protection)
         self._restore_deep_discharge()
         self.shunt_freshness = Freshness("shunt state")
-        self.shunt: tuple[float, float] | None = None  # (arrival, current_a + = charging)
+        self.shunt: FreshValue[float] | None = None  # current_a, + = charging
         self.balancer = Balancer(balance, balanceable_modules(s.codec_options()))
         self.limits: Limits | None = None
         self.limits_seq = Sequencer()
@@ -413,14 +394,13 @@ class Bms(Service[BmsSettings]):
         self._published_alarms: tuple[str, ...] | None = None
         self.links = [_BusLink(self, i, b) for i, b in enumerate(s.buses)]
         for link in self.links:
-            link.open()
+            link.link.start()
         ctx.every(s.poll_period_s, self.poll, name="poll")
         ctx.every(s.protection_period_s, self.evaluate, name="protection")
         ctx.every(s.limits_period_s, self.publish_limits, name="limits")
         ctx.every(s.limits_period_s, self.balance, name="balance", start_s=s.limits_period_s / 2)
         ctx.every(s.pack_period_s, self.publish_pack, name="pack")
         ctx.every(s.module_period_s, self.publish_modules, name="modules")
-        ctx.every(s.bus_retry_s, self.reopen_buses, name="bus retry")
         ctx.action("force_balance", self.on_force_balance)
         ctx.action("release_deep_discharge", self.on_release_deep_discharge)
         ctx.subscribe(ctx.topics.shunt_state, self.on_shunt)
@@ -474,22 +454,20 @@ class Bms(Service[BmsSettings]):
 
     def on_shunt(self, msg: Message) -> None:
         """The shunt's measured current, for the over-current alarm (fresh by arrival only)."""
-        state = parse_payload(ShuntState, msg.topic, msg.payload)
-        ctx = self.ctx
-        arrived = self.shunt_freshness.admit(
-            Stamp(msg.retain, state.ts), now_s=ctx.now(), wall_s=ctx.wall()
+        state = self.ctx.take(
+            self.shunt_freshness, msg, parse_payload(ShuntState, msg.topic, msg.payload)
         )
-        if state.sensor != "ok" or state.current_a is None:
+        current_a = state.value.current_a
+        if state.value.sensor != "ok" or current_a is None:
             self.shunt = None
             return
-        self.shunt = (arrived, state.current_a)
+        self.shunt = FreshValue(current_a, state.at_s)
 
     def measured_current(self, now_s: float) -> float | None:
         """The latest shunt current if it arrived within ``shunt_stale_s``, else None."""
-        if self.shunt is None:
+        if self.shunt is None or not self.shunt.fresh(now_s, self.settings.shunt_stale_s):
             return None
-        arrived, current = self.shunt
-        return current if now_s - arrived <= self.settings.shunt_stale_s else None
+        return self.shunt.value
 
     # ------------------------------------------------------------------ CAN
 
@@ -530,21 +508,20 @@ class Bms(Service[BmsSettings]):
                 "bus %d: bad frame %s (%d so far): %s", rx.bus, raw, self.frames_bad, exc
             )
 
-    def bus_failed(self, link: _BusLink, bus: can.BusABC, exc: BaseException) -> None:
-        """A receive error: close the bus and make its modules missing at once."""
-        if link.bus is not bus:
+    def bus_state(self, link: _BusLink, error: str | None) -> None:
+        """The bus opened, or it failed or would not open: its modules are missing at once
+        (the link closed it and opens it again after ``bus_retry_s``)."""
+        if error is None:
+            self.ctx.log.info("bus %s: open", link.name)
             return
-        link.errors += 1
-        self.ctx.log.error("bus %s: receive failed, closing it: %s", link.name, exc)
-        link.close()
+        if "read failed" in error:
+            link.errors += 1
+            self.ctx.log.error("%s; closed", error)
+        else:
+            self.ctx.log.warning("%s", error)
         self.pack.forget_bus(link.index)
         self.sanity.forget_bus(link.index)
         self.evaluate()
-
-    def reopen_buses(self) -> None:
-        for link in self.links:
-            if not link.up:
-                link.open()
 
     # ------------------------------------------------------------------ domain
 
@@ -609,9 +586,9 @@ class Bms(Service[BmsSettings]):
             ts=wall,
             boot=self.limits_seq.boot,
             seq=self.limits_seq.next(),
-            cvl_v=limits.charge_voltage_v,
-            ccl_a=limits.charge_current_a,
-            dcl_a=limits.discharge_current_a,
+            cvl_v=limits.cvl_v,
+            ccl_a=limits.ccl_a,
+            dcl_a=limits.dcl_a,
             charge_allowed=limits.charge_allowed,
             discharge_allowed=limits.discharge_allowed,
             pack_voltage_v=snap.pack_voltage_v or 0.0,
@@ -744,7 +721,8 @@ class Bms(Service[BmsSettings]):
                 except CodecError:
                     continue
                 link.send(frames)
-            link.close()
+        for link in self.links:
+            link.link.stop()
 
 
 def _cell(ref: CellRef | None) -> CellRefPayload | None:

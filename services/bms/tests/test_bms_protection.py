@@ -52,7 +52,7 @@ def _ready(**settings: object) -> tuple[Pack, Protection, Limits]:
 def test_no_data_means_no_current() -> None:
     prot = Protection(ProtectionSettings())
     limits = prot.update(small_pack().snapshot(0.0), 0.0)
-    assert limits.charge_current_a == limits.discharge_current_a == 0.0
+    assert limits.ccl_a == limits.dcl_a == 0.0
     assert not limits.charge_allowed
     assert not limits.discharge_allowed
     assert "module_missing" in _codes(limits)
@@ -63,27 +63,27 @@ def test_healthy_pack_ramps_up_to_the_maxima() -> None:
     pack = small_pack()
     prot = Protection(ProtectionSettings(ramp_a_per_s=5.0))
     first = _run(pack, prot, 0.0, 0.0)
-    assert first.charge_current_a == 0.0
+    assert first.ccl_a == 0.0
     after_2s = _run(pack, prot, 0.1, 2.0)
-    assert after_2s.charge_current_a == pytest.approx(10.0)
+    assert after_2s.ccl_a == pytest.approx(10.0)
     assert after_2s.charge_reason == "ramping up"
     done = _run(pack, prot, 2.1, 7.0)
-    assert done.charge_current_a == done.discharge_current_a == MAX_A
+    assert done.ccl_a == done.dcl_a == MAX_A
     assert done.alarms == ()
-    assert done.charge_voltage_v == pytest.approx(4.10 * 12)
+    assert done.cvl_v == pytest.approx(4.10 * 12)
 
 
 def test_over_voltage_trips_within_one_second_and_releases_after_hysteresis() -> None:
     pack, prot, limits = _ready()
-    assert limits.charge_current_a == MAX_A
+    assert limits.ccl_a == MAX_A
     over = {(0, 2, 7): 4250}
     # The frame arrives at t=10.5; the trip delay is 0.5 s.
     feed_all(pack, 10.5, 3700, over)
-    assert prot.update(pack.snapshot(10.5), 10.5).charge_current_a == 0.0  # full latch at once
+    assert prot.update(pack.snapshot(10.5), 10.5).ccl_a == 0.0  # full latch at once
     tripped = prot.update(pack.snapshot(11.0), 11.0)
     assert "over_voltage" in _codes(tripped)
-    assert tripped.charge_current_a == 0.0
-    assert tripped.discharge_current_a == MAX_A  # discharging an over-voltage cell is fine
+    assert tripped.ccl_a == 0.0
+    assert tripped.dcl_a == MAX_A  # discharging an over-voltage cell is fine
     alarm = next(a for a in tripped.alarms if a.code == "over_voltage")
     assert "bus 0 module 2 cell 7 at 4.250 V > 4.200 V" in alarm.message
     assert alarm.since_s == 11.0
@@ -94,10 +94,10 @@ def test_over_voltage_trips_within_one_second_and_releases_after_hysteresis() ->
     # until below 4.10 - 0.20 V.
     cleared = _run(pack, prot, 20.1, 23.0, 3700, {(0, 2, 7): 4000})
     assert "over_voltage" not in _codes(cleared)
-    assert cleared.charge_current_a == 0.0
+    assert cleared.ccl_a == 0.0
     assert cleared.charge_reason.startswith("full")
     back = _run(pack, prot, 23.1, 25.5, 3700, {(0, 2, 7): 3850})
-    assert 0.0 < back.charge_current_a < MAX_A  # ramping back, not a jump
+    assert 0.0 < back.ccl_a < MAX_A  # ramping back, not a jump
     assert back.charge_reason == "ramping up"
 
 
@@ -115,53 +115,53 @@ def test_under_voltage_trips_after_its_delay_and_stops_discharge_only() -> None:
     pack, prot, _ = _ready(under_voltage_trip_s=5.0)
     limits = _run(pack, prot, 10.0, 14.5, 3700, {(0, 1, 3): 2950})
     assert "under_voltage" not in _codes(limits)
-    assert limits.discharge_current_a == 0.0  # below the 3.2 V cut-off already
+    assert limits.dcl_a == 0.0  # below the 3.2 V cut-off already
     limits = _run(pack, prot, 14.6, 15.5, 3700, {(0, 1, 3): 2950})
     assert "under_voltage" in _codes(limits)
-    assert limits.charge_current_a == PRECHARGE_A  # charging goes on, gently
+    assert limits.ccl_a == PRECHARGE_A  # charging goes on, gently
 
 
 def test_discharge_taper_and_empty_latch() -> None:
     pack, prot, _ = _ready()
     tapered = _run(pack, prot, 10.0, 11.0, 3700, {(0, 1, 1): 3350})
-    assert tapered.discharge_current_a == pytest.approx(MAX_A * 0.5)
+    assert tapered.dcl_a == pytest.approx(MAX_A * 0.5)
     assert tapered.discharge_reason.startswith("taper: lowest cell bus 0 module 1 cell 1")
     empty = _run(pack, prot, 11.1, 12.0, 3700, {(0, 1, 1): 3200})
-    assert empty.discharge_current_a == 0.0
+    assert empty.dcl_a == 0.0
     # 3.25 V: above the cut-off but not past cut-off + 0.10 V: stays at zero.
     still = _run(pack, prot, 12.1, 20.0, 3700, {(0, 1, 1): 3250})
-    assert still.discharge_current_a == 0.0
+    assert still.dcl_a == 0.0
     assert still.discharge_reason.startswith("empty")
     # 3.35 V for the release delay: comes back, ramping towards the taper value.
     back = _run(pack, prot, 20.1, 30.0, 3700, {(0, 1, 1): 3350})
-    assert back.discharge_current_a == pytest.approx(MAX_A * 0.5)
+    assert back.dcl_a == pytest.approx(MAX_A * 0.5)
 
 
 def test_charge_taper_to_end_current() -> None:
     pack, prot, _ = _ready()
     limits = _run(pack, prot, 10.0, 11.0, 3700, {(0, 1, 1): 4000})
     # 0.1 V below the 4.10 V end over a 0.2 V taper: 5 A + (30 - 5) A * 0.5.
-    assert limits.charge_current_a == pytest.approx(17.5)
+    assert limits.ccl_a == pytest.approx(17.5)
 
 
 def test_reductions_apply_at_once() -> None:
     pack, prot, _ = _ready()
     feed_all(pack, 10.5, 3700, {(0, 1, 1): 4050})
     limits = prot.update(pack.snapshot(10.5), 10.5)
-    assert limits.charge_current_a == pytest.approx(5.0 + 25.0 * 0.25)
+    assert limits.ccl_a == pytest.approx(5.0 + 25.0 * 0.25)
 
 
 def test_missing_module_zeroes_both_limits_at_once() -> None:
     pack, prot, limits = _ready()
-    assert limits.discharge_current_a == MAX_A
+    assert limits.dcl_a == MAX_A
     feed_all(pack, 12.0)
     pack.forget_bus(0)
     limits = prot.update(pack.snapshot(12.0), 12.0)
-    assert limits.charge_current_a == limits.discharge_current_a == 0.0
+    assert limits.ccl_a == limits.dcl_a == 0.0
     _run(pack, prot, 12.1, 20.0)
     feed(pack, 0, 1, [3700] * 12, 20.5)
     limits = prot.update(pack.snapshot(23.1), 23.1)  # module 2 silent since t=20.0
-    assert limits.charge_current_a == limits.discharge_current_a == 0.0
+    assert limits.ccl_a == limits.dcl_a == 0.0
     assert "module_missing" in _codes(limits)
     assert limits.alarms[0].message == "missing: bus 0 module 2"
 
@@ -172,7 +172,7 @@ def test_wrong_cell_count_trips_after_fault_delay() -> None:
     assert "cell_count" not in _codes(limits)
     limits = _run(pack, prot, 10.6, 11.5, 3700, {(0, 2, 12): 5000})
     assert "cell_count" in _codes(limits)
-    assert limits.charge_current_a == limits.discharge_current_a == 0.0
+    assert limits.ccl_a == limits.dcl_a == 0.0
     assert "23 valid cells, expected 24" in next(
         a.message for a in limits.alarms if a.code == "cell_count"
     )
@@ -182,10 +182,10 @@ def test_over_temperature_and_hot_derate() -> None:
     pack, prot, _ = _ready()
     warm = _run(pack, prot, 10.0, 11.0, temps_c=(50.0, 20.0))
     # DCL derates from 40 °C to 0 at 60 °C
-    assert warm.discharge_current_a == pytest.approx(MAX_A * 0.5)
+    assert warm.dcl_a == pytest.approx(MAX_A * 0.5)
     hot = _run(pack, prot, 11.1, 14.0, temps_c=(61.0, 20.0))
     assert "over_temperature" in _codes(hot)
-    assert hot.charge_current_a == hot.discharge_current_a == 0.0
+    assert hot.ccl_a == hot.dcl_a == 0.0
     cooling = _run(pack, prot, 14.1, 20.0, temps_c=(57.0, 20.0))
     assert "over_temperature" in _codes(cooling)  # not below the 55 °C release yet
 
@@ -209,7 +209,7 @@ def test_charge_only_between_0_and_45_c_with_derates_at_both_ends(
 ) -> None:
     pack, prot, _ = _ready()
     limits = _run(pack, prot, 10.0, 20.0, temps_c=(temp_c, 20.0))
-    assert limits.charge_current_a == pytest.approx(ccl_a)
+    assert limits.ccl_a == pytest.approx(ccl_a)
     if ccl_a == 0.0:
         assert limits.charge_reason.startswith(("too cold to charge", "too hot to charge", "alarm"))
 
@@ -218,14 +218,14 @@ def test_cold_and_hot_charge_alarms() -> None:
     pack, prot, _ = _ready()
     cold = _run(pack, prot, 10.0, 13.0, temps_c=(-1.0, 20.0))
     assert "under_temperature" in _codes(cold)
-    assert cold.charge_current_a == 0.0
-    assert cold.discharge_current_a == MAX_A
+    assert cold.ccl_a == 0.0
+    assert cold.dcl_a == MAX_A
     assert "too cold to charge: -1.0 °C at bus 0 module 1 < 0.0 °C" in cold.alarms[0].message
     pack, prot, _ = _ready()
     hot = _run(pack, prot, 10.0, 13.0, temps_c=(47.0, 20.0))
     assert "too_hot_to_charge" in _codes(hot)
-    assert hot.charge_current_a == 0.0
-    assert hot.discharge_current_a > 0.0  # 47 °C: discharging derated, not stopped
+    assert hot.ccl_a == 0.0
+    assert hot.dcl_a > 0.0  # 47 °C: discharging derated, not stopped
 
 
 @pytest.mark.parametrize(("temp_c", "dcl_a"), [(-25.0, 0.0), (-20.0, MAX_A), (60.0, 0.0)])
@@ -233,21 +233,21 @@ def test_discharge_only_between_minus_20_and_60_c(temp_c: float, dcl_a: float) -
     pack, prot, _ = _ready()
     feed_all(pack, 10.5, temps_c=(temp_c, 20.0))
     limits = prot.update(pack.snapshot(10.5), 10.5)  # at once, before any alarm trips
-    assert limits.discharge_current_a == pytest.approx(dcl_a)
+    assert limits.dcl_a == pytest.approx(dcl_a)
 
 
 def test_module_without_temperature_is_unsafe() -> None:
     pack, prot, _ = _ready(fault_trip_s=1.0)
     limits = _run(pack, prot, 10.0, 12.0, temps_c=(None, None))
     assert "temperature_missing" in _codes(limits)
-    assert limits.charge_current_a == limits.discharge_current_a == 0.0
+    assert limits.ccl_a == limits.dcl_a == 0.0
 
 
 def test_cell_delta_alarm() -> None:
     pack, prot, _ = _ready(cell_delta_trip_s=5.0)
     limits = _run(pack, prot, 10.0, 16.0, 3700, {(0, 1, 2): 3450})
     assert "cell_delta" in _codes(limits)
-    assert limits.charge_current_a == limits.discharge_current_a == 0.0
+    assert limits.ccl_a == limits.dcl_a == 0.0
 
 
 def test_settings_name_the_bad_value_and_the_limit() -> None:
@@ -265,7 +265,7 @@ def test_deeply_discharged_cells_are_never_charged_until_a_person_releases(mv: i
     prot = Protection(ProtectionSettings(ramp_a_per_s=1000.0))
     low = _run(pack, prot, 0.0, 10.0, mv)
     # was: CCL 30 A (DCL 0) with every cell at 2.0 V or 1.0 V
-    assert low.charge_current_a == low.discharge_current_a == 0.0
+    assert low.ccl_a == low.dcl_a == 0.0
     deep = next(a for a in low.alarms if a.code == "deep_discharge")
     assert deep.blocks_charge
     assert deep.blocks_discharge
@@ -274,11 +274,11 @@ def test_deeply_discharged_cells_are_never_charged_until_a_person_releases(mv: i
     # the cells read healthy again (a person charged them by other means): still latched
     healthy = _run(pack, prot, 10.1, 60.0)
     assert "deep_discharge" in _codes(healthy)
-    assert healthy.charge_current_a == healthy.discharge_current_a == 0.0
+    assert healthy.ccl_a == healthy.dcl_a == 0.0
     prot.release_deep_discharge(pack.snapshot(60.0), 60.0)
     back = _run(pack, prot, 60.1, 65.0)
     assert back.alarms == ()
-    assert back.charge_current_a == MAX_A
+    assert back.ccl_a == MAX_A
 
 
 def test_a_short_dip_below_the_deep_discharge_threshold_does_not_latch() -> None:
@@ -318,13 +318,13 @@ def test_precharge_between_deep_discharge_and_under_voltage() -> None:
     # 2.70 V: deep discharge is 2.50 V, under-voltage 3.00 V
     low = _run(pack, prot, 10.0, 20.0, 3700, {(0, 1, 4): 2700})
     assert not prot.deep_discharge.latched
-    assert low.charge_current_a == PRECHARGE_A  # was 30 A
+    assert low.ccl_a == PRECHARGE_A  # was 30 A
     assert low.charge_reason.startswith("pre-charge: lowest cell bus 0 module 1 cell 4")
     # above under-voltage but not past its release (3.10 V): still pre-charging
     still = _run(pack, prot, 20.1, 30.0, 3700, {(0, 1, 4): 3050})
-    assert still.charge_current_a == PRECHARGE_A
+    assert still.ccl_a == PRECHARGE_A
     recovered = _run(pack, prot, 30.1, 40.0, 3700, {(0, 1, 4): 3200})
-    assert recovered.charge_current_a == MAX_A
+    assert recovered.ccl_a == MAX_A
 
 
 # --------------------------------------------------------------------------- over-current
@@ -359,8 +359,8 @@ def test_measured_over_current_trips_in_its_direction_and_holds(
     tripped = _run_measured(pack, prot, 17.0, 17.2, current_a)
     alarm = next(a for a in tripped.alarms if a.code == code)
     assert "measured 40.0 A > limit 30.0 A + margin 5.0 A" in alarm.message
-    assert (tripped.charge_current_a == 0.0) is (blocked == "charge")
-    assert (tripped.discharge_current_a == 0.0) is (blocked == "discharge")
+    assert (tripped.ccl_a == 0.0) is (blocked == "charge")
+    assert (tripped.dcl_a == 0.0) is (blocked == "discharge")
     # the current falls back to 0: held for over_current_release_s, then released
     held = _run_measured(pack, prot, 17.3, 40.0, 0.0)
     assert code in _codes(held)
@@ -379,7 +379,7 @@ def test_a_lowered_limit_leaves_devices_time_to_follow() -> None:
             feed_all(pack, now, 3700, {(0, 1, 1): 4000})
         limits = prot.update(pack.snapshot(now), now, current_a=30.0)
     assert limits is not None
-    assert limits.charge_current_a == pytest.approx(17.5)
+    assert limits.ccl_a == pytest.approx(17.5)
     assert limits.alarms == ()
 
 
@@ -395,7 +395,7 @@ def test_frame_problems_block_both_directions() -> None:
     feed_all(pack, 10.5)
     problem = "bus 0 module 2 frame 0x1B4: 4 repeated and 0 out-of-order counters"
     limits = prot.update(pack.snapshot(10.5), 10.5, frame_problems=(problem,))
-    assert limits.charge_current_a == limits.discharge_current_a == 0.0
+    assert limits.ccl_a == limits.dcl_a == 0.0
     alarm = next(a for a in limits.alarms if a.code == "frame_sanity")
     assert problem in alarm.message
 

@@ -11,19 +11,24 @@ The charger also keeps DC off on its own account (`decide`'s ``hold_off``): whil
 fallback is not confirmed by the rectifier (`FallbackWrite`) and after a measured over-current
 (`OverCurrentWatch`, latched until a person resets it).
 
-Times (``at_s``, ``now_s``) are local monotonic seconds: the service stamps each message with
-its own clock when it arrives (gridzero.runtime.freshness), so another host's clock never
-decides staleness.
+Times (``at_s``, ``now_s``) are local monotonic seconds: the service keeps each message with
+the time it arrived by its own clock (`Freshness.take`, a `FreshValue`) and ages it with
+`is_fresh` (gridzero.runtime.freshness); the payload's ``ts`` only serves to refuse a message
+stamped ahead of this host's clock. So another host's clock never makes a value fresh or
+stale here.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
 from gridzero import chemistry
+from gridzero.contract import BmsLimits
+from gridzero.runtime.bounds import Bound, bound_problems
+from gridzero.runtime.freshness import FreshValue, is_fresh
 from gridzero_charger import codec
 from gridzero_charger.codec import (
     FALLBACK_FRACTION_MAX,
@@ -93,15 +98,6 @@ RECTIFIER_MODELS: dict[str, RectifierModel] = {
 DEFAULT_RECTIFIER_MODEL = "R48-3000e3"
 # The two published scalings of the fraction: 1.21 = rated (majority) and 1.00 = rated (R48.c).
 FRACTION_AT_RATED_MIN = 1.00
-
-
-@dataclass(frozen=True, slots=True)
-class Bound:
-    """The allowed range of one setting."""
-
-    low: float
-    high: float
-    unit: str
 
 
 SETTING_BOUNDS: dict[str, Bound] = {
@@ -188,18 +184,7 @@ def settings_problems(settings: ChargerSettings) -> list[str]:
     problems: list[str] = []
     if settings.enabled not in (True, False):
         problems.append(f"enabled={settings.enabled!r} must be true or false")
-    for f in fields(settings):
-        bound = SETTING_BOUNDS.get(f.name)
-        if bound is None:
-            continue
-        value = getattr(settings, f.name)
-        unit = f" {bound.unit}" if bound.unit else ""
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            problems.append(f"{f.name}={value!r} is not a number")
-        elif not (math.isfinite(value) and bound.low <= value <= bound.high):
-            problems.append(
-                f"{f.name}={value!r}{unit} is outside {bound.low:g}..{bound.high:g}{unit}"
-            )
+    problems += bound_problems(settings, SETTING_BOUNDS)
     if not isinstance(settings.cells_in_series, int) or isinstance(settings.cells_in_series, bool):
         problems.append(f"cells_in_series={settings.cells_in_series!r} is not a whole number")
     elif not problems:
@@ -229,17 +214,6 @@ class ChargeCommand:
     power_w: float | None = None
     voltage_v: float | None = None
     enable: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class BmsLimits:
-    """The battery's limits as the bms published them, and when they arrived."""
-
-    at_s: float
-    cvl_v: float
-    ccl_a: float
-    charge_allowed: bool = True
-    alarms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,12 +252,6 @@ def _finite(*values: float | None) -> bool:
     return all(v is None or (isinstance(v, int | float) and math.isfinite(v)) for v in values)
 
 
-def _fresh(at_s: float, now_s: float, max_age_s: float) -> bool:
-    # A timestamp from the future cannot come from our own monotonic clock: distrust it.
-    age = now_s - at_s
-    return math.isfinite(age) and 0.0 <= age <= max_age_s
-
-
 def offline_defaults(settings: ChargerSettings) -> OfflineDefaults:
     """The stored fallback written at start-up: a voltage that cannot overcharge the pack
     (clamped again to cells x 4.0 V) and the smallest current the rectifier accepts."""
@@ -292,24 +260,27 @@ def offline_defaults(settings: ChargerSettings) -> OfflineDefaults:
 
 
 def _off(
-    reason: Reason, settings: ChargerSettings, limits: BmsLimits | None, now_s: float
+    reason: Reason, settings: ChargerSettings, limits: FreshValue[BmsLimits] | None, now_s: float
 ) -> Decision:
     # the "harmless" online set-points sent while DC is off: the stored fallback, or CVL if
     # lower, and the least current, so a lost DC-off frame still leaves a harmless output
     voltage_v = offline_defaults(settings).voltage_v
     if (
         limits is not None
-        and _fresh(limits.at_s, now_s, settings.bms_stale_s)
-        and _finite(limits.cvl_v)
-        and limits.cvl_v >= VOLTAGE_MIN_V
+        and limits.fresh(now_s, settings.bms_stale_s)
+        and _finite(limits.value.cvl_v)
+        and limits.value.cvl_v >= VOLTAGE_MIN_V
     ):
-        voltage_v = min(voltage_v, limits.cvl_v)
+        voltage_v = min(voltage_v, limits.value.cvl_v)
     return Decision(False, voltage_v, 0.0, FALLBACK_FRACTION_MAX, reason, reason)
 
 
-def cvl_above_ceiling(limits: BmsLimits | None, settings: ChargerSettings) -> bool:
+def cvl_above_ceiling(limits: FreshValue[BmsLimits] | None, settings: ChargerSettings) -> bool:
     """True if the bms asks for more than the pack can take (e.g. a wrong layout setting)."""
-    return limits is not None and _finite(limits.cvl_v) and limits.cvl_v > settings.pack_ceiling_v
+    if limits is None:
+        return False
+    cvl_v = limits.value.cvl_v
+    return _finite(cvl_v) and cvl_v > settings.pack_ceiling_v
 
 
 def _requested_current_a(command: ChargeCommand, voltage_v: float) -> float | None:
@@ -324,7 +295,7 @@ def _requested_current_a(command: ChargeCommand, voltage_v: float) -> float | No
 # One early return per safety rule, in priority order: clearer than any table of lambdas.
 def decide(  # noqa: PLR0911
     command: ChargeCommand | None,
-    limits: BmsLimits | None,
+    fresh_limits: FreshValue[BmsLimits] | None,
     settings: ChargerSettings,
     now_s: float,
     pack_voltage_v: float | None = None,
@@ -336,36 +307,37 @@ def decide(  # noqa: PLR0911
     ``hold_off`` is the charger's own reason to keep DC off (a latched over-current, an
     unconfirmed stored fallback): it comes before every other rule."""
     if hold_off is not None:
-        return _off(hold_off, settings, limits, now_s)
+        return _off(hold_off, settings, fresh_limits, now_s)
     if not settings.enabled:
-        return _off(Reason.DISABLED, settings, limits, now_s)
+        return _off(Reason.DISABLED, settings, fresh_limits, now_s)
     if (
-        limits is None
-        or not _fresh(limits.at_s, now_s, settings.bms_stale_s)
-        or not _finite(limits.cvl_v, limits.ccl_a)
+        fresh_limits is None
+        or not fresh_limits.fresh(now_s, settings.bms_stale_s)
+        or not _finite(fresh_limits.value.cvl_v, fresh_limits.value.ccl_a)
     ):
         return _off(Reason.STALE_BMS, settings, None, now_s)
-    if limits.alarms:
-        return _off(Reason.ALARM, settings, limits, now_s)
-    if command is None or not _fresh(command.at_s, now_s, settings.command_stale_s):
-        return _off(Reason.STALE_COMMAND, settings, limits, now_s)
+    limits = fresh_limits.value
+    if limits.alarm:
+        return _off(Reason.ALARM, settings, fresh_limits, now_s)
+    if command is None or not is_fresh(command.at_s, now_s, settings.command_stale_s):
+        return _off(Reason.STALE_COMMAND, settings, fresh_limits, now_s)
     if not command.enable or not _finite(
         command.current_a, command.power_w, command.voltage_v, pack_voltage_v
     ):
-        return _off(Reason.CONTROLLER, settings, limits, now_s)
+        return _off(Reason.CONTROLLER, settings, fresh_limits, now_s)
     if not limits.charge_allowed or limits.ccl_a <= 0.0:
-        return _off(Reason.CCL, settings, limits, now_s)
+        return _off(Reason.CCL, settings, fresh_limits, now_s)
 
     voltage_v, voltage_reason = _voltage(command, limits, settings)
     if voltage_v < VOLTAGE_MIN_V:
-        return _off(voltage_reason, settings, limits, now_s)
+        return _off(voltage_reason, settings, fresh_limits, now_s)
 
     # Power -> current with the pack voltage when known (accurate); the power cap uses the
     # set-point, the highest voltage the output can reach, so V x I never exceeds it.
     basis_v = pack_voltage_v if pack_voltage_v is not None and pack_voltage_v > 0 else voltage_v
     requested_a = _requested_current_a(command, basis_v)
     if requested_a is None or requested_a <= 0.0:
-        return _off(Reason.CONTROLLER, settings, limits, now_s)
+        return _off(Reason.CONTROLLER, settings, fresh_limits, now_s)
     current_a, reason = min(
         (
             (requested_a, Reason.CONTROLLER),
@@ -376,7 +348,7 @@ def decide(  # noqa: PLR0911
         key=lambda pair: pair[0],
     )
     if current_a < settings.usable_min_current_a:
-        return _off(Reason.BELOW_MIN_CURRENT, settings, limits, now_s)
+        return _off(Reason.BELOW_MIN_CURRENT, settings, fresh_limits, now_s)
     fraction = min(max(settings.current_to_fraction(current_a), FRACTION_MIN), FRACTION_MAX)
     # The controller's own current/power is binding; name CVL if it also cut the voltage asked.
     if reason is Reason.CONTROLLER and _cvl_cut_voltage(command, limits):
@@ -638,13 +610,13 @@ def over_current_threshold_a(ccl_a: float, settings: ChargerSettings) -> float:
     )
 
 
-def charge_limit_a(limits: BmsLimits | None) -> float:
+def charge_limit_a(limits: FreshValue[BmsLimits] | None) -> float:
     """The CCL the measured current is judged against: 0 unless the bms allows charging.
 
     Stale limits still count (DC is off then, so any current is wrong)."""
-    if limits is None or not limits.charge_allowed or not _finite(limits.ccl_a):
+    if limits is None or not _finite(limits.value.ccl_a):
         return 0.0
-    return max(0.0, limits.ccl_a)
+    return max(0.0, limits.value.charge_limit_a)
 
 
 @dataclass(frozen=True, slots=True)
@@ -706,7 +678,7 @@ def over_measurements(
         for m in measurements
         if _finite(m.current_a)
         and m.current_a > threshold
-        and _fresh(m.at_s, now_s, settings.measurement_stale_s)
+        and is_fresh(m.at_s, now_s, settings.measurement_stale_s)
     )
 
 
@@ -734,7 +706,9 @@ def link_state(
     """OK while replies keep coming; LOST after ``link_timeout_s`` without one."""
     if last_reply_s is None:
         return LinkState.UNKNOWN if now_s - started_s <= settings.link_timeout_s else LinkState.LOST
-    return LinkState.OK if _fresh(last_reply_s, now_s, settings.link_timeout_s) else LinkState.LOST
+    return (
+        LinkState.OK if is_fresh(last_reply_s, now_s, settings.link_timeout_s) else LinkState.LOST
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,9 @@ set-points well inside their ~30 s lifetime and publishes what it decided and wh
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import sys
-import threading
 from typing import Any, Literal
 
 import can
@@ -26,8 +24,9 @@ from gridzero.codec import CodecError
 from gridzero.contract import Alarm, ChargerState, PayloadError, ShuntState, parse_payload
 from gridzero.contract import BmsLimits as BmsLimitsPayload
 from gridzero.contract import ChargeCommand as ChargeCommandPayload
-from gridzero.runtime.canbus import open_bus
-from gridzero.runtime.freshness import Freshness, NotFreshError, Stamp
+from gridzero.runtime import canbus
+from gridzero.runtime.freshness import Freshness, FreshValue, NotFreshError
+from gridzero.runtime.link import DeviceLink
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
@@ -38,18 +37,20 @@ from gridzero_charger.domain import ChargerSettings, Decision
 LINK = "r48"
 
 
-class CanSettings(BaseModel):
-    """Which CAN interface reaches the rectifier (python-can names)."""
+class CanSettings(canbus.CanSettings):
+    """Which CAN interface reaches the rectifier."""
 
-    interface: str = Field(
-        default="socketcan", description="socketcan on hardware; udp_multicast or virtual in sim"
-    )
-    channel: str = Field(default="can0", min_length=1)
-    bitrate: int = Field(default=125000, ge=10000, le=1000000, description="R48: 125 kbit/s")
-    options: dict[str, Any] = Field(
-        default_factory=dict,
-        description="extra python-can Bus() keyword arguments (e.g. host/port for socketcand)",
-    )
+    bitrate: int = canbus.bitrate_field(125_000, "R48: 125 kbit/s")
+
+
+_DEFAULTS = ChargerSettings()
+
+
+def _bounded(name: str, description: str, default: Any = ..., **extra: Any) -> Any:
+    """A setting with the domain's default and range (`domain.SETTING_BOUNDS`), which
+    `ChargerSettings` checks again: declared once, there."""
+    value = getattr(_DEFAULTS, name) if default is ... else default
+    return domain.SETTING_BOUNDS[name].field(value, description, **extra)
 
 
 class ChargerServiceSettings(ServiceSettings):
@@ -60,11 +61,11 @@ class ChargerServiceSettings(ServiceSettings):
     poll_period_s: float = Field(default=1.0, ge=0.2, le=10, description="readings poll")
     control_period_s: float = Field(default=0.5, ge=0.1, le=2, description="safety re-check")
     state_period_s: float = Field(default=1.0, ge=0.2, le=10, description="state publish")
-    min_current_a: float = Field(default=5.2, ge=0.5, le=50, description="rectifier minimum")
-    bms_stale_s: float = Field(default=3.0, ge=0.5, le=10, description="bms limits max age")
-    command_stale_s: float = Field(default=5.0, ge=0.5, le=60, description="command max age")
-    refresh_period_s: float = Field(default=5.0, ge=0.5, le=15, description="online refresh")
-    link_timeout_s: float = Field(default=10.0, ge=2, le=120, description="no reply -> lost")
+    min_current_a: float = _bounded("min_current_a", "rectifier minimum")
+    bms_stale_s: float = _bounded("bms_stale_s", "bms limits max age")
+    command_stale_s: float = _bounded("command_stale_s", "command max age")
+    refresh_period_s: float = _bounded("refresh_period_s", "online refresh")
+    link_timeout_s: float = _bounded("link_timeout_s", "no reply -> lost")
     bus_retry_s: float = Field(
         default=5.0, ge=0.5, le=300, description="re-open a CAN bus that failed"
     )
@@ -73,34 +74,25 @@ class ChargerServiceSettings(ServiceSettings):
         default="R48-3000e3",
         description="sets the current the 1.21 fraction stands for and the power rating",
     )
-    fraction_at_rated: float = Field(
-        default=codec.DEFAULT_FRACTION_AT_RATED,
-        ge=domain.FRACTION_AT_RATED_MIN,
-        le=codec.FRACTION_MAX,
-        description="fraction meaning the model's rated current: 1.21 (most sources) or 1.00",
+    fraction_at_rated: float = _bounded(
+        "fraction_at_rated",
+        "fraction meaning the model's rated current: 1.21 (most sources) or 1.00",
     )
-    max_charge_power_w: float | None = Field(
-        default=None, ge=50, le=3000, description="hardware power cap; default the model's rating"
+    max_charge_power_w: float | None = _bounded(
+        "max_charge_power_w", "hardware power cap; default the model's rating", default=None
     )
-    cells_in_series: int = Field(
-        default=domain.CELLS_IN_SERIES, ge=11, le=14, description="NMC cells in series"
+    cells_in_series: int = _bounded("cells_in_series", "NMC cells in series")
+    fallback_voltage_v: float = _bounded(
+        "fallback_voltage_v", "stored fallback voltage, at most cells x 4.0 V"
     )
-    fallback_voltage_v: float = Field(
-        default=domain.DEFAULT_FALLBACK_VOLTAGE_V,
-        ge=codec.VOLTAGE_MIN_V,
-        le=codec.VOLTAGE_MAX_V,
-        description="stored fallback voltage, at most cells x 4.0 V",
+    measurement_stale_s: float = _bounded(
+        "measurement_stale_s", "max age of a measured current for the trip"
     )
-    measurement_stale_s: float = Field(
-        default=3.0, ge=1, le=10, description="max age of a measured current for the trip"
+    over_current_margin_a: float = _bounded("over_current_margin_a", "trip margin")
+    over_current_margin_pct: float = _bounded(
+        "over_current_margin_pct", "trip margin, % of CCL (the larger margin counts)"
     )
-    over_current_margin_a: float = Field(default=2.0, ge=0.5, le=10, description="trip margin")
-    over_current_margin_pct: float = Field(
-        default=10.0, ge=5, le=50, description="trip margin, % of CCL (the larger margin counts)"
-    )
-    over_current_trip_s: float = Field(
-        default=2.0, ge=0.5, le=10, description="over the margin this long: trip"
-    )
+    over_current_trip_s: float = _bounded("over_current_trip_s", "over the margin this long: trip")
 
     @model_validator(mode="after")
     def _hardware_limits(self) -> ChargerServiceSettings:
@@ -134,10 +126,9 @@ class ChargerRuntime(BaseModel):
     chemistry limits (current scaling, stored fallback, cells) are start-up settings only."""
 
     enabled: bool = True
-    max_charge_power_w: float = Field(
-        default=3000.0,
-        ge=50,
-        le=5000,
+    max_charge_power_w: float = _bounded(
+        "max_charge_power_w",
+        "power cap; at most the start-up cap",
         json_schema_extra={"step": 50, "unit": "W", "device_class": "power"},
     )
 
@@ -162,7 +153,7 @@ class Charger(Service[ChargerServiceSettings]):
         self.started_s = ctx.now()
         self.readings = domain.Readings()
         self.command: domain.ChargeCommand | None = None
-        self.limits: domain.BmsLimits | None = None
+        self.limits: FreshValue[BmsLimitsPayload] | None = None
         self.pack_voltage_v: float | None = None
         self.shunt: domain.Measurement | None = None
         self.limits_gate = Freshness("bms limits")
@@ -178,11 +169,23 @@ class Charger(Service[ChargerServiceSettings]):
         self.last_sent_s: float | None = None
         self.send_errors = 0
         self.bad_frames = 0
-        self._rx_stop = threading.Event()
-        self.bus: can.BusABC | None = None
-        self._try_open()
-        self._rx_thread = threading.Thread(target=self._receive, name="charger-can-rx", daemon=True)
-        self._rx_thread.start()
+        # A bus that will not open (adapter missing, socketcand not up yet) is retried by the
+        # link; meanwhile nothing can be commanded, and the rectifier runs on the stored
+        # fallback written the last time the bus was up.
+        self.link: DeviceLink[can.BusABC, tuple[int, bytes]] = DeviceLink(
+            f"CAN bus {self.settings.can.channel}",
+            open_handle=self.settings.can.open,
+            read=_read_frame,
+            close_handle=lambda bus: bus.shutdown(),
+            post=ctx.post,
+            on_item=lambda frame: self.on_frame(*frame),
+            on_state=self._on_link_state,
+            errors=(can.CanError, OSError, ValueError, ImportError),
+            backoff_min_s=self.settings.bus_retry_s,
+            backoff_max_s=self.settings.bus_retry_s,
+            pause_after_failure_s=1.0,
+        )
+        self.link.start()
         ctx.subscribe(ctx.topics.charger_set, self.on_command)
         ctx.subscribe(ctx.topics.bms_limits, self.on_limits)
         ctx.subscribe(ctx.topics.shunt_state, self.on_shunt)
@@ -192,25 +195,12 @@ class Charger(Service[ChargerServiceSettings]):
         ctx.every(self.settings.state_period_s, self.publish_state, name="state")
         ctx.discovery(self.discovery)
 
-    def _open_bus(self) -> can.BusABC:
-        cfg = self.settings.can
-        return open_bus(cfg.interface, cfg.channel, cfg.bitrate, cfg.options)
-
-    def _try_open(self) -> bool:
-        """Open the bus (any thread); on success the loop re-sends the start-up frames.
-
-        A bus that will not open (adapter missing, socketcand not up yet) is retried by
-        the receive thread; meanwhile nothing can be commanded, and the rectifier runs
-        on the stored fallback written the last time the bus was up.
-        """
-        try:
-            bus = self._open_bus()
-        except (can.CanError, OSError, ValueError, ImportError) as exc:
-            self.ctx.log.warning("CAN bus %s: cannot open: %s", self.settings.can.channel, exc)
-            return False
-        self.bus = bus
-        self.ctx.post(self._on_bus_open)
-        return True
+    def _on_link_state(self, error: str | None) -> None:
+        """The link opened the bus (re-send the start-up frames) or lost it (say why)."""
+        if error is not None:
+            self.ctx.log.warning("%s", error)
+            return
+        self._on_bus_open()
 
     def _on_bus_open(self) -> None:
         self.ctx.log.info(
@@ -225,14 +215,6 @@ class Charger(Service[ChargerServiceSettings]):
         self.fallback = domain.FallbackWrite.sent(self.domain_settings, now)
         self.last_sent_s = now
         self.control()
-
-    def _reopen_bus(self) -> None:
-        """Receive thread: the bus failed; replace it (a restarted socketcand, a re-plugged adapter)."""
-        bus, self.bus = self.bus, None
-        if bus is not None:
-            with contextlib.suppress(can.CanError, OSError):
-                bus.shutdown()
-        self._try_open()
 
     def _domain_settings(self, runtime: ChargerRuntime) -> ChargerSettings:
         s = self.settings
@@ -306,7 +288,7 @@ class Charger(Service[ChargerServiceSettings]):
         checked = fallback.check(now_s)
         if checked.status is not fallback.status:
             self.ctx.log.error("stored fallback: %s", checked.problem)
-        if checked.retry_due(now_s) and self.bus is not None:
+        if checked.retry_due(now_s) and self.link.up:
             checked = checked.retried(now_s)
             self.ctx.log.warning(
                 "stored fallback: writing again (attempt %d; next wait %.0f s)",
@@ -371,7 +353,7 @@ class Charger(Service[ChargerServiceSettings]):
             found.append(
                 domain.ChargerAlarm(
                     "cvl_above_pack_max",
-                    f"bms CVL {self.limits.cvl_v:.2f} V is above the pack's ceiling "
+                    f"bms CVL {self.limits.value.cvl_v:.2f} V is above the pack's ceiling "
                     f"{s.pack_ceiling_v:.2f} V ({s.cells_in_series} cells x "
                     f"{chemistry.CELL_MAX_V:g} V): set-points clamped to the ceiling; check "
                     "the bms's layout and cell settings",
@@ -387,36 +369,14 @@ class Charger(Service[ChargerServiceSettings]):
             message = can.Message(
                 arbitration_id=frame.arbitration_id, data=frame.data, is_extended_id=True
             )
-            bus = self.bus
-            if bus is None:
+            # a failed send (a full queue) passes: the bus stays open
+            error = self.link.write(
+                functools.partial(_send_message, message), reopen_on_error=False
+            )
+            if error is not None:
                 self.send_errors += 1
-                continue
-            try:
-                bus.send(message, timeout=0.2)
-            except can.CanError as exc:
-                self.send_errors += 1
-                self.ctx.log.warning("CAN send of %08X failed: %s", frame.arbitration_id, exc)
-
-    def _receive(self) -> None:
-        """Receive thread: hand every frame to the loop thread, never touch state here."""
-        while not self._rx_stop.is_set():
-            bus = self.bus
-            if bus is None:
-                if not self._try_open():
-                    self._rx_stop.wait(self.settings.bus_retry_s)
-                continue
-            try:
-                message = bus.recv(timeout=0.2)
-            except (can.CanError, OSError, ValueError) as exc:
-                self.ctx.log.warning("CAN receive failed: %s", exc)
-                self._rx_stop.wait(1.0)
-                if not self._rx_stop.is_set():
-                    self._reopen_bus()
-                continue
-            if message is None or message.is_error_frame or message.is_remote_frame:
-                continue
-            arbitration_id, data = message.arbitration_id, bytes(message.data)
-            self.ctx.post(functools.partial(self.on_frame, arbitration_id, data))
+                if self.link.up:
+                    self.ctx.log.warning("CAN send of %08X failed: %s", frame.arbitration_id, error)
 
     def on_frame(self, arbitration_id: int, data: bytes) -> None:
         self.ctx.ring.add(LINK, "rx", arbitration_id.to_bytes(4, "big") + data)
@@ -457,17 +417,10 @@ class Charger(Service[ChargerServiceSettings]):
 
     # ----------------------------------------------------------------- MQTT inputs
 
-    def _admit(
-        self, gate: Freshness, msg: Message, ts: float, boot: str | None, seq: int | None
-    ) -> float:
-        """The arrival time on our own clock, or NotFreshError (retained, future, replayed)."""
-        stamp = Stamp(msg.retain, ts, boot, seq)
-        return gate.admit(stamp, now_s=self.ctx.now(), wall_s=self.ctx.wall())
-
     def on_command(self, msg: Message) -> None:
         try:
             payload = parse_payload(ChargeCommandPayload, msg.topic, msg.payload)
-            at_s = self._admit(self.command_gate, msg, payload.ts, payload.boot, payload.seq)
+            at_s = self.ctx.take(self.command_gate, msg, payload).at_s
         except (PayloadError, NotFreshError) as exc:
             self.ctx.ack(msg.topic, msg.payload, ok=False, reason=str(exc))
             raise
@@ -482,15 +435,8 @@ class Charger(Service[ChargerServiceSettings]):
 
     def on_limits(self, msg: Message) -> None:
         payload = parse_payload(BmsLimitsPayload, msg.topic, msg.payload)
-        at_s = self._admit(self.limits_gate, msg, payload.ts, payload.boot, payload.seq)
         was_above = domain.cvl_above_ceiling(self.limits, self.domain_settings)
-        self.limits = domain.BmsLimits(
-            at_s=at_s,
-            cvl_v=payload.cvl_v,
-            ccl_a=payload.ccl_a,
-            charge_allowed=payload.charge_allowed,
-            alarms=tuple(alarm.code for alarm in payload.alarms),
-        )
+        self.limits = self.ctx.take(self.limits_gate, msg, payload)
         if domain.cvl_above_ceiling(self.limits, self.domain_settings) and not was_above:
             self.ctx.log.error(
                 "bms CVL %.2f V is above the pack's ceiling %.2f V (%d cells x %.2f V): "
@@ -506,7 +452,7 @@ class Charger(Service[ChargerServiceSettings]):
     def on_shunt(self, msg: Message) -> None:
         """The shunt's measured battery current (+ = charging) for the over-current trip."""
         payload = parse_payload(ShuntState, msg.topic, msg.payload)
-        at_s = self._admit(self.shunt_gate, msg, payload.ts, None, None)
+        at_s = self.ctx.take(self.shunt_gate, msg, payload).at_s
         current_a = payload.current_a
         if payload.sensor != "ok" or current_a is None:
             self.shunt = None
@@ -625,17 +571,26 @@ class Charger(Service[ChargerServiceSettings]):
 
     def stop(self) -> None:
         # Safe state: DC off now; the EEPROM defaults written at start cover what follows.
+        link = getattr(self, "link", None)
+        if link is None:
+            return
         try:
-            if getattr(self, "bus", None) is not None:
+            if link.up:
                 self._send((codec.encode_control(Control(dc_off=True)),))
         finally:
-            if getattr(self, "_rx_stop", None) is not None:
-                self._rx_stop.set()
-            if getattr(self, "_rx_thread", None) is not None:
-                self._rx_thread.join(1.0)
-            bus = getattr(self, "bus", None)
-            if bus is not None:
-                bus.shutdown()
+            link.stop()
+
+
+def _read_frame(bus: can.BusABC) -> tuple[int, bytes] | None:
+    """One data frame from the bus (the link's reader thread), or None."""
+    message = bus.recv(timeout=0.2)
+    if message is None or message.is_error_frame or message.is_remote_frame:
+        return None
+    return message.arbitration_id, bytes(message.data)
+
+
+def _send_message(message: can.Message, bus: can.BusABC) -> None:
+    bus.send(message, timeout=0.2)
 
 
 SERVICE = Charger

@@ -8,10 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gridzero.contract import BmsLimits
+from gridzero.runtime.freshness import FreshValue
+from gridzero.testing import fresh_limits
 from gridzero_charger import codec
 from gridzero_charger.codec import Quantity
 from gridzero_charger.domain import (
-    BmsLimits,
     CclHistory,
     ChargeCommand,
     ChargerSettings,
@@ -47,8 +49,10 @@ def limits(
     ccl_a: float = 40.0,
     charge_allowed: bool = True,
     alarms: tuple[str, ...] = (),
-) -> BmsLimits:
-    return BmsLimits(at_s, cvl_v, ccl_a, charge_allowed, alarms)
+) -> FreshValue[BmsLimits]:
+    return fresh_limits(
+        at_s, cvl_v=cvl_v, ccl_a=ccl_a, charge_allowed=charge_allowed, alarms=alarms
+    )
 
 
 def command(
@@ -275,7 +279,7 @@ def test_decision_never_exceeds_limits(
     cmd_age: float,
     bms_age: float,
 ) -> None:
-    lim = BmsLimits(NOW - bms_age, cvl, ccl, allowed)
+    lim = fresh_limits(NOW - bms_age, cvl_v=cvl, ccl_a=ccl, charge_allowed=allowed)
     cmd = ChargeCommand(NOW - cmd_age, cmd_current, cmd_power, cmd_voltage)
     d = decide(cmd, lim, SETTINGS, NOW, pack)
     assert codec.VOLTAGE_MIN_V <= d.voltage_v <= codec.VOLTAGE_MAX_V

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from gridzero.contract import BmsLimits
+from gridzero.runtime.freshness import FreshValue, is_fresh
 from gridzero_controller.dispatch import (
-    BmsLimits,
     Commands,
     Dispatcher,
     DispatchInput,
@@ -92,7 +93,7 @@ class Observation:
 
     now_s: float
     meter: MeterSample | None
-    limits: BmsLimits | None
+    limits: FreshValue[BmsLimits] | None
     pack_voltage_v: float | None
     soc_pct: float | None
     inverters: tuple[InverterReading | None, ...]
@@ -135,7 +136,7 @@ class Controller:
         out: list[InverterReading | None] = []
         for i in range(len(self.units)):
             r = obs.inverters[i] if i < len(obs.inverters) else None
-            fresh = r is not None and now_s - r.at_s <= self.settings.state_stale_s
+            fresh = r is not None and is_fresh(r.at_s, now_s, self.settings.state_stale_s)
             out.append(r if fresh else None)
         return tuple(out)
 
@@ -161,7 +162,7 @@ class Controller:
 
     def _fresh_charger(self, now_s: float, obs: Observation) -> ChargerReading | None:
         r = obs.charger
-        if r is None or now_s - r.at_s > self.settings.state_stale_s:
+        if r is None or not is_fresh(r.at_s, now_s, self.settings.state_stale_s):
             return None
         return r
 
@@ -200,8 +201,8 @@ class Controller:
         lim = obs.limits
         return (
             lim is not None
-            and not lim.alarm
-            and obs.now_s - lim.at_s <= self.settings.bms_stale_s
+            and not lim.value.alarm
+            and lim.fresh(obs.now_s, self.settings.bms_stale_s)
             and obs.pack_voltage_v is not None
             and obs.pack_voltage_v > 0
         )
@@ -215,9 +216,11 @@ class Controller:
         gate.update(obs.soc_pct, s)
         units_w = sum(unit_cap_w(u, v) for u in self.units)
         dis = min(
-            s.max_discharge_w, units_w, obs.limits.discharge_current_a * v * s.inverter_efficiency
+            s.max_discharge_w,
+            units_w,
+            obs.limits.value.discharge_limit_a * v * s.inverter_efficiency,
         )
-        chg_a = min(obs.limits.charge_current_a, s.charger_max_current_a)
+        chg_a = min(obs.limits.value.charge_limit_a, s.charger_max_current_a)
         chg = min(s.max_charge_w, chg_a * v / s.charger_efficiency)
         if chg_a < s.charger_min_current_a:
             chg = 0.0
@@ -245,7 +248,7 @@ class Controller:
         data = DispatchInput(
             pack_voltage_v=obs.pack_voltage_v,
             soc_pct=obs.soc_pct,
-            limits=obs.limits if ok else None,
+            limits=obs.limits.value if ok and obs.limits is not None else None,
             inverter_output_w=self._interlock_inverters(now_s, obs),
             charger_current_a=None if charger is None else charger.current_a,
         )

@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
+from gridzero.contract import BmsLimits
 from gridzero_controller.settings import ControllerSettings
 
 
@@ -77,17 +78,6 @@ def unit_holdoff_s(unit: InverterUnit, settings: ControllerSettings) -> float:
     if unit.off_holdoff_s is not None:
         return unit.off_holdoff_s
     return default_holdoff_s(unit.max_w, settings.off_inverter_w)
-
-
-@dataclass(frozen=True, slots=True)
-class BmsLimits:
-    """The bms's published limits; ``at_s`` when received."""
-
-    charge_voltage_v: float
-    charge_current_a: float
-    discharge_current_a: float
-    alarm: bool
-    at_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,7 +309,7 @@ class Dispatcher:
             and not limits.alarm
             and data.pack_voltage_v is not None
             and data.pack_voltage_v > 0
-            and limits.charge_current_a >= settings.charger_min_current_a
+            and limits.charge_limit_a >= settings.charger_min_current_a
             and self.soc_gate.charge_allowed
         )
 
@@ -328,7 +318,7 @@ class Dispatcher:
         return (
             limits is not None
             and not limits.alarm
-            and limits.discharge_current_a > 0
+            and limits.discharge_limit_a > 0
             and data.pack_voltage_v is not None
             and self.soc_gate.discharge_allowed
         )
@@ -382,7 +372,7 @@ class Dispatcher:
         limits = data.limits
         assert limits is not None
         assert data.pack_voltage_v is not None
-        bms_max_w = limits.discharge_current_a * data.pack_voltage_v * settings.inverter_efficiency
+        bms_max_w = limits.discharge_limit_a * data.pack_voltage_v * settings.inverter_efficiency
         total = min(setpoint_w, bms_max_w, settings.max_discharge_w)
         return split_discharge(total, self.units, data.pack_voltage_v)
 
@@ -395,9 +385,9 @@ class Dispatcher:
         current_a = (
             min(charge_w, settings.max_charge_w) * settings.charger_efficiency / data.pack_voltage_v
         )
-        top_a = min(limits.charge_current_a, settings.charger_max_current_a)
+        top_a = min(limits.charge_limit_a, settings.charger_max_current_a)
         current_a = max(settings.charger_min_current_a, min(top_a, current_a))
-        return ChargerCommand(on=True, voltage_v=limits.charge_voltage_v, current_a=current_a)
+        return ChargerCommand(on=True, voltage_v=limits.cvl_v, current_a=current_a)
 
     def _remember(self, now_s: float, commands: Commands) -> None:
         self.side = commands.side

@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
+from gridzero.runtime.freshness import is_fresh
 from gridzero_controller.settings import ControllerSettings
 
 RANGE_NOISE_FACTOR = 2.5
@@ -406,7 +407,7 @@ class ControlLaw:
             )
             self._reason = LawReason.NO_METER
             return self._output(now_s, settings, None)
-        if now_s - meter.at_s > settings.meter_stale_s:
+        if not is_fresh(meter.at_s, now_s, settings.meter_stale_s):
             ramp = settings.stale_ramp_w_per_s * dt
             self.setpoint_w = bounds.clamp(_toward_zero(self.setpoint_w, ramp))
             self._reason = LawReason.METER_STALE

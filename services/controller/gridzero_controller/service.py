@@ -33,7 +33,7 @@ from gridzero.contract import (
 from gridzero.contract import BmsLimits as BmsLimitsPayload
 from gridzero.errors import SettingsError
 from gridzero.meter import MeterEvent, MeterSettings, MeterWatch, meter_env_names
-from gridzero.runtime.freshness import Freshness, Sequencer, Stamp
+from gridzero.runtime.freshness import Freshness, FreshValue, Sequencer, Stamped
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import RETAINED_REFUSED, Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
@@ -45,11 +45,11 @@ from gridzero_controller.core import (
     InverterReading,
     Observation,
 )
-from gridzero_controller.dispatch import BmsLimits, InverterUnit, Side, unit_holdoff_s
+from gridzero_controller.dispatch import InverterUnit, Side, unit_holdoff_s
 from gridzero_controller.law import LawReason, MeterSample
 from gridzero_controller.settings import (
+    ControllerRuntime,
     ControllerSettings,
-    Mode,
     apply_charge_target,
     update_settings,
 )
@@ -100,38 +100,6 @@ class ControllerServiceSettings(ServiceSettings, MeterSettings):
         return self
 
 
-def _num(default: float, lo: float, hi: float, unit: str, step: float) -> Any:
-    return Field(default, ge=lo, le=hi, json_schema_extra={"unit": unit, "step": step})
-
-
-class ControllerRuntime(BaseModel):
-    """The settings users change at run time (MQTT / Home Assistant); validated, persisted."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    mode: Mode = Mode.AUTO
-    charge_enabled: bool = True
-    discharge_enabled: bool = True
-    target_grid_w: float = _num(0.0, -500.0, 500.0, "W", 5)
-    deadband_w: float = _num(5.0, 0.0, 200.0, "W", 1)
-    max_charge_w: float = _num(3000.0, 0.0, 20000.0, "W", 50)
-    max_discharge_w: float = _num(3000.0, 0.0, 20000.0, "W", 50)
-    constant_power_w: float = _num(0.0, -20000.0, 20000.0, "W", 50)
-    soc_min_pct: float = _num(10.0, 0.0, 100.0, "%", 1)
-    soc_max_pct: float = _num(95.0, 0.0, 100.0, "%", 1)
-    soc_hysteresis_pct: float = _num(3.0, 0.1, 30.0, "%", 0.5)
-    meter_stale_s: float = _num(5.0, 1.0, 120.0, "s", 1)
-
-    @model_validator(mode="after")
-    def _soc_band(self) -> ControllerRuntime:
-        if self.soc_min_pct + self.soc_hysteresis_pct >= self.soc_max_pct - self.soc_hysteresis_pct:
-            raise ValueError(
-                f"soc_min_pct {self.soc_min_pct} + hysteresis {self.soc_hysteresis_pct} must stay "
-                f"below soc_max_pct {self.soc_max_pct} - hysteresis"
-            )
-        return self
-
-
 def runtime_limit(startup: ControllerSettings) -> Callable[[ControllerRuntime], str]:
     """Runtime values may tighten the start-up power caps and SoC window, never widen them."""
 
@@ -174,6 +142,7 @@ def _state_name(out: ControllerOutput) -> str:
 
 
 N = TypeVar("N", ChargeCommand, InverterCommand)
+P = TypeVar("P", bound=Stamped)
 
 
 class ControllerService(Service[ControllerServiceSettings]):
@@ -209,7 +178,7 @@ class ControllerService(Service[ControllerServiceSettings]):
             self.meter_source.unit,
         )
         self.grid_w: float | None = None
-        self.limits: BmsLimits | None = None
+        self.limits: FreshValue[BmsLimitsPayload] | None = None
         self.pack_voltage_v: float | None = None
         self.soc_pct: float | None = None
         self.inverters: dict[str, InverterReading] = {}
@@ -268,13 +237,9 @@ class ControllerService(Service[ControllerServiceSettings]):
         self.runtime.apply(runtime_from(full), changed="mode")
         self.ctx.ack(msg.topic, msg.payload, ok=True)
 
-    def _admit(
-        self, gate: str, msg: Message, ts: float, boot: str | None = None, seq: int | None = None
-    ) -> float:
-        """The arrival time of a fresh message; NotFreshError (logged, refused) otherwise."""
-        return self.gates[gate].admit(
-            Stamp(msg.retain, ts, boot, seq), now_s=self.ctx.now(), wall_s=self.ctx.wall()
-        )
+    def _take(self, gate: str, msg: Message, payload: P) -> FreshValue[P]:
+        """A fresh message with its arrival time; NotFreshError (logged, refused) otherwise."""
+        return self.ctx.take(self.gates[gate], msg, payload)
 
     # ------------------------------------------------------------------ inputs
 
@@ -305,26 +270,19 @@ class ControllerService(Service[ControllerServiceSettings]):
     def on_limits(self, msg: Message) -> None:
         """bms limits; a denied side counts as a zero limit, any alarm as an alarm."""
         p = parse_payload(BmsLimitsPayload, msg.topic, msg.payload)
-        arrived_s = self._admit("limits", msg, p.ts, p.boot, p.seq)
-        self.limits = BmsLimits(
-            charge_voltage_v=p.cvl_v,
-            charge_current_a=p.ccl_a if p.charge_allowed else 0.0,
-            discharge_current_a=p.dcl_a if p.discharge_allowed else 0.0,
-            alarm=bool(p.alarms),
-            at_s=arrived_s,
-        )
+        self.limits = self._take("limits", msg, p)
         self.pack_voltage_v = p.pack_voltage_v if p.pack_voltage_v > 0 else None
 
     def on_shunt(self, msg: Message) -> None:
         """State of charge from the shunt (None while its sensor is unavailable)."""
         p = parse_payload(ShuntState, msg.topic, msg.payload)
-        self._admit("shunt", msg, p.ts)
+        self._take("shunt", msg, p)
         self.soc_pct = p.soc_pct if p.sensor == "ok" else None
 
     def on_charger(self, msg: Message) -> None:
         """The rectifier's measured output; no reading while its link is not ok."""
         p = parse_payload(ChargerState, msg.topic, msg.payload)
-        arrived_s = self._admit("charger", msg, p.ts)
+        arrived_s = self._take("charger", msg, p).at_s
         if p.link != "ok" or p.output_current_a is None:
             self.charger = None
             return
@@ -341,7 +299,7 @@ class ControllerService(Service[ControllerServiceSettings]):
         unit = next((u for u in self.units if u.name == p.unit), None)
         if unit is None or msg.topic != self.ctx.topics.inverter_state(unit.name):
             raise ValueError(f"{msg.topic}: state of unit {p.unit!r}, not a configured unit here")
-        arrived_s = self._admit(f"inverter/{unit.name}", msg, p.ts)
+        arrived_s = self._take(f"inverter/{unit.name}", msg, p).at_s
         output: float | None = None
         if p.battery_voltage_v is not None and p.battery_current_a is not None and p.link == "ok":
             output = max(0.0, p.battery_voltage_v * p.battery_current_a) * (

@@ -6,7 +6,7 @@ refused with its name, the value and the allowed range, and never changes state.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -21,8 +21,16 @@ from gridzero.errors import SettingsError
 Mode = ControllerMode
 
 
-class ControllerSettings(BaseModel):
-    """Runtime settings of the grid-zero loop. Powers are AC watts at the grid meter."""
+def _num(default: float, lo: float, hi: float, unit: str, step: float) -> Any:
+    # unit and step: how Home Assistant shows the number entity of a runtime setting
+    return Field(default, ge=lo, le=hi, json_schema_extra={"unit": unit, "step": step})
+
+
+class ControllerRuntime(BaseModel):
+    """The settings users change at run time (MQTT / Home Assistant); validated, persisted.
+
+    Declared once, here: `ControllerSettings` (every setting, start-up) extends it, so the
+    runtime subset has the same defaults and bounds as the start-up file by construction."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -31,22 +39,37 @@ class ControllerSettings(BaseModel):
     # telnet console's `c`/`i` keys and Home Assistant switches); off = that side at 0 W.
     charge_enabled: bool = True
     discharge_enabled: bool = True
-    target_grid_w: float = Field(0.0, ge=-500.0, le=500.0)
-    deadband_w: float = Field(1.0, ge=0.0, le=200.0)
-    max_charge_w: float = Field(3000.0, ge=0.0, le=20000.0)
-    max_discharge_w: float = Field(3000.0, ge=0.0, le=20000.0)
-    constant_power_w: float = Field(0.0, ge=-20000.0, le=20000.0)
-    soc_min_pct: float = Field(10.0, ge=0.0, le=100.0)
-    soc_max_pct: float = Field(95.0, ge=0.0, le=100.0)
-    soc_hysteresis_pct: float = Field(3.0, ge=0.1, le=30.0)
+    target_grid_w: float = _num(0.0, -500.0, 500.0, "W", 5)
+    deadband_w: float = _num(1.0, 0.0, 200.0, "W", 1)
+    max_charge_w: float = _num(3000.0, 0.0, 20000.0, "W", 50)
+    max_discharge_w: float = _num(3000.0, 0.0, 20000.0, "W", 50)
+    constant_power_w: float = _num(0.0, -20000.0, 20000.0, "W", 50)
+    soc_min_pct: float = _num(10.0, 0.0, 100.0, "%", 1)
+    soc_max_pct: float = _num(95.0, 0.0, 100.0, "%", 1)
+    soc_hysteresis_pct: float = _num(3.0, 0.1, 30.0, "%", 0.5)
     # Meter handling.
-    meter_stale_s: float = Field(5.0, ge=1.0, le=120.0)
+    meter_stale_s: float = _num(5.0, 1.0, 120.0, "s", 1)
+
+    @model_validator(mode="after")
+    def _check_soc_band(self) -> Self:
+        if self.soc_min_pct + self.soc_hysteresis_pct >= self.soc_max_pct - self.soc_hysteresis_pct:
+            raise ValueError(
+                f"soc_min_pct {self.soc_min_pct} + hysteresis {self.soc_hysteresis_pct} must stay "
+                f"below soc_max_pct {self.soc_max_pct} - hysteresis"
+            )
+        return self
+
+
+class ControllerSettings(ControllerRuntime):
+    """Every setting of the grid-zero loop (the runtime ones above, plus start-up tuning).
+    Powers are AC watts at the grid meter."""
+
     stale_ramp_w_per_s: float = Field(500.0, ge=10.0, le=100000.0)
     spike_w: float = Field(1500.0, ge=50.0, le=20000.0)
     spike_confirm_w: float = Field(300.0, ge=10.0, le=20000.0)
     meter_latency_s: float = Field(0.0, ge=0.0, le=10.0)
-    # Gain on increases of |battery power| (backing off always uses gain 1; services/controller/README.md).
-    # Plant guess used only between two output measurements (law.ControlLaw.battery_at).
+    # The plant guess: how the inverters' output follows a command, used between two output
+    # measurements (law.ControlLaw.battery_estimate) and for the overdrive (law.Overdrive).
     # Dead time: MQTT and the inverter service's 0.1 s tick; the frame goes out at once.
     plant_dead_time_s: float = Field(0.2, ge=0.0, le=30.0)
     plant_time_constant_s: float = Field(1.0, gt=0.0, le=60.0)
@@ -60,6 +83,7 @@ class ControllerSettings(BaseModel):
     smooth_gain: float = Field(0.3, gt=0.0, le=1.0)
     noise_deadband: float = Field(1.0, ge=0.0, le=5.0)
     uncertain_gain: float = Field(1.0, ge=0.0, le=1.0)
+    # Gain on increases of |battery power| (backing off always uses gain 1; services/controller/README.md).
     rise_gain: float = Field(1.0, gt=0.0, le=1.0)
     # Share of the plant guess's overdrive used while the inverters ramp (0 = none; law.py).
     overdrive_gain: float = Field(1.0, ge=0.0, le=1.0)
@@ -80,15 +104,6 @@ class ControllerSettings(BaseModel):
     follow_timeout_s: float = Field(15.0, ge=1.0, le=600.0)
     follow_tolerance_w: float = Field(80.0, ge=1.0, le=5000.0)
     quality_window_s: float = Field(60.0, ge=5.0, le=3600.0)
-
-    @model_validator(mode="after")
-    def _check_soc_band(self) -> ControllerSettings:
-        if self.soc_min_pct + self.soc_hysteresis_pct >= self.soc_max_pct - self.soc_hysteresis_pct:
-            raise ValueError(
-                f"soc_min_pct {self.soc_min_pct} + hysteresis {self.soc_hysteresis_pct} must stay "
-                f"below soc_max_pct {self.soc_max_pct} - hysteresis"
-            )
-        return self
 
 
 def validate_settings(values: dict[str, Any]) -> ControllerSettings:

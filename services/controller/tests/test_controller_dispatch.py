@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gridzero.testing import bms_limits
 from gridzero_controller.dispatch import (
-    BmsLimits,
     Dispatcher,
     DispatchInput,
     InverterUnit,
@@ -19,9 +19,7 @@ from gridzero_controller.settings import ControllerSettings
 
 UNITS = (InverterUnit("a", 900.0), InverterUnit("b", 600.0))
 S = ControllerSettings(min_dwell_s=2.0)
-LIMITS = BmsLimits(
-    charge_voltage_v=49.2, charge_current_a=50.0, discharge_current_a=50.0, alarm=False, at_s=0.0
-)
+LIMITS = bms_limits(cvl_v=49.2, ccl_a=50.0, dcl_a=50.0)
 
 
 def data(inv=(0.0, 0.0), chg=0.0, soc=50.0, limits=LIMITS, v=48.0):
@@ -79,7 +77,7 @@ def test_charge_needs_surplus_above_minimum_to_start_and_half_to_continue():
 
 def test_no_charge_when_ccl_below_charger_minimum():
     d = Dispatcher(UNITS)
-    low = BmsLimits(49.2, 4.0, 50.0, False, 0.0)
+    low = bms_limits(cvl_v=49.2, ccl_a=4.0, dcl_a=50.0)
     d.step(0.0, 0.0, data(limits=low), S)
     assert d.step(5.0, -2000.0, data(limits=low), S).side is Side.IDLE
 
@@ -125,7 +123,7 @@ def test_unknown_measurement_uses_long_timeout():
 
 def test_alarm_or_missing_limits_stop_everything():
     d = Dispatcher(UNITS)
-    alarm = BmsLimits(49.2, 50.0, 50.0, True, 0.0)
+    alarm = bms_limits(cvl_v=49.2, alarms=("cell_over_voltage",))
     assert d.step(0.0, 500.0, data(limits=alarm), S).discharge_w == 0.0
     assert d.step(0.5, 500.0, data(limits=None), S).discharge_w == 0.0
 

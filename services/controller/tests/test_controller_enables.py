@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from gridzero.testing import fresh_limits
 from gridzero_controller.core import (
     ChargerReading,
     Controller,
     InverterReading,
     Observation,
 )
-from gridzero_controller.dispatch import BmsLimits, InverterUnit, Side
+from gridzero_controller.dispatch import InverterUnit, Side
 from gridzero_controller.law import MeterSample
 from gridzero_controller.service import ControllerRuntime
 from gridzero_controller.settings import ControllerSettings, Mode
@@ -22,7 +23,7 @@ def _obs(now: float, grid: float) -> Observation:
     return Observation(
         now_s=now,
         meter=MeterSample(grid, now),
-        limits=BmsLimits(49.0, 50.0, 50.0, False, now),
+        limits=fresh_limits(now, cvl_v=49.0),
         pack_voltage_v=48.0,
         soc_pct=50.0,
         inverters=(InverterReading(0.0, now),),

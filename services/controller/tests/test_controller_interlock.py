@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from gridzero.testing import fresh_limits
 from gridzero_controller.core import (
     ChargerReading,
     Controller,
@@ -17,7 +18,6 @@ from gridzero_controller.core import (
     Observation,
 )
 from gridzero_controller.dispatch import (
-    BmsLimits,
     InverterUnit,
     default_holdoff_s,
     ramp_down_s,
@@ -30,7 +30,6 @@ from gridzero_tools.sim.params import InverterParams
 
 UNIT = InverterUnit("gtn1", 900.0)
 S = ControllerSettings()
-LIMITS = BmsLimits(49.2, 50.0, 50.0, False, 0.0)
 BOOT_S = 1.0e6  # a monotonic clock far from 0: the host has been up for 11 days
 
 
@@ -112,7 +111,7 @@ def _observation(
     return Observation(
         now_s=now,
         meter=MeterSample(grid_w, now),
-        limits=BmsLimits(49.2, 50.0, 50.0, False, now),
+        limits=fresh_limits(now),
         pack_voltage_v=48.0,
         soc_pct=50.0,
         inverters=(reading,),

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from gridzero.errors import SettingsError
+from gridzero.testing import fresh_limits
 from gridzero_controller.core import (
     ChargerReading,
     Controller,
     InverterReading,
     Observation,
 )
-from gridzero_controller.dispatch import BmsLimits, InverterUnit, Side
+from gridzero_controller.dispatch import InverterUnit, Side
 from gridzero_controller.law import LawReason, MeterSample
 from gridzero_controller.settings import (
     ControllerSettings,
@@ -50,7 +51,7 @@ def test_charge_target_command():
 
 
 def limits(at_s=0.0, alarm=False):
-    return BmsLimits(49.0, 50.0, 50.0, alarm, at_s)
+    return fresh_limits(at_s, cvl_v=49.0, alarms=("cell_over_voltage",) if alarm else ())
 
 
 def obs(now, grid, inv=0.0, chg_a=0.0, lim_at=None, alarm=False, meter_at=None, soc=50.0):

@@ -19,6 +19,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from gridzero.contract import BmsLimits
+from gridzero.runtime.bounds import Bound, bound_problems
+from gridzero.runtime.freshness import FreshValue, is_fresh
+
 
 class Reason(StrEnum):
     """Why a unit's demand is what it is."""
@@ -55,6 +59,15 @@ MAX_UNIT_POWER_W = 5400
 MAX_PARALLEL = 6
 """syssi's power_demand_divider range 1..6 (research B.7)."""
 
+UNIT_BOUNDS: dict[str, Bound] = {
+    "max_power_w": Bound(0, MAX_UNIT_POWER_W, "W"),
+    "dc_min_v": Bound(0, 200, "V"),
+    "dc_max_v": Bound(0, 200, "V"),
+    "address": Bound(0, 0xFF),
+    "parallel": Bound(1, MAX_PARALLEL),
+}
+"""The ranges of a unit's settings, declared once (the service's `UnitConfig` uses them)."""
+
 
 @dataclass(frozen=True, slots=True)
 class UnitSettings:
@@ -78,17 +91,9 @@ class UnitSettings:
             out.append(f"{where}: id must be letters, digits, '_' or '-'")
         if not self.port_url.strip():
             out.append(f"{where}: port_url is empty")
-        if not 0 <= self.max_power_w <= MAX_UNIT_POWER_W:
-            out.append(f"{where}: max_power_w {self.max_power_w} is outside 0..{MAX_UNIT_POWER_W}")
-        for name, value in (("dc_min_v", self.dc_min_v), ("dc_max_v", self.dc_max_v)):
-            if not (math.isfinite(value) and 0 <= value <= 200):
-                out.append(f"{where}: {name} {value} is outside 0..200 V")
+        out += bound_problems(self, UNIT_BOUNDS, where)
         if self.dc_min_v >= self.dc_max_v:
             out.append(f"{where}: dc_min_v {self.dc_min_v} must be below dc_max_v {self.dc_max_v}")
-        if not 0 <= self.address <= 0xFF:
-            out.append(f"{where}: address {self.address} is outside 0x00..0xFF")
-        if not 1 <= self.parallel <= MAX_PARALLEL:
-            out.append(f"{where}: parallel {self.parallel} is outside 1..{MAX_PARALLEL}")
         return out
 
 
@@ -172,27 +177,20 @@ class Clamp:
         return dcl_a * (1.0 + self.dcl_margin_pct / 100.0) + 0.2
 
 
-@dataclass(frozen=True, slots=True)
-class BmsLimits:
-    """The bms's discharge limits as received at ``received_s``."""
+def usable(limits: BmsLimits) -> bool:
+    """Finite, non-negative DCL and pack voltage (the contract checks this too; a second
+    look costs nothing here)."""
+    return (
+        math.isfinite(limits.dcl_a)
+        and math.isfinite(limits.pack_voltage_v)
+        and limits.dcl_a >= 0
+        and limits.pack_voltage_v >= 0
+    )
 
-    discharge_current_limit_a: float
-    pack_voltage_v: float
-    discharge_allowed: bool
-    alarm: bool
-    received_s: float
 
-    def usable(self) -> bool:
-        return (
-            math.isfinite(self.discharge_current_limit_a)
-            and math.isfinite(self.pack_voltage_v)
-            and self.discharge_current_limit_a >= 0
-            and self.pack_voltage_v >= 0
-        )
-
-    def budget_w(self, efficiency: float) -> int:
-        """AC watts all units together may feed: DCL x pack voltage x efficiency, rounded down."""
-        return math.floor(self.discharge_current_limit_a * self.pack_voltage_v * efficiency)
+def budget_w(limits: BmsLimits, efficiency: float) -> int:
+    """AC watts all units together may feed: DCL x pack voltage x efficiency, rounded down."""
+    return math.floor(limits.discharge_limit_a * limits.pack_voltage_v * efficiency)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,21 +236,25 @@ class UnitDecision:
 def _gate(
     unit: UnitSettings,
     command: Command | None,
-    limits: BmsLimits | None,
+    fresh_limits: FreshValue[BmsLimits] | None,
     timing: Timing,
     now_s: float,
     tripped: bool,
 ) -> Reason | None:
     """The reason a unit gets 0 W whatever it is commanded, or None (first that applies)."""
+    limits = None if fresh_limits is None else fresh_limits.value
     bms_ok = (
-        limits is not None and limits.usable() and now_s - limits.received_s <= timing.bms_stale_s
+        fresh_limits is not None
+        and limits is not None
+        and usable(limits)
+        and fresh_limits.fresh(now_s, timing.bms_stale_s)
     )
     checks = (
         (not unit.enabled, Reason.DISABLED),
         (not bms_ok, Reason.STALE_BMS),
         (limits is not None and limits.alarm, Reason.ALARM),
         (
-            command is None or now_s - command.received_s > timing.command_stale_s,
+            command is None or not is_fresh(command.received_s, now_s, timing.command_stale_s),
             Reason.STALE_COMMAND,
         ),
         (limits is not None and not limits.discharge_allowed, Reason.NOT_ALLOWED),
@@ -268,7 +270,7 @@ def _gate(
 def decide(
     units: Sequence[UnitSettings],
     commands: Mapping[str, Command],
-    limits: BmsLimits | None,
+    limits: FreshValue[BmsLimits] | None,
     timing: Timing,
     now_s: float,
     *,
@@ -297,17 +299,17 @@ def decide(
     if not wanted:
         return decisions
     assert limits is not None
-    budget_w = max(0, limits.budget_w(clamp.efficiency))
+    budget = max(0, budget_w(limits.value, clamp.efficiency))
     by_id = {u.unit_id: u for u in units}
     total_w = sum(w * by_id[uid].parallel for uid, w in wanted.items())
     granted = dict(wanted)
-    if total_w > budget_w:
-        granted = {uid: math.floor(w * budget_w / total_w) for uid, w in wanted.items()}
+    if total_w > budget:
+        granted = {uid: math.floor(w * budget / total_w) for uid, w in wanted.items()}
     used_w = sum(w * by_id[uid].parallel for uid, w in granted.items())
     for uid, demand_w in granted.items():
         unit = by_id[uid]
         others_w = used_w - demand_w * unit.parallel
-        cap_w = min(unit.max_power_w, (budget_w - others_w) // unit.parallel)
+        cap_w = min(unit.max_power_w, (budget - others_w) // unit.parallel)
         requested = commands[uid].power_w
         if demand_w < wanted[uid]:
             reason = Reason.DCL
@@ -409,7 +411,7 @@ class Dispatcher:
     units: tuple[UnitSettings, ...]
     timing: Timing = field(default_factory=Timing)
     clamp: Clamp = field(default_factory=Clamp)
-    limits: BmsLimits | None = None
+    limits: FreshValue[BmsLimits] | None = None
     commands: dict[str, Command] = field(default_factory=dict)
     schedules: dict[str, SendSchedule] = field(default_factory=dict)
     links: dict[str, LinkTracker] = field(default_factory=dict)
@@ -439,7 +441,7 @@ class Dispatcher:
         self.commands[unit_id] = Command(power_w, now_s)
         return power_w
 
-    def set_limits(self, limits: BmsLimits) -> None:
+    def set_limits(self, limits: FreshValue[BmsLimits]) -> None:
         self.limits = limits
 
     def report_dc_current(self, unit_id: str, current_a: float, now_s: float) -> str:
@@ -451,21 +453,21 @@ class Dispatcher:
         """
         unit = self.unit(unit_id)
         self.dc_currents[unit_id] = (max(0.0, current_a) * unit.parallel, now_s)
-        limits = self.limits
-        if limits is None or not limits.usable():
+        limits = None if self.limits is None else self.limits.value
+        if limits is None or not usable(limits):
             return ""
         recent = [
             a
             for a, at_s in self.dc_currents.values()
-            if now_s - at_s <= self.timing.status_timeout_s
+            if is_fresh(at_s, now_s, self.timing.status_timeout_s)
         ]
         total_a = sum(recent)
-        trip_a = self.clamp.dc_trip_a(limits.discharge_current_limit_a)
+        trip_a = self.clamp.dc_trip_a(limits.dcl_a)
         if total_a <= trip_a:
             return ""
         self.tripped_until_s = now_s + self.clamp.dc_trip_hold_s
         self.trip_reason = (
-            f"units report {total_a:.1f} A DC, above DCL {limits.discharge_current_limit_a:g} A "
+            f"units report {total_a:.1f} A DC, above DCL {limits.dcl_a:g} A "
             f"(+{self.clamp.dcl_margin_pct:g} % + 0.2 A = {trip_a:.1f} A): every unit at 0 W for "
             f"{self.clamp.dc_trip_hold_s:g} s"
         )

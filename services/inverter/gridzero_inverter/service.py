@@ -9,9 +9,9 @@ polls status where units answer, and publishes per unit what it sent and why.
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import sys
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +22,8 @@ from pydantic import BaseModel, Field, create_model, model_validator
 from gridzero import ha
 from gridzero.contract import BmsLimits as BmsLimitsPayload
 from gridzero.contract import InverterCommand, InverterState, parse_payload
-from gridzero.runtime.freshness import Freshness, Stamp
+from gridzero.runtime.freshness import Freshness
+from gridzero.runtime.link import DeviceLink
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import Context, RuntimeSettings, Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
@@ -32,17 +33,20 @@ from gridzero_inverter.codec import Frame, StatusReply
 BAUD = 4800  # research B.1: 4800 8N1 on the limiter port
 
 
+_UNIT = domain.UNIT_BOUNDS
+
+
 class UnitConfig(BaseModel):
     """One inverter unit (start-up settings)."""
 
     id: str = Field(min_length=1, max_length=32, pattern=r"^[a-z0-9_-]+$")
     port: str = Field(default="/dev/ttyUSB0", min_length=1, description="pyserial URL")
-    max_power_w: int = Field(default=900, ge=0, le=domain.MAX_UNIT_POWER_W)
-    dc_min_v: float = Field(ge=0, le=200, description="below this pack voltage: 0 W")
-    dc_max_v: float = Field(ge=0, le=200, description="above this pack voltage: 0 W")
-    address: int = Field(default=codec.DEFAULT_ADDRESS, ge=0, le=255)
+    max_power_w: int = _UNIT["max_power_w"].field(900)
+    dc_min_v: float = _UNIT["dc_min_v"].field(..., "below this pack voltage: 0 W")
+    dc_max_v: float = _UNIT["dc_max_v"].field(..., "above this pack voltage: 0 W")
+    address: int = _UNIT["address"].field(codec.DEFAULT_ADDRESS)
     enabled: bool = True
-    parallel: int = Field(default=1, ge=1, le=domain.MAX_PARALLEL)
+    parallel: int = _UNIT["parallel"].field(1)
     query_status: bool = True
 
     def to_domain(self) -> domain.UnitSettings:
@@ -136,54 +140,25 @@ def runtime_model(unit: UnitConfig) -> type[BaseModel]:
     return model
 
 
-class SerialPort:
-    """One pyserial URL: a reader thread that (re)opens it with backoff and frames what it reads."""
+PortItem = tuple[tuple[Frame, ...], bytes]
+"""What one read of a port hands to the loop: the frames it completed and the raw bytes."""
 
-    def __init__(
-        self,
-        url: str,
-        addresses: frozenset[int],
-        settings: InverterSettings,
-        on_frames: Callable[[str, tuple[Frame, ...], bytes], None],
-        on_state: Callable[[str, str | None], None],
-    ) -> None:
-        self.url = url
-        self._framer = codec.Framer(addresses=addresses)
-        self._settings = settings
-        self._on_frames = on_frames
-        self._on_state = on_state
-        self._lock = threading.Lock()
-        self._port: Any = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"inverter-{url}", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
+def serial_link(
+    url: str,
+    addresses: frozenset[int],
+    settings: InverterSettings,
+    ctx: Context,
+    on_item: Callable[[PortItem], None],
+    on_state: Callable[[str | None], None],
+) -> DeviceLink[Any, PortItem]:
+    """One pyserial URL as a `DeviceLink`: reopened with backoff, its bytes framed in the
+    reader thread (the framer is the thread's own, not service state)."""
+    framer = codec.Framer(addresses=addresses)
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(1.0)
-        self._close()
-
-    def write(self, data: bytes) -> str | None:
-        """Write a frame; the error text if it could not be written."""
-        with self._lock:
-            port = self._port
-            if port is None:
-                return f"port {self.url} is not open"
-            try:
-                port.write(data)
-            except (serial.SerialException, OSError) as exc:
-                self._port = None
-                self._close_quietly(port)
-                message = f"port {self.url}: write failed: {exc}"
-                self._on_state(self.url, message)
-                return message
-        return None
-
-    def _open(self) -> Any:
+    def open_port() -> Any:
         port = serial.serial_for_url(
-            self.url,
+            url,
             baudrate=BAUD,
             bytesize=serial.EIGHTBITS,
             parity=serial.PARITY_NONE,
@@ -194,47 +169,30 @@ class SerialPort:
         _no_delay(port)
         return port
 
-    def _run(self) -> None:
-        backoff_s = self._settings.reconnect_min_s
-        while not self._stop.is_set():
-            with self._lock:
-                port = self._port
-            if port is None:
-                try:
-                    port = self._open()
-                except (serial.SerialException, OSError, ValueError) as exc:
-                    self._on_state(self.url, f"port {self.url}: cannot open: {exc}")
-                    self._stop.wait(backoff_s)
-                    backoff_s = min(backoff_s * 2, self._settings.reconnect_max_s)
-                    continue
-                with self._lock:
-                    self._port = port
-                backoff_s = self._settings.reconnect_min_s
-                self._on_state(self.url, None)
-            try:
-                data = port.read(256)
-            except (serial.SerialException, OSError, TypeError) as exc:
-                # pyserial's socket:// raises SerialException when the peer closes
-                with self._lock:
-                    if self._port is port:
-                        self._port = None
-                self._close_quietly(port)
-                self._on_state(self.url, f"port {self.url}: read failed: {exc}")
-                continue
-            result = self._framer.feed(data) if data else self._framer.flush()
-            if result.frames or data:
-                self._on_frames(self.url, result.frames, data)
+    def read(port: Any) -> PortItem | None:
+        data = port.read(256)
+        result = framer.feed(data) if data else framer.flush()
+        return (result.frames, data) if result.frames or data else None
 
-    def _close(self) -> None:
-        with self._lock:
-            port, self._port = self._port, None
-        if port is not None:
-            self._close_quietly(port)
+    return DeviceLink(
+        f"port {url}",
+        open_handle=open_port,
+        read=read,
+        close_handle=lambda port: port.close(),
+        post=ctx.post,
+        on_item=on_item,
+        on_state=on_state,
+        # pyserial's socket:// raises SerialException when the peer closes, TypeError when
+        # it is closed under a read
+        errors=(serial.SerialException, OSError, TypeError, ValueError),
+        backoff_min_s=settings.reconnect_min_s,
+        backoff_max_s=settings.reconnect_max_s,
+    )
 
-    @staticmethod
-    def _close_quietly(port: Any) -> None:
-        with contextlib.suppress(serial.SerialException, OSError):
-            port.close()
+
+def _send(link: DeviceLink[Any, PortItem], frame: bytes) -> str | None:
+    """Write one frame on the loop thread; the error text if it could not be written."""
+    return link.write(lambda port: port.write(frame))
 
 
 def _no_delay(port: Any) -> None:
@@ -283,13 +241,18 @@ class Inverter(Service[InverterSettings]):
             )
             self.runtimes[unit.id] = rt
             self._apply_runtime(unit.id, rt.value)
-        self.ports: dict[str, SerialPort] = {}
+        self.ports: dict[str, DeviceLink[Any, PortItem]] = {}
         self.queried: dict[str, tuple[str, float]] = {}  # port -> (unit, when queried)
         self.poll_index: dict[str, int] = {}
         for url in self.dispatcher.ports():
             addresses = frozenset(u.address for u in s.units if u.port == url)
-            self.ports[url] = SerialPort(
-                url, addresses, s, self._frames_from_port, self._port_state
+            self.ports[url] = serial_link(
+                url,
+                addresses,
+                s,
+                ctx,
+                functools.partial(self._on_port_item, url),
+                functools.partial(self._on_port_state, url),
             )
         ctx.subscribe(ctx.topics.inverter_set("+"), self.on_command)
         ctx.subscribe(ctx.topics.bms_limits, self.on_limits)
@@ -311,11 +274,7 @@ class Inverter(Service[InverterSettings]):
             self.dispatcher.unit(unit_id)
             # aged from its arrival here: no other host's clock decides (a retained, future-
             # stamped or repeated command is refused and changes nothing)
-            arrived_s = self.command_gates[unit_id].admit(
-                Stamp(msg.retain, command.ts, command.boot, command.seq),
-                now_s=ctx.now(),
-                wall_s=ctx.wall(),
-            )
+            arrived_s = ctx.take(self.command_gates[unit_id], msg, command).at_s
             self.dispatcher.set_command(unit_id, command.power_w, arrived_s)
         except (ValueError, KeyError) as exc:
             reason = str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)
@@ -327,20 +286,7 @@ class Inverter(Service[InverterSettings]):
         ctx = self.ctx
         payload = parse_payload(BmsLimitsPayload, msg.topic, msg.payload)
         # a retained message (maybe of a dead bms) or a future stamp raises NotFreshError
-        arrived_s = self.limits_gate.admit(
-            Stamp(msg.retain, payload.ts, payload.boot, payload.seq),
-            now_s=ctx.now(),
-            wall_s=ctx.wall(),
-        )
-        self.dispatcher.set_limits(
-            domain.BmsLimits(
-                discharge_current_limit_a=payload.dcl_a,
-                pack_voltage_v=payload.pack_voltage_v,
-                discharge_allowed=payload.discharge_allowed,
-                alarm=bool(payload.alarms),
-                received_s=arrived_s,
-            )
-        )
+        self.dispatcher.set_limits(ctx.take(self.limits_gate, msg, payload))
         self.tick()
 
     def _runtime_changer(self, unit_id: str) -> Callable[[BaseModel], None]:
@@ -360,11 +306,8 @@ class Inverter(Service[InverterSettings]):
 
     # ----------------------------------------------------------------- port thread -> loop
 
-    def _frames_from_port(self, url: str, frames: tuple[Frame, ...], data: bytes) -> None:
-        self.ctx.post(lambda: self._on_frames(url, frames, data))
-
-    def _port_state(self, url: str, error: str | None) -> None:
-        self.ctx.post(lambda: self._on_port_state(url, error))
+    def _on_port_item(self, url: str, item: PortItem) -> None:
+        self._on_frames(url, *item)
 
     def _on_port_state(self, url: str, error: str | None) -> None:
         for unit in self.dispatcher.units:
@@ -405,7 +348,7 @@ class Inverter(Service[InverterSettings]):
         now_s = self.ctx.now()
         for out in self.dispatcher.due(now_s):
             frame = codec.encode_demand(out.power_w, out.address)
-            error = self.ports[out.port_url].write(frame)
+            error = _send(self.ports[out.port_url], frame)
             if error is None:
                 self.dispatcher.sent(out.unit_id, out.power_w, now_s)
                 self.ctx.ring.add(out.port_url, "tx", frame)
@@ -434,7 +377,7 @@ class Inverter(Service[InverterSettings]):
             self.poll_index[url] = index + 1
             unit = askable[index]
             frame = codec.encode_query(unit.address)
-            if port.write(frame) is None:
+            if _send(port, frame) is None:
                 self.queried[url] = (unit.unit_id, now_s)
                 self.ctx.ring.add(url, "tx", frame)
 
@@ -491,7 +434,7 @@ class Inverter(Service[InverterSettings]):
             if port is None:
                 continue
             for _ in range(max(1, self.settings.zero_frames)):
-                if port.write(codec.encode_demand(0, unit.address)) is not None:
+                if _send(port, codec.encode_demand(0, unit.address)) is not None:
                     break
         for port in self.ports.values():
             port.stop()

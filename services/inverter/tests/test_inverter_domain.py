@@ -8,8 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gridzero.contract import BmsLimits
+from gridzero.runtime.freshness import FreshValue
+from gridzero.testing import fresh_limits
 from gridzero_inverter.domain import (
-    BmsLimits,
     Clamp,
     Command,
     Dispatcher,
@@ -36,13 +38,19 @@ def limits(
     allowed: bool = True,
     alarm: bool = False,
     at_s: float = 100.0,
-) -> BmsLimits:
-    return BmsLimits(dcl_a, pack_v, allowed, alarm, at_s)
+) -> FreshValue[BmsLimits]:
+    return fresh_limits(
+        at_s,
+        dcl_a=dcl_a,
+        pack_voltage_v=pack_v,
+        discharge_allowed=allowed,
+        alarms=("cell_under_voltage",) if alarm else (),
+    )
 
 
 def one(
     power_w: float,
-    lim: BmsLimits | None = None,
+    lim: FreshValue[BmsLimits] | None = None,
     unit: UnitSettings = U48,
     now_s: float = 100.5,
     cmd_s: float = 100.0,
@@ -392,7 +400,7 @@ def test_dispatcher_goes_to_zero_within_stale_time_and_then_silent() -> None:
 def test_dispatcher_runtime_settings() -> None:
     disp = Dispatcher((U48,))
     assert disp.update_unit("gtn48", max_power_w=500).max_power_w == 500
-    with pytest.raises(ValueError, match=r"max_power_w 6000 is outside 0\.\.5400"):
+    with pytest.raises(ValueError, match=r"max_power_w=6000 W is outside 0\.\.5400 W"):
         disp.update_unit("gtn48", max_power_w=6000)
     with pytest.raises(ValueError, match="not whole watts"):
         disp.update_unit("gtn48", max_power_w=1.5)
@@ -412,10 +420,10 @@ def test_unit_set_problems() -> None:
     for part in (
         "id must be",
         "port_url is empty",
-        "max_power_w -1",
+        "max_power_w=-1 W is outside 0..5400 W",
         "dc_min_v 60.0 must be below",
-        "address 300",
-        "parallel 0",
+        "address=300 is outside 0..255",
+        "parallel=0 is outside 1..6",
     ):
         assert part in text
     with pytest.raises(ValueError, match="no units"):

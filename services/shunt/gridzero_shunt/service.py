@@ -28,7 +28,7 @@ from __future__ import annotations
 import sys
 
 from gridzero.contract import PackState, ShuntState, SimTruth, parse_payload
-from gridzero.runtime.freshness import Freshness, Stamp
+from gridzero.runtime.freshness import Freshness, FreshValue
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import Service, run_service
 from gridzero.runtime.settings import load_settings
@@ -85,8 +85,7 @@ class Shunt(Service[ShuntSettings]):
         self.counters = CounterStore(ctx.store, ctx.log, s.store_flush_s)
         self.counter = self.counters.restore(s.soc(self.runtime.value.capacity_ah))
         self.last_reading: CurrentReading | None = None
-        self.pack: PackState | None = None
-        self.pack_at_s = -1e9
+        self.pack: FreshValue[PackState] | None = None
         self.pack_gate = Freshness("bms pack")
         if self.model is not None:
             ctx.subscribe(ctx.topics.sim_truth, self.on_truth)
@@ -156,15 +155,12 @@ class Shunt(Service[ShuntSettings]):
         pack = parse_payload(PackState, msg.topic, msg.payload)
         # aged from its arrival here; a retained pack (maybe of a dead bms) or one stamped
         # in the future is refused (runtime/freshness.py)
-        self.pack_at_s = self.pack_gate.admit(
-            Stamp(msg.retain, pack.ts), now_s=self.ctx.now(), wall_s=self.ctx.wall()
-        )
-        self.pack = pack
+        self.pack = self.ctx.take(self.pack_gate, msg, pack)
 
     def _fresh_pack(self) -> PackState | None:
-        if self.pack is None or self.ctx.now() - self.pack_at_s > self.settings.bms_stale_s:
+        if self.pack is None or not self.pack.fresh(self.ctx.now(), self.settings.bms_stale_s):
             return None
-        return self.pack
+        return self.pack.value
 
     # --- actions ------------------------------------------------------------------------------
 
@@ -251,7 +247,7 @@ class Shunt(Service[ShuntSettings]):
             pack_voltage_v=volts,
             cell_min_v=pack.cell_min.voltage_v if pack and pack.cell_min else None,
             cell_max_v=pack.cell_max.voltage_v if pack and pack.cell_max else None,
-            pack_voltage_at_s=self.pack_at_s,
+            pack_voltage_at_s=self.pack.at_s if self.pack is not None else -1e9,
         )
         self._save()
         self.counters.write_if_due(self.counter, ctx.now())

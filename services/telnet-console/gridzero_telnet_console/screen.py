@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from gridzero.contract import SERVICES, Ack, CellRef, LogRecord, RawFrame
+from gridzero.runtime.freshness import FreshValue
 from gridzero_telnet_console.commands import (
     ENABLE_KEYS,
     KEY_HELP,
@@ -30,7 +31,7 @@ from gridzero_telnet_console.commands import (
     enabled,
     mode_allows,
 )
-from gridzero_telnet_console.snapshot import Entry, Seen, Snapshot
+from gridzero_telnet_console.snapshot import Entry, Snapshot
 
 HOME = "\x1b[H"
 CLEAR_EOL = "\x1b[K"
@@ -132,8 +133,8 @@ def _age(seen_at_s: float | None, now_s: float) -> str:
     return f"{age:.1f}s" if age < 60 else f"{age / 60:.0f}min"
 
 
-def _stale(seen: Seen[Any] | None, now_s: float) -> str:
-    if seen is None or now_s - seen.at_s <= STALE_S:
+def _stale(seen: FreshValue[Any] | None, now_s: float) -> str:
+    if seen is None or seen.fresh(now_s, STALE_S):
         return ""
     return f"  [STALE {_age(seen.at_s, now_s)}]"
 
@@ -364,7 +365,7 @@ def cell_lines(snap: Snapshot, now_s: float, width: int = 80) -> list[str]:
             row.append(f"{value:>{CELL_COLUMN - 1}}{mark}")
         lines.append("".join(row).rstrip())
         temps = " ".join(_num(t, ".0f") for t in m.temperatures_c) or "--"
-        old = f" ({_age(seen.at_s, now_s)} old)" if now_s - seen.at_s > STALE_S else ""
+        old = f" ({_age(seen.at_s, now_s)} old)" if not seen.fresh(now_s, STALE_S) else ""
         notes.append(f"{m.bus}-{m.module} {temps}{old}{'' if m.present else ' MISSING'}")
     lines.append("")
     lines += wrap_items(["T in C: " + notes[0], *notes[1:]], width, indent="        ")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
 
 from gridzero.contract import (
     SERVICES,
@@ -24,15 +23,13 @@ from gridzero.contract import (
     LogRecord,
     ModuleState,
     PackState,
-    Payload,
     PayloadError,
     RawFrame,
     ShuntState,
     Topics,
     parse_payload,
 )
-
-M = TypeVar("M", bound=Payload)
+from gridzero.runtime.freshness import FreshValue
 
 MAX_MODULES = 64
 MAX_INVERTERS = 16
@@ -42,14 +39,6 @@ LOG_LINES = 500
 RAW_LINES = 500
 ACK_LINES = 100
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-@dataclass(frozen=True, slots=True)
-class Seen(Generic[M]):
-    """A validated payload and when it arrived (monotonic seconds)."""
-
-    value: M
-    at_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +57,13 @@ class Snapshot:
 
     status: dict[str, str] = field(default_factory=dict)
     last_seen_s: dict[str, float] = field(default_factory=dict)
-    limits: Seen[BmsLimits] | None = None
-    pack: Seen[PackState] | None = None
-    charger: Seen[ChargerState] | None = None
-    shunt: Seen[ShuntState] | None = None
-    controller: Seen[ControllerState] | None = None
-    modules: dict[tuple[int, int], Seen[ModuleState]] = field(default_factory=dict)
-    inverters: dict[str, Seen[InverterState]] = field(default_factory=dict)
+    limits: FreshValue[BmsLimits] | None = None
+    pack: FreshValue[PackState] | None = None
+    charger: FreshValue[ChargerState] | None = None
+    shunt: FreshValue[ShuntState] | None = None
+    controller: FreshValue[ControllerState] | None = None
+    modules: dict[tuple[int, int], FreshValue[ModuleState]] = field(default_factory=dict)
+    inverters: dict[str, FreshValue[InverterState]] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)
     logs: deque[Entry] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     raw: deque[Entry] = field(default_factory=lambda: deque(maxlen=RAW_LINES))
@@ -189,28 +178,28 @@ def _setting(snap: Snapshot, service: str, rest: list[str], topic: str, payload:
 def _state(snap: Snapshot, msg: _Message) -> bool:
     service, rest, topic, payload, now_s = msg.service, msg.rest, msg.topic, msg.payload, msg.now_s
     if service == "bms" and rest == ["limits"]:
-        snap.limits = Seen(parse_payload(BmsLimits, topic, payload), now_s)
+        snap.limits = FreshValue(parse_payload(BmsLimits, topic, payload), now_s)
     elif service == "bms" and rest == ["pack"]:
-        snap.pack = Seen(parse_payload(PackState, topic, payload), now_s)
+        snap.pack = FreshValue(parse_payload(PackState, topic, payload), now_s)
     elif service == "bms" and len(rest) == 2 and rest[0] == "module":
         module = parse_payload(ModuleState, topic, payload)
         key = (module.bus, module.module)
         if key not in snap.modules and len(snap.modules) >= MAX_MODULES:
             raise PayloadError(f"{topic}: more than {MAX_MODULES} modules; ignored")
-        snap.modules[key] = Seen(module, now_s)
+        snap.modules[key] = FreshValue(module, now_s)
     elif service == "charger" and rest == ["state"]:
-        snap.charger = Seen(parse_payload(ChargerState, topic, payload), now_s)
+        snap.charger = FreshValue(parse_payload(ChargerState, topic, payload), now_s)
     elif service == "inverter" and len(rest) == 2 and rest[1] == "state":
         unit = rest[0]
         if not _NAME.match(unit):
             raise PayloadError(f"{topic}: inverter unit name is not [A-Za-z0-9_.-]{{1,64}}")
         if unit not in snap.inverters and len(snap.inverters) >= MAX_INVERTERS:
             raise PayloadError(f"{topic}: more than {MAX_INVERTERS} inverter units; ignored")
-        snap.inverters[unit] = Seen(parse_payload(InverterState, topic, payload), now_s)
+        snap.inverters[unit] = FreshValue(parse_payload(InverterState, topic, payload), now_s)
     elif service == "shunt" and rest == ["state"]:
-        snap.shunt = Seen(parse_payload(ShuntState, topic, payload), now_s)
+        snap.shunt = FreshValue(parse_payload(ShuntState, topic, payload), now_s)
     elif service == "controller" and rest == ["state"]:
-        snap.controller = Seen(parse_payload(ControllerState, topic, payload), now_s)
+        snap.controller = FreshValue(parse_payload(ControllerState, topic, payload), now_s)
     else:
         return False
     return True

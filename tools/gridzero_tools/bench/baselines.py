@@ -128,12 +128,12 @@ class HousebattController:
             importing_w += self.import_buffer_w
         self.demand_w += self.gain * importing_w
         self.demand_w = max(-self.max_charger_w, min(self.max_output_w, self.demand_w))
-        can_invert = limits.discharge_current_a > 0 and not limits.alarm
-        can_charge = limits.charge_current_a > 0 and not limits.alarm
+        can_invert = limits.value.discharge_limit_a > 0 and not limits.value.alarm
+        can_charge = limits.value.charge_limit_a > 0 and not limits.value.alarm
         if self.demand_w > self.min_output_w:
-            self._discharge_branch(can_invert, limits.discharge_current_a * volts)
+            self._discharge_branch(can_invert, limits.value.discharge_limit_a * volts)
         elif self.demand_w < self.min_charger_w and can_charge:
-            self._charge_branch(obs.now_s, volts, limits.charge_current_a)
+            self._charge_branch(obs.now_s, volts, limits.value.charge_limit_a)
         else:
             self.demand_w = 0.0
             self.charging = False
@@ -327,7 +327,7 @@ class OpenDtuController:
             total = 0.0
         else:
             allowance = (
-                obs.limits.discharge_current_a
+                obs.limits.value.discharge_limit_a
                 * obs.pack_voltage_v
                 * 0.95
                 * (1.0 - self.conduction_losses)
@@ -366,7 +366,7 @@ class OpenDtuController:
         if v is None or lim is None or producing or soc_full:
             new_w = 0.0
         elif new_w > 0:
-            new_w = min(new_w, lim.charge_current_a * v)
+            new_w = min(new_w, lim.value.charge_limit_a * v)
             if new_w < self.charger_min_current_a * v:
                 new_w = 0.0
         if abs(new_w - self._charger_w) > 1e-6:

@@ -21,8 +21,10 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gridzero.contract import Alarm, BmsLimits
+from gridzero.runtime.freshness import FreshValue
 from gridzero_controller.core import ChargerReading, InverterReading, Observation
-from gridzero_controller.dispatch import BmsLimits, Commands, InverterUnit
+from gridzero_controller.dispatch import Commands, InverterUnit
 from gridzero_controller.law import MeterSample
 from gridzero_tools.bench.baselines import BenchController
 from gridzero_tools.sim.params import PlantParams
@@ -47,6 +49,9 @@ class BmsRules:
     ramp_a_per_s: float = 5.0
 
 
+_ALARM = Alarm(code="cell_voltage", message="a cell is outside its hard limits", since_ts=0.0)
+
+
 class SimpleBms:
     """bms limits from the plant's true cell voltages (see the module docstring).
 
@@ -65,6 +70,7 @@ class SimpleBms:
         self._ccl_a = 0.0
         self._dcl_a = 0.0
         self._last_s: float | None = None
+        self._seq = 0
 
     def _latches(self, high: float, low: float, now_s: float) -> None:
         r = self.rules
@@ -83,8 +89,9 @@ class SimpleBms:
         elif high < r.charge_end_v - r.charge_taper_v:
             self._full = False
 
-    def limits(self, truth: PlantTruth, now_s: float) -> BmsLimits:
-        """Limits for the present cell voltages."""
+    def limits(self, truth: PlantTruth, now_s: float) -> FreshValue[BmsLimits]:
+        """Limits for the present cell voltages, as the bms would publish them and a consumer
+        would keep them (arrived at ``now_s``)."""
         r = self.rules
         high = truth.cell_max_v
         low = truth.cell_min_v
@@ -99,13 +106,20 @@ class SimpleBms:
         step = r.ramp_a_per_s * min(dt, 1.0)
         self._ccl_a = ccl if ccl <= self._ccl_a else min(ccl, self._ccl_a + step)
         self._dcl_a = dcl if dcl <= self._dcl_a else min(dcl, self._dcl_a + step)
-        return BmsLimits(
-            charge_voltage_v=r.charge_end_v * self.series_cells,
-            charge_current_a=self._ccl_a,
-            discharge_current_a=self._dcl_a,
-            alarm=alarm,
-            at_s=now_s,
+        self._seq += 1
+        payload = BmsLimits(
+            ts=max(0.0, now_s),
+            boot="bench",
+            seq=self._seq,
+            cvl_v=r.charge_end_v * self.series_cells,
+            ccl_a=self._ccl_a,
+            dcl_a=self._dcl_a,
+            charge_allowed=True,
+            discharge_allowed=True,
+            pack_voltage_v=max(0.0, truth.pack_voltage_v),
+            alarms=[_ALARM] if alarm else [],
         )
+        return FreshValue(payload, now_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +156,7 @@ class DeviceServices:
         self.params = params
         self.config = config
         self.commands: Commands | None = None
-        self.limits: BmsLimits | None = None
+        self.limits: FreshValue[BmsLimits] | None = None
         self.pack_voltage_v = 0.0
         self.last_sent: dict[int, tuple[float, float]] = {}
         # When a frame last carried a new value, per unit: min_gap spaces changes only.
@@ -152,7 +166,9 @@ class DeviceServices:
 
     def _limits_ok(self, now_s: float) -> bool:
         lim = self.limits
-        return lim is not None and not lim.alarm and now_s - lim.at_s <= self.config.limits_stale_s
+        return (
+            lim is not None and not lim.value.alarm and lim.fresh(now_s, self.config.limits_stale_s)
+        )
 
     def send_frames(self, plant: Plant, now_s: float) -> None:
         """One frame period: inverter demand frames and charger set-points."""
@@ -178,7 +194,7 @@ class DeviceServices:
         if not self._limits_ok(now_s) or cmd is None or lim is None:
             return [0.0] * n
         eff = min(p.efficiency for p in self.params.inverters)
-        cap_w = lim.discharge_current_a * self.pack_voltage_v * eff
+        cap_w = lim.value.discharge_limit_a * self.pack_voltage_v * eff
         total = sum(max(0.0, w) for w in cmd.inverter_w)
         scale = min(1.0, cap_w / total) if total > 0 else 0.0
         return [max(0.0, w) * scale for w in cmd.inverter_w[:n]]
@@ -212,13 +228,13 @@ class DeviceServices:
             or cmd is None
             or lim is None
             or not cmd.charger.on
-            or lim.charge_current_a < min_a
+            or lim.value.charge_limit_a < min_a
         ):
             plant.charger_dc(False, now_s)
             return
-        top_a = min(lim.charge_current_a, cp.max_fraction * cp.amps_per_fraction)
+        top_a = min(lim.value.charge_limit_a, cp.max_fraction * cp.amps_per_fraction)
         current_a = max(min_a, min(top_a, cmd.charger.current_a))
-        voltage_v = lim.charge_voltage_v
+        voltage_v = lim.value.cvl_v
         if cmd.charger.voltage_v > 0:
             voltage_v = min(voltage_v, cmd.charger.voltage_v)
         voltage_v = max(cp.voltage_min_v, min(cp.voltage_max_v, voltage_v))
@@ -300,9 +316,11 @@ class ViolationCheck:
         self.tol = current_tolerance_a
         self.grace_s = grace_s
         self.v = Violations()
-        self._limits: BmsLimits | None = None
+        self._limits: FreshValue[BmsLimits] | None = None
 
-    def check(self, plant: Plant, truth: PlantTruth, now_s: float, limits: BmsLimits) -> None:
+    def check(
+        self, plant: Plant, truth: PlantTruth, now_s: float, limits: FreshValue[BmsLimits]
+    ) -> None:
         """Cell voltages (from a fresh truth snapshot) and the limits the bms publishes."""
         r = self.bms.rules
         v = self.v
@@ -319,11 +337,14 @@ class ViolationCheck:
             return
         current = plant.battery_current_a
         v.note(
-            "charge_over_current", current > lim.charge_current_a + self.tol, now_s, self.grace_s
+            "charge_over_current",
+            current > lim.value.charge_limit_a + self.tol,
+            now_s,
+            self.grace_s,
         )
         v.note(
             "discharge_over_current",
-            -current > lim.discharge_current_a + self.tol,
+            -current > lim.value.discharge_limit_a + self.tol,
             now_s,
             self.grace_s,
         )
@@ -364,7 +385,7 @@ class _Loop:
         self.bat = array("f")
         self.soc_trace = array("f")
         self.meter: MeterSample | None = None
-        self.limits: BmsLimits | None = None
+        self.limits: FreshValue[BmsLimits] | None = None
         self.pack_v: float | None = None
         self.soc: float | None = None
         self.inverters: tuple[InverterReading | None, ...] = tuple(None for _ in params.inverters)

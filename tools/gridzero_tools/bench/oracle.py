@@ -100,14 +100,14 @@ class OracleController:
                 )
         setpoint = self._known_load_w(obs) - s.target_grid_w + self.trim_w
         limits = obs.limits
-        ok = limits is not None and not limits.alarm and now - limits.at_s <= s.bms_stale_s
+        ok = limits is not None and not limits.value.alarm and limits.fresh(now, s.bms_stale_s)
         pack_v = obs.pack_voltage_v
         if obs.charger is not None and obs.charger.current_a > 1.0:
             pack_v = obs.charger.voltage_v  # the charger's own terminal voltage: exact power
         data = DispatchInput(
             pack_voltage_v=pack_v,
             soc_pct=obs.soc_pct,
-            limits=limits if ok else None,
+            limits=limits.value if ok and limits is not None else None,
             inverter_output_w=tuple(None if r is None else r.output_w for r in obs.inverters),
             charger_current_a=None if obs.charger is None else obs.charger.current_a,
         )
