@@ -17,7 +17,7 @@ import pytest
 
 from gridzero.contract import HA_STATUS_TOPIC, Topics
 from gridzero.runtime.broker import free_port
-from gridzero.testing import Probe, TestBroker, wait_until
+from gridzero.testing import Probe, TestBroker
 
 pytestmark = pytest.mark.broker
 T = Topics()
@@ -53,7 +53,7 @@ class HaBroker:
         )
         self.log = root / "mosquitto.log"
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.proc = subprocess.Popen(  # noqa: S603 - fixed executable, our own config
+        self.proc = subprocess.Popen(
             [exe, "-c", str(root / "mosquitto.conf")],
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
