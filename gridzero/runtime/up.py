@@ -322,7 +322,9 @@ def choose_port(
             back = remembered is not None and remembered != default
             return wanted, (
                 f"port {remembered}, remembered from an earlier fallback, is taken: the "
-                f"broker is back on port {default}" if back else ""
+                f"broker is back on port {default}"
+                if back
+                else ""
             )
         return wanted, (
             f"the broker listens on port {wanted}, not {default}: an earlier start fell "

@@ -27,7 +27,7 @@ class Up:
         self.log = root / f"up-{len(list(root.glob('up-*.log')))}.log"
         argv = [sys.executable, "-m", "gridzero.cli", "up", "--no-sim", "--services"]
         argv += ["controller", "--data-dir", "data", "--secrets-dir", "secrets", "--no-colour"]
-        self.proc = subprocess.Popen(  # noqa: S603 - our own CLI
+        self.proc = subprocess.Popen(
             [*argv, *extra], cwd=root, stdout=self.log.open("wb"), stderr=subprocess.STDOUT
         )
         wait_until(lambda: "watch it: " in self.text() or self.proc.poll() is not None, 30, "up")
@@ -63,7 +63,7 @@ def ups(tmp_path: Path) -> Iterator[list[Up]]:
 def _time_wait(port: int) -> bool:
     """Whether a connection of local port ``port`` is in TIME_WAIT (the broker closed it)."""
     out = subprocess.run(
-        ["ss", "-Htan", "state", "time-wait", f"sport = :{port}"],  # noqa: S607
+        ["ss", "-Htan", "state", "time-wait", f"sport = :{port}"],
         capture_output=True,
         text=True,
         check=True,
@@ -103,7 +103,7 @@ def test_a_quick_restart_keeps_the_port_and_the_printed_watch_command_works(
     command = second.watch_command()
     assert f"-p {port}" in command
     out = subprocess.run(
-        ["bash", "-c", command.replace(" -v", " -v -C 1 -W 20")],  # noqa: S607
+        ["bash", "-c", command.replace(" -v", " -v -C 1 -W 20")],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -157,12 +157,12 @@ def test_a_taken_port_falls_back_loudly_and_the_fallback_is_kept(tmp_path: Path)
 def test_bind_beyond_loopback_warns_and_listens_on_every_address(
     tmp_path: Path, ups: list[Up]
 ) -> None:
-    up = Up(tmp_path, "--bind", "0.0.0.0", "--port", str(_free_port()))  # noqa: S104
+    up = Up(tmp_path, "--bind", "0.0.0.0", "--port", str(_free_port()))
     ups.append(up)
     assert "reachable from the network" in up.text()
     assert "docs/security.md" in up.text()
     out = subprocess.run(
-        ["ss", "-Htln", f"sport = :{up.port()}"],  # noqa: S607
+        ["ss", "-Htln", f"sport = :{up.port()}"],
         capture_output=True,
         text=True,
         check=True,
