@@ -8,6 +8,7 @@ from __future__ import annotations
 import getpass
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import pytest
 
 from gridzero.contract import HA_STATUS_TOPIC, Topics
 from gridzero.runtime.broker import free_port
-from gridzero.testing import Probe, TestBroker
+from gridzero.testing import Probe, TestBroker, wait_until
 
 pytestmark = pytest.mark.broker
 T = Topics()
@@ -58,6 +59,15 @@ class HaBroker:
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
         )
+        wait_until(self._listening, 10, "Home Assistant's broker listening")
+
+    def _listening(self) -> bool:
+        assert self.proc.poll() is None, self.log.read_text(errors="replace")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
 
     def probe(self) -> Probe:
         return Probe.connect("127.0.0.1", self.port, "ha-side", "", "#")
