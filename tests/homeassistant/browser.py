@@ -203,3 +203,26 @@ def hass_tokens_js(url: str, token: str) -> str:
         "localStorage.setItem('selectedLanguage', '\"en\"');"
         "true"
     )
+
+
+# HA 2026 asks in the frontend to confirm HTTP settings that changed at a restart (ha-peer
+# sets the port in configuration.yaml); the dialog covers the dashboard. Not something a
+# user of gridzero sees: it comes from the test instance. Click its Confirm button.
+CONFIRM_HTTP_DIALOG_JS = """
+(() => {
+  const buttons = [];
+  let text = '';
+  const walk = (node) => {
+    if (!node) return;
+    if (node.nodeType === Node.TEXT_NODE) { text += node.textContent; return; }
+    if (node.nodeType === Node.ELEMENT_NODE && /BUTTON/.test(node.tagName)
+        && node.textContent.trim() === 'Confirm') buttons.push(node);
+    if (node.shadowRoot) walk(node.shadowRoot);
+    for (const child of node.childNodes) walk(child);
+  };
+  walk(document.documentElement);
+  if (!text.includes('Confirm new HTTP server configuration') || !buttons.length) return false;
+  buttons[0].click();
+  return true;
+})()
+"""

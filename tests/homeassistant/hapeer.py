@@ -24,6 +24,23 @@ REPO = Path(__file__).resolve().parents[2]
 HA_PEER = Path(os.environ.get("GRIDZERO_HA_PEER", REPO.parent / "shared" / "tools" / "ha-peer"))
 DASHBOARD = REPO / "homeassistant" / "dashboard.yaml"
 DASHBOARD_PATH = "gridzero-battery"  # the dashboard's URL path (docs/homeassistant.md)
+# The Home Assistant release the suite runs: the current one by default (CI). ha-peer runs
+# releases newer than the host's Python allows in a Debian root filesystem; the oldest one
+# we support (docs/homeassistant.md) with HA_PEER_VERSION=2025.4.4.
+CURRENT_HA = "2026.11.0"
+OLDEST_HA = "2025.4.4"
+HA_VERSION = os.environ.get("HA_PEER_VERSION") or CURRENT_HA
+
+
+def _env() -> dict[str, str]:
+    """ha-peer's environment: the version, and our repository visible inside its root
+    filesystem (the dashboard file is named by its absolute path)."""
+    binds = [p for p in os.environ.get("HA_PEER_BINDS", "").split(":") if p]
+    return {
+        **os.environ,
+        "HA_PEER_VERSION": HA_VERSION,
+        "HA_PEER_BINDS": ":".join([*binds, str(REPO)]),
+    }
 
 
 def extra_yaml(dashboard: Path = DASHBOARD) -> str:
@@ -45,7 +62,12 @@ def extra_yaml(dashboard: Path = DASHBOARD) -> str:
 def ensure_installed(timeout_s: float = 600.0) -> None:
     """Install Home Assistant's venv if it is missing (idempotent, quick when done)."""
     result = subprocess.run(
-        [str(HA_PEER), "install"], capture_output=True, text=True, timeout=timeout_s, check=False
+        [str(HA_PEER), "install"],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+        env=_env(),
     )
     if result.returncode != 0:
         raise RuntimeError(
@@ -91,7 +113,13 @@ class HomeAssistant:
         ]
         started = time.monotonic()
         result = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout_s + 60, check=False
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s + 60,
+            check=False,
+            env=_env(),
+            cwd=REPO,
         )
         if result.returncode != 0:
             raise RuntimeError(f"ha-peer start failed:\n{result.stderr[-4000:]}")
@@ -104,6 +132,7 @@ class HomeAssistant:
             capture_output=True,
             timeout=60,
             check=False,
+            env=_env(),
         )
 
     # ------------------------------------------------------------------ REST
@@ -148,7 +177,7 @@ class HomeAssistant:
 
     def ws(self, message: dict[str, Any]) -> Any:
         """One websocket command's result (``ha-peer ws``); raises on failure."""
-        env = {**os.environ, "HA_URL": self.url, "HA_TOKEN": self.token}
+        env = {**_env(), "HA_URL": self.url, "HA_TOKEN": self.token}
         result = subprocess.run(
             [str(HA_PEER), "ws", json.dumps(message)],
             capture_output=True,

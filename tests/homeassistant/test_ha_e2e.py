@@ -1,7 +1,7 @@
 """gridzero against a real Home Assistant (issue 10), end to end.
 
 The whole system runs on simulated hardware (`gridzero up`, as a user starts it);
-a real Home Assistant 2025.4 (ha-peer) logs in to the same broker as the
+a real Home Assistant (ha-peer; 2026.11.0, or HA_PEER_VERSION) logs in to the same broker as the
 `homeassistant` user of the ACL. Everything is checked through Home Assistant's
 own REST and websocket APIs, against the discovery payloads collected from the
 broker: the entities, their devices, units and classes, live states, the Energy
@@ -33,6 +33,7 @@ from gridzero.contract import HA_STATUS_TOPIC, Topics
 from gridzero.runtime.broker import SHARED_CLIENT_IDS_ENV
 from gridzero.testing import Probe, System, wait_until
 from tests.homeassistant.browser import (
+    CONFIRM_HTTP_DIALOG_JS,
     DEEP_TEXT_JS,
     Browser,
     deep_contains_js,
@@ -399,12 +400,28 @@ def _show(browser: Browser, url: str, wanted: list[str], pattern: str) -> tuple[
     browser.navigate(url)
     condition = " && ".join(f"t.includes({json.dumps(w)})" for w in wanted)
     started = time.monotonic()
-    text = browser.wait_for(
-        f"(() => {{ const t = {DEEP_TEXT_JS}; "
-        f"return ({condition}) && /{pattern}/.test(t) && !t.includes('Loading') ? t : ''; }})()",
-        60,
-        f"{url} with live values",
-    )
+    # the dialog comes once the frontend has connected: dismiss it while waiting
+    dismiss = CONFIRM_HTTP_DIALOG_JS.strip()
+    try:
+        text = browser.wait_for(
+            f"(() => {{ {dismiss}; const t = {DEEP_TEXT_JS}; "
+            f"return ({condition}) && /{pattern}/.test(t) && !t.includes('Loading') ? t : ''; }})()",
+            60,
+            f"{url} with live values",
+        )
+    except TimeoutError as exc:
+        # what the page showed instead, and a picture of it, so a failure can be read
+        shown = str(browser.evaluate(DEEP_TEXT_JS))
+        missing = [w for w in wanted if w not in shown]
+        where = Path(os.environ.get("PYTEST_DEBUG_TEMPROOT", "/tmp")) / "gridzero-dashboard-failed"
+        browser.screenshot(where.with_suffix(".png"))
+        where.with_suffix(".txt").write_text(shown, encoding="utf-8")
+        raise TimeoutError(
+            f"{exc}: missing {missing}, pattern {pattern} "
+            f"{'found' if re.search(pattern, shown) else 'not found'}, "
+            f"'Loading' {'shown' if 'Loading' in shown else 'not shown'} "
+            f"(the page: {where}.txt/.png)"
+        ) from None
     return str(text), time.monotonic() - started
 
 
@@ -421,7 +438,8 @@ def test_dashboard_screenshots(rig: Rig) -> None:
         browser.evaluate(hass_tokens_js(rig.ha.url, rig.ha.token))
         base = f"{rig.ha.url}/{DASHBOARD_PATH}"
         wanted = ["Cells and temperatures", "Charger (R48)", "Highest V", "Services", "Lowest cell"]
-        text, rendered_s = _show(browser, f"{base}/battery", wanted, r"\d\.\d{3} V[\s\S]*\d W")
+        # \s: HA 2026 puts a no-break space between a value and its unit (2025.4 a space)
+        text, rendered_s = _show(browser, f"{base}/battery", wanted, r"\d\.\d{3}\sV[\s\S]*\d\sW")
         # the history chart draws once its data has arrived
         browser.wait_for(deep_contains_js("hui-history-graph-card", "canvas"), 30, "the chart")
         size = browser.screenshot(SCREENSHOT)

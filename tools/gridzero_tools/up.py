@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -28,7 +29,7 @@ import yaml
 
 from gridzero.errors import UsageError
 from gridzero.meter import read_controller_meter
-from gridzero.runtime.broker import BrokerProcess, free_port
+from gridzero.runtime.broker import LOOPBACK, BrokerProcess, connect_host, free_port
 from gridzero.runtime.credentials import (
     LEFT_OUT_FILE,
     init_credentials,
@@ -38,6 +39,8 @@ from gridzero.runtime.credentials import (
 from gridzero.runtime.launch import SERVICE_MODULES
 
 DATA_UP = Path(__file__).resolve().parent / "data" / "up"
+DEFAULT_PORT = 1883
+PORT_FILE = "broker-port"  # in the data directory: the port a fallback took, kept for next time
 ORDER = ("sim", "bms", "shunt", "charger", "inverter", "controller", "telnet-console")
 COLOURS = {
     "sim": 35,
@@ -195,7 +198,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--broker", metavar="HOST:PORT", help="use this broker instead of starting one"
     )
     parser.add_argument(
-        "--port", type=int, default=0, help="port for the broker we start (default: 1883 if free)"
+        "--port",
+        type=int,
+        default=0,
+        help="port for the broker we start (default: the port of the last start, else 1883; "
+        f"a fallback port is remembered in DATA_DIR/{PORT_FILE})",
+    )
+    parser.add_argument(
+        "--bind",
+        metavar="ADDR",
+        default=LOOPBACK,
+        help="address the broker we start listens on (default 127.0.0.1: this machine only); "
+        "0.0.0.0 for a Home Assistant on the LAN: then the passwords and TLS matter "
+        "(docs/security.md)",
     )
     parser.add_argument(
         "--no-sim", action="store_true", help="real hardware: do not start the simulator"
@@ -238,34 +253,115 @@ def _controller_config(config_dir: Path | None) -> Path | None:
 
 def _broker_address(
     args: argparse.Namespace, passwords: dict[str, str], acl: str
-) -> tuple[str, int, BrokerProcess | None]:
+) -> tuple[str, int, BrokerProcess | None, str]:
+    """Where the services reach the broker, the broker we started, and a warning for the user."""
     if args.broker:
         host, _, port = args.broker.rpartition(":")
         if not host or not port.isdigit():
             raise UsageError(f"--broker {args.broker!r}: expected HOST:PORT")
-        return host, int(port), None
-    port = args.port or (1883 if _port_free(1883) else free_port())
+        return host, int(port), None, ""
     if not 1 <= args.logins <= 100:
         raise UsageError(f"--logins {args.logins}: expected 1 to 100")
+    _check_bind(args.bind)
+    port_file = args.data_dir / PORT_FILE
+    port, warning = (args.port, "") if args.port else choose_port(port_file, args.bind)
     broker = BrokerProcess(
         (args.data_dir / "broker").resolve(),
         port,
+        host=args.bind,
         tls_port=args.tls_port,
         logins=args.logins,
         acl=acl,
     )
     broker.prepare(passwords)
     broker.start()
-    return broker.host, port, broker
+    if port != DEFAULT_PORT and not args.port:
+        port_file.write_text(f"{port}\n", encoding="utf-8")  # the next start takes it again
+    return connect_host(args.bind), port, broker, warning
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
+def _check_bind(address: str) -> None:
+    try:
+        socket.getaddrinfo(address, None, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        raise UsageError(
+            f"--bind {address!r}: expected an IP address of this machine "
+            "(127.0.0.1, 0.0.0.0 or one interface's address)"
+        ) from None
+
+
+def port_free(port: int, host: str = LOOPBACK) -> bool:
+    """Whether mosquitto could listen on host:port now.
+
+    Mosquitto binds its listeners with SO_REUSEADDR, so a port whose last connections
+    are still in TIME_WAIT (a quick restart) is free for it; a bind without the option
+    would call that port busy and move the broker away from it.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
+
+
+def remembered_port(port_file: Path) -> int | None:
+    """The port a former start fell back to (``PORT_FILE``), if any and valid."""
+    try:
+        text = port_file.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() and 1 <= int(text) <= 65535 else None
+
+
+def choose_port(
+    port_file: Path, host: str = LOOPBACK, default: int = DEFAULT_PORT
+) -> tuple[int, str]:
+    """The broker's port and a warning when it is not the one clients expect.
+
+    The port of the last start (remembered when it was a fallback), else 1883; only
+    when those are really taken (another program listens on them) a free port, which
+    the caller remembers so that the next start keeps it.
+    """
+    remembered = remembered_port(port_file)
+    for wanted in dict.fromkeys((remembered or default, default)):
+        if not port_free(wanted, host):
+            continue
+        if wanted == default:
+            port_file.unlink(missing_ok=True)
+            back = remembered is not None and remembered != default
+            return wanted, (
+                f"port {remembered}, remembered from an earlier fallback, is taken: the "
+                f"broker is back on port {default}"
+                if back
+                else ""
+            )
+        return wanted, (
+            f"the broker listens on port {wanted}, not {default}: an earlier start fell "
+            f"back to it (remembered in {port_file}; delete that file or pass --port "
+            f"{default} to go back)"
+        )
+    port = free_port()
+    return port, (
+        f"port {default} is taken by another program (a second `gridzero up`, or a "
+        f"broker of the system: `ss -ltnp 'sport = :{default}'`): the broker listens on "
+        f"port {port} instead, and keeps it on the next start ({port_file}). Point Home "
+        f"Assistant and your tools at port {port}, or free port {default}, delete "
+        f"{port_file} and start again."
+    )
+
+
+def watch_command(host: str, port: int, secrets_dir: Path) -> str:
+    """The shell command that shows every gridzero message on this broker."""
+    env = str(secrets_dir / "operator.env")
+    # `.` looks a name without a slash up in PATH
+    source = shlex.quote(env if "/" in env else f"./{env}")
+    return (
+        f". {source} && mosquitto_sub -h {host} -p {port} -u operator "
+        "-P \"$GRIDZERO_MQTT__PASSWORD\" -t 'gridzero/#' -t meterbox/grid -v"
+    )
 
 
 def _selected(args: argparse.Namespace) -> list[str]:
@@ -331,7 +427,9 @@ def main(argv: list[str]) -> int:
     # the broker's ACL lets the meter write the topic the controller will read: both come
     # from the controller's settings file (a bad meter setting stops us here, named)
     base, meter = read_controller_meter(_controller_config(config_dir))
-    host, port, broker = _broker_address(args, passwords, render_acl(base, meter.topic))
+    host, port, broker, port_warning = _broker_address(
+        args, passwords, render_acl(base, meter.topic)
+    )
     children = [
         Child(n, _argv(n, config_dir), _child_env(n, host, port, args.secrets_dir, args.data_dir))
         for n in names
@@ -345,7 +443,8 @@ def main(argv: list[str]) -> int:
         (args.data_dir / "pids" / "mosquitto.pid").write_text(
             f"{broker.proc.pid}\n", encoding="utf-8"
         )
-    sup.say("up", f"broker {host}:{port}" + (" (started from mosquitto/config)" if broker else ""))
+    where = f"{broker.host}:{port}" if broker is not None else f"{host}:{port}"
+    sup.say("up", f"broker {where}" + (" (started from mosquitto/config)" if broker else ""))
     if broker is not None:
         sup.say("up", f"meter topic {meter.topic}: broker user `meter` may write it")
     else:
@@ -355,6 +454,16 @@ def main(argv: list[str]) -> int:
             "the meter write it and the controller read it (`gridzero credentials acl "
             "--controller-config <file>` prints ours)",
         )
+    if broker is not None and broker.host != LOOPBACK:
+        sup.say(
+            "up",
+            f"WARNING: the broker listens on {broker.host}, reachable from the network: every "
+            "user's password now guards the battery, and the plain listener sends them in "
+            "clear text; switch TLS on (docs/security.md) and keep secrets/ private",
+        )
+    if port_warning:
+        sup.say("up", f"WARNING: {port_warning}")
+    sup.say("up", "watch it: " + watch_command(host, port, args.secrets_dir))
     if missing:
         sup.say("up", f"not built yet, skipped: {', '.join(missing)}")
     signal.signal(signal.SIGTERM, lambda *_: sup.stopping.set())

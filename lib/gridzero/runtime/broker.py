@@ -28,6 +28,14 @@ DOCKER_CONFIG = "/mosquitto/config/"
 DOCKER_DATA = "/mosquitto/data/"
 
 
+LOOPBACK = "127.0.0.1"
+
+
+def connect_host(bind: str) -> str:
+    """Where a client on this machine reaches a listener bound to ``bind``."""
+    return LOOPBACK if bind in ("0.0.0.0", "::", "") else bind  # noqa: S104 - not a bind
+
+
 def free_port() -> int:
     """A TCP port on loopback that nobody listens on right now."""
     with socket.socket() as sock:
@@ -188,7 +196,7 @@ class BrokerProcess:
                     f"mosquitto exited with {self.proc.returncode}; see {self.workdir / 'mosquitto.log'}"
                 )
             try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
+                with socket.create_connection((connect_host(self.host), self.port), timeout=0.2):
                     return
             except OSError:
                 time.sleep(0.05)
