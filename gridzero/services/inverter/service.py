@@ -160,6 +160,12 @@ class SerialPort:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def is_open(self) -> bool:
+        """Whether a write can go out now."""
+        with self._lock:
+            return self._port is not None
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(1.0)
