@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import socket
 import threading
 import time
@@ -700,3 +701,30 @@ def test_efficiency_is_a_start_up_setting_only(
     assert "unknown setting" in ack["reason"]
     setter.close()
     probe.close()
+
+
+# ------------------------------------------------------------------ logs a person can read
+
+
+def test_a_new_demand_is_debug_and_a_new_reason_is_info(
+    tmp_path: Path, peer: InverterPeer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The controller changes its command twice a second: that is not news at INFO. A new
+    cap reason (stale command, DCL, ...) is a state change and is."""
+    offline, _inverter = _offline(tmp_path, peer)
+    bms = Sender(offline, T.bms_limits, LIMITS)
+    try:
+        _run(offline, 1.0, bms, Sender(offline, T.inverter_set("u1"), {"power_w": 300}))
+        caplog.set_level(logging.DEBUG, logger="gridzero.inverter")
+        ctl = Sender(offline, T.inverter_set("u1"), {"power_w": 300})
+        for power_w in range(310, 510, 10):  # 20 new demands, all "controller"
+            ctl.body = {"power_w": power_w}
+            _run(offline, 0.5, bms, ctl)
+        demand_lines = [r for r in caplog.records if "demand" in r.getMessage()]
+        assert len([r for r in demand_lines if r.levelno == logging.DEBUG]) >= 19
+        assert not [r for r in demand_lines if r.levelno >= logging.INFO]
+        _run(offline, 2.0, bms)  # the controller falls silent: reason stale_command
+        news = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+        assert any("stale_command" in m for m in news)
+    finally:
+        offline.stop()
