@@ -25,6 +25,11 @@ names and `ts` (Unix seconds). Battery power: + discharge, − charge. Battery c
 + charging. Commands go to `.../set` topics, are validated, and are answered on
 `<base>/<service>/ack`; a refused command changes nothing.
 
+Numbers are published rounded to what they mean, once, in the contract
+(`contract.DECIMALS_BY_UNIT`, by the unit the key ends in: V to the mV, A to 10 mA, W to
+0.1 W, % to 0.1, °C to 0.1, `ts` to the ms); column "to". Limits and energy totals are rounded
+down: a published limit never allows more, a total is never ahead of the one stored.
+
 Services: {services}.
 """
 
@@ -67,6 +72,13 @@ def _bounds(schema: dict[str, Any]) -> str:
     return ", ".join(f"{sym} {schema[k]:g}" for k, sym in marks.items() if k in schema)
 
 
+def _resolution(rounding: contract.Rounding | None) -> str:
+    if rounding is None:
+        return ""
+    step = f"{10.0**-rounding.decimals:.{rounding.decimals}f}" if rounding.decimals else "1"
+    return step + (" ↓" if rounding.down else "")
+
+
 def render_model(model: type[contract.Payload]) -> str:
     schema = model.model_json_schema()
     required = set(schema.get("required", []))
@@ -75,15 +87,16 @@ def render_model(model: type[contract.Payload]) -> str:
         "",
         (model.__doc__ or "").strip(),
         "",
-        "| key | type | required | range | meaning |",
-        "|---|---|---|---|---|",
+        "| key | type | required | range | to | meaning |",
+        "|---|---|---|---|---|---|",
     ]
+    roundings = model.roundings()
     for key, prop in schema.get("properties", {}).items():
         inner = prop
         if "anyOf" in prop:
             inner = next((s for s in prop["anyOf"] if s.get("type") != "null"), prop)
         lines.append(
-            f"| `{key}` | {_type_name(prop)} | {'yes' if key in required else 'no'} | {_bounds(inner)} | {prop.get('description', '')} |"
+            f"| `{key}` | {_type_name(prop)} | {'yes' if key in required else 'no'} | {_bounds(inner)} | {_resolution(roundings.get(key))} | {prop.get('description', '')} |"
         )
     return "\n".join(lines)
 

@@ -126,7 +126,7 @@ def contract_targets() -> list[Target]:
 # --------------------------------------------------------------------------- service handlers
 
 
-def _topic_examples(topics: Topics, unit: str) -> dict[str, bytes]:
+def topic_examples(topics: Topics, unit: str) -> dict[str, bytes]:
     """A valid payload for every topic a service subscribes to."""
     models: dict[str, type[Payload]] = {
         topics.bms_limits: contract.BmsLimits,
@@ -232,7 +232,7 @@ def service_targets(
     harness = start_harness(name, settings)
     ctx = harness.ctx
     topics: Topics = ctx.topics
-    examples = _topic_examples(topics, "gtn1")
+    examples = topic_examples(topics, "gtn1")
     own = {} if corpora is None else corpora(topics)
     targets: list[Target] = []
     subs: list[tuple[str, Any]] = list(ctx._subs)

@@ -39,8 +39,8 @@ def fault_targets() -> list[Target]:
     return [Target("sim parse_fault", fault, (UsageError,), fault_corpus, True)]
 
 
-def handler_targets() -> list[Target]:
-    """Every MQTT handler of the simulator, started on virtual buses and a free port."""
+def harness_settings() -> dict[str, Any]:
+    """The simulator on virtual buses of its own and a free port."""
     tag = fuzz_tag()
     settings: dict[str, Any] = {
         "can_hub": "",
@@ -51,8 +51,13 @@ def handler_targets() -> list[Target]:
         "charger_bus": {"interface": "virtual", "channel": f"{tag}sc"},
         "inverter_listen": ["127.0.0.1:0"],
     }
+    return settings
+
+
+def handler_targets() -> list[Target]:
+    """Every MQTT handler of the simulator, started on virtual buses and a free port."""
 
     def corpora(topics: Topics) -> dict[str, tuple[bytes, ...]]:
         return {topics.sim_fault_set: SIM_FAULTS}
 
-    return service_targets("sim", settings, corpora)
+    return service_targets("sim", harness_settings(), corpora)

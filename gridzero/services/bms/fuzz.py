@@ -36,9 +36,14 @@ def codec_targets() -> list[Target]:
     return targets
 
 
-def handler_targets() -> list[Target]:
-    """Every MQTT handler of a bms service started without its hardware."""
+def harness_settings() -> dict[str, Any]:
+    """What a bms service needs, beyond a data directory, to start without its hardware."""
     settings: dict[str, Any] = {
         "buses": [{"interface": "virtual", "channel": f"{fuzz_tag()}b", "modules": [1, 2]}]
     }
-    return service_targets("bms", settings)
+    return settings
+
+
+def handler_targets() -> list[Target]:
+    """Every MQTT handler of a bms service started without its hardware."""
+    return service_targets("bms", harness_settings())

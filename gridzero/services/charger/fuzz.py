@@ -34,7 +34,12 @@ def codec_targets() -> list[Target]:
     return [Target("charger decode_frame (R48)", run, (CodecError,), corpus)]
 
 
+def harness_settings() -> dict[str, Any]:
+    """What a charger service needs, beyond a data directory, to start without its hardware."""
+    settings: dict[str, Any] = {"can": {"interface": "virtual", "channel": f"{fuzz_tag()}c"}}
+    return settings
+
+
 def handler_targets() -> list[Target]:
     """Every MQTT handler of a charger service started without its hardware."""
-    settings: dict[str, Any] = {"can": {"interface": "virtual", "channel": f"{fuzz_tag()}c"}}
-    return service_targets("charger", settings)
+    return service_targets("charger", harness_settings())

@@ -55,9 +55,14 @@ def codec_targets() -> list[Target]:
     ]
 
 
-def handler_targets() -> list[Target]:
-    """Every MQTT handler of a inverter service started without its hardware."""
+def harness_settings() -> dict[str, Any]:
+    """What a inverter service needs, beyond a data directory, to start without its hardware."""
     settings: dict[str, Any] = {
         "units": [{"id": "gtn1", "port": "loop://", "dc_min_v": 40, "dc_max_v": 60}]
     }
-    return service_targets("inverter", settings)
+    return settings
+
+
+def handler_targets() -> list[Target]:
+    """Every MQTT handler of a inverter service started without its hardware."""
+    return service_targets("inverter", harness_settings())

@@ -34,7 +34,12 @@ def codec_targets() -> list[Target]:
     ]
 
 
+def harness_settings() -> dict[str, Any]:
+    """What a shunt service needs, beyond a data directory, to start without its hardware."""
+    settings: dict[str, Any] = {"i2c_bus": "sim"}
+    return settings
+
+
 def handler_targets() -> list[Target]:
     """Every MQTT handler of a shunt service started without its hardware."""
-    settings: dict[str, Any] = {"i2c_bus": "sim"}
-    return service_targets("shunt", settings)
+    return service_targets("shunt", harness_settings())

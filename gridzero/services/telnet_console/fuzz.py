@@ -44,7 +44,12 @@ def protocol_targets() -> list[Target]:
     return [Target("telnet TelnetParser", feed, (), corpus, check=bounded)]
 
 
+def harness_settings() -> dict[str, Any]:
+    """What a telnet-console service needs, beyond a data directory, to start without its hardware."""
+    settings: dict[str, Any] = {"insecure_loopback_no_password": True, "port": 0}
+    return settings
+
+
 def handler_targets() -> list[Target]:
     """Every MQTT handler of a telnet-console service started without its hardware."""
-    settings: dict[str, Any] = {"insecure_loopback_no_password": True, "port": 0}
-    return service_targets("telnet-console", settings)
+    return service_targets("telnet-console", harness_settings())
