@@ -32,7 +32,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from gridzero.registry import SERVICES
 
@@ -62,11 +70,95 @@ class ServiceStatus(StrEnum):
     STOPPED = "stopped"  # clean exit
 
 
+# ----------------------------------------------------------------------- published numbers
+
+# Decimals a published number keeps, by the unit its name ends in: what the number means, not
+# what the float happens to hold (`"setpoint_w":118.61627647781577` says nothing 118.6 does
+# not). Voltages to the mV, currents to 10 mA, power to 0.1 W, SoC to 0.1 %. A field states
+# its own with `Field(json_schema_extra={"decimals": n})`; `"round": "down"` for a limit (a
+# rounded limit must not allow more) and for a total that must never be ahead of its store.
+DECIMALS_BY_UNIT: dict[str, int] = {
+    "ts": 3,  # ms
+    "v": 3,
+    "a": 2,
+    "w": 1,
+    "pct": 1,
+    "c": 1,
+    "hz": 2,
+    "s": 2,
+    "ah": 3,
+    "wh": 1,
+    "kwh": 4,  # 0.1 Wh
+    "counts": 2,
+    "min": 2,
+}
+ROUND_DOWN: dict[str, Any] = {"round": "down"}
+
+
+@dataclass(frozen=True, slots=True)
+class Rounding:
+    """How one field's numbers are published."""
+
+    decimals: int
+    down: bool = False
+
+    def apply(self, value: Any) -> Any:
+        """``value`` rounded (numbers in lists too); anything else as it is."""
+        if isinstance(value, list):
+            return [self.apply(v) for v in value]
+        if not isinstance(value, float) or not math.isfinite(value):
+            return value
+        if self.down:
+            scale = 10.0**self.decimals
+            # the 1e-9 keeps 0.29 (28.999999999999996 hundredths) at 0.29
+            return round(math.floor(value * scale + 1e-9) / scale, self.decimals)
+        return round(value, self.decimals)
+
+
+def field_rounding(name: str, extra: object) -> Rounding | None:
+    """The rounding of a field: its own ``decimals``, else the unit its name ends in."""
+    meta = extra if isinstance(extra, dict) else {}
+    down = meta.get("round") == "down"
+    if isinstance(meta.get("decimals"), int):
+        return Rounding(meta["decimals"], down)
+    unit = name.rsplit("_", 1)[-1]
+    if unit in DECIMALS_BY_UNIT:
+        return Rounding(DECIMALS_BY_UNIT[unit], down)
+    return None
+
+
+def _float_field(annotation: object) -> bool:
+    return "float" in str(annotation)
+
+
 class Payload(BaseModel):
-    """Base of every JSON payload: strict keys, finite numbers."""
+    """Base of every JSON payload: strict keys, finite numbers; numbers published rounded to
+    what they mean (`DECIMALS_BY_UNIT`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     topic_doc: ClassVar[str] = ""
+
+    @classmethod
+    def roundings(cls) -> dict[str, Rounding | None]:
+        """Every float field and its rounding (None: published as it is)."""
+        cached: dict[str, Rounding | None] | None = cls.__dict__.get("_roundings_cache")
+        if cached is None:
+            cached = {
+                name: field_rounding(name, info.json_schema_extra)
+                for name, info in cls.model_fields.items()
+                if _float_field(info.annotation)
+            }
+            cls._roundings_cache = cached  # type: ignore[attr-defined]
+        return cached
+
+    @model_serializer(mode="wrap")
+    def _rounded(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name, rounding in type(self).roundings().items():
+                if rounding is not None and name in data:
+                    data[name] = rounding.apply(data[name])
+        return data
 
 
 class Stamped(Payload):
@@ -109,9 +201,11 @@ class BmsLimits(Numbered):
     """The battery's limits, owned by the bms; charger and inverters obey them on their own."""
 
     topic_doc: ClassVar[str] = "battery limits, about every 0.5 s"
-    cvl_v: float = Field(ge=0, description="charge voltage limit, pack volts")
-    ccl_a: float = Field(ge=0, description="charge current limit")
-    dcl_a: float = Field(ge=0, description="discharge current limit")
+    cvl_v: float = Field(
+        ge=0, description="charge voltage limit, pack volts", json_schema_extra=ROUND_DOWN
+    )
+    ccl_a: float = Field(ge=0, description="charge current limit", json_schema_extra=ROUND_DOWN)
+    dcl_a: float = Field(ge=0, description="discharge current limit", json_schema_extra=ROUND_DOWN)
     charge_allowed: bool
     discharge_allowed: bool
     pack_voltage_v: float = Field(ge=0)
@@ -275,12 +369,17 @@ class ShuntState(Stamped):
     remaining_ah: float | None = Field(ge=0)
     remaining_wh: float | None = Field(ge=0)
     capacity_ah: float = Field(gt=0)
-    charge_in_ah: float = Field(ge=0)
-    charge_out_ah: float = Field(ge=0)
-    energy_in_kwh: float = Field(ge=0, description="total_increasing, Energy dashboard")
-    energy_out_kwh: float = Field(ge=0, description="total_increasing, Energy dashboard")
+    # totals: rounded down, so a published total is never ahead of the one on disk
+    charge_in_ah: float = Field(ge=0, json_schema_extra=ROUND_DOWN)
+    charge_out_ah: float = Field(ge=0, json_schema_extra=ROUND_DOWN)
+    energy_in_kwh: float = Field(
+        ge=0, description="total_increasing, Energy dashboard", json_schema_extra=ROUND_DOWN
+    )
+    energy_out_kwh: float = Field(
+        ge=0, description="total_increasing, Energy dashboard", json_schema_extra=ROUND_DOWN
+    )
     offset_counts: float
-    gain: float
+    gain: float = Field(json_schema_extra={"decimals": 6})
 
 
 # --------------------------------------------------------------------------- controller

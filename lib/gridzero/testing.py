@@ -6,6 +6,7 @@ Waiting is always on a condition with a deadline, never a fixed sleep.
 
 from __future__ import annotations
 
+import queue
 import shutil
 import signal
 import socket
@@ -28,7 +29,9 @@ from gridzero.registry import SERVICES
 from gridzero.runtime.broker import PROJECT_CONFIG_DIR, BrokerProcess, free_port
 from gridzero.runtime.credentials import USER_NAMES, init_credentials, login_name, read_env_file
 from gridzero.runtime.freshness import FreshValue
-from gridzero.runtime.settings import MqttSettings
+from gridzero.runtime.mqtt import Message
+from gridzero.runtime.service import Context, Service
+from gridzero.runtime.settings import MqttSettings, ServiceSettings
 
 # Logins per broker user on test brokers and systems. The broker binds a connection to
 # its user name, so two connections of one user replace each other; a probe takes the
@@ -452,3 +455,95 @@ def bms_limits(
 def fresh_limits(at_s: float = 0.0, **fields: Any) -> FreshValue[BmsLimits]:
     """`bms_limits` as a consumer keeps them: arrived at ``at_s`` (its own clock)."""
     return FreshValue(bms_limits(**fields), at_s)
+
+
+# ----------------------------------------------------------------------- broker-less harness
+
+
+class FakeClock:
+    """A clock the test moves: monotonic seconds (``now``) and a wall clock ``wall_offset_s``
+    ahead of it. Pass ``clock`` and ``wall`` to `Context`."""
+
+    def __init__(self, now_s: float = 1000.0, wall_offset_s: float = 1.7e9) -> None:
+        self.now_s = now_s
+        self.wall_offset_s = wall_offset_s
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def wall(self) -> float:
+        return self.now_s + self.wall_offset_s
+
+    def advance(self, seconds: float) -> None:
+        self.now_s += seconds
+
+
+class Offline:
+    """A service run without a broker, its loop stepped by the test on a `FakeClock`.
+
+    What it publishes is captured (``published``: topic, payload, retain); messages are
+    handed to its handlers as the runtime would (`deliver`); timers run when the test moves
+    the clock (`advance`). Calls its I/O threads post (frames read from a port) wait in the
+    inbox until `pump` runs them, so nothing races the test's own steps."""
+
+    def __init__(
+        self, service_cls: type[Service[Any]], settings: ServiceSettings, clock: FakeClock
+    ) -> None:
+        self.clock = clock
+        self.ctx = Context(service_cls.name, settings, clock=clock, wall=clock.wall)
+        self.published: list[tuple[str, object, bool]] = []
+        self.ctx.publish = self._capture  # type: ignore[method-assign] # captured, not sent
+        self.service = service_cls(settings, self.ctx)
+
+    def _capture(self, topic: str, payload: object, *, retain: bool = False, qos: int = 0) -> None:
+        del qos
+        self.published.append((topic, payload, retain))
+
+    def start(self) -> Offline:
+        self.service.start()
+        self.pump()
+        return self
+
+    def stop(self) -> None:
+        self.service.stop()
+
+    def pump(self) -> None:
+        """Run every posted call and queued message, then every timer that is due."""
+        while True:
+            try:
+                msg = self.ctx._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if msg is not None:
+                self.ctx._dispatch(msg)
+        self.ctx._run_due_timers()
+
+    def deliver(self, topic: str, payload: bytes | str, *, retain: bool = False) -> None:
+        """One MQTT message as the broker would hand it over, handled at once."""
+        data = payload.encode() if isinstance(payload, str) else payload
+        self.ctx._dispatch(Message(topic, data, retain))
+
+    def advance(self, seconds: float, step_s: float = 0.05) -> None:
+        """Move the clock by ``seconds`` in steps, running due timers and posted calls."""
+        end = self.clock.now_s + seconds
+        while self.clock.now_s < end - 1e-9:
+            self.clock.advance(min(step_s, end - self.clock.now_s))
+            self.pump()
+
+    def wait_posted(
+        self, condition: Callable[[], bool], what: str, timeout_s: float = 30.0
+    ) -> None:
+        """Pump until ``condition`` holds: for what an I/O thread delivers (a port opening, a
+        reply read). The bound is a hang guard, never a verdict on speed; the clock stands."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.pump()
+            if condition():
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} not met within {timeout_s} s (a hang guard)")
+            time.sleep(0.01)
+
+    def payloads(self, topic: str) -> list[object]:
+        """Everything published on ``topic``, oldest first."""
+        return [p for t, p, _r in self.published if t == topic]

@@ -4,6 +4,7 @@ MQTT handler. The deep run is `gridzero fuzz --examples 100000` (figures in docs
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +99,21 @@ def test_main_prints_inputs_per_second(capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     assert "/s" in out
     assert "4 targets, 1,200 inputs" in out
+
+
+def test_every_fuzz_module_is_in_the_one_table() -> None:
+    """A service's fuzz targets live in its own package; the command finds them through
+    GROUP_TARGETS alone, so a fuzz.py missing from the table would silently not run."""
+    root = Path(fuzz.__file__).parent
+    modules = {
+        ".".join(path.relative_to(root.parent).with_suffix("").parts)
+        for path in root.rglob("fuzz.py")
+        if path.parent != root
+    }
+    named = {spec.partition(":")[0] for specs in fuzz.GROUP_TARGETS.values() for spec in specs}
+    assert modules == named
+    services = {p.parent.name for p in (root / "services").glob("*/service.py")}
+    assert {m.split(".")[2] for m in modules if m.startswith("gridzero.services.")} == services
+    for specs in fuzz.GROUP_TARGETS.values():
+        for spec in specs:
+            assert callable(fuzz.builder(spec))

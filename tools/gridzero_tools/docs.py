@@ -33,6 +33,11 @@ controller's `setpoint_w`, the simulator's `current_a`):
 power (the rectifier's output, an inverter's demand) is a size, never negative.
 The state of charge is `soc_pct` on `<base>/shunt/state`.
 
+Numbers are published rounded to what they mean, once, in the contract
+(`contract.DECIMALS_BY_UNIT`, by the unit the key ends in: V to the mV, A to 10 mA, W to
+0.1 W, % to 0.1, °C to 0.1, `ts` to the ms); column "to". Limits and energy totals are rounded
+down: a published limit never allows more, a total is never ahead of the one stored.
+
 Services: {services}.
 """
 
@@ -121,6 +126,13 @@ def _bounds(schema: dict[str, Any]) -> str:
     return ", ".join(f"{sym} {schema[k]:g}" for k, sym in marks.items() if k in schema)
 
 
+def _resolution(rounding: contract.Rounding | None) -> str:
+    if rounding is None:
+        return ""
+    step = f"{10.0**-rounding.decimals:.{rounding.decimals}f}" if rounding.decimals else "1"
+    return step + (" ↓" if rounding.down else "")
+
+
 def render_model(model: type[contract.Payload]) -> str:
     schema = model.model_json_schema()
     required = set(schema.get("required", []))
@@ -129,16 +141,20 @@ def render_model(model: type[contract.Payload]) -> str:
         "",
         (model.__doc__ or "").strip(),
         "",
-        "| key | type | required | range | meaning |",
-        "|---|---|---|---|---|",
+        "| key | type | required | range | to | meaning |",
+        "|---|---|---|---|---|---|",
     ]
+    roundings = model.roundings()
     for key, prop in schema.get("properties", {}).items():
         inner = prop
         if "anyOf" in prop:
             inner = next((s for s in prop["anyOf"] if s.get("type") != "null"), prop)
         needed = "yes" if key in required else "no"
         meaning = prop.get("description", "")
-        lines.append(_row(f"`{key}`", _type_name(prop), needed, _bounds(inner), meaning))
+        resolution = _resolution(roundings.get(key))
+        lines.append(
+            _row(f"`{key}`", _type_name(prop), needed, _bounds(inner), resolution, meaning)
+        )
     return "\n".join(lines)
 
 

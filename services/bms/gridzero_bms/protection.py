@@ -24,6 +24,7 @@ Three conditions come from outside the pack snapshot or never release on their o
 
 from __future__ import annotations
 
+import math
 import operator
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -312,43 +313,299 @@ class _Latch:
         return self.active
 
 
-@dataclass(frozen=True, slots=True)
-class _Check:
-    code: str
-    blocks_charge: bool
-    blocks_discharge: bool
-
-
-_CHECKS = (
-    _Check("module_missing", True, True),
-    _Check("cell_count", True, True),
-    _Check("temperature_missing", True, True),
-    _Check("over_voltage", True, False),
-    _Check("under_voltage", False, True),
-    _Check("over_temperature", True, True),
-    _Check("under_temperature", True, False),
-    _Check("too_hot_to_charge", True, False),
-    _Check("too_cold_to_discharge", False, True),
-    _Check("cell_delta", True, True),
-    _Check("frame_sanity", True, True),
-    _Check("over_current_charge", True, False),
-    _Check("over_current_discharge", False, True),
-)
-DEEP_DISCHARGE = _Check("deep_discharge", True, True)
-# A released cell between deep discharge and under-voltage is expected to stay under-voltage
-# until the pre-charge has brought it back: that alarm does not stop a release.
-_RELEASE_TOLERATES = frozenset({DEEP_DISCHARGE.code, "under_voltage"})
-_MAX_PROBLEMS_SHOWN = 4
-
-
-class _Reading(NamedTuple):
-    """One condition at one evaluation."""
+class Condition(NamedTuple):
+    """One check's state at one evaluation (its message is built only when it trips)."""
 
     tripping: bool
     releasable: bool
     trip_s: float
-    message: str
     release_s: float | None = None  # None: the common release_delay_s
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """What the checks judge at one evaluation."""
+
+    settings: ProtectionSettings
+    snap: PackSnapshot
+    frame_problems: Sequence[str] = ()
+    # the highest CCL and DCL of the over-current grace window (None: not known yet)
+    reference: tuple[float, float] | None = None
+    current_a: float | None = None  # measured, + = charging; None: no fresh measurement
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One protection condition, declared once: its alarm code, what it blocks, when it trips
+    and releases (``condition``) and what its alarm says (``message``)."""
+
+    code: str
+    blocks_charge: bool
+    blocks_discharge: bool
+    condition: Callable[[Inputs], Condition]
+    message: Callable[[Inputs], str]
+
+
+def _above(value: float | None, trip: float, release: float, trip_s: float) -> Condition:
+    return Condition(
+        value is not None and value > trip, value is not None and value < release, trip_s
+    )
+
+
+def _below(value: float | None, trip: float, release: float, trip_s: float) -> Condition:
+    return Condition(
+        value is not None and value < trip, value is not None and value > release, trip_s
+    )
+
+
+def _high_v(i: Inputs) -> float | None:
+    return None if i.snap.worst_high is None else i.snap.worst_high.voltage_v
+
+
+def _low_v(i: Inputs) -> float | None:
+    return None if i.snap.worst_low is None else i.snap.worst_low.voltage_v
+
+
+def _no_modules(snap: PackSnapshot) -> bool:
+    return snap.present_modules == 0
+
+
+def _module_missing(i: Inputs) -> Condition:
+    snap = i.snap
+    return Condition(
+        bool(snap.missing) or _no_modules(snap), not snap.missing and not _no_modules(snap), 0.0
+    )
+
+
+def _module_missing_message(i: Inputs) -> str:
+    if _no_modules(i.snap):
+        return "no module reports"
+    return "missing: " + ", ".join(map(str, i.snap.missing))
+
+
+def _cell_count(i: Inputs) -> Condition:
+    snap = i.snap
+    return Condition(
+        snap.present_modules > 0 and (not snap.cell_count_ok or bool(snap.unexpected)),
+        snap.cell_count_ok and not snap.unexpected,
+        i.settings.fault_trip_s,
+    )
+
+
+def _cell_count_message(i: Inputs) -> str:
+    snap = i.snap
+    message = f"{snap.cell_count} valid cells, expected {snap.expected_cell_count}"
+    if snap.unexpected:
+        message += "; unexpected " + ", ".join(map(str, snap.unexpected))
+    return message
+
+
+def _without_temperature(snap: PackSnapshot) -> list[str]:
+    return [
+        str(m.key)
+        for m in snap.modules
+        if m.present and not any(t is not None for t in m.temperatures_c)
+    ]
+
+
+def _temperature_missing(i: Inputs) -> Condition:
+    no_temp = _without_temperature(i.snap)
+    return Condition(
+        i.settings.require_temperature and bool(no_temp), not no_temp, i.settings.fault_trip_s
+    )
+
+
+def _over_current(i: Inputs, charging: bool) -> tuple[float, float, float] | None:
+    """(measured flow, limit, margin) in one direction, or None when either is unknown."""
+    s = i.settings
+    if i.reference is None or i.current_a is None:
+        return None
+    limit_a = i.reference[0] if charging else i.reference[1]
+    flow_a = max(i.current_a if charging else -i.current_a, 0.0)
+    margin = max(s.over_current_margin_a, limit_a * s.over_current_margin_pct / 100.0)
+    return flow_a, limit_a, margin
+
+
+def _over_current_condition(charging: bool) -> Callable[[Inputs], Condition]:
+    def condition(i: Inputs) -> Condition:
+        s = i.settings
+        known = _over_current(i, charging)
+        if known is None:  # no reading: neither trips nor releases
+            return Condition(False, False, s.over_current_trip_s, s.over_current_release_s)
+        flow_a, limit_a, margin = known
+        return Condition(
+            flow_a > limit_a + margin,
+            flow_a <= limit_a + margin / 2.0,
+            s.over_current_trip_s,
+            s.over_current_release_s,
+        )
+
+    return condition
+
+
+def _over_current_message(charging: bool) -> Callable[[Inputs], str]:
+    def message(i: Inputs) -> str:
+        flow_a, limit_a, margin = _over_current(i, charging) or (0.0, 0.0, 0.0)
+        what = "charging" if charging else "discharging"
+        return (
+            f"over-current while {what}: measured {flow_a:.1f} A > limit {limit_a:.1f} A "
+            f"+ margin {margin:.1f} A"
+        )
+
+    return message
+
+
+# Every alarm but deep discharge, in the order they are reported. The alarm set is this table:
+# a check cannot exist without its condition and message, nor a reading without its check.
+CHECKS: tuple[Check, ...] = (
+    Check("module_missing", True, True, _module_missing, _module_missing_message),
+    Check("cell_count", True, True, _cell_count, _cell_count_message),
+    Check(
+        "temperature_missing",
+        True,
+        True,
+        _temperature_missing,
+        lambda i: "no temperature from " + ", ".join(_without_temperature(i.snap)),
+    ),
+    Check(
+        "over_voltage",
+        True,
+        False,
+        lambda i: _above(
+            _high_v(i),
+            i.settings.over_voltage_v,
+            i.settings.over_voltage_release_v,
+            i.settings.over_voltage_trip_s,
+        ),
+        lambda i: f"cell over-voltage: {i.snap.worst_high} > {i.settings.over_voltage_v:.3f} V",
+    ),
+    Check(
+        "under_voltage",
+        False,
+        True,
+        lambda i: _below(
+            _low_v(i),
+            i.settings.under_voltage_v,
+            i.settings.under_voltage_release_v,
+            i.settings.under_voltage_trip_s,
+        ),
+        lambda i: f"cell under-voltage: {i.snap.worst_low} < {i.settings.under_voltage_v:.3f} V",
+    ),
+    Check(
+        "over_temperature",
+        True,
+        True,
+        lambda i: _above(
+            i.snap.temp_max_c,
+            i.settings.over_temperature_c,
+            i.settings.over_temperature_release_c,
+            i.settings.temperature_trip_s,
+        ),
+        lambda i: (
+            f"over-temperature: {i.snap.temp_max_c} °C at {i.snap.temp_max_at} "
+            f"> {i.settings.over_temperature_c} °C"
+        ),
+    ),
+    Check(
+        "under_temperature",
+        True,
+        False,
+        lambda i: _below(
+            i.snap.temp_min_c,
+            i.settings.under_temperature_c,
+            i.settings.under_temperature_release_c,
+            i.settings.temperature_trip_s,
+        ),
+        lambda i: (
+            f"too cold to charge: {i.snap.temp_min_c} °C at {i.snap.temp_min_at} "
+            f"< {i.settings.under_temperature_c} °C"
+        ),
+    ),
+    Check(
+        "too_hot_to_charge",
+        True,
+        False,
+        lambda i: _above(
+            i.snap.temp_max_c,
+            i.settings.charge_max_temperature_c,
+            i.settings.charge_max_temperature_c - i.settings.temperature_hysteresis_c,
+            i.settings.temperature_trip_s,
+        ),
+        lambda i: (
+            f"too hot to charge: {i.snap.temp_max_c} °C at {i.snap.temp_max_at} "
+            f"> {i.settings.charge_max_temperature_c} °C"
+        ),
+    ),
+    Check(
+        "too_cold_to_discharge",
+        False,
+        True,
+        lambda i: _below(
+            i.snap.temp_min_c,
+            i.settings.discharge_min_temperature_c,
+            i.settings.discharge_min_temperature_c + i.settings.temperature_hysteresis_c,
+            i.settings.temperature_trip_s,
+        ),
+        lambda i: (
+            f"too cold to discharge: {i.snap.temp_min_c} °C at {i.snap.temp_min_at} "
+            f"< {i.settings.discharge_min_temperature_c} °C"
+        ),
+    ),
+    Check(
+        "cell_delta",
+        True,
+        True,
+        lambda i: _above(
+            i.snap.delta_v,
+            i.settings.cell_delta_alarm_v,
+            i.settings.cell_delta_release_v,
+            i.settings.cell_delta_trip_s,
+        ),
+        lambda i: (
+            f"cell delta {i.snap.delta_v or 0:.3f} V > {i.settings.cell_delta_alarm_v:.3f} V "
+            f"(highest {i.snap.max_cell}, lowest {i.snap.min_cell})"
+        ),
+    ),
+    Check(
+        "frame_sanity",
+        True,
+        True,
+        lambda i: Condition(bool(i.frame_problems), not i.frame_problems, 0.0),
+        lambda i: "frame sanity: " + _shorten(i.frame_problems),
+    ),
+    Check(
+        "over_current_charge",
+        True,
+        False,
+        _over_current_condition(charging=True),
+        _over_current_message(charging=True),
+    ),
+    Check(
+        "over_current_discharge",
+        False,
+        True,
+        _over_current_condition(charging=False),
+        _over_current_message(charging=False),
+    ),
+)
+# Latched by its condition, released only by a person (Protection.release_deep_discharge).
+DEEP_DISCHARGE = Check(
+    "deep_discharge",
+    True,
+    True,
+    lambda i: _below(
+        _low_v(i), i.settings.deep_discharge_v, math.inf, i.settings.deep_discharge_trip_s
+    ),
+    lambda i: (
+        f"deep discharge: {i.snap.worst_low} < {i.settings.deep_discharge_v:.3f} V; "
+        "charge and discharge blocked until a person releases it (action release_deep_discharge)"
+    ),
+)
+ALARM_CODES = (*(check.code for check in CHECKS), DEEP_DISCHARGE.code)
+# A released cell between deep discharge and under-voltage is expected to stay under-voltage
+# until the pre-charge has brought it back: that alarm does not stop a release.
+_RELEASE_TOLERATES = frozenset({DEEP_DISCHARGE.code, "under_voltage"})
+_MAX_PROBLEMS_SHOWN = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,7 +623,7 @@ class Protection:
 
     def __init__(self, settings: ProtectionSettings) -> None:
         self.settings = settings
-        self._latches = {check.code: _Latch() for check in _CHECKS}
+        self._latches = {check: _Latch() for check in CHECKS}
         self._full = _Latch()
         self._empty = _Latch()
         self._precharge = _Latch()
@@ -487,37 +744,13 @@ class Protection:
         frame_problems: Sequence[str],
         current_a: float | None,
     ) -> tuple[Alarm, ...]:
-        s = self.settings
-        table = {
-            **self._pack_readings(snap),
-            **self._cell_readings(snap),
-            **self._temperature_readings(snap),
-            "frame_sanity": _Reading(
-                bool(frame_problems),
-                not frame_problems,
-                0.0,
-                "frame sanity: " + _shorten(frame_problems),
-            ),
-            **self._current_readings(now_s, current_a),
-        }
-        active = []
-        for check in _CHECKS:
-            reading = table[check.code]
-            latch = self._latches[check.code]
-            if reading.tripping:
-                latch.message = reading.message
-            release_s = s.release_delay_s if reading.release_s is None else reading.release_s
-            if latch.step(reading.tripping, reading.releasable, now_s, reading.trip_s, release_s):
-                active.append(
-                    Alarm(
-                        check.code,
-                        latch.message,
-                        check.blocks_charge,
-                        check.blocks_discharge,
-                        latch.active_since,
-                    )
-                )
-        if self._deep_discharge_step(snap, now_s):
+        inputs = Inputs(self.settings, snap, frame_problems, self._reference(now_s), current_a)
+        active = [
+            alarm
+            for check, latch in self._latches.items()
+            if (alarm := self._judge(check, latch, inputs, now_s)) is not None
+        ]
+        if self._deep_discharge_step(inputs, now_s):
             active.append(
                 Alarm(
                     DEEP_DISCHARGE.code,
@@ -529,151 +762,39 @@ class Protection:
             )
         return tuple(active)
 
-    def _pack_readings(self, snap: PackSnapshot) -> dict[str, _Reading]:
-        s = self.settings
-        no_temp = [
-            str(m.key)
-            for m in snap.modules
-            if m.present and not any(t is not None for t in m.temperatures_c)
-        ]
-        no_modules = snap.present_modules == 0
-        missing_msg = (
-            "no module reports" if no_modules else "missing: " + ", ".join(map(str, snap.missing))
+    def _judge(self, check: Check, latch: _Latch, inputs: Inputs, now_s: float) -> Alarm | None:
+        """Step one check's latch; its alarm while active (the message of its last trip)."""
+        condition = check.condition(inputs)
+        if condition.tripping:
+            latch.message = check.message(inputs)
+        release_s = (
+            self.settings.release_delay_s if condition.release_s is None else condition.release_s
         )
-        count_msg = f"{snap.cell_count} valid cells, expected {snap.expected_cell_count}"
-        if snap.unexpected:
-            count_msg += "; unexpected " + ", ".join(map(str, snap.unexpected))
-        return {
-            "module_missing": _Reading(
-                bool(snap.missing) or no_modules,
-                not snap.missing and not no_modules,
-                0.0,
-                missing_msg,
-            ),
-            "cell_count": _Reading(
-                snap.present_modules > 0 and (not snap.cell_count_ok or bool(snap.unexpected)),
-                snap.cell_count_ok and not snap.unexpected,
-                s.fault_trip_s,
-                count_msg,
-            ),
-            "temperature_missing": _Reading(
-                s.require_temperature and bool(no_temp),
-                not no_temp,
-                s.fault_trip_s,
-                "no temperature from " + ", ".join(no_temp),
-            ),
-        }
+        if not latch.step(
+            condition.tripping, condition.releasable, now_s, condition.trip_s, release_s
+        ):
+            return None
+        return Alarm(
+            check.code,
+            latch.message,
+            check.blocks_charge,
+            check.blocks_discharge,
+            latch.active_since,
+        )
 
-    def _cell_readings(self, snap: PackSnapshot) -> dict[str, _Reading]:
-        s = self.settings
-        hi, lo = snap.worst_high, snap.worst_low
-        return {
-            "over_voltage": _above(
-                None if hi is None else hi.voltage_v,
-                s.over_voltage_v,
-                s.over_voltage_release_v,
-                s.over_voltage_trip_s,
-                f"cell over-voltage: {hi} > {s.over_voltage_v:.3f} V",
-            ),
-            "under_voltage": _below(
-                None if lo is None else lo.voltage_v,
-                s.under_voltage_v,
-                s.under_voltage_release_v,
-                s.under_voltage_trip_s,
-                f"cell under-voltage: {lo} < {s.under_voltage_v:.3f} V",
-            ),
-            "cell_delta": _above(
-                snap.delta_v,
-                s.cell_delta_alarm_v,
-                s.cell_delta_release_v,
-                s.cell_delta_trip_s,
-                f"cell delta {snap.delta_v or 0:.3f} V > {s.cell_delta_alarm_v:.3f} V "
-                f"(highest {snap.max_cell}, lowest {snap.min_cell})",
-            ),
-        }
-
-    def _temperature_readings(self, snap: PackSnapshot) -> dict[str, _Reading]:
-        s = self.settings
-        t_max, t_min = snap.temp_max_c, snap.temp_min_c
-        hyst = s.temperature_hysteresis_c
-        return {
-            "over_temperature": _above(
-                t_max,
-                s.over_temperature_c,
-                s.over_temperature_release_c,
-                s.temperature_trip_s,
-                f"over-temperature: {t_max} °C at {snap.temp_max_at} > {s.over_temperature_c} °C",
-            ),
-            "under_temperature": _below(
-                t_min,
-                s.under_temperature_c,
-                s.under_temperature_release_c,
-                s.temperature_trip_s,
-                f"too cold to charge: {t_min} °C at {snap.temp_min_at} "
-                f"< {s.under_temperature_c} °C",
-            ),
-            "too_hot_to_charge": _above(
-                t_max,
-                s.charge_max_temperature_c,
-                s.charge_max_temperature_c - hyst,
-                s.temperature_trip_s,
-                f"too hot to charge: {t_max} °C at {snap.temp_max_at} "
-                f"> {s.charge_max_temperature_c} °C",
-            ),
-            "too_cold_to_discharge": _below(
-                t_min,
-                s.discharge_min_temperature_c,
-                s.discharge_min_temperature_c + hyst,
-                s.temperature_trip_s,
-                f"too cold to discharge: {t_min} °C at {snap.temp_min_at} "
-                f"< {s.discharge_min_temperature_c} °C",
-            ),
-        }
-
-    def _current_readings(self, now_s: float, current_a: float | None) -> dict[str, _Reading]:
-        """Measured current against the limits a device may still be following."""
-        s = self.settings
-        reference = self._reference(now_s)
-        if reference is None or current_a is None:
-            unknown = _Reading(False, False, s.over_current_trip_s, "", s.over_current_release_s)
-            return {"over_current_charge": unknown, "over_current_discharge": unknown}
-        ccl, dcl = reference
-
-        def reading(flow_a: float, limit_a: float, what: str) -> _Reading:
-            margin = max(s.over_current_margin_a, limit_a * s.over_current_margin_pct / 100.0)
-            return _Reading(
-                flow_a > limit_a + margin,
-                flow_a <= limit_a + margin / 2.0,
-                s.over_current_trip_s,
-                f"over-current while {what}: measured {flow_a:.1f} A > limit {limit_a:.1f} A "
-                f"+ margin {margin:.1f} A",
-                s.over_current_release_s,
-            )
-
-        return {
-            "over_current_charge": reading(max(current_a, 0.0), ccl, "charging"),
-            "over_current_discharge": reading(max(-current_a, 0.0), dcl, "discharging"),
-        }
-
-    def _deep_discharge_step(self, snap: PackSnapshot, now_s: float) -> bool:
+    def _deep_discharge_step(self, inputs: Inputs, now_s: float) -> bool:
         """Trip the latch after ``deep_discharge_trip_s`` below the threshold; never release."""
-        s = self.settings
-        lo = snap.worst_low
         if self._deep.latched:
             return True
-        if lo is None or lo.voltage_v >= s.deep_discharge_v:
+        condition = DEEP_DISCHARGE.condition(inputs)
+        if not condition.tripping:
             self._deep_trip_since = None
             return False
         if self._deep_trip_since is None:
             self._deep_trip_since = now_s
-        if now_s - self._deep_trip_since < s.deep_discharge_trip_s:
+        if now_s - self._deep_trip_since < condition.trip_s:
             return False
-        self._deep = DeepDischarge(
-            True,
-            now_s,
-            f"deep discharge: {lo} < {s.deep_discharge_v:.3f} V; charge and discharge blocked "
-            "until a person releases it (action release_deep_discharge)",
-        )
+        self._deep = DeepDischarge(True, now_s, DEEP_DISCHARGE.message(inputs))
         return True
 
     # ------------------------------------------------------------------ targets
@@ -785,28 +906,6 @@ class Protection:
             target *= _clamp01((s.over_temperature_c - t_max) / span)
             reason = f"hot derate: {t_max} °C at {snap.temp_max_at}"
         return target, reason
-
-
-def _above(
-    value: float | None, trip: float, release: float, trip_s: float, message: str
-) -> _Reading:
-    return _Reading(
-        value is not None and value > trip,
-        value is not None and value < release,
-        trip_s,
-        message,
-    )
-
-
-def _below(
-    value: float | None, trip: float, release: float, trip_s: float, message: str
-) -> _Reading:
-    return _Reading(
-        value is not None and value < trip,
-        value is not None and value > release,
-        trip_s,
-        message,
-    )
 
 
 def _shorten(problems: Sequence[str]) -> str:

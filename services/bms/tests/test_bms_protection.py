@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 from bms_helpers import feed, feed_all, small_pack
 from pydantic import ValidationError
 
 from gridzero_bms.pack import Pack
-from gridzero_bms.protection import Limits, Protection, ProtectionSettings
+from gridzero_bms.protection import (
+    ALARM_CODES,
+    CHECKS,
+    DEEP_DISCHARGE,
+    Condition,
+    Inputs,
+    Limits,
+    Protection,
+    ProtectionSettings,
+)
 
 MAX_A = 30.0
 PRECHARGE_A = 1.0
@@ -421,3 +434,38 @@ def test_start_up_limits_cannot_leave_the_chemistry(field: str, value: float) ->
     with pytest.raises(ValidationError) as info:
         ProtectionSettings.model_validate({field: value})
     assert field in str(info.value)
+
+
+def test_the_alarm_set_is_the_declared_checks_and_the_doc_table() -> None:
+    """Each alarm is one declared Check (code, what it blocks, condition, message): the alarms
+    Protection can raise, its latches and the alarm table of services/bms/README.md are all that one list,
+    so none can be added, renamed or dropped in one place alone."""
+    assert len(set(ALARM_CODES)) == len(ALARM_CODES)
+    protection = Protection(ProtectionSettings())
+    assert list(protection._latches) == list(CHECKS)
+    pack, _protection, _limits = _ready()
+    inputs = Inputs(ProtectionSettings(), pack.snapshot(0.0), ("frame 0x1B0 two sources",))
+    for check in (*CHECKS, DEEP_DISCHARGE):
+        assert isinstance(check.condition(inputs), Condition)
+        assert check.message(inputs)
+    doc = (Path(__file__).parents[2] / "docs" / "bms.md").read_text()
+    blocks = {(True, True): "both", (True, False): "charge", (False, True): "discharge"}
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| [^|]+ \| (both|charge|discharge) \|", doc, re.M))
+    assert rows == {
+        c.code: blocks[c.blocks_charge, c.blocks_discharge] for c in (*CHECKS, DEEP_DISCHARGE)
+    }
+
+
+def test_every_check_can_raise_its_own_alarm_and_nothing_else() -> None:
+    """Tripping a check's condition raises exactly that check's code (no name to mistype)."""
+    pack, _protection, _limits = _ready()
+    snap = pack.snapshot(0.0)
+    for check in CHECKS:
+        forced = replace(check, condition=lambda _i: Condition(True, False, 0.0))
+        protection = Protection(ProtectionSettings())
+        protection._latches = {
+            (forced if c is check else c): latch for c, latch in protection._latches.items()
+        }
+        limits = protection.update(snap, 0.0)
+        assert check.code in _codes(limits)
+        assert _codes(limits) <= set(ALARM_CODES)

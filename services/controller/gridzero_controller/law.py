@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from gridzero.runtime.freshness import is_fresh
@@ -302,39 +302,139 @@ class Trust:
         return self.value
 
 
+@dataclass(slots=True)
+class SampleTimes:
+    """When the law last stepped and which meter sample it last used."""
+
+    last_step_s: float | None = None
+    last_meter_at_s: float | None = None
+
+    def advance(self, now_s: float) -> float:
+        """Seconds since the previous step (0 on the first); remembers ``now_s``."""
+        dt = 0.0 if self.last_step_s is None else max(0.0, now_s - self.last_step_s)
+        self.last_step_s = now_s
+        return dt
+
+
+@dataclass(slots=True)
+class Plant:
+    """What the law knows of the devices: measured output, commands given, the guesses."""
+
+    measured: BatteryHistory = field(default_factory=BatteryHistory)
+    commanded: BatteryHistory = field(default_factory=BatteryHistory)
+    # The inverters' output as the plant guess predicts it from the commands alone (no
+    # measurement: the overdrive must not feed back on a measurement it disturbs).
+    overdrive: Overdrive = field(default_factory=Overdrive)
+    trust: Trust = field(default_factory=Trust)
+    last_command_w: float = 0.0
+
+
+@dataclass(slots=True)
+class LoadFilter:
+    """The estimate of the house's net load, and what it learnt of its scatter.
+
+    Small changes of the estimate are mostly noise (the meter and the output are not sampled
+    at the same instant, loads flicker): they are smoothed. Large changes are real steps:
+    taken at once. "Large" grows with a noisy meter's own scatter.
+    """
+
+    accepted_w: float | None = None
+    noise_w: float = 0.0  # mean |change| of the estimate within the step band
+    jitter_w: float = 0.0  # mean |second difference|, in units of the first difference
+    last_raw_w: float | None = None
+    before_last_raw_w: float | None = None
+
+    def push(self, raw_w: float) -> tuple[float | None, float | None]:
+        """Record a raw estimate; returns the two before it (newest first)."""
+        previous = (self.last_raw_w, self.before_last_raw_w)
+        self.before_last_raw_w = self.last_raw_w
+        self.last_raw_w = raw_w
+        return previous
+
+    def accept(
+        self,
+        raw_w: float,
+        previous: tuple[float | None, float | None],
+        settled: bool,
+        settings: ControllerSettings,
+    ) -> float:
+        """Take ``raw_w`` at once if it is a step, else smooth towards it; the new estimate.
+        ``settled``: the battery output is known (not ramping)."""
+        step_band_w = self.step_band(raw_w, previous[0], previous[1], settings)
+        accepted = self.accepted_w
+        if accepted is None or abs(raw_w - accepted) > step_band_w:
+            self.accepted_w = raw_w
+            return raw_w
+        self.noise_w += 0.05 * (abs(raw_w - accepted) - self.noise_w)
+        gain = self.smooth_gain(settings) if settled else settings.smooth_gain
+        self.accepted_w = accepted + gain * (raw_w - accepted)
+        return self.accepted_w
+
+    def smooth_gain(self, settings: ControllerSettings) -> float:
+        """How much of a small change of the load estimate to follow at once.
+
+        A quiet estimate (mean |change| up to `QUIET_NOISE_W`) of a battery whose output is
+        known (not ramping) changes because the load does, and following it at once pays (a
+        fridge, a flickering base load); a noisy one changes mostly because the meter is
+        noisy, and one taken while the output ramps mostly because the plant guess is off:
+        both are smoothed with `smooth_gain`. A late meter
+        (more than `LATE_METER_S`) is always smoothed: its small changes are over by the
+        time the battery could follow them.
+        """
+        if settings.meter_latency_s > LATE_METER_S:
+            return settings.smooth_gain
+        quiet = (NOISY_NOISE_W - self.noise_w) / (NOISY_NOISE_W - QUIET_NOISE_W)
+        return settings.smooth_gain + (1.0 - settings.smooth_gain) * max(0.0, min(1.0, quiet))
+
+    def step_band(
+        self,
+        raw_w: float,
+        previous_w: float | None,
+        before_previous_w: float | None,
+        settings: ControllerSettings,
+    ) -> float:
+        """The change of the estimate above which it is a step, learning the scatter."""
+        band_w = max(
+            settings.smooth_band_w, min(MAX_STEP_BAND_W, STEP_NOISE_FACTOR * self.jitter_w)
+        )
+        if previous_w is not None and before_previous_w is not None:
+            curvature = abs(raw_w - 2.0 * previous_w + before_previous_w)
+            if curvature <= 2.0 * band_w:  # a step's own kink is not scatter
+                self.jitter_w += 0.05 * (curvature * JITTER_SCALE - self.jitter_w)
+        return band_w
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Where the set-point may be right: [low_w, high_w], and the deadband within it."""
+
+    low_w: float
+    high_w: float
+    deadband_w: float
+
+
 class ControlLaw:
     """Stateful, pure: call `step` with the newest data; time is a parameter."""
 
     def __init__(self) -> None:
         self.setpoint_w = 0.0
-        self._history = BatteryHistory()
-        self._commands = BatteryHistory()
-        self._last_meter_at_s: float | None = None
-        self._last_step_s: float | None = None
-        self._accepted_load_w: float | None = None
-        self._noise_w = 0.0
-        self._last_raw_load_w: float | None = None
-        self._before_last_raw_w: float | None = None
-        self._jitter_w = 0.0
         self._reason = LawReason.NO_METER
-        # The inverters' output as the plant guess predicts it from the commands alone (no
-        # measurement: the overdrive must not feed back on a measurement it disturbs).
-        self._overdrive = Overdrive()
-        self._trust = Trust()
-        self._last_command_w = 0.0
+        self._times = SampleTimes()
+        self._load = LoadFilter()
+        self._plant = Plant()
 
     @property
     def load_estimate_w(self) -> float | None:
         """The last accepted estimate of the house's net load (W, + = consumption)."""
-        return self._accepted_load_w
+        return self._load.accepted_w
 
     def record_battery(self, at_s: float, battery_w: float) -> None:
         """A measured battery output (inverters' AC output − charger AC input) at ``at_s``."""
-        self._history.add(at_s, battery_w)
+        self._plant.measured.add(at_s, battery_w)
 
     def record_command(self, at_s: float, battery_w: float) -> None:
         """The battery power actually commanded (after dispatch) at ``at_s``."""
-        self._commands.add(at_s, battery_w)
+        self._plant.commanded.add(at_s, battery_w)
 
     def battery_estimate(self, at_s: float, settings: ControllerSettings) -> BatteryEstimate | None:
         """What the battery output was at ``at_s``: a range that surely holds it, and a guess.
@@ -346,15 +446,16 @@ class ControlLaw:
         inside it moves from the measurement towards the command then in effect with time
         constant `plant_time_constant_s`, no faster than `plant_ramp_w_per_s`.
         """
-        last = self._history.last()
+        measured, commanded = self._plant.measured, self._plant.commanded
+        last = measured.last()
         if last is None:
             return None
         t_meas, y_meas = last
         if at_s <= t_meas:
-            y = self._history.at(at_s)
+            y = measured.at(at_s)
             assert y is not None
             return BatteryEstimate(y, y, y)
-        newest = self._commands.last()
+        newest = commanded.last()
         if newest is not None and newest[1] <= 0 and y_meas <= 0:
             # Charging: the rectifier's current loop, not the inverters' lag.
             dead = settings.charger_dead_time_s
@@ -362,8 +463,8 @@ class ControlLaw:
         else:
             dead = settings.plant_dead_time_s
             tau, rate = settings.plant_time_constant_s, settings.plant_ramp_w_per_s
-        span = self._commands.span(t_meas - dead, at_s)
-        command = self._commands.at(at_s - dead / 2, hold=True)
+        span = commanded.span(t_meas - dead, at_s)
+        command = commanded.at(at_s - dead / 2, hold=True)
         if span is None or command is None:
             return BatteryEstimate(y_meas, y_meas, y_meas)
         lo = min(y_meas, span[0])
@@ -378,7 +479,7 @@ class ControlLaw:
     def force_zero(self, now_s: float, settings: ControllerSettings) -> LawOutput:
         """Set-point 0 at once (stale or alarmed bms limits, mode hold/off)."""
         self.setpoint_w = 0.0
-        self._last_step_s = now_s
+        self._times.last_step_s = now_s
         self._reason = LawReason.FORCED_ZERO
         return self._output(now_s, settings, None)
 
@@ -387,7 +488,7 @@ class ControlLaw:
     ) -> LawOutput:
         """Constant-power mode: the set-point is given, only bounded."""
         self.setpoint_w = bounds.clamp(power_w)
-        self._last_step_s = now_s
+        self._times.last_step_s = now_s
         self._reason = LawReason.CONSTANT
         return self._output(now_s, settings, None)
 
@@ -399,8 +500,7 @@ class ControlLaw:
         settings: ControllerSettings,
     ) -> LawOutput:
         """Advance the law to ``now_s`` with the newest meter sample."""
-        dt = 0.0 if self._last_step_s is None else max(0.0, now_s - self._last_step_s)
-        self._last_step_s = now_s
+        dt = self._times.advance(now_s)
         if meter is None:
             self.setpoint_w = bounds.clamp(
                 _toward_zero(self.setpoint_w, settings.stale_ramp_w_per_s * dt)
@@ -412,11 +512,12 @@ class ControlLaw:
             self.setpoint_w = bounds.clamp(_toward_zero(self.setpoint_w, ramp))
             self._reason = LawReason.METER_STALE
             return self._output(now_s, settings, None)
-        if self._last_meter_at_s is not None and meter.at_s <= self._last_meter_at_s:
+        last_at_s = self._times.last_meter_at_s
+        if last_at_s is not None and meter.at_s <= last_at_s:
             # No fresh sample: hold (a bound may have tightened meanwhile).
             self.setpoint_w = bounds.clamp(self.setpoint_w)
             return self._output(now_s, settings, bounds)
-        self._last_meter_at_s = meter.at_s
+        self._times.last_meter_at_s = meter.at_s
         self._on_sample(meter, bounds, settings)
         return self._output(now_s, settings, bounds)
 
@@ -425,110 +526,104 @@ class ControlLaw:
     ) -> LawOutput:
         """The output; ``shaping`` (the bounds) when the set-point may be overdriven."""
         # What the devices were last asked for: as dispatched if known, else as output here.
-        last = self._commands.last()
-        self._overdrive.advance(now_s, self._last_command_w if last is None else last[1], settings)
+        plant = self._plant
+        last = plant.commanded.last()
+        plant.overdrive.advance(now_s, plant.last_command_w if last is None else last[1], settings)
         command_w = self.setpoint_w
         if shaping is not None:
             noise_w = 0.0
-            if self._noise_w >= NOISY_NOISE_W:
-                noise_w = RANGE_NOISE_FACTOR * settings.noise_deadband * self._noise_w
-            command_w = self._overdrive.command(self.setpoint_w, shaping, settings, noise_w)
-        self._last_command_w = command_w
-        return LawOutput(self.setpoint_w, self._reason, self._accepted_load_w, command_w)
-
-    def _smooth_gain(self, settings: ControllerSettings) -> float:
-        """How much of a small change of the load estimate to follow at once.
-
-        A quiet estimate (mean |change| up to `QUIET_NOISE_W`) of a battery whose output is
-        known (not ramping) changes because the load does, and following it at once pays (a
-        fridge, a flickering base load); a noisy one changes mostly because the meter is
-        noisy, and one taken while the output ramps mostly because the plant guess is off:
-        both are smoothed with `smooth_gain`. A late meter
-        (more than `LATE_METER_S`) is always smoothed: its small changes are over by the
-        time the battery could follow them.
-        """
-        if settings.meter_latency_s > LATE_METER_S:
-            return settings.smooth_gain
-        quiet = (NOISY_NOISE_W - self._noise_w) / (NOISY_NOISE_W - QUIET_NOISE_W)
-        return settings.smooth_gain + (1.0 - settings.smooth_gain) * max(0.0, min(1.0, quiet))
-
-    def _step_band(
-        self,
-        raw_w: float,
-        previous_w: float | None,
-        before_previous_w: float | None,
-        settings: ControllerSettings,
-    ) -> float:
-        """The change of the estimate above which it is a step, learning the scatter."""
-        band_w = max(
-            settings.smooth_band_w, min(MAX_STEP_BAND_W, STEP_NOISE_FACTOR * self._jitter_w)
-        )
-        if previous_w is not None and before_previous_w is not None:
-            curvature = abs(raw_w - 2.0 * previous_w + before_previous_w)
-            if curvature <= 2.0 * band_w:  # a step's own kink is not scatter
-                self._jitter_w += 0.05 * (curvature * JITTER_SCALE - self._jitter_w)
-        return band_w
+            if self._load.noise_w >= NOISY_NOISE_W:
+                noise_w = RANGE_NOISE_FACTOR * settings.noise_deadband * self._load.noise_w
+            command_w = plant.overdrive.command(self.setpoint_w, shaping, settings, noise_w)
+        plant.last_command_w = command_w
+        return LawOutput(self.setpoint_w, self._reason, self._load.accepted_w, command_w)
 
     def _on_sample(
         self, meter: MeterSample, bounds: PowerBounds, settings: ControllerSettings
     ) -> None:
+        """A fresh meter sample: estimate the load, then hold, follow or track it."""
         estimate = self.battery_estimate(meter.at_s - settings.meter_latency_s, settings)
         if estimate is None:
             estimate = BatteryEstimate(self.setpoint_w, self.setpoint_w, self.setpoint_w)
-        target = settings.target_grid_w
         raw_load_w = meter.grid_w + estimate.guess_w
-        previous_raw = self._last_raw_load_w
-        before_previous = self._before_last_raw_w
-        self._before_last_raw_w = previous_raw
-        self._last_raw_load_w = raw_load_w
+        previous = self._load.push(raw_load_w)
         current_w = bounds.clamp(self.setpoint_w)
-        accepted = self._accepted_load_w
-        if accepted is not None and abs(raw_load_w - accepted) > settings.spike_w:
-            confirmed = (
-                previous_raw is not None
-                and abs(raw_load_w - previous_raw) <= settings.spike_confirm_w
-            )
-            backs_off = abs(bounds.clamp(raw_load_w - target)) < abs(current_w)
-            if not confirmed and not backs_off:
-                self._reason = LawReason.SPIKE_HELD
-                move = raw_load_w - target - current_w
-                reach = SPIKE_REACH * settings.spike_w
-                self.setpoint_w = bounds.clamp(current_w + max(-reach, min(reach, move)))
-                return
-        # Small changes of the estimate are mostly noise (the meter and the output are not
-        # sampled at the same instant, loads flicker): smooth them. Large changes are real
-        # steps: take them at once. "Large" grows with a noisy meter's own scatter.
-        step_band_w = self._step_band(raw_load_w, previous_raw, before_previous, settings)
-        if accepted is None or abs(raw_load_w - accepted) > step_band_w:
-            self._accepted_load_w = raw_load_w
-        else:
-            self._noise_w += 0.05 * (abs(raw_load_w - accepted) - self._noise_w)
-            settled = estimate.high_w - estimate.low_w <= settings.smooth_band_w
-            gain = self._smooth_gain(settings) if settled else settings.smooth_gain
-            self._accepted_load_w = accepted + gain * (raw_load_w - accepted)
-        raw_load_w = self._accepted_load_w
-        # The set-point that would cancel the load, for the lowest and highest battery
-        # output the plant can have had: hold while the current set-point is among them.
-        guess_w = raw_load_w - target
+        if self._hold_spike(raw_load_w, previous[0], current_w, bounds, settings):
+            return
+        settled = estimate.high_w - estimate.low_w <= settings.smooth_band_w
+        load_w = self._load.accept(raw_load_w, previous, settled, settings)
+        window = self._window(meter, estimate, settings)
+        self._track(
+            load_w - settings.target_grid_w, current_w, window, meter.at_s, bounds, settings
+        )
+
+    def _hold_spike(
+        self,
+        raw_load_w: float,
+        previous_w: float | None,
+        current_w: float,
+        bounds: PowerBounds,
+        settings: ControllerSettings,
+    ) -> bool:
+        """An unconfirmed jump of the estimate (not a back-off) is followed only a bounded
+        part of the way (`SPIKE_REACH`); True when it was one."""
+        accepted = self._load.accepted_w
+        if accepted is None or abs(raw_load_w - accepted) <= settings.spike_w:
+            return False
+        target = settings.target_grid_w
+        confirmed = (
+            previous_w is not None and abs(raw_load_w - previous_w) <= settings.spike_confirm_w
+        )
+        backs_off = abs(bounds.clamp(raw_load_w - target)) < abs(current_w)
+        if confirmed or backs_off:
+            return False
+        self._reason = LawReason.SPIKE_HELD
+        move = raw_load_w - target - current_w
+        reach = SPIKE_REACH * settings.spike_w
+        self.setpoint_w = bounds.clamp(current_w + max(-reach, min(reach, move)))
+        return True
+
+    def _window(
+        self, meter: MeterSample, estimate: BatteryEstimate, settings: ControllerSettings
+    ) -> Window:
+        """The set-points that would cancel the load for the lowest and highest battery output
+        the plant can have had, widened by the noise; and the deadband."""
+        noise_w = self._load.noise_w
         # A noisy meter widens the deadband to the noise it shows (mean |change| of the
         # estimate between samples), so the set-point does not chase the noise.
-        deadband_w = max(settings.deadband_w, settings.noise_deadband * self._noise_w)
+        deadband_w = max(settings.deadband_w, settings.noise_deadband * noise_w)
         # The certain range rests on one raw sample: widen it to ~3 sigma of the noise seen
         # (mean |difference| of two samples is 1.13 sigma), or a noisy sample alone would count
         # as proof that the set-point is wrong and the battery would chase the meter's noise.
-        margin_w = max(deadband_w, RANGE_NOISE_FACTOR * settings.noise_deadband * self._noise_w)
-        low_w = meter.grid_w + estimate.low_w - target - margin_w
-        high_w = meter.grid_w + estimate.high_w - target + margin_w
-        if low_w <= current_w <= high_w:
+        margin_w = max(deadband_w, RANGE_NOISE_FACTOR * settings.noise_deadband * noise_w)
+        target = settings.target_grid_w
+        return Window(
+            meter.grid_w + estimate.low_w - target - margin_w,
+            meter.grid_w + estimate.high_w - target + margin_w,
+            deadband_w,
+        )
+
+    def _track(
+        self,
+        guess_w: float,
+        current_w: float,
+        window: Window,
+        at_s: float,
+        bounds: PowerBounds,
+        settings: ControllerSettings,
+    ) -> None:
+        """Move the set-point towards ``guess_w`` (the set-point that cancels the estimated
+        load), within the window; rises are taken at `rise_gain`."""
+        if window.low_w <= current_w <= window.high_w:
             # The set-point may already be right; the guess says how likely it is wrong.
             # Move only part of the way: a wrong plant guess then cannot sustain a swing.
-            if abs(guess_w - current_w) <= deadband_w:
+            if abs(guess_w - current_w) <= window.deadband_w:
                 self.setpoint_w = current_w
                 self._reason = LawReason.DEADBAND
                 return
-            gain = settings.uncertain_gain * self._trust.gain(meter.at_s, guess_w - current_w)
+            gain = settings.uncertain_gain * self._plant.trust.gain(at_s, guess_w - current_w)
             guess_w = current_w + gain * (guess_w - current_w)
-        desired_w = bounds.clamp(max(low_w, min(high_w, guess_w)))
+        desired_w = bounds.clamp(max(window.low_w, min(window.high_w, guess_w)))
         rising = abs(desired_w) > abs(current_w) and desired_w * current_w >= 0
         if rising:
             desired_w = current_w + settings.rise_gain * (desired_w - current_w)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import socket
 import sys
 from collections.abc import Callable
@@ -357,7 +358,11 @@ class Inverter(Service[InverterSettings]):
             view = self.views[uid]
             if view.last_decision != key:
                 if view.last_decision is not None:
-                    self.ctx.log.info(
+                    # a new reason is a state change (INFO); a new demand under the same
+                    # reason is the controller's periodic decision (DEBUG: twice a second)
+                    reason_changed = view.last_decision[1] != key[1]
+                    self.ctx.log.log(
+                        logging.INFO if reason_changed else logging.DEBUG,
                         "unit %s: demand %d W, cap %d W (%s)",
                         uid,
                         decision.demand_w,

@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gridzero.contract import Topics
+from gridzero.contract import InverterState, Topics
 from gridzero.errors import SettingsError
 from gridzero.runtime.freshness import Sequencer
+from gridzero.runtime.link import DeviceLink
 from gridzero.runtime.service import ServiceRunner
 from gridzero.runtime.settings import load_settings
-from gridzero.testing import TestBroker, wait_until
+from gridzero.testing import FakeClock, Offline, TestBroker, wait_until
 from gridzero_inverter.codec import (
     DemandFrame,
     Framer,
     StatusQuery,
     StatusReply,
+    encode_query,
     encode_status_reply,
 )
 from gridzero_inverter.service import Inverter, InverterSettings, UnitConfig
@@ -30,6 +34,7 @@ from gridzero_inverter.service import Inverter, InverterSettings, UnitConfig
 pytestmark = pytest.mark.broker
 T = Topics()
 REPLY = StatusReply(0, 51.2, 5.0, 231.0, 50.0, 36.5)
+BARRIER_ADDRESS = 0x7E  # no unit has it: a query to it is the tests' barrier frame
 
 
 class InverterPeer:
@@ -63,7 +68,7 @@ class InverterPeer:
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn: socket.socket) -> None:
-        framer = Framer()
+        framer = Framer(addresses=frozenset({0x24, 0x25, BARRIER_ADDRESS}))
         conn.settimeout(0.05)
         while not self._stop.is_set():
             try:
@@ -107,6 +112,32 @@ class InverterPeer:
             f"a {power_w} W frame",
         )
         return next(t for t, p in self.demands(after) if p == power_w)
+
+    def barrier(self, runner: ServiceRunner) -> None:
+        """Return once every frame the service wrote before this call has arrived.
+
+        A query to `BARRIER_ADDRESS` is written on the service's loop after them; TCP keeps
+        the order, so when it is here they are. For "nothing else arrived" checks."""
+        inverter = runner.service
+        assert isinstance(inverter, Inverter)
+        port = next(iter(inverter.ports.values()))
+        self.barrier_after(lambda write: runner.ctx.post(lambda: write(port)))
+
+    def barrier_after(
+        self, post: Callable[[Callable[[DeviceLink[Any, Any]], object]], object]
+    ) -> None:
+        """`barrier` with the barrier frame written by ``post`` (on the service's loop)."""
+
+        def barriers() -> int:
+            with self._cond:
+                return sum(
+                    isinstance(f, StatusQuery) and f.address == BARRIER_ADDRESS
+                    for _t, f in self.frames
+                )
+
+        seen = barriers()
+        post(lambda link: link.write(lambda port: port.write(encode_query(BARRIER_ADDRESS))))
+        wait_until(lambda: barriers() > seen, 30, "the barrier frame (a hang guard)")
 
     def close(self) -> None:
         self._stop.set()
@@ -172,15 +203,25 @@ LIMITS = {
 }
 
 
+def make_settings_offline(data_dir: Path, peer_port: int, **extra: object) -> InverterSettings:
+    """Settings for the harness: no broker login needed."""
+    return _settings(None, data_dir, peer_port, **extra)
+
+
 def make_settings(
     broker: TestBroker, data_dir: Path, peer_port: int, **extra: object
+) -> InverterSettings:
+    return _settings(broker, data_dir, peer_port, **extra)
+
+
+def _settings(
+    broker: TestBroker | None, data_dir: Path, peer_port: int, **extra: object
 ) -> InverterSettings:
     unit = UnitConfig(
         id="u1", port=f"socket://127.0.0.1:{peer_port}", max_power_w=800, dc_min_v=40, dc_max_v=60
     )
     values: dict[str, object] = {
         "units": [unit],
-        "mqtt": broker.mqtt_settings("inverter"),
         "data_dir": data_dir,
         "store_flush_s": 0.2,
         "command_stale_s": 1.0,
@@ -189,6 +230,8 @@ def make_settings(
         "reconnect_min_s": 0.1,
         "reconnect_max_s": 0.5,
     }
+    if broker is not None:
+        values["mqtt"] = broker.mqtt_settings("inverter")
     values.update(extra)
     return InverterSettings(**values)  # type: ignore[arg-type]
 
@@ -210,45 +253,114 @@ def service(broker: TestBroker, tmp_path: Path, peer: InverterPeer) -> Iterator[
     runner.join()
 
 
-def test_demand_follows_command_and_goes_to_zero_when_controller_falls_silent(
-    broker: TestBroker, service: ServiceRunner, peer: InverterPeer
-) -> None:
-    bms = Publisher(broker, "bms", T.bms_limits, LIMITS)
-    ctl = Publisher(broker, "controller", T.inverter_set("u1"), {"power_w": 300})
-    try:
-        peer.wait_demand(300)
-        silent_from = ctl.stop()
-        zero_at = peer.wait_demand(0, after=silent_from)
-        print(f"0 W frame {zero_at - silent_from:.2f} s after the last message")
-        assert zero_at - silent_from < 3.0, f"0 W after {zero_at - silent_from:.2f} s"
-        probe = broker.probe()
-        probe.wait_for(
-            T.inverter_state("u1"),
-            lambda p: (
-                json.loads(p)["cap_reason"] == "stale_command" and json.loads(p)["sending"] is False
-            ),
-        )
-        probe.close()
-        zeros = [p for t, p in peer.demands(silent_from) if p == 0]
-        assert len(zeros) == 3
-        assert all(p in (0, 300) for _t, p in peer.demands(silent_from))
-    finally:
-        bms.stop()
+# ------------------------------------------------------------------ staleness on an injected clock
 
 
-def test_demand_goes_to_zero_when_bms_falls_silent(
-    broker: TestBroker, service: ServiceRunner, peer: InverterPeer
+class Sender:
+    """Numbered messages of one publisher, stamped by the harness's wall clock."""
+
+    def __init__(self, offline: Offline, topic: str, body: dict[str, object]) -> None:
+        self.offline = offline
+        self.topic = topic
+        self.body = body
+        self.boot = Sequencer()
+        self.last_s = 0.0  # clock seconds of the newest message
+
+    def send(self) -> None:
+        self.last_s = self.offline.clock.now_s
+        stamp = {"ts": self.offline.clock.wall(), "boot": self.boot.boot, "seq": self.boot.next()}
+        self.offline.deliver(self.topic, json.dumps({**self.body, **stamp}))
+
+
+def _offline(tmp_path: Path, peer: InverterPeer) -> tuple[Offline, Inverter]:
+    """The inverter without a broker, on a FakeClock, its port open to ``peer``."""
+    settings = make_settings_offline(tmp_path, peer.port)
+    offline = Offline(Inverter, settings, FakeClock()).start()
+    inverter = offline.service
+    assert isinstance(inverter, Inverter)
+    port = next(iter(inverter.ports.values()))
+    offline.wait_posted(lambda: port.up, "the port to the peer open")
+    return offline, inverter
+
+
+def _run(offline: Offline, seconds: float, *senders: Sender) -> None:
+    """``seconds`` of the clock with every sender publishing every 0.3 s."""
+    end = offline.clock.now_s + seconds
+    while offline.clock.now_s < end - 1e-9:
+        for sender in senders:
+            sender.send()
+        offline.advance(min(0.3, end - offline.clock.now_s))
+
+
+def _first_zero_after(
+    offline: Offline, inverter: Inverter, silent: Sender, keep: Sender, limit_s: float
+) -> float:
+    """Clock seconds from ``silent``'s last message until the unit is first sent 0 W,
+    ``keep`` publishing meanwhile."""
+    schedule = inverter.dispatcher.schedules["u1"]
+    start = next_send = offline.clock.now_s
+    while offline.clock.now_s - start < limit_s:
+        if offline.clock.now_s >= next_send:
+            keep.send()
+            next_send += 0.3
+        offline.advance(0.01, step_s=0.01)
+        if schedule.last_sent_w == 0:
+            return offline.clock.now_s - silent.last_s
+    raise AssertionError(f"no 0 W frame within {limit_s} s of the clock")
+
+
+def _demands_after_last(peer: InverterPeer, power_w: int, inverter: Inverter) -> list[int]:
+    """Demand frames the peer got after the last one of ``power_w``, behind a barrier: a
+    status query written after them has arrived, so every frame before it has too."""
+    port = next(iter(inverter.ports.values()))
+    peer.barrier_after(lambda write: write(port))  # the harness's loop is this thread
+    demands = [f.power_w for _t, f in peer.frames if isinstance(f, DemandFrame)]
+    last = max(i for i, p in enumerate(demands) if p == power_w)
+    return demands[last + 1 :]
+
+
+def test_demand_goes_to_zero_when_the_controller_falls_silent(
+    tmp_path: Path, peer: InverterPeer
 ) -> None:
-    bms = Publisher(broker, "bms", T.bms_limits, LIMITS)
-    ctl = Publisher(broker, "controller", T.inverter_set("u1"), {"power_w": 500})
+    offline, inverter = _offline(tmp_path, peer)
+    bms = Sender(offline, T.bms_limits, LIMITS)
+    ctl = Sender(offline, T.inverter_set("u1"), {"power_w": 300})
     try:
-        peer.wait_demand(500)
-        silent_from = bms.stop()
-        zero_at = peer.wait_demand(0, after=silent_from)
-        print(f"0 W frame {zero_at - silent_from:.2f} s after the last message")
-        assert zero_at - silent_from < 3.0, f"0 W after {zero_at - silent_from:.2f} s"
+        _run(offline, 2.0, bms, ctl)
+        assert inverter.dispatcher.schedules["u1"].last_sent_w == 300
+        # the controller falls silent now; the bms goes on
+        zero_after_s = _first_zero_after(offline, inverter, ctl, bms, 10.0)
+        stale_s, tick_s = inverter.settings.command_stale_s, inverter.settings.tick_s
+        print(f"0 W {zero_after_s:.2f} s (clock) after the last command")
+        assert stale_s <= zero_after_s <= stale_s + tick_s + 0.011  # a tick, a step
+        _run(offline, 5.0, bms)  # three 0 W frames a send period apart, then silence
+        state = offline.payloads(T.inverter_state("u1"))[-1]
+        assert isinstance(state, InverterState)
+        assert state.cap_reason == "stale_command"
+        assert state.sending is False
+        assert _demands_after_last(peer, 300, inverter) == [0, 0, 0]
     finally:
-        ctl.stop()
+        offline.stop()
+
+
+def test_demand_goes_to_zero_when_bms_falls_silent(tmp_path: Path, peer: InverterPeer) -> None:
+    offline, inverter = _offline(tmp_path, peer)
+    bms = Sender(offline, T.bms_limits, LIMITS)
+    ctl = Sender(offline, T.inverter_set("u1"), {"power_w": 500})
+    try:
+        _run(offline, 2.0, bms, ctl)
+        assert inverter.dispatcher.schedules["u1"].last_sent_w == 500
+        zero_after_s = _first_zero_after(offline, inverter, bms, ctl, 10.0)
+        stale_s, tick_s = inverter.settings.bms_stale_s, inverter.settings.tick_s
+        print(f"0 W {zero_after_s:.2f} s (clock) after the last bms limits")
+        assert stale_s <= zero_after_s <= stale_s + tick_s + 0.011
+        _run(offline, 5.0, ctl)
+        state = offline.payloads(T.inverter_state("u1"))[-1]
+        assert isinstance(state, InverterState)
+        assert state.cap_reason == "stale_bms"
+        assert set(_demands_after_last(peer, 500, inverter)) == {0}
+    finally:
+        offline.stop()
 
 
 def test_command_clamped_to_dcl_and_max_power(
@@ -263,6 +375,7 @@ def test_command_clamped_to_dcl_and_max_power(
             T.inverter_state("u1"), lambda p: json.loads(p)["cap_reason"] == "dcl"
         )
         assert json.loads(state)["cap_w"] == 212
+        peer.barrier(service)
         assert max(p for _t, p in peer.demands()) <= 212
     finally:
         ctl.stop()
@@ -450,6 +563,7 @@ def test_bms_clock_an_hour_ahead_gives_zero_watts(
         wait_until(lambda: service.ctx.rejected_inputs >= 3, 10, "three limits refused")
         doc = json.loads(probe.wait_for(T.inverter_state("u1"), _requested(300)))
         assert doc["cap_reason"] == "stale_bms"
+        peer.barrier(service)
         assert all(p == 0 for _t, p in peer.demands())
     finally:
         ctl.stop()
@@ -488,6 +602,7 @@ def test_retained_limits_of_a_dead_bms_are_not_fresh_after_connect(
         assert doc["cap_reason"] == "stale_bms"
         assert isinstance(runner.service, Inverter)
         assert "retained" in runner.service.limits_gate.last_reason
+        peer.barrier(runner)
         assert all(p == 0 for _t, p in peer.demands())
     finally:
         ctl.stop()
@@ -556,6 +671,7 @@ def test_reported_dc_current_above_dcl_cuts_the_unit(broker: TestBroker, tmp_pat
             )
         )
         assert doc["sending"] is True  # 0 W frames go on: the cut is no safe state
+        peer.barrier(runner)
         assert all(p == 0 for _t, p in peer.demands(cut_at))
     finally:
         ctl.stop()
@@ -584,3 +700,30 @@ def test_efficiency_is_a_start_up_setting_only(
     assert "unknown setting" in ack["reason"]
     setter.close()
     probe.close()
+
+
+# ------------------------------------------------------------------ logs a person can read
+
+
+def test_a_new_demand_is_debug_and_a_new_reason_is_info(
+    tmp_path: Path, peer: InverterPeer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The controller changes its command twice a second: that is not news at INFO. A new
+    cap reason (stale command, DCL, ...) is a state change and is."""
+    offline, _inverter = _offline(tmp_path, peer)
+    bms = Sender(offline, T.bms_limits, LIMITS)
+    try:
+        _run(offline, 1.0, bms, Sender(offline, T.inverter_set("u1"), {"power_w": 300}))
+        caplog.set_level(logging.DEBUG, logger="gridzero.inverter")
+        ctl = Sender(offline, T.inverter_set("u1"), {"power_w": 300})
+        for power_w in range(310, 510, 10):  # 20 new demands, all "controller"
+            ctl.body = {"power_w": power_w}
+            _run(offline, 0.5, bms, ctl)
+        demand_lines = [r for r in caplog.records if "demand" in r.getMessage()]
+        assert len([r for r in demand_lines if r.levelno == logging.DEBUG]) >= 19
+        assert not [r for r in demand_lines if r.levelno >= logging.INFO]
+        _run(offline, 2.0, bms)  # the controller falls silent: reason stale_command
+        news = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+        assert any("stale_command" in m for m in news)
+    finally:
+        offline.stop()
