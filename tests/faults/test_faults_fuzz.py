@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from gridzero.errors import UsageError
+from gridzero.registry import PARTS
 from gridzero_tools import fuzz
 
 CI_EXAMPLES = 2000
@@ -104,16 +105,14 @@ def test_main_prints_inputs_per_second(capsys: pytest.CaptureFixture[str]) -> No
 def test_every_fuzz_module_is_in_the_one_table() -> None:
     """A service's fuzz targets live in its own package; the command finds them through
     GROUP_TARGETS alone, so a fuzz.py missing from the table would silently not run."""
-    root = Path(fuzz.__file__).parent
+    root = Path(__file__).resolve().parents[2]
+    bases = [root / "lib", *(root / p.folder for p in PARTS if p.kind != "tool"), root / "tools"]
     modules = {
-        ".".join(path.relative_to(root.parent).with_suffix("").parts)
-        for path in root.rglob("fuzz.py")
-        if path.parent != root
-    }
+        ".".join(path.relative_to(base).with_suffix("").parts)
+        for base in bases
+        for path in base.glob("gridzero*/**/fuzz.py")
+    } - {"gridzero_tools.fuzz"}
     named = {spec.partition(":")[0] for specs in fuzz.GROUP_TARGETS.values() for spec in specs}
     assert modules == named
-    services = {p.parent.name for p in (root / "services").glob("*/service.py")}
-    assert {m.split(".")[2] for m in modules if m.startswith("gridzero.services.")} == services
-    for specs in fuzz.GROUP_TARGETS.values():
-        for spec in specs:
-            assert callable(fuzz.builder(spec))
+    services = {p.package for p in PARTS if p.kind != "tool"}
+    assert {m.split(".")[0] for m in modules} & services == services

@@ -448,7 +448,7 @@ def test_the_alarm_set_is_the_declared_checks_and_the_doc_table() -> None:
     for check in (*CHECKS, DEEP_DISCHARGE):
         assert isinstance(check.condition(inputs), Condition)
         assert check.message(inputs)
-    doc = (Path(__file__).parents[2] / "docs" / "bms.md").read_text()
+    doc = (Path(__file__).parents[1] / "README.md").read_text()
     blocks = {(True, True): "both", (True, False): "charge", (False, True): "discharge"}
     rows = dict(re.findall(r"^\| `([a-z_]+)` \| [^|]+ \| (both|charge|discharge) \|", doc, re.M))
     assert rows == {
