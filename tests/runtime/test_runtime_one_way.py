@@ -17,6 +17,7 @@ import pytest
 from pydantic import BaseModel
 
 from gridzero.contract import BmsLimits, ShuntState
+from gridzero.registry import PARTS
 from gridzero.runtime import link as link_module
 from gridzero.runtime.freshness import Freshness, FreshValue, NotFreshError, is_fresh
 from gridzero.runtime.link import DeviceLink
@@ -28,8 +29,14 @@ from gridzero_controller.settings import ControllerRuntime, ControllerSettings
 from gridzero_inverter.domain import UNIT_BOUNDS
 from gridzero_inverter.service import UnitConfig
 
-ROOT = Path(__file__).resolve().parents[2] / "gridzero"
-SERVICES = ROOT / "services"
+REPO = Path(__file__).resolve().parents[2]
+# every package of the workspace: the library, each service, the tools
+SERVICE_PACKAGES = {p.name: REPO / p.folder / p.package for p in PARTS if p.kind != "tool"}
+PACKAGES = [
+    REPO / "lib" / "gridzero",
+    *SERVICE_PACKAGES.values(),
+    REPO / "tools" / "gridzero_tools",
+]
 # Field names of the old, parallel limits types: one set of names now (cvl_v, ccl_a, dcl_a).
 OLD_LIMIT_NAMES = {
     "charge_voltage_v",
@@ -39,12 +46,16 @@ OLD_LIMIT_NAMES = {
 }
 
 
-def _modules(folder: Path) -> list[tuple[Path, ast.Module]]:
-    return [(p, ast.parse(p.read_text(), str(p))) for p in sorted(folder.rglob("*.py"))]
+def _modules(*folders: Path) -> list[tuple[Path, ast.Module]]:
+    return [
+        (p, ast.parse(p.read_text(), str(p)))
+        for folder in folders
+        for p in sorted(folder.rglob("*.py"))
+    ]
 
 
 def _where(path: Path, node: ast.AST) -> str:
-    return f"{path.relative_to(ROOT.parent)}:{getattr(node, 'lineno', 0)}"
+    return f"{path.relative_to(REPO)}:{getattr(node, 'lineno', 0)}"
 
 
 # ------------------------------------------------------------------ one bms limits model
@@ -54,7 +65,7 @@ def test_bms_limits_is_declared_once() -> None:
     """The contract's BmsLimits is the one model; no module declares its own copy."""
     copies = [
         _where(path, node)
-        for path, tree in _modules(ROOT)
+        for path, tree in _modules(*PACKAGES)
         for node in ast.walk(tree)
         if isinstance(node, ast.ClassDef)
         and node.name.endswith("Limits")
@@ -67,7 +78,7 @@ def test_bms_limits_is_declared_once() -> None:
 def test_no_module_uses_the_old_limit_field_names() -> None:
     found = [
         f"{_where(path, node)} {name}"
-        for path, tree in _modules(ROOT)
+        for path, tree in _modules(*PACKAGES)
         for node in ast.walk(tree)
         for name in (
             [node.attr]
@@ -94,7 +105,7 @@ def test_the_bms_producer_computes_the_contract_fields_by_their_names() -> None:
 def test_every_consumer_of_bms_limits_imports_the_one_model(service: str) -> None:
     imported = {
         (node.module, alias.name)
-        for path, tree in _modules(SERVICES / service)
+        for path, tree in _modules(SERVICE_PACKAGES[service])
         for node in ast.walk(tree)
         if isinstance(node, ast.ImportFrom)
         for alias in node.names
@@ -133,7 +144,9 @@ def _age_comparisons(tree: ast.Module) -> list[ast.Compare]:
 
 def test_no_service_ages_a_message_by_hand() -> None:
     found = [
-        _where(path, node) for path, tree in _modules(SERVICES) for node in _age_comparisons(tree)
+        _where(path, node)
+        for path, tree in _modules(*SERVICE_PACKAGES.values())
+        for node in _age_comparisons(tree)
     ]
     assert found == [], f"staleness written again (use runtime.freshness.is_fresh): {found}"
 
@@ -141,7 +154,7 @@ def test_no_service_ages_a_message_by_hand() -> None:
 def test_no_service_defines_its_own_freshness_helper() -> None:
     found = [
         _where(path, node)
-        for path, tree in _modules(SERVICES)
+        for path, tree in _modules(*SERVICE_PACKAGES.values())
         for node in ast.walk(tree)
         if isinstance(node, ast.FunctionDef | ast.ClassDef)
         and node.name.lstrip("_") in ("fresh", "is_fresh", "Seen", "FreshValue")
@@ -218,7 +231,7 @@ def test_inverter_unit_settings_take_their_bounds_from_the_domain() -> None:
 def test_every_device_service_uses_the_one_link_and_starts_no_thread_of_its_own(
     service: str,
 ) -> None:
-    source = (SERVICES / service / "service.py").read_text()
+    source = (SERVICE_PACKAGES[service] / "service.py").read_text()
     tree = ast.parse(source)
     names = {
         alias.name

@@ -7,7 +7,7 @@ the fix, before the bench spends minutes on a run whose figure it could not draw
 Two figures:
 
 - `trace_figure`: one case over time, three strips sharing the time axis: grid power
-  (W, + import), battery power delivered (W, + discharge) and state of charge (%), one line per
+  (W, + import), battery power (W, + charging) and state of charge (%), one line per
   controller. gridzero is drawn on top in a strong colour; the oracles thin and light, behind.
 - `cases_figure`: one metric over many cases (profiles, plants, generated households), a box
   per controller with every case as a dot, the worst case of each controller named.
@@ -179,17 +179,20 @@ def trace_figure(
     """One case over time: grid power, battery power and SoC, one line per controller."""
     fig = _new_figure(TRACE_SIZE_PX)
     axes = fig.subplots(3, 1, sharex=True)
+    # (field, label, sign): the bench traces what the battery side delivers to the house
+    # (+ discharge); the figure shows the project's one battery sign, + charging
     strips = (
-        ("grid_w", "grid power (W)\n+ import, − export"),
-        ("battery_w", "battery power (W)\n+ discharge, − charge"),
-        ("soc_pct", "state of charge (%)"),
+        ("grid_w", "grid power (W)\n+ import, − export", 1.0),
+        ("battery_w", "battery power (W)\n+ charging, − discharging", -1.0),
+        ("soc_pct", "state of charge (%)", 1.0),
     )
     start = min((t.start_s for t in traces), default=0.0)
     end = max((t.start_s + t.duration_s for t in traces), default=1.0)
-    for ax, (field, ylabel) in zip(axes, strips, strict=True):
+    for ax, (field, ylabel, sign) in zip(axes, strips, strict=True):
         for trace in traces:
             series: Sequence[float] = getattr(trace, field)
             idx, ys = envelope(series)
+            ys = [sign * y for y in ys]
             xs = [trace.start_s + i * trace.tick_s for i in idx]
             st = style_of(trace.controller)
             ax.plot(
