@@ -45,8 +45,8 @@ class ControllerSettings(BaseModel):
     spike_w: float = Field(1500.0, ge=50.0, le=20000.0)
     spike_confirm_w: float = Field(300.0, ge=10.0, le=20000.0)
     meter_latency_s: float = Field(0.0, ge=0.0, le=10.0)
-    # Gain on increases of |battery power| (backing off always uses gain 1; services/controller/README.md).
-    # Plant guess used only between two output measurements (law.ControlLaw.battery_at).
+    # The plant guess: law.ControlLaw.battery_estimate uses it between two output
+    # measurements, law.Overdrive to model the inverters' output from the commands alone.
     # Dead time: MQTT and the inverter service's 0.1 s tick; the frame goes out at once.
     plant_dead_time_s: float = Field(0.2, ge=0.0, le=30.0)
     plant_time_constant_s: float = Field(1.0, gt=0.0, le=60.0)
@@ -60,6 +60,7 @@ class ControllerSettings(BaseModel):
     smooth_gain: float = Field(0.3, gt=0.0, le=1.0)
     noise_deadband: float = Field(1.0, ge=0.0, le=5.0)
     uncertain_gain: float = Field(1.0, ge=0.0, le=1.0)
+    # Gain on increases of |battery power| (backing off always uses gain 1; services/controller/README.md).
     rise_gain: float = Field(1.0, gt=0.0, le=1.0)
     # Share of the plant guess's overdrive used while the inverters ramp (0 = none; law.py).
     overdrive_gain: float = Field(1.0, ge=0.0, le=1.0)
@@ -111,7 +112,7 @@ def update_settings(current: ControllerSettings, changes: dict[str, Any]) -> Con
 
 
 def apply_charge_target(current: ControllerSettings, charge_target_w: float) -> ControllerSettings:
-    """The original system's `meterbox/chargeTarget` command (vw-bms-can.md 8.2).
+    """The original system's `meterbox/chargeTarget` command (anikrooz/housebatt housebatt.ino).
 
     > 0 W: charge at that constant power; <= 0 W: back to the grid-zero loop.
     """
