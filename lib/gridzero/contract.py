@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Literal, TypeVar, get_args
 
@@ -495,22 +496,236 @@ class SimFault(Payload):
 # --------------------------------------------------------------------------- topics
 
 
+SETTING_WRITERS: tuple[str, ...] = ("homeassistant", "telnet-console", "operator")
+"""The broker users that may change runtime settings and press buttons (user interfaces)."""
+
+EACH_SERVICE = "{service}"
+"""A writer meaning: every service, each under its own name (``{service}`` in the pattern)."""
+
+
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
-    """One documented topic: a pattern (``{service}``, ``{unit}``... placeholders)."""
+    """One kind of topic: written once here, it gives ``Topics``, docs/mqtt.md and the ACL.
 
+    ``pattern`` has placeholders: ``{base}`` (the base topic), ``{service}``, ``{meter}``
+    (the controller's meter topic) and names such as ``{unit}``; ``[/{unit}]`` is an
+    optional level (the inverter's units). ``writers`` are broker users
+    (mosquitto/config/acl); ``EACH_SERVICE`` means every service under its own name. A
+    placeholder becomes ``+`` in the ACL."""
+
+    name: str
     pattern: str
-    writer: str
+    writers: tuple[str, ...]
     payload: type[Payload] | str
     retained: bool
     doc: str
+    note: str = ""
+    """Shown after the writers in the docs, e.g. who else uses that broker user."""
+
+
+_OWN = (EACH_SERVICE,)
+
+TOPIC_SPECS: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        "status",
+        "{base}/{service}/status",
+        _OWN,
+        "`online`, `offline` or `stopped`",
+        True,
+        "liveness: `online` after connect, `offline` as the broker's last will, `stopped` on a clean exit",
+    ),
+    TopicSpec("log", "{base}/{service}/log", _OWN, LogRecord, False, LogRecord.topic_doc),
+    TopicSpec("ack", "{base}/{service}/ack", _OWN, Ack, False, Ack.topic_doc),
+    TopicSpec("raw", "{base}/{service}/raw", _OWN, RawFrame, False, RawFrame.topic_doc),
+    TopicSpec(
+        "setting",
+        "{base}/{service}[/{unit}]/settings/{name}",
+        _OWN,
+        "plain text value",
+        True,
+        "current value of a runtime setting (echo after every change, and at start)",
+    ),
+    TopicSpec(
+        "setting_set",
+        "{base}/{service}[/{unit}]/settings/{name}/set",
+        SETTING_WRITERS,
+        "plain text value",
+        False,
+        "change a runtime setting; validated, persisted, answered on ack",
+    ),
+    TopicSpec(
+        "action_set",
+        "{base}/{service}[/{unit}]/action/{name}/set",
+        SETTING_WRITERS,
+        "plain text (ignored) or JSON",
+        False,
+        "press a button, e.g. shunt `soc_full`, bms `force_balance`",
+    ),
+    TopicSpec("bms_limits", "{base}/bms/limits", ("bms",), BmsLimits, True, BmsLimits.topic_doc),
+    TopicSpec("bms_pack", "{base}/bms/pack", ("bms",), PackState, True, PackState.topic_doc),
+    TopicSpec(
+        "bms_module",
+        "{base}/bms/module/{bus}-{module}",
+        ("bms",),
+        ModuleState,
+        True,
+        ModuleState.topic_doc,
+    ),
+    TopicSpec(
+        "charger_state",
+        "{base}/charger/state",
+        ("charger",),
+        ChargerState,
+        True,
+        ChargerState.topic_doc,
+    ),
+    TopicSpec(
+        "charger_set",
+        "{base}/charger/set",
+        ("controller",),
+        ChargeCommand,
+        False,
+        ChargeCommand.topic_doc,
+    ),
+    TopicSpec(
+        "inverter_state",
+        "{base}/inverter/{unit}/state",
+        ("inverter",),
+        InverterState,
+        True,
+        InverterState.topic_doc,
+    ),
+    TopicSpec(
+        "inverter_set",
+        "{base}/inverter/{unit}/set",
+        ("controller",),
+        InverterCommand,
+        False,
+        InverterCommand.topic_doc,
+    ),
+    TopicSpec(
+        "shunt_state", "{base}/shunt/state", ("shunt",), ShuntState, True, ShuntState.topic_doc
+    ),
+    TopicSpec(
+        "controller_state",
+        "{base}/controller/state",
+        ("controller",),
+        ControllerState,
+        True,
+        ControllerState.topic_doc,
+    ),
+    TopicSpec("sim_truth", "{base}/sim/truth", ("sim",), SimTruth, False, SimTruth.topic_doc),
+    TopicSpec(
+        "sim_fault_set",
+        "{base}/sim/fault/set",
+        ("operator",),
+        SimFault,
+        False,
+        SimFault.topic_doc,
+        note="tests log in as operator",
+    ),
+    TopicSpec(
+        "meter",
+        "{meter}",
+        ("meter", "homeassistant"),
+        "plain integer W, + import",
+        False,
+        f"grid power at the meter, `{DEFAULT_METER_TOPIC}` by default; the controller settings "
+        "`meter_preset`, `meter_topic`, `meter_json_path`, `meter_sign` and `meter_unit` "
+        "choose another topic and shape ([Meter topic](#meter-topic), docs/meter.md)",
+        note="the outside meter, or a Home Assistant automation forwarding a sensor",
+    ),
+    TopicSpec(
+        "sim_meter",
+        DEFAULT_METER_TOPIC,
+        ("sim",),
+        "plain integer W, + import",
+        False,
+        "the simulated grid meter (simulation only), on the default meter topic",
+    ),
+    TopicSpec(
+        "legacy_charge_target",
+        LEGACY_CHARGE_TARGET_TOPIC,
+        ("operator",),
+        "plain integer W",
+        False,
+        "the original system's constant-charge command: > 0 charge at that power, <= 0 back to auto",
+        note="legacy",
+    ),
+    TopicSpec(
+        "ha_device",
+        HA_DISCOVERY_PREFIX + "/device/gridzero_{service}[/{unit}]/config",
+        _OWN,
+        "HA device discovery JSON",
+        True,
+        "Home Assistant device-based discovery (an inverter unit is a device of its own); "
+        "re-published when HA sends `online`",
+    ),
+    TopicSpec(
+        "ha_hub",
+        HA_DISCOVERY_PREFIX + "/device/gridzero_hub/config",
+        ("controller",),
+        "HA device discovery JSON",
+        True,
+        "the gridzero hub device (one running sensor per service) every service device links to",
+    ),
+    TopicSpec(
+        "ha_status",
+        HA_STATUS_TOPIC,
+        ("homeassistant",),
+        "`online` or `offline`",
+        True,
+        "Home Assistant's birth/last will; `online` makes every service re-publish discovery",
+    ),
+    TopicSpec(
+        "ha_config",
+        HA_DISCOVERY_PREFIX + "/{component}[/{node_id}]/{object_id}/config",
+        ("homeassistant",),
+        "HA discovery JSON",
+        True,
+        "any discovery config: Home Assistant may remove or replace a retained one",
+    ),
+)
+
+OPTIONAL_LEVEL = re.compile(r"\[/\{(\w+)\}\]")
+"""An optional topic level in a pattern: ``[/{unit}]``."""
+PLACEHOLDER = re.compile(r"\{(\w+)\}")
+"""A placeholder in a pattern: ``{base}``, ``{unit}``..."""
+
+
+def fill_topic(pattern: str, fields: Mapping[str, object]) -> str:
+    """A pattern with its placeholders filled; an optional level without a value is left out.
+
+    A missing placeholder raises ValueError naming it and the pattern."""
+
+    def optional(m: re.Match[str]) -> str:
+        value = fields.get(m.group(1))
+        return "" if value is None or value == "" else f"/{value}"
+
+    def required(m: re.Match[str]) -> str:
+        value = fields.get(m.group(1))
+        if value is None:
+            raise ValueError(f"topic {pattern!r} needs {{{m.group(1)}}}; given {sorted(fields)}")
+        return str(value)
+
+    return PLACEHOLDER.sub(required, OPTIONAL_LEVEL.sub(optional, pattern))
+
+
+def topic_spec(name: str, specs: tuple[TopicSpec, ...] = TOPIC_SPECS) -> TopicSpec:
+    """The spec called ``name``; KeyError naming the known ones."""
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"unknown topic kind {name!r}; known: {', '.join(s.name for s in specs)}")
 
 
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """Every topic under one base. Build once from the base-topic setting."""
+    """Every topic under one base, built from ``TOPIC_SPECS``. Build once from the base-topic
+    setting."""
 
     base: str = DEFAULT_BASE
+    specs: tuple[TopicSpec, ...] = field(default=TOPIC_SPECS, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.base or any(c in self.base for c in "#+") or self.base.startswith("/"):
@@ -518,172 +733,79 @@ class Topics:
                 f"base topic {self.base!r} must be non-empty, without '#', '+' or a leading '/'"
             )
 
+    def topic(self, kind: str, /, **fields: object) -> str:
+        """The concrete topic of the kind ``kind`` (a ``TopicSpec.name``)."""
+        return fill_topic(topic_spec(kind, self.specs).pattern, {"base": self.base, **fields})
+
     def svc(self, service: str, *parts: str) -> str:
         """``<base>/<service>/<parts...>``."""
         return "/".join((self.base, service, *parts))
 
     def status(self, service: str) -> str:
-        return self.svc(service, "status")
+        return self.topic("status", service=service)
 
     def log(self, service: str) -> str:
-        return self.svc(service, "log")
+        return self.topic("log", service=service)
 
     def ack(self, service: str) -> str:
-        return self.svc(service, "ack")
+        return self.topic("ack", service=service)
 
     def raw(self, service: str) -> str:
-        return self.svc(service, "raw")
+        return self.topic("raw", service=service)
 
     def setting(self, service: str, name: str, *, unit: str | None = None) -> str:
-        return self.svc(service, *_unit_parts(unit), "settings", name)
+        return self.topic("setting", service=service, name=name, unit=unit)
 
     def setting_set(self, service: str, name: str, *, unit: str | None = None) -> str:
-        return self.setting(service, name, unit=unit) + "/set"
+        return self.topic("setting_set", service=service, name=name, unit=unit)
 
     def action_set(self, service: str, name: str, *, unit: str | None = None) -> str:
-        return self.svc(service, *_unit_parts(unit), "action", name, "set")
+        return self.topic("action_set", service=service, name=name, unit=unit)
 
     # bms
     @property
     def bms_limits(self) -> str:
-        return self.svc("bms", "limits")
+        return self.topic("bms_limits")
 
     @property
     def bms_pack(self) -> str:
-        return self.svc("bms", "pack")
+        return self.topic("bms_pack")
 
     def bms_module(self, bus: int, module: int) -> str:
-        return self.svc("bms", "module", f"{bus}-{module}")
+        return self.topic("bms_module", bus=bus, module=module)
 
     # charger
     @property
     def charger_state(self) -> str:
-        return self.svc("charger", "state")
+        return self.topic("charger_state")
 
     @property
     def charger_set(self) -> str:
-        return self.svc("charger", "set")
+        return self.topic("charger_set")
 
     # inverter
     def inverter_state(self, unit: str) -> str:
-        return self.svc("inverter", unit, "state")
+        return self.topic("inverter_state", unit=unit)
 
     def inverter_set(self, unit: str) -> str:
-        return self.svc("inverter", unit, "set")
+        return self.topic("inverter_set", unit=unit)
 
     # shunt / controller / sim
     @property
     def shunt_state(self) -> str:
-        return self.svc("shunt", "state")
+        return self.topic("shunt_state")
 
     @property
     def controller_state(self) -> str:
-        return self.svc("controller", "state")
+        return self.topic("controller_state")
 
     @property
     def sim_truth(self) -> str:
-        return self.svc("sim", "truth")
+        return self.topic("sim_truth")
 
     @property
     def sim_fault_set(self) -> str:
-        return self.svc("sim", "fault", "set")
-
-
-def _unit_parts(unit: str | None) -> tuple[str, ...]:
-    return (unit,) if unit else ()
-
-
-TOPIC_SPECS: tuple[TopicSpec, ...] = (
-    TopicSpec(
-        "{base}/{service}/status",
-        "{service}",
-        "`online`, `offline` or `stopped`",
-        True,
-        "liveness: `online` after connect, `offline` as the broker's last will, `stopped` on a clean exit",
-    ),
-    TopicSpec("{base}/{service}/log", "{service}", LogRecord, False, LogRecord.topic_doc),
-    TopicSpec("{base}/{service}/ack", "{service}", Ack, False, Ack.topic_doc),
-    TopicSpec("{base}/{service}/raw", "{service}", RawFrame, False, RawFrame.topic_doc),
-    TopicSpec(
-        "{base}/{service}[/{unit}]/settings/{name}",
-        "{service}",
-        "plain text value",
-        True,
-        "current value of a runtime setting (echo after every change, and at start)",
-    ),
-    TopicSpec(
-        "{base}/{service}[/{unit}]/settings/{name}/set",
-        "homeassistant, telnet-console, operator",
-        "plain text value",
-        False,
-        "change a runtime setting; validated, persisted, answered on ack",
-    ),
-    TopicSpec(
-        "{base}/{service}[/{unit}]/action/{name}/set",
-        "homeassistant, telnet-console, operator",
-        "plain text (ignored) or JSON",
-        False,
-        "press a button, e.g. shunt `soc_full`, bms `force_balance`",
-    ),
-    TopicSpec("{base}/bms/limits", "bms", BmsLimits, True, BmsLimits.topic_doc),
-    TopicSpec("{base}/bms/pack", "bms", PackState, True, PackState.topic_doc),
-    TopicSpec("{base}/bms/module/{bus}-{module}", "bms", ModuleState, True, ModuleState.topic_doc),
-    TopicSpec("{base}/charger/state", "charger", ChargerState, True, ChargerState.topic_doc),
-    TopicSpec("{base}/charger/set", "controller", ChargeCommand, False, ChargeCommand.topic_doc),
-    TopicSpec(
-        "{base}/inverter/{unit}/state", "inverter", InverterState, True, InverterState.topic_doc
-    ),
-    TopicSpec(
-        "{base}/inverter/{unit}/set",
-        "controller",
-        InverterCommand,
-        False,
-        InverterCommand.topic_doc,
-    ),
-    TopicSpec("{base}/shunt/state", "shunt", ShuntState, True, ShuntState.topic_doc),
-    TopicSpec(
-        "{base}/controller/state", "controller", ControllerState, True, ControllerState.topic_doc
-    ),
-    TopicSpec("{base}/sim/truth", "sim", SimTruth, False, SimTruth.topic_doc),
-    TopicSpec("{base}/sim/fault/set", "tests, operator", SimFault, False, SimFault.topic_doc),
-    TopicSpec(
-        "meterbox/grid",
-        "meter (outside; sim in simulation)",
-        "plain integer W, + import",
-        False,
-        "grid power at the meter, by default; the controller settings `meter_preset`, "
-        "`meter_topic`, `meter_json_path`, `meter_sign` and `meter_unit` choose another "
-        "topic and shape ([Meter topic](#meter-topic), docs/meter.md)",
-    ),
-    TopicSpec(
-        "meterbox/chargeTarget",
-        "operator (legacy)",
-        "plain integer W",
-        False,
-        "the original system's constant-charge command: > 0 charge at that power, <= 0 back to auto",
-    ),
-    TopicSpec(
-        "homeassistant/device/gridzero_{service}/config",
-        "{service}",
-        "HA device discovery JSON",
-        True,
-        "Home Assistant device-based discovery; re-published when HA sends `online`",
-    ),
-    TopicSpec(
-        "homeassistant/device/gridzero_hub/config",
-        "controller",
-        "HA device discovery JSON",
-        True,
-        "the gridzero hub device (one running sensor per service) every service device links to",
-    ),
-    TopicSpec(
-        "homeassistant/status",
-        "Home Assistant",
-        "`online` or `offline`",
-        True,
-        "Home Assistant's birth/last will; `online` makes every service re-publish discovery",
-    ),
-)
+        return self.topic("sim_fault_set")
 
 
 # --------------------------------------------------------------------------- decoding helpers

@@ -31,6 +31,8 @@ class Part:
     """``device``: talks to hardware; ``bus``: MQTT only; ``tool``: never in a device image."""
     device: str | None = None
     """The device whose frames ``gridzero decode/encode <device>`` handle, if any."""
+    units: bool = False
+    """Its topics may carry a unit level (``<base>/inverter/<unit>/...``, one per device)."""
 
     @property
     def service_module(self) -> str:
@@ -48,6 +50,7 @@ PARTS: tuple[Part, ...] = (
         "services/inverter",
         "device",
         "soyosource",
+        units=True,
     ),
     Part("shunt", "gridzero_shunt", "gridzero-shunt", "services/shunt", "device", "ads1115"),
     Part("controller", "gridzero_controller", "gridzero-controller", "services/controller", "bus"),
@@ -70,6 +73,9 @@ SYSTEM_SERVICES: tuple[str, ...] = tuple(p.name for p in PARTS if p.kind != "too
 
 DEVICE_SERVICES: tuple[str, ...] = tuple(p.name for p in PARTS if p.kind == "device")
 """The services that talk to hardware (and publish raw frames)."""
+
+UNIT_SERVICES: tuple[str, ...] = tuple(p.name for p in PARTS if p.units)
+"""The services whose settings and discovery also exist per unit (the ACL allows those)."""
 
 CODEC_DEVICES: dict[str, str] = {p.device: f"{p.package}.cli" for p in PARTS if p.device}
 """device name -> module with ``decode_main(argv)`` / ``encode_main(argv)``."""

@@ -37,7 +37,8 @@ MIXED = (
 
 
 def test_little_endian_bit_fields_match_hand_computed_bytes() -> None:
-    # cell 1 = (b1 >> 4) + (b2 << 4) + 1000; cell 2 = b3 + ((b4 & 0x0F) << 8) + 1000 (research section 3)
+    # cell 1 = (b1 >> 4) + (b2 << 4) + 1000; cell 2 = b3 + ((b4 & 0x0F) << 8) + 1000
+    # (Tom-evnut/VW-bms BMSModule.cpp, VWtest.dbc)
     data = bytes([0x00, 0x40, 0xB6, 0x2C, 0x0B, 0x00, 0x00, 0x00])
     values = decode_fields(CELLS, data)
     assert values["cell0"] == (0x40 >> 4) + (0xB6 << 4) + 1000
@@ -52,7 +53,7 @@ def test_invalid_marker_decodes_to_none_and_is_refused_by_encoder() -> None:
         encode_fields(CELLS, {"cell3": 1000 + 0xFFF})
 
 
-def test_float32_big_endian_matches_research_encodings() -> None:
+def test_float32_big_endian_matches_published_encodings() -> None:
     # R48 set-points are IEEE-754 big-endian floats (PurpleAlien/R48_Rectifier rectifier.py):
     # 52.5 V = 42 52 00 00, 1.21 = 3F 9A E1 48
     assert encode_fields(FLOATS, {"value": 52.5})[4:] == bytes.fromhex("42520000")

@@ -48,21 +48,23 @@ def _row(*cells: str) -> str:
     return "| " + " | ".join(escaped) + " |"
 
 
-def render_topics() -> str:
+def render_topics(specs: tuple[contract.TopicSpec, ...] = contract.TOPIC_SPECS) -> str:
+    """The topic table: one row per kind of topic in the contract's ``TOPIC_SPECS``."""
     lines = [
         "## Topics",
         "",
         "| topic | writer | payload | retained | what |",
         "|---|---|---|---|---|",
     ]
-    for spec in contract.TOPIC_SPECS:
+    for spec in specs:
         payload = (
             f"[`{spec.payload.__name__}`](#{spec.payload.__name__.lower()})"
             if isinstance(spec.payload, type)
             else spec.payload
         )
         retained = "yes" if spec.retained else "no"
-        lines.append(_row(f"`{spec.pattern}`", spec.writer, payload, retained, spec.doc))
+        writers = ", ".join(spec.writers) + (f" ({spec.note})" if spec.note else "")
+        lines.append(_row(f"`{spec.pattern}`", writers, payload, retained, spec.doc))
     return "\n".join(lines)
 
 
@@ -172,7 +174,7 @@ def _all_models() -> list[type[contract.Payload]]:
     return list(seen.values())
 
 
-def render_mqtt_md() -> str:
+def render_mqtt_md(specs: tuple[contract.TopicSpec, ...] = contract.TOPIC_SPECS) -> str:
     parts = [
         HEADER.format(
             base=contract.DEFAULT_BASE,
@@ -181,7 +183,7 @@ def render_mqtt_md() -> str:
             battery_sign=contract.BATTERY_SIGN,
             grid_sign=contract.GRID_SIGN,
         ),
-        render_topics(),
+        render_topics(specs),
         "",
         render_meter(),
         "",

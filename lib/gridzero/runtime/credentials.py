@@ -7,8 +7,9 @@
   plain password ever reaches the broker's files);
 - ``secrets/<user>.env``: ``GRIDZERO_MQTT__USERNAME`` / ``..._PASSWORD`` for each
   service (what Docker's ``env_file`` and ``gridzero up`` read);
-- ``mosquitto/config/acl`` is generated from the same table (``gridzero
-  credentials acl``) and committed; a test keeps it in step.
+- ``mosquitto/config/acl`` is generated (``gridzero credentials acl``) from the same users
+  and, for what each may write, the writers of the contract's ``TOPIC_SPECS``; it is
+  committed and a test keeps it in step.
 
 Nothing secret is committed: ``secrets/`` and ``passwd`` are git-ignored.
 Existing credentials are kept unless ``--force``.
@@ -37,9 +38,19 @@ from pathlib import Path
 
 from paho.mqtt.client import topic_matches_sub
 
-from gridzero.contract import DEFAULT_BASE, DEFAULT_METER_TOPIC, LEGACY_CHARGE_TARGET_TOPIC
+from gridzero.contract import (
+    DEFAULT_BASE,
+    DEFAULT_METER_TOPIC,
+    EACH_SERVICE,
+    OPTIONAL_LEVEL,
+    PLACEHOLDER,
+    TOPIC_SPECS,
+    TopicSpec,
+    topic_spec,
+)
 from gridzero.errors import GridzeroError, UsageError
 from gridzero.meter import read_controller_meter
+from gridzero.registry import SERVICES, UNIT_SERVICES
 
 MOSQUITTO_ITERATIONS = 101  # Mosquitto 2's own default for $7$ hashes
 
@@ -55,82 +66,68 @@ class User:
     reads: tuple[str, ...] = ("{base}/#", "meterbox/#", "{meter}", "homeassistant/status")
 
 
-def _service_writes(service: str, *own: str) -> tuple[str, ...]:
-    base = f"{{base}}/{service}"
-    return (
-        f"{base}/status",
-        f"{base}/log",
-        f"{base}/ack",
-        f"{base}/raw",
-        f"{base}/settings/+",
-        f"homeassistant/device/gridzero_{service}/config",
-        *own,
+_READ_ALL = ("#",)
+
+USER_READS: tuple[tuple[str, tuple[str, ...] | None], ...] = (
+    *((service, None) for service in SERVICES),
+    # Home Assistant shows everything; it writes settings and buttons, its discovery and the
+    # meter topic (an automation may forward a sensor, docs/meter.md): it can already
+    # command any power through the settings, so the meter adds no power
+    ("homeassistant", _READ_ALL),
+    # the meter only reports; the legacy chargeTarget command is the operator's
+    ("meter", None),
+    ("operator", _READ_ALL),
+)
+"""Every broker user, in ACL order, and what it reads (None: the services' default). What a
+user writes is not listed here: it comes from the writers of the contract's TOPIC_SPECS."""
+
+
+def acl_patterns(spec: TopicSpec, user: str) -> tuple[str, ...]:
+    """The ACL write patterns ``spec`` gives ``user`` (none if the user is no writer).
+
+    ``{service}`` becomes the user's own name when every service writes the topic, else
+    ``+``; any other placeholder (``{unit}``, ``{bus}-{module}``...) becomes ``+``; ``{base}``
+    and a whole-pattern ``{meter}`` stay for ``render_acl``. An optional ``[/{unit}]`` gives
+    the pattern without it and, for writers other than a service without units, with it."""
+    own = EACH_SERVICE in spec.writers and user in SERVICES
+    if not own and user not in spec.writers:
+        return ()
+    if spec.pattern == "{meter}":
+        return (spec.pattern,)
+    options = [OPTIONAL_LEVEL.sub("", spec.pattern)]
+    if OPTIONAL_LEVEL.search(spec.pattern) and (not own or user in UNIT_SERVICES):
+        options.append(OPTIONAL_LEVEL.sub(r"/{\1}", spec.pattern))
+    return tuple(_acl_levels(p, user if own else None) for p in options)
+
+
+def _acl_levels(pattern: str, service: str | None) -> str:
+    levels = []
+    for level in pattern.split("/"):
+        named = level.replace("{service}", service) if service is not None else level
+        levels.append("+" if PLACEHOLDER.search(named) and named != "{base}" else named)
+    return "/".join(levels)
+
+
+def user_writes(user: str, specs: tuple[TopicSpec, ...] = TOPIC_SPECS) -> tuple[str, ...]:
+    """Every write pattern of ``user``, in table order, each once."""
+    patterns = (p for spec in specs for p in acl_patterns(spec, user))
+    return tuple(dict.fromkeys(patterns))
+
+
+def users(specs: tuple[TopicSpec, ...] = TOPIC_SPECS) -> tuple[User, ...]:
+    """Every broker user with its reads and the writes ``specs`` give it."""
+    return tuple(
+        User(name, user_writes(name, specs))
+        if reads is None
+        else User(name, user_writes(name, specs), reads)
+        for name, reads in USER_READS
     )
 
 
-_SETTING_COMMANDS = (
-    "{base}/+/settings/+/set",
-    "{base}/+/+/settings/+/set",
-    "{base}/+/action/+/set",
-    "{base}/+/+/action/+/set",
-)
-
-USERS: tuple[User, ...] = (
-    User(
-        "bms", _service_writes("bms", "{base}/bms/limits", "{base}/bms/pack", "{base}/bms/module/+")
-    ),
-    User("charger", _service_writes("charger", "{base}/charger/state")),
-    User(
-        "inverter",
-        _service_writes(
-            "inverter",
-            "{base}/inverter/+/state",
-            "{base}/inverter/+/settings/+",
-            "homeassistant/device/gridzero_inverter/+/config",
-        ),
-    ),
-    User("shunt", _service_writes("shunt", "{base}/shunt/state")),
-    # the controller alone commands the charger and the inverters; it announces the
-    # gridzero hub device in Home Assistant, which every service device links to
-    User(
-        "controller",
-        _service_writes(
-            "controller",
-            "{base}/controller/state",
-            "{base}/charger/set",
-            "{base}/inverter/+/set",
-            "homeassistant/device/gridzero_hub/config",
-        ),
-    ),
-    User("telnet-console", (*_service_writes("telnet-console"), *_SETTING_COMMANDS)),
-    User(
-        "sim",
-        (*_service_writes("sim", "{base}/sim/truth"), DEFAULT_METER_TOPIC),
-    ),
-    User(
-        "homeassistant",
-        (
-            *_SETTING_COMMANDS,
-            "homeassistant/status",
-            "homeassistant/+/+/config",
-            "homeassistant/+/+/+/config",
-            # an automation may forward a sensor as the meter (docs/meter.md); Home Assistant
-            # can already command any power through the settings, so this adds no power
-            "{meter}",
-        ),
-        reads=("#",),
-    ),
-    # the meter only reports; the legacy chargeTarget command is the operator's (see the contract)
-    User("meter", ("{meter}",)),
-)
-"""Who may write what. Tests (the fault injector) use the `sim` user's fault topic via `operator`."""
-
-OPERATOR = User(
-    "operator",
-    ("{base}/sim/fault/set", LEGACY_CHARGE_TARGET_TOPIC, *_SETTING_COMMANDS),
-    reads=("#",),
-)
-ALL_USERS: tuple[User, ...] = (*USERS, OPERATOR)
+ALL_USERS: tuple[User, ...] = users()
+USERS: tuple[User, ...] = tuple(u for u in ALL_USERS if u.name != "operator")
+"""The users of an installation; tests and the fault injector log in as ``operator``."""
+OPERATOR = ALL_USERS[-1]
 USER_NAMES: tuple[str, ...] = tuple(u.name for u in ALL_USERS)
 LEFT_OUT_FILE = "left-out-users"  # in the secrets directory: users `--without` removed
 WITHOUT_ENV = "GRIDZERO_CREDENTIALS_WITHOUT"  # users left out for one run (hardware profile)
@@ -138,21 +135,27 @@ WITHOUT_ENV = "GRIDZERO_CREDENTIALS_WITHOUT"  # users left out for one run (hard
 
 def setting_writers() -> tuple[str, ...]:
     """The users the ACL lets change runtime settings and press buttons, in table order."""
-    return tuple(u.name for u in ALL_USERS if set(_SETTING_COMMANDS) <= set(u.writes))
+    both = set(topic_spec("setting_set").writers) & set(topic_spec("action_set").writers)
+    return tuple(u.name for u in ALL_USERS if u.name in both)
 
 
-def render_acl(base: str = DEFAULT_BASE, meter_topic: str = DEFAULT_METER_TOPIC) -> str:
+def render_acl(
+    base: str = DEFAULT_BASE,
+    meter_topic: str = DEFAULT_METER_TOPIC,
+    specs: tuple[TopicSpec, ...] = TOPIC_SPECS,
+) -> str:
     """The Mosquitto ACL file for a base topic and the controller's meter topic."""
     lines = [
-        "# Mosquitto ACL for gridzero. Generated by `gridzero credentials acl` from",
-        "# lib/gridzero/runtime/credentials.py; edit that table, not this file.",
+        "# Mosquitto ACL for gridzero. Generated by `gridzero credentials acl`: the write",
+        "# lines from the writers of TOPIC_SPECS in lib/gridzero/contract.py, the users and",
+        "# their reads from lib/gridzero/runtime/credentials.py; edit those, not this file.",
         "# Each user writes only its own topics; only `controller` commands the",
         "# charger and the inverters; `homeassistant` writes only settings and buttons",
         "# (and the meter topic, for a forwarded sensor).",
         f"# Meter topic: {meter_topic} (the controller's settings file: docs/meter.md).",
         "",
     ]
-    for user in ALL_USERS:
+    for user in users(specs):
         lines.append(f"user {user.name}")
         lines.extend(f"topic read {t}" for t in _expand(user.reads, base, meter_topic))
         lines.extend(f"topic write {t}" for t in _expand(user.writes, base, meter_topic))
@@ -162,13 +165,14 @@ def render_acl(base: str = DEFAULT_BASE, meter_topic: str = DEFAULT_METER_TOPIC)
 
 def _expand(patterns: tuple[str, ...], base: str, meter_topic: str) -> list[str]:
     """The patterns for this base and meter topic; ``{meter}`` only where no other covers it."""
+    others = [p.format(base=base) for p in patterns if p != "{meter}"]
+    covered = any(topic_matches_sub(p, meter_topic) for p in others)
     out: list[str] = []
     for pattern in patterns:
-        if pattern == "{meter}":
-            if not any(topic_matches_sub(p, meter_topic) for p in out):
-                out.append(meter_topic)
-        else:
+        if pattern != "{meter}":
             out.append(pattern.format(base=base))
+        elif not covered and meter_topic not in out:
+            out.append(meter_topic)
     return out
 
 

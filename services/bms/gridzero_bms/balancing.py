@@ -1,6 +1,6 @@
 """Cell balancing (pure): which cells bleed, and the measure/bleed cycle.
 
-Decision (research §6.1, Tom-evnut and housebatt): a cell bleeds when it is above the
+Decision (Tom-evnut/VW-bms BMSModuleManager.cpp, anikrooz/housebatt housebatt.ino): a cell bleeds when it is above the
 pack-wide lowest cell plus a hysteresis and above a start voltage. ``force`` drops the start
 voltage (never below ``force_min_voltage_v``) and uses a smaller hysteresis, like housebatt's
 forceBalance.

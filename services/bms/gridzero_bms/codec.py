@@ -1,7 +1,8 @@
 """VW GTE (MQB PHEV) battery-module CAN frames: bytes <-> typed values.
 
-Facts and their sources are in /work/shared/research/vw-bms-can.md (cited as
-"research §n" below) and summarised in services/bms/README.md. Every layout is a table of
+Facts from Tom-evnut/VW-bms (BMSModule.cpp, BMSModuleManager.cpp, VWBMSV2.ino, VWtest.dbc),
+its fork jamiejones85/VW-bms and anikrooz/housebatt (housebatt.ino), each cited where used
+and summarised in services/bms/README.md. Every layout is a table of
 `gridzero.codec.Field`; the hot path for cell frames is a hand-unrolled twin of
 the table decoder, checked against it by a test.
 
@@ -48,10 +49,10 @@ CELL_INVALID_RAW = 0xFFF
 INITIALISING_BYTE = 0xFF
 CELL_MV_OFFSET = 1000
 
-# research §5.1: sent back to back every 500 ms on every bus, no CRC, no counter.
+# Tom-evnut/VW-bms VWBMSV2.ino sendcommand: sent back to back every 500 ms on every bus, no CRC, no counter.
 POLL_FRAMES: tuple[bytes, bytes] = (bytes(8), bytes.fromhex("4501280000000030"))
 
-# research §5.2: per-byte balancing command values.
+# Tom-evnut/VW-bms BMSModuleManager.cpp balanceCells: per-byte balancing command values.
 BALANCE_OFF = 0x00
 BALANCE_ON_DEFAULT = 0x08
 BALANCE_UNUSED = 0xFE
@@ -63,7 +64,7 @@ def _cell_field(name: str, bit: int) -> Field:
     return Field(name, bit, 12, offset=CELL_MV_OFFSET, unit="mV", invalid=_CELL_INVALID)
 
 
-# research §3: 12-bit Intel fields at bits 12/24/36/48, mV = raw + 1000 (DBC CellVoltage_xx
+# Tom-evnut/VW-bms BMSModule.cpp, VWtest.dbc: 12-bit Intel fields at bits 12/24/36/48, mV = raw + 1000 (DBC CellVoltage_xx
 # 12|12@1+ (1,1000)); byte 0 = CRC (never checked by anyone), byte 1 low nibble = counter.
 CELL_LAYOUT: Layout = (
     Field("crc", 0, 8),
@@ -78,7 +79,7 @@ CELL_LAYOUT: Layout = (
 CELL13_LAYOUT: Layout = CELL_LAYOUT[:3]
 CELL_NAMES = ("cell_a_mv", "cell_b_mv", "cell_c_mv", "cell_d_mv")
 
-# research §4.1, DBC variant (VWtest.dbc, VWBatterySimulator): T1 byte 0, T2 byte 1,
+# DBC variant (Tom-evnut/VW-bms VWtest.dbc, jamiejones85/VWBatterySimulator): T1 byte 0, T2 byte 1,
 # 0.5 °C/bit − 40 °C (range −40..86 °C, so raw 0xFD..0xFF are outside it and read as absent),
 # balance bitmap in bytes 2–3, bit 0 = cell 1.
 _TEMP_INVALID = frozenset({0xFD, 0xFE, 0xFF})
@@ -88,7 +89,7 @@ TEMP_DBC_LAYOUT: Layout = (
     Field("balance_bits", 16, 16),
 )
 
-# research §4.1, Tom-evnut BMSModule::decodetemp: 0.5 °C/bit − 43 °C; T0 in byte 0 (byte 3 when
+# Tom-evnut/VW-bms BMSModule.cpp BMSModule::decodetemp: 0.5 °C/bit − 43 °C; T0 in byte 0 (byte 3 when
 # byte 0 >= 0xDF, and then no balance word), T1 byte 4 and T2 byte 5 (absent when >= 0xF0);
 # when byte 7 == 0xFD (13S variant) T0 is byte 2 with −40 °C.
 _TOM_ABSENT = frozenset(range(0xF0, 0x100))
@@ -111,23 +112,23 @@ TEMP_TOM_ALT_T0 = Field(
 )
 TEMP_TOM_LAYOUT: Layout = (TEMP_TOM_T0, TEMP_TOM_BALANCE, TEMP_TOM_T1, TEMP_TOM_T2)
 
-# research §5.2: one byte per cell slot.
+# Tom-evnut/VW-bms BMSModuleManager.cpp balanceCells: one byte per cell slot.
 BALANCE_LAYOUT: Layout = tuple(Field(f"slot_{i + 1}", 8 * i, 8) for i in range(8))
 
-# research §5.1 ([uncertain] meaning): byte 1 may be a counter the modules check for change,
+# Tom-evnut/VW-bms VWBMSV2.ino sendcommand ([uncertain] meaning): byte 1 may be a counter the modules check for change,
 # byte 7 bit 4 may be the "send voltages" flag.
 POLL_LAYOUT: Layout = (Field("counter", 8, 8), Field("send_voltages", 60, 1))
 
 
 class TempVariant(Enum):
-    """Which reading of the disputed temperature frame to use (research §4.1)."""
+    """Which reading of the disputed temperature frame to use (Tom-evnut/VW-bms BMSModule.cpp decodetemp, VWtest.dbc)."""
 
     DBC = "dbc"
     TOM = "tom"
 
 
 class ExtenderBalance(Enum):
-    """Balancing IDs for modules 9..16 (second pack on the same bus); research §2.4, §5.2."""
+    """Balancing IDs for modules 9..16 (second pack on the same bus); Tom-evnut/VW-bms BMSModuleManager.cpp balanceCells, jamiejones85/ESP32VWMITM."""
 
     NONE = "none"  # no balancing for modules 9..16: the sources disagree
     GATEWAY = "gateway"  # 0x1A55542A + 2·(n−9): what the ESP32VWMITM gateway shifts back by 0x20
@@ -157,7 +158,7 @@ class CodecOptions:
 class CellVoltageFrame:
     """Cells ``first_cell``.. of one module; a value is None when the module marks it invalid.
 
-    ``initialising`` frames (research §3: a 0xFF in byte 2/5/7) carry no usable data.
+    ``initialising`` frames (Tom-evnut/VW-bms BMSModule.cpp, VWtest.dbc: a 0xFF in byte 2/5/7) carry no usable data.
     """
 
     arbitration_id: int
@@ -247,7 +248,7 @@ class BalanceCommandFrame:
             "cells_unused": [
                 self.first_cell + i for i, raw in enumerate(self.slots) if raw == BALANCE_UNUSED
             ],
-            # DBC: factor 2, unit minute ([uncertain] interpretation, research §5.2)
+            # DBC: factor 2, unit minute ([uncertain] interpretation, Tom-evnut/VW-bms BMSModuleManager.cpp balanceCells)
             "minutes": [2 * raw if raw != BALANCE_UNUSED else None for raw in self.slots],
             "slots": list(self.slots),
         }
@@ -351,10 +352,10 @@ def encode_cell_frame(
     """(ID, data) of one cell-voltage frame; None encodes the invalid marker 0xFFF.
 
     A None in slot A or C puts 0xFF into byte 2 or 5, so the whole frame then reads as
-    "initialising" (research §3): that is how the receivers treat it, not an encoder quirk.
+    "initialising" (Tom-evnut/VW-bms BMSModule.cpp, VWtest.dbc): that is how the receivers treat it, not an encoder quirk.
 
     CRC and counter are written as given: nobody knows how the modules compute the CRC
-    (research §3), and no receiver checks it.
+    (Tom-evnut/VW-bms BMSModule.cpp, VWtest.dbc), and no receiver checks it.
     """
     arbitration_id = cell_frame_id(module, index)
     layout = CELL13_LAYOUT if index == 3 else CELL_LAYOUT

@@ -1,7 +1,7 @@
 """The pack model (pure): what every module on every bus last reported, and pack statistics.
 
 A module is identified by (bus, module number): module numbers are fixed in each module's
-slave board, so two modules with the same number must sit on different buses (research §2.4).
+slave board, so two modules with the same number must sit on different buses (anikrooz/housebatt housebatt.ino, jamiejones85/VW-bms VWBMSV2.ino).
 Time is a parameter (``now_s``, monotonic seconds); nothing here reads a clock or does I/O.
 
 Freshness: a module is present while every cell-voltage frame it owes (3 for 12 cells) has

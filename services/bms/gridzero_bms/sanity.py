@@ -1,7 +1,7 @@
 """Frame sanity (pure): does each frame ID on a bus come from exactly one live board?
 
 Module numbers are fixed in the slave boards, and every CAN ID a board uses follows from its
-number (research §2.4: no VW module BMS project has a way to renumber a board; anikrooz/housebatt
+number (anikrooz/housebatt housebatt.ino, jamiejones85/VW-bms VWBMSV2.ino: no VW module BMS project has a way to renumber a board; anikrooz/housebatt
 put its two "module 3"s on two buses). Two boards with the same number on one bus therefore send the same
 IDs, and the pack model, which keeps the last frame per ID, sees only whichever answered
 last: a module at 4.30 V per cell answering a few ms before its twin at 3.70 V is never seen.
@@ -10,19 +10,19 @@ A board that freezes may keep repeating its last frame, and would stay "present"
 Two checks per (bus, frame ID) catch both:
 
 - **Counter.** The low nibble of byte 1 of every cell-voltage frame is a message counter (DBC
-  ``CMC_xx_yy_BZ``, "Botschaftszähler", in Tom-evnut/VW-bms ``VWtest.dbc``; research §3): one board counts up by one per frame,
+  ``CMC_xx_yy_BZ``, "Botschaftszähler", in Tom-evnut/VW-bms ``VWtest.dbc``): one board counts up by one per frame,
   wrapping at 16. A step (new − old) mod 16 of 1..``max_counter_step`` is normal (frames may be
   lost). A step of 0 is a repeat (a frozen board); a larger step is a jump back or far ahead
   (two boards interleaving: their steps alternate k and 17 − k, so at least every other step is
   bad whatever their phase). The ID is at fault while at least ``counter_faults`` of its last
   ``counter_window`` steps were bad.
 - **Rate.** The boards answer the 0x0BA poll (openinverter wiki "VW Hybrid Battery Packs";
-  research §5.1). An ID is at fault while it sent
+  Tom-evnut/VW-bms VWBMSV2.ino sendcommand). An ID is at fault while it sent
   more than ``max_frames_per_poll`` × ``rate_window_polls`` + 1 frames in the last
   ``rate_window_polls`` polls of its bus (the + 1 absorbs a frame that arrives just after the
   next poll). This catches twins even if the counter were not checked.
 
-No open-source project checks the counter (research §3), and whether real boards count per frame and answer
+No open-source project checks the counter (Tom-evnut/VW-bms BMSModule.cpp and its forks do not), and whether real boards count per frame and answer
 each poll exactly once is [uncertain]; both checks are start-up settings (services/bms/README.md). A
 setting that does not match the boards stops charge and discharge, never the reverse.
 """

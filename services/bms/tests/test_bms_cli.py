@@ -16,7 +16,7 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 
 def test_decode_cells(capsys: pytest.CaptureFixture[str]) -> None:
-    # Golden frame from test_bms_codec: cells 3700, 3701, 4095, 3000 mV (research §3).
+    # Golden frame from test_bms_codec: cells 3700, 3701, 4095, 3000 mV (Tom-evnut/VW-bms BMSModule.cpp, VWtest.dbc).
     code, out, _ = _run(capsys, "decode", "vw-module", "1B0#5AC3A88D7AC1D007")
     assert code == 0
     frame = json.loads(out)

@@ -1,9 +1,9 @@
-"""VW module codec: golden frames built by hand from the research bit tables, round trips, fuzz.
+"""VW module codec: golden frames built by hand from the sources' bit tables, round trips, fuzz.
 
-Provenance: /work/shared/research/vw-bms-can.md (cited as §n). Cell frames: §3 byte table and
+Provenance (public repositories and files). Cell frames: Tom-evnut/VW-bms VWtest.dbc byte table and
 "cell 1 = (byte1 >> 4) + (byte2 << 4) + 1000 mV" (Tom BMSModule.cpp, VWtest.dbc). Temperatures:
-§4.1 (DBC layout; Tom's decodetemp). Balancing: §5.2 (Tom balanceCells, housebatt 12S padding).
-Poll: §5.1 (Tom VWBMSV2.ino sendcommand).
+Tom-evnut/VW-bms VWtest.dbc (DBC layout) and BMSModule.cpp decodetemp. Balancing: Tom-evnut/VW-bms BMSModuleManager.cpp balanceCells, anikrooz/housebatt BMSModuleManager.cpp (12S padding).
+Poll: Tom-evnut/VW-bms VWBMSV2.ino sendcommand.
 """
 
 from __future__ import annotations
@@ -38,16 +38,16 @@ TOM = FrameDecoder(CodecOptions(temp_variant=TempVariant.TOM))
 
 
 def _cell1(data: bytes) -> int:
-    """§3: cell 1 = (byte1 >> 4) + (byte2 << 4) + 1000 mV."""
+    """Tom-evnut/VW-bms BMSModule.cpp, VWtest.dbc: cell 1 = (byte1 >> 4) + (byte2 << 4) + 1000 mV."""
     return (data[1] >> 4) + (data[2] << 4) + 1000
 
 
 def _cell2(data: bytes) -> int:
-    """§3: cell 2 = byte3 + ((byte4 & 0x0F) << 8) + 1000."""
+    """Tom-evnut/VW-bms BMSModule.cpp, VWtest.dbc: cell 2 = byte3 + ((byte4 & 0x0F) << 8) + 1000."""
     return data[3] + ((data[4] & 0x0F) << 8) + 1000
 
 
-# Cells 3700, 3701, 4095, 3000 mV -> raw 0xA8C, 0xA8D, 0xC17, 0x7D0, placed by the §3 byte
+# Cells 3700, 3701, 4095, 3000 mV -> raw 0xA8C, 0xA8D, 0xC17, 0x7D0, placed by the Tom-evnut/VW-bms BMSModule.cpp, VWtest.dbc byte
 # table; byte 0 (CRC) 0x5A, counter 3 in byte 1's low nibble.
 GOLDEN_CELLS = bytes.fromhex("5AC3A88D7AC1D007")
 
@@ -78,7 +78,12 @@ def test_golden_cell_frame_encodes_to_the_same_bytes() -> None:
         (0x1B3, 1, 3, 13),
         (0x1B4, 2, 0, 1),
         (0x1CE, 8, 2, 9),
-        (0x1D0, 9, 0, 1),  # §2.1: second pack / extender, one increment
+        (
+            0x1D0,
+            9,
+            0,
+            1,
+        ),  # jamiejones85/VW-bms VWBMSV2.ino (secondary pack, id += 32): second pack / extender, one increment
         (0x1EE, 16, 2, 9),
     ],
 )
@@ -122,7 +127,7 @@ def test_cell13_frame_ignores_bytes_5_and_7() -> None:
 
 
 def test_golden_temperature_frame_dbc() -> None:
-    # §4.1 DBC: T1 byte 0, T2 byte 1, 0.5 °C/bit −40; balance bitmap bytes 2-3.
+    # Tom-evnut/VW-bms VWtest.dbc: T1 byte 0, T2 byte 1, 0.5 °C/bit −40; balance bitmap bytes 2-3.
     # 25.0 °C -> (25 + 40) * 2 = 0x82, 21.5 °C -> 0x7B, cells 1, 9, 12 -> 0x0901.
     data = bytes.fromhex("827B010900000000")
     frame = DEC.decode(0x1A555403, data)
@@ -143,7 +148,7 @@ def test_dbc_temperature_absent_marker() -> None:
 @pytest.mark.parametrize(
     ("hexdata", "temps", "bits"),
     [
-        # §4.1 Tom: T0 byte 0 (−43), bits bytes 2-3, T1 byte 4, T2 byte 5 (absent >= 0xF0).
+        # Tom-evnut/VW-bms BMSModule.cpp decodetemp: T0 byte 0 (−43), bits bytes 2-3, T1 byte 4, T2 byte 5 (absent >= 0xF0).
         ("8200010986F00000", (22.0, 24.0, None), 0x0901),
         # byte 0 >= 0xDF: T0 from byte 3, no balance word.
         ("E000018686868600", (24.0, 24.0, 24.0), None),
@@ -167,7 +172,7 @@ def test_temperature_second_pack_ids() -> None:
 
 
 def test_golden_balance_module1() -> None:
-    # §5.2: ID_A 0x1A55540A cells 1-8, ID_B +1 cells 9-16; 0x08 on, 0x00 off, 0xFE unused
+    # Tom-evnut/VW-bms BMSModuleManager.cpp balanceCells: ID_A 0x1A55540A cells 1-8, ID_B +1 cells 9-16; 0x08 on, 0x00 off, 0xFE unused
     # (housebatt 12S: bytes 4-7 of ID_B = 0xFE).
     assert encode_balance(1, [1, 5, 9]) == [
         (0x1A55540A, bytes.fromhex("0800000008000000")),
@@ -180,7 +185,11 @@ def test_golden_balance_module1() -> None:
     [
         (2, CodecOptions(), (0x1A55540C, 0x1A55540D)),
         (3, CodecOptions(), (0x1A55540E, 0x1A55540F)),
-        (3, CodecOptions(gen1_module3=True), (0x1A55541E, 0x1A55541F)),  # §5.3
+        (
+            3,
+            CodecOptions(gen1_module3=True),
+            (0x1A55541E, 0x1A55541F),
+        ),  # Tom-evnut/VW-bms pull request #2
         (8, CodecOptions(), (0x1A555418, 0x1A555419)),
         (9, CodecOptions(), None),
         (9, CodecOptions(extender_balance=ExtenderBalance.GATEWAY), (0x1A55542A, 0x1A55542B)),
@@ -218,7 +227,7 @@ def test_balance_refuses_bad_cells_and_modules() -> None:
 
 
 def test_golden_poll() -> None:
-    # §5.1: 00×8 then 45 01 28 00 00 00 00 30.
+    # Tom-evnut/VW-bms VWBMSV2.ino sendcommand: 00×8 then 45 01 28 00 00 00 00 30.
     assert encode_poll() == [
         (0x0BA, bytes(8)),
         (0x0BA, bytes.fromhex("4501280000000030")),
@@ -257,7 +266,7 @@ _CELL_MV = st.integers(min_value=1000, max_value=4839)  # >= 4840 would look "in
     counter=st.integers(0, 15),
 )
 def test_cell_round_trip(module: int, index: int, cells: list[int | None], counter: int) -> None:
-    # A None in cell C/A slot writes 0xFF into byte 5/2, which reads as initialising (§3).
+    # A None in cell C/A slot writes 0xFF into byte 5/2, which reads as initialising (Tom-evnut/VW-bms BMSModule.cpp, VWtest.dbc).
     if cells[0] is None or cells[2] is None:
         cells[0] = cells[2] = 3000
     arbitration_id, data = encode_cell_frame(module, index, cells, counter=counter)

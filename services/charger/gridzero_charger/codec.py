@@ -1,6 +1,8 @@
 """Emerson/Vertiv R48 rectifier CAN frames, both directions (pure: no I/O, no clock).
 
-Facts: research/devices.md section A. Every frame is 8 bytes on a 29-bit ID:
+Facts: PurpleAlien/R48_Rectifier rectifier.py, anikrooz/Emerson-Vertiv-R48 src/VertivPsu.cpp,
+leodesigner/esphome-emerson-vertiv-r48, the endless-sphere thread "Emerson/Vertiv R48-series
+CAN programming" and the R48.h / R48.c driver posted there (services/charger/README.md). Every frame is 8 bytes on a 29-bit ID:
 
     byte 0 message type, byte 1 error (0xF0 = none), byte 2 0x00 (control bits in the
     control frame), byte 3 register ("value type"), bytes 4..7 float32 big-endian or a flag
@@ -31,7 +33,7 @@ from gridzero.codec import (
     encode_fields,
 )
 
-# --- identifiers (A.2) --------------------------------------------------------------------
+# --- identifiers (R48.h ID layout) --------------------------------------------------------------------
 
 SET_ID = 0x0607FF83
 """Set-point writes, broadcast from controller 0xF0."""
@@ -54,11 +56,11 @@ ERROR_NAMES: dict[int, str] = {
     0xF3: "invalid_data",
     0xF4: "address_identification_running",
 }
-"""Error byte values per R48.h (A.3); other values decode as ``unknown``."""
+"""Error byte values per R48.h (R48.h byte layout); other values decode as ``unknown``."""
 
 
 class MsgType(IntEnum):
-    """Byte 0 (A.3)."""
+    """Byte 0 (R48.h byte layout)."""
 
     READ_ALL = 0x00
     READ = 0x01
@@ -67,7 +69,7 @@ class MsgType(IntEnum):
     WRITE_ACK = 0x43
 
 
-# --- value ranges (A.5) -------------------------------------------------------------------
+# --- value ranges (PurpleAlien rectifier.py, endless-sphere) -------------------------------------------------------------------
 
 VOLTAGE_MIN_V = 41.0
 VOLTAGE_MAX_V = 58.5
@@ -103,7 +105,7 @@ class RegisterSpec:
 
 
 class Register(IntEnum):
-    """Writable registers (value types) on `SET_ID` (A.5)."""
+    """Writable registers (value types) on `SET_ID` (PurpleAlien rectifier.py, endless-sphere)."""
 
     OFFLINE_CURRENT = 0x19
     AC_INPUT_CURRENT = 0x1A
@@ -152,7 +154,7 @@ REGISTERS: dict[int, RegisterSpec] = {
 
 
 class Quantity(IntEnum):
-    """Readable registers (A.4)."""
+    """Readable registers (PurpleAlien rectifier.py, leodesigner)."""
 
     OUTPUT_VOLTAGE = 0x01
     OUTPUT_CURRENT = 0x02
@@ -203,7 +205,7 @@ FLOAT_VALUE: Layout = (Field("value", 32, 32, Kind.FLOAT32, Order.BIG),)
 RAW_VALUE: Layout = (Field("raw", 32, 32, Kind.UINT, Order.BIG),)
 FLAG_VALUE: Layout = (Field("flag", 40, 8),)
 
-# Control byte CC is byte 2 (A.6); bit k of CC is frame bit 16 + k.
+# Control byte CC is byte 2 (anikrooz VertivPsu.cpp sendControl, leodesigner set_control); bit k of CC is frame bit 16 + k.
 CONTROL_BITS: Layout = (
     Field("dc_off", 23, 1),
     Field("fan_full", 20, 1),
@@ -283,7 +285,7 @@ class SetPoint:
 
 @dataclass(frozen=True, slots=True)
 class Control:
-    """The control frame's bits (A.6)."""
+    """The control frame's bits (anikrooz VertivPsu.cpp sendControl, leodesigner set_control)."""
 
     dc_off: bool = False
     fan_full: bool = False
@@ -382,7 +384,7 @@ Message = (
 
 @dataclass(frozen=True, slots=True)
 class FrameId:
-    """The fields of a 29-bit identifier (A.2)."""
+    """The fields of a 29-bit identifier (R48.h ID layout)."""
 
     protocol: int
     point_to_point: bool
@@ -555,7 +557,7 @@ def encode_walk_in(enabled: bool, time_s: float | None = None) -> tuple[CanFrame
 
 
 def encode_control(control: Control) -> CanFrame:
-    """The control frame ``00 F0 CC 80 00 00 00 00`` (A.6)."""
+    """The control frame ``00 F0 CC 80 00 00 00 00`` (anikrooz VertivPsu.cpp sendControl, leodesigner set_control)."""
     header = {"msgtype": MsgType.READ_ALL, "error": NO_ERROR, "register": CONTROL_REGISTER}
     bits = {
         "dc_off": int(control.dc_off),
@@ -575,7 +577,7 @@ def encode_read_request(quantity: Quantity) -> CanFrame:
 
 
 def encode_read_all_request() -> CanFrame:
-    """A read-all request ``00 F0 00 80 00 00 00 00`` (zeros in bytes 4..7 also work, A.4)."""
+    """A read-all request ``00 F0 00 80 00 00 00 00`` (zeros in bytes 4..7 also work, PurpleAlien rectifier.py, leodesigner)."""
     header = {"msgtype": MsgType.READ_ALL, "error": NO_ERROR, "register_high": 0, "register": 0x80}
     return CanFrame(READ_REQUEST_ID, encode_fields(HEADER, header, template=bytes(FRAME_BYTES)))
 
@@ -641,7 +643,7 @@ def encode_error_reply(
     return CanFrame(reply_id(module), encode_fields(HEADER, header, template=bytes(FRAME_BYTES)))
 
 
-# --- current scaling (A.5, uncertain: both scalings are settings) ---------------------------
+# --- current scaling (PurpleAlien rectifier.py, endless-sphere, uncertain: both scalings are settings) ---------------------------
 
 
 def current_to_fraction(

@@ -5,7 +5,7 @@ The controller asks for a charge current or power; the bms publishes the battery
 set-point and the online current fraction, and the reason for the effective limit. Whatever
 the controller asks, the result never exceeds the bms limits (CVL, CCL, charge allowed), the
 pack's own ceiling (cells x 4.2 V, whatever the bms says), the charger's own settings or the
-rectifier's ranges (research/devices.md A.5); stale inputs and alarms turn the DC output off.
+rectifier's ranges (PurpleAlien rectifier.py, endless-sphere); stale inputs and alarms turn the DC output off.
 
 The charger also keeps DC off on its own account (`decide`'s ``hold_off``): while the stored
 fallback is not confirmed by the rectifier (`FallbackWrite`) and after a measured over-current
@@ -78,7 +78,7 @@ DEFAULT_FALLBACK_VOLTAGE_V = CELLS_IN_SERIES * 3.9
 @dataclass(frozen=True, slots=True)
 class RectifierModel:
     """What one R48 model delivers: the current the 1.21 (121 %) fraction stands for
-    (research/devices.md A.5) and its rated output power."""
+    (PurpleAlien rectifier.py, endless-sphere) and its rated output power."""
 
     name: str
     rated_current_a: float
@@ -441,13 +441,13 @@ class FallbackStatus(StrEnum):
     UNANSWERED = "unanswered"
 
 
-# The rectifier acknowledges a write at once (R48.c parses the acks, A.5); 2 s is many
+# The rectifier acknowledges a write at once (R48.c parses the acks); 2 s is many
 # round trips. Retries back off to 5 min: a refused write changes nothing, but an unanswered
 # one may have been stored, and the stored memory (EEPROM) wears with every write.
 FALLBACK_ACK_TIMEOUT_S = 2.0
 FALLBACK_RETRY_FIRST_S = 5.0
 FALLBACK_RETRY_MAX_S = 300.0
-# R48-1000e3, R48-2000e3 built before 2020 and R48-3500e3 store only 48-58 V (A.5 [S]).
+# R48-1000e3, R48-2000e3 built before 2020 and R48-3500e3 store only 48-58 V (endless-sphere [S]).
 STORED_VOLTAGE_MIN_SOME_MODELS_V = 48.0
 
 _STORED_NAMES: dict[int, str] = {

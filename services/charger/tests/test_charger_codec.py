@@ -26,8 +26,6 @@ from gridzero_charger.codec import (
     WriteAck,
 )
 
-D = "research/devices.md"
-
 
 def frame(text: str) -> tuple[int, bytes]:
     return parse_can_frame(text)
@@ -42,27 +40,27 @@ GOLDEN_DECODE: list[tuple[str, object, str]] = [
     (
         "0607FF83#03F0002142520000",
         SetPoint(Register.ONLINE_VOLTAGE, 52.5),
-        f"{D} A.3 handy encodings (52.5 V) + A.5 write layout (PurpleAlien rectifier.py)",
+        "52.5 V as float32 big-endian (R48.h byte layout), write layout (PurpleAlien rectifier.py)",
     ),
     (
         "0607FF83#03F0002442400000",
         SetPoint(Register.OFFLINE_VOLTAGE, 48.0),
-        f"{D} A.3 handy encodings (48.0 V), A.5 register 0x24",
+        "float32 big-endian (R48.h byte layout) (48.0 V), PurpleAlien rectifier.py, endless-sphere register 0x24",
     ),
     (
         "0607FF83#03F000223F9AE148",
         SetPoint(Register.ONLINE_CURRENT, f32(1.21)),
-        f"{D} A.3 handy encodings (1.21), A.5 register 0x22",
+        "float32 big-endian (R48.h byte layout) (1.21), PurpleAlien rectifier.py, endless-sphere register 0x22",
     ),
     (
         "0607FF83#03F000193DCCCCCD",
         SetPoint(Register.OFFLINE_CURRENT, f32(0.10)),
-        f"{D} A.3 handy encodings (0.10), A.5 register 0x19",
+        "float32 big-endian (R48.h byte layout) (0.10), PurpleAlien rectifier.py, endless-sphere register 0x19",
     ),
     (
         "0607FF83#03F0003200010000",
         SetPoint(Register.WALK_IN_ENABLE, 1.0),
-        "PurpleAlien rectifier.py walk_in(enable=True), research A.5",
+        "PurpleAlien rectifier.py walk_in(enable=True)",
     ),
     (
         "0607FF83#03F0003200000000",
@@ -77,60 +75,72 @@ GOLDEN_DECODE: list[tuple[str, object, str]] = [
     (
         "06080783#03F0002142520000",
         SetPoint(Register.ONLINE_VOLTAGE, 52.5),
-        f"{D} A.2: set-points also reported to work on 0x06080783 (endless-sphere)",
+        "R48.h ID layout: set-points also reported to work on 0x06080783 (endless-sphere)",
     ),
-    ("06080783#00F0818000000000", Control(dc_off=True), f"{D} A.6 control byte, bit 7 DC off"),
-    ("06080783#00F0018000000000", Control(), f"{D} A.6 control byte, only bit 0"),
+    (
+        "06080783#00F0818000000000",
+        Control(dc_off=True),
+        "anikrooz VertivPsu.cpp sendControl, leodesigner set_control control byte, bit 7 DC off",
+    ),
+    (
+        "06080783#00F0018000000000",
+        Control(),
+        "anikrooz VertivPsu.cpp sendControl, leodesigner set_control control byte, only bit 0",
+    ),
     (
         "06080783#00F0058000000000",
         Control(ac_off=True),
-        f"{D} A.6: anikrooz starts with AC off (bit 2)",
+        "anikrooz VertivPsu.cpp sendControl, leodesigner set_control: anikrooz starts with AC off (bit 2)",
     ),
     (
         "06000783#01F0000100000000",
         ReadRequest(Quantity.OUTPUT_VOLTAGE),
-        f"{D} A.4 read request (PurpleAlien, leodesigner)",
+        "read request (PurpleAlien rectifier.py, leodesigner)",
     ),
     (
         "06000783#01F0004000000000",
         ReadRequest(Quantity.STATUS),
-        f"{D} A.4 status register 0x40 (R48.c)",
+        "PurpleAlien rectifier.py, leodesigner status register 0x40 (R48.c)",
     ),
     (
         "06000783#00F0008046A53400",
         ReadAllRequest(),
-        f"{D} A.4 read-all as PurpleAlien sends it",
+        "PurpleAlien rectifier.py, leodesigner read-all as PurpleAlien sends it",
     ),
-    ("06000783#00F000807A000000", ReadAllRequest(), f"{D} A.4 read-all variant (R48.c)"),
+    (
+        "06000783#00F000807A000000",
+        ReadAllRequest(),
+        "PurpleAlien rectifier.py, leodesigner read-all variant (R48.c)",
+    ),
     (
         "060F8003#41F0000142560000",
         Reading(0, Quantity.OUTPUT_VOLTAGE, 53.5, more=False),
-        f"{D} A.4 reply layout, 53.5 V from A.3 handy encodings",
+        "PurpleAlien rectifier.py, leodesigner reply layout, 53.5 V from float32 big-endian (R48.h byte layout)",
     ),
     (
         "060F8007#41F000033F000000",
         Reading(0, Quantity.CURRENT_LIMIT, 0.5, more=True),
-        f"{D} A.2 0x060F8007 (more frames follow), 0.50 from A.3",
+        "R48.h ID layout 0x060F8007 (more frames follow), 0.50 from R48.h byte layout",
     ),
     (
         "060F8003#41F0000B41C80000",
         OtherReading(0, 0x0B, 0x41C80000),
-        f"{D} A.4 register 0x0B (ambient temperature, R48.c): kept raw",
+        "PurpleAlien rectifier.py, leodesigner register 0x0B (ambient temperature, R48.c): kept raw",
     ),
     (
         "060F8003#43F0003500010000",
         WriteAck(0, 0x35, 0x00010000),
-        f"{D} A.5 ack seen as 43 F0 00 35 (R48.c)",
+        "PurpleAlien rectifier.py, endless-sphere ack seen as 43 F0 00 35 (R48.c)",
     ),
     (
         "060F800B#41F0000242200000",
         Reading(1, Quantity.OUTPUT_CURRENT, 40.0),
-        f"{D} A.2 ID layout: source address 1 in bits 10..3",
+        "R48.h ID layout: source address 1 in bits 10..3",
     ),
     (
         "060F8003#43F3002100000000",
         ErrorReply(0, 0x43, 0x21, 0xF3),
-        f"{D} A.3 error byte 0xF3 invalid data (R48.h)",
+        "R48.h: error byte 0xF3 invalid data",
     ),
 ]
 
@@ -143,33 +153,53 @@ def test_golden_decode(text: str, expected: object, source: str) -> None:
 @pytest.mark.parametrize(
     ("built", "text", "source"),
     [
-        (codec.encode_voltage(52.5), "0607FF83#03F0002142520000", "issue 5 golden, research A.3"),
-        (codec.encode_voltage(41.0), "0607FF83#03F0002142240000", f"{D} A.3 (41.0 V)"),
-        (codec.encode_voltage(58.5), "0607FF83#03F00021426A0000", f"{D} A.3 (58.5 V)"),
+        (
+            codec.encode_voltage(52.5),
+            "0607FF83#03F0002142520000",
+            "issue 5 golden, R48.h byte layout",
+        ),
+        (codec.encode_voltage(41.0), "0607FF83#03F0002142240000", "R48.h byte layout (41.0 V)"),
+        (codec.encode_voltage(58.5), "0607FF83#03F00021426A0000", "R48.h byte layout (58.5 V)"),
         (
             codec.encode_voltage(56.0, offline=True, cells_in_series=14),
             "0607FF83#03F0002442600000",
-            f"{D} A.3",
+            "R48.h byte layout",
         ),
-        (codec.encode_current_fraction(1.0), "0607FF83#03F000223F800000", f"{D} A.3 (1.00)"),
+        (
+            codec.encode_current_fraction(1.0),
+            "0607FF83#03F000223F800000",
+            "R48.h byte layout (1.00)",
+        ),
         (
             codec.encode_current_fraction(0.10, offline=True),
             "0607FF83#03F000193DCCCCCD",
-            f"{D} A.3 (0.10)",
+            "R48.h byte layout (0.10)",
         ),
-        (codec.encode_control(Control(dc_off=True)), "06080783#00F0818000000000", f"{D} A.6"),
-        (codec.encode_control(Control()), "06080783#00F0018000000000", f"{D} A.6"),
+        (
+            codec.encode_control(Control(dc_off=True)),
+            "06080783#00F0818000000000",
+            "anikrooz VertivPsu.cpp sendControl, leodesigner set_control",
+        ),
+        (
+            codec.encode_control(Control()),
+            "06080783#00F0018000000000",
+            "anikrooz VertivPsu.cpp sendControl, leodesigner set_control",
+        ),
         (
             codec.encode_control(Control(fan_full=True, flash_led=True)),
             "06080783#00F0198000000000",
-            f"{D} A.6 bits 4 and 3",
+            "anikrooz VertivPsu.cpp sendControl, leodesigner set_control bits 4 and 3",
         ),
         (
             codec.encode_read_request(Quantity.OUTPUT_CURRENT),
             "06000783#01F0000200000000",
-            f"{D} A.4",
+            "PurpleAlien rectifier.py, leodesigner",
         ),
-        (codec.encode_read_all_request(), "06000783#00F0008000000000", f"{D} A.4 (R48.c: zeros)"),
+        (
+            codec.encode_read_all_request(),
+            "06000783#00F0008000000000",
+            "PurpleAlien rectifier.py, leodesigner (R48.c: zeros)",
+        ),
         (
             codec.encode_ac_input_current(10.0),
             "0607FF83#03F0001A41200000",
@@ -178,7 +208,7 @@ def test_golden_decode(text: str, expected: object, source: str) -> None:
         (
             codec.encode_reading(Quantity.OUTPUT_VOLTAGE, 53.5),
             "060F8003#41F0000142560000",
-            f"{D} A.4",
+            "PurpleAlien rectifier.py, leodesigner",
         ),
     ],
 )
@@ -187,7 +217,7 @@ def test_golden_encode(built: codec.CanFrame, text: str, source: str) -> None:
 
 
 def test_walk_in_is_two_frames_flag_then_time() -> None:
-    # research A.5: the correct form is two frames (0x32 flag, then 0x29 time).
+    # PurpleAlien rectifier.py, endless-sphere: the correct form is two frames (0x32 flag, then 0x29 time).
     on = codec.encode_walk_in(True, 10.0)
     assert [f.data.hex().upper() for f in on] == ["03F0003200010000", "03F0002941200000"]
     off = codec.encode_walk_in(False)
@@ -197,7 +227,7 @@ def test_walk_in_is_two_frames_flag_then_time() -> None:
 
 
 def test_status_bits_are_named() -> None:
-    # byte 4 bit 7 = over-voltage, byte 5 bit 6 = module switch (R48.h, research A.4)
+    # byte 4 bit 7 = over-voltage, byte 5 bit 6 = module switch (R48.h, PurpleAlien rectifier.py, leodesigner)
     message = codec.decode_frame(*frame("060F8003#41F0004080400000"))
     assert isinstance(message, StatusReading)
     assert message.active == ("over_voltage", "module_off")
@@ -287,7 +317,7 @@ def test_write_ack_and_error_reply_round_trip() -> None:
 
 
 def test_current_scaling_defaults() -> None:
-    # research A.5: 62.5 A ≙ 1.21 on the R48-3000e3, so 1.00 ≈ 51.7 A
+    # PurpleAlien rectifier.py, endless-sphere: 62.5 A ≙ 1.21 on the R48-3000e3, so 1.00 ≈ 51.7 A
     assert codec.current_to_fraction(62.5) == pytest.approx(1.21)
     assert codec.fraction_to_current(1.0) == pytest.approx(51.65, abs=0.01)
     # R48.c's scaling, selectable: 1.00 ≙ 62.5 A

@@ -13,7 +13,7 @@ Safety rules enforced here, whatever the law asks:
   off since" timers start at the first step (never at 0.0, the host's boot on a monotonic
   clock), so both sides count as on until measured off for the dwell or, unmeasured, until
   the long timeout has passed since then.
-- The charger runs only at or above its minimum current (~5.2 A, devices.md A.5) and never when
+- The charger runs only at or above its minimum current (~5.2 A, about 10 % of the rated current: anikrooz/Emerson-Vertiv-R48 VertivPsu.cpp) and never when
   the bms charge current limit is below that minimum; its voltage is the bms CVL.
 - SoC bounds with hysteresis: discharge stops at `soc_min_pct` and resumes at min + hysteresis;
   charge stops at `soc_max_pct` and resumes at max − hysteresis.
@@ -42,7 +42,7 @@ class InverterUnit:
     off_holdoff_s: float | None = None
 
 
-# The SoyoSource's behaviour (research B.2, B.3; the simulator's plant defaults): it follows a
+# The SoyoSource's behaviour (syssi soyosource_modbus.cpp, KlausLi/Esp-Soyosource-Controller README; the simulator's plant defaults): it follows a
 # new demand through a ~1 s first-order lag with a ~300 W/s slew limit, and stops ~3 s after
 # frames stop. Nothing on the limiter port says when its output really reached 0.
 SOYOSOURCE_LAG_S = 1.0

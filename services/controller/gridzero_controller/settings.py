@@ -126,7 +126,7 @@ def update_settings(current: ControllerSettings, changes: dict[str, Any]) -> Con
 
 
 def apply_charge_target(current: ControllerSettings, charge_target_w: float) -> ControllerSettings:
-    """The original system's `meterbox/chargeTarget` command (vw-bms-can.md 8.2).
+    """The original system's `meterbox/chargeTarget` command (anikrooz/housebatt housebatt.ino).
 
     > 0 W: charge at that constant power; <= 0 W: back to the grid-zero loop.
     """

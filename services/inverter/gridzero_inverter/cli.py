@@ -55,10 +55,10 @@ def encode_main(argv: list[str]) -> int:
         description="Print a SoyoSource limiter frame as space-separated hex.",
     )
     sub = parser.add_subparsers(dest="frame", required=True, parser_class=_Parser)
-    demand = sub.add_parser("demand", help="power demand frame (research/devices.md B.2)")
+    demand = sub.add_parser("demand", help="power demand frame (syssi soyosource_modbus.cpp)")
     demand.add_argument("power_w", type=_watts, help="demanded power, whole watts 0..65535")
     demand.add_argument("--address", type=_address, default=DEFAULT_ADDRESS, help="default 0x24")
-    query = sub.add_parser("query", help="status query frame (research/devices.md B.4)")
+    query = sub.add_parser("query", help="status query frame (syssi soyosource_modbus.cpp, README)")
     query.add_argument("--address", type=_address, default=DEFAULT_ADDRESS, help="default 0x24")
     args = parser.parse_args(argv)
     try:

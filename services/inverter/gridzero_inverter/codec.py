@@ -1,13 +1,14 @@
 """SoyoSource GTN limiter port (RS485, 4800 8N1): frames both ways, and a stream framer.
 
-Facts from research/devices.md section B (B.2 demand frame, B.4 status query and
-reply). Three frames travel on the limiter bus:
+Facts from syssi/esphome-soyosource-gtn-virtual-meter (components/soyosource_modbus/
+soyosource_modbus.cpp: demand frame, status query and reply; README) and the secondlifestorage
+thread 7631 "Limiter inverter with RS485 load setting". Three frames travel on the limiter bus:
 
 * power demand, 8 bytes: ``A 56 00 21 Ph Pl 80 CS``, P in W (u16 big-endian),
   CS = (264 - Ph - Pl) mod 256, A the address byte (0x24 by default);
 * status query, 8 bytes: ``A 00 00 00 00 00 00 00``;
 * status reply, 15 bytes: ``23 01 01 00`` + 10 data bytes + 1 checksum byte.
-  The reply checksum's algorithm is unknown (B.4), so a reply is accepted on
+  The reply checksum's algorithm is unknown (syssi soyosource_modbus.cpp, README), so a reply is accepted on
   its header and on plausible values (syssi's limits plus ours), never on CS.
 
 Pure: no I/O, no clock.
@@ -33,17 +34,17 @@ from gridzero.codec import (
 )
 
 DEFAULT_ADDRESS = 0x24
-"""The limiter's start/address byte (B.2; ESPHome's default, every capture uses it)."""
+"""The limiter's start/address byte (syssi soyosource_modbus.cpp; ESPHome's default, every capture uses it)."""
 
 REPLY_HEADER = bytes((0x23, 0x01, 0x01, 0x00))
-"""First four bytes of every status reply (B.4; syssi soyosource_modbus.cpp)."""
+"""First four bytes of every status reply (syssi soyosource_modbus.cpp)."""
 
 DEMAND_LAYOUT: Layout = (
     Field("address", 0, 8, order=Order.BIG),
     Field("power_w", 32, 16, order=Order.BIG, unit="W"),
     Field("checksum", 56, 8, order=Order.BIG),
 )
-# Byte index -> constant value of the demand frame (B.2).
+# Byte index -> constant value of the demand frame (syssi soyosource_modbus.cpp).
 DEMAND_CONSTANTS: Mapping[int, int] = MappingProxyType({1: 0x56, 2: 0x00, 3: 0x21, 6: 0x80})
 DEMAND_LENGTH = 8
 
@@ -63,7 +64,7 @@ REPLY_LAYOUT: Layout = (
 REPLY_CONSTANTS: Mapping[int, int] = MappingProxyType(dict(enumerate(REPLY_HEADER)))
 REPLY_LENGTH = 15
 
-# Operation status codes (B.4, syssi soyosource_inverter.cpp; 10 is "AC voltage too low").
+# Operation status codes (syssi soyosource_inverter.cpp; 10 is "AC voltage too low").
 OPERATION_STATUS_TEXT: Mapping[int, str] = MappingProxyType(
     {
         0: "normal",
@@ -80,15 +81,15 @@ assert frame_length(REPLY_LAYOUT) == REPLY_LENGTH
 
 
 def demand_checksum(power_hi: int, power_lo: int) -> int:
-    """B.2: (264 - Ph - Pl) mod 256, i.e. bytes 1..7 sum to 0xFF."""
+    """syssi soyosource_modbus.cpp: (264 - Ph - Pl) mod 256, i.e. bytes 1..7 sum to 0xFF."""
     return (264 - power_hi - power_lo) % 256
 
 
 def placeholder_reply_checksum(frame14: bytes) -> int:
     """The checksum our encoder (the simulator) puts on a status reply.
 
-    PLACEHOLDER: the real algorithm is unknown (B.4: not a plain sum/xor/CRC-8
-    of the captured samples). We use the display protocol's rule (B.5),
+    PLACEHOLDER: the real algorithm is unknown (syssi soyosource_modbus.cpp, README: not a plain sum/xor/CRC-8
+    of the captured samples). We use the display protocol's rule (syssi soyosource_display.cpp),
     0xFF - sum(bytes 1..13) mod 256; it does not match real captures, and no
     decoder here checks it.
     """
@@ -112,7 +113,7 @@ class StatusQuery:
 
 @dataclass(frozen=True, slots=True)
 class StatusReply:
-    """An inverter's status reply (B.4); ``checksum`` is kept as received, unverified."""
+    """An inverter's status reply (syssi soyosource_modbus.cpp, README); ``checksum`` is kept as received, unverified."""
 
     operation_status: int
     battery_voltage_v: float
@@ -124,7 +125,7 @@ class StatusReply:
 
     @property
     def battery_power_w(self) -> float:
-        """V x I: the reply has no power field (B.4)."""
+        """V x I: the reply has no power field (syssi soyosource_modbus.cpp, README)."""
         return round(self.battery_voltage_v * self.battery_current_a, 2)
 
     @property

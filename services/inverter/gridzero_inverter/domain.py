@@ -9,7 +9,7 @@ bms's discharge_allowed flag and the unit's DC voltage window. A unit that repor
 a DC current above DCL (plus a margin) cuts every unit to 0 W for a while. Stale bms
 limits, a bms alarm, a stale controller command or a disabled unit put the unit in
 its safe state: a few explicit 0 W frames, then silence (the inverter stops feeding
-when frames stop, research B.3).
+when frames stop, KlausLi/Esp-Soyosource-Controller README, syssi).
 """
 
 from __future__ import annotations
@@ -54,10 +54,10 @@ class LinkState(StrEnum):
 
 
 MAX_UNIT_POWER_W = 5400
-"""syssi validates max_power_demand 1..5400 W (research B.7); our ceiling for a setting."""
+"""syssi validates max_power_demand 1..5400 W (syssi components/soyosource_virtual_meter); our ceiling for a setting."""
 
 MAX_PARALLEL = 6
-"""syssi's power_demand_divider range 1..6 (research B.7)."""
+"""syssi's power_demand_divider range 1..6 (syssi components/soyosource_virtual_meter)."""
 
 UNIT_BOUNDS: dict[str, Bound] = {
     "max_power_w": Bound(0, MAX_UNIT_POWER_W, "W"),
@@ -77,8 +77,8 @@ class UnitSettings:
     port_url: str
     dc_min_v: float
     dc_max_v: float
-    max_power_w: int = 900  # syssi's max_power_demand default (research B.6)
-    address: int = 0x24  # research B.2
+    max_power_w: int = 900  # syssi's max_power_demand default (syssi README)
+    address: int = 0x24  # syssi soyosource_modbus.cpp
     enabled: bool = True
     parallel: int = 1  # inverters on this port and address: each outputs the frame's watts
     query_status: bool = True
@@ -121,12 +121,14 @@ def unit_set_problems(units: Sequence[UnitSettings]) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class Timing:
-    """Timeouts and rates (defaults: research B.3 and the issue)."""
+    """Timeouts and rates (defaults: KlausLi/Esp-Soyosource-Controller README, syssi issue #16)."""
 
-    bms_stale_s: float = 3.0  # bms publishes every ~0.5 s (DESIGN.md)
+    bms_stale_s: float = 3.0  # the bms publishes its limits about every 0.5 s
     command_stale_s: float = 3.0
-    zero_frames: int = 3  # explicit 0 W frames before silence (research B.3, KlausLi)
-    send_period_s: float = 1.0  # research B.3: 1 s is inside every project's working range
+    zero_frames: int = (
+        3  # explicit 0 W frames before silence (KlausLi/Esp-Soyosource-Controller README)
+    )
+    send_period_s: float = 1.0  # KlausLi/Esp-Soyosource-Controller README, syssi: 1 s is inside every project's working range
     min_gap_s: float = 0.25  # a changed demand goes out at once, but never faster than this
     status_timeout_s: float = 10.0  # link "ok" if a status reply came within this
 
@@ -153,7 +155,7 @@ class Clamp:
     The demand is AC watts; the pack delivers AC / efficiency. At 87-92 % a demand of
     DCL x V draws 10.9-11.5 A against a DCL of 10 A, so the budget is DCL x V x
     ``efficiency``, with an efficiency at or below the worst the unit reaches (0.85: the
-    SoyoSource's own display estimates its output at V x I x 0.87, research B.5). A unit
+    SoyoSource's own display estimates its output at V x I x 0.87, syssi soyosource_display.cpp). A unit
     that reports its DC current is also checked against DCL directly.
     """
 

@@ -31,7 +31,7 @@ from gridzero.runtime.settings import ServiceSettings, load_settings
 from gridzero_inverter import codec, domain
 from gridzero_inverter.codec import Frame, StatusReply
 
-BAUD = 4800  # research B.1: 4800 8N1 on the limiter port
+BAUD = 4800  # syssi soyosource_modbus.cpp, secondlifestorage 7631: 4800 8N1 on the limiter port
 
 
 _UNIT = domain.UNIT_BOUNDS
@@ -68,7 +68,12 @@ class InverterSettings(ServiceSettings):
     """Start-up settings of the inverter service."""
 
     units: list[UnitConfig] = Field(min_length=1)
-    send_period_s: float = Field(default=1.0, gt=0, le=3, description="research B.3")
+    send_period_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=3,
+        description="frames must keep coming; 1 s is inside every project's range",
+    )
     min_gap_s: float = Field(
         default=0.25, ge=0, le=3, description="earliest re-send of a changed demand"
     )
@@ -474,7 +479,7 @@ def discovery(ctx: Context, unit: UnitConfig) -> tuple[str, dict[str, Any]]:
 
 
 def _measurement_components(state: str) -> list[ha.Component]:
-    """What a unit reports when asked (research B.2): values, not settings."""
+    """What a unit reports when asked (syssi soyosource_modbus.cpp): values, not settings."""
     diag: ha.EntityCategory = "diagnostic"
     return [
         ha.sensor("battery_voltage", "Battery voltage", state, "battery_voltage_v", unit="V",

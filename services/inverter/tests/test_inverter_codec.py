@@ -24,7 +24,7 @@ from gridzero_inverter.codec import (
     placeholder_reply_checksum,
 )
 
-# research/devices.md B.2 ("Examples (verified arithmetic)"), the same bytes as the
+# syssi soyosource_modbus.cpp (captured examples, arithmetic checked), the same bytes as the
 # captures in syssi soyosource_modbus.cpp SoyosourceModbus::send comments.
 GOLDEN_DEMANDS = [
     (0, "24 56 00 21 00 00 80 08"),
@@ -37,7 +37,7 @@ GOLDEN_DEMANDS = [
     (8, "24 56 00 21 00 08 80 00"),
 ]
 
-# Status replies captured in syssi's sources (research/devices.md B.4).
+# Status replies captured in syssi's sources (syssi soyosource_modbus.cpp, README).
 GOLDEN_REPLIES = [
     # syssi components/soyosource_modbus/soyosource_modbus.cpp, "Soyosource info frame" comment
     (
@@ -68,7 +68,7 @@ def test_golden_demand(power_w: int, frame: str) -> None:
 
 
 def test_golden_query() -> None:
-    # research/devices.md B.4; syssi soyosource_modbus.cpp query_status()
+    # syssi soyosource_modbus.cpp query_status() and README
     assert encode_query() == h("24 00 00 00 00 00 00 00")
     assert decode_query(h("24 00 00 00 00 00 00 00")) == StatusQuery()
 
@@ -175,7 +175,7 @@ def test_decode_frame_dispatches() -> None:
 def test_demand_round_trip(power_w: int, address: int) -> None:
     frame = encode_demand(power_w, address)
     assert decode_demand(frame) == DemandFrame(power_w, address)
-    assert sum(frame[1:]) % 256 == 0xFF  # research B.2: bytes 1..7 sum to 0xFF
+    assert sum(frame[1:]) % 256 == 0xFF  # syssi soyosource_modbus.cpp: bytes 1..7 sum to 0xFF
 
 
 @settings(max_examples=200)

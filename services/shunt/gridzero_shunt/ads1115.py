@@ -5,7 +5,7 @@ carry the bytes in wire order (MSB, LSB), so no swap is needed
 (``transfer="block"``: write_i2c_block_data(addr, reg, [MSB, LSB]),
 read_i2c_block_data(addr, reg, 2)). For adapters without I2C block support,
 ``transfer="word"`` uses SMBus word transfers and swaps the bytes, because SMBus
-words are little-endian while the chip sends MSB first (research/devices.md C.6).
+words are little-endian while the chip sends MSB first (adafruit/Adafruit_ADS1X15: MSB first).
 
 Conversions: single-shot writes the config with OS = 1, waits one conversion
 period (+10 % for the internal oscillator), then polls the OS bit until it

@@ -1,7 +1,7 @@
 """A register-level ADS1115 behind the smbus2.SMBus methods the driver uses (pure).
 
 The driver in ``ads1115.py`` runs unchanged against this model, in tests and in
-the simulator. It models (research/devices.md C.2-C.6):
+the simulator. It models (TI SBAS444, adafruit/Adafruit_ADS1X15):
 
 - the four registers with their reset values 0x0000 / 0x8583 / 0x8000 / 0x7FFF;
 - MSB-first register transfers: I2C block reads/writes carry [MSB, LSB]; SMBus

@@ -1,7 +1,7 @@
 """ADS1115 registers as tables (pure): config word <-> fields, conversion bytes <-> counts.
 
-Facts: research/devices.md section C (TI SBAS444 config-register table,
-Adafruit_ADS1X15.h). Every register travels MSB first on the wire
+Facts: TI ADS1113/4/5 datasheet SBAS444 (config register table, §9.5.1.1 address) and
+adafruit/Adafruit_ADS1X15 (Adafruit_ADS1X15.h). Every register travels MSB first on the wire
 ([pointer, MSB, LSB]); SMBus *word* transfers are little-endian, so a word read
 returns the bytes swapped (``swap_word``).
 
@@ -23,25 +23,25 @@ from gridzero.codec import (
     encode_fields,
 )
 
-# Register pointers (research C.2).
+# Register pointers (TI SBAS444 register map).
 REG_CONVERSION = 0x00
 REG_CONFIG = 0x01
 REG_LO_THRESH = 0x02
 REG_HI_THRESH = 0x03
 REGISTERS = (REG_CONVERSION, REG_CONFIG, REG_LO_THRESH, REG_HI_THRESH)
 
-# Power-on reset values (research C.2).
+# Power-on reset values (TI SBAS444 register map).
 RESET_CONVERSION = 0x0000
 RESET_CONFIG = 0x8583
 RESET_LO_THRESH = 0x8000
 RESET_HI_THRESH = 0x7FFF
 
-ADDRESSES = (0x48, 0x49, 0x4A, 0x4B)  # ADDR pin to GND, VDD, SDA, SCL (research C.1)
+ADDRESSES = (0x48, 0x49, 0x4A, 0x4B)  # ADDR pin to GND, VDD, SDA, SCL (TI SBAS444 §9.5.1.1)
 
-COUNTS_MAX = 0x7FFF  # positive full scale; the ADC clips here (research C.4)
+COUNTS_MAX = 0x7FFF  # positive full scale; the ADC clips here (TI SBAS444 data format)
 COUNTS_MIN = -0x8000  # negative full scale
 
-# PGA code -> full-scale range in volts; codes 5, 6, 7 are all +-0.256 V (research C.3).
+# PGA code -> full-scale range in volts; codes 5, 6, 7 are all +-0.256 V (TI SBAS444 config register table).
 PGA_FSR_V: dict[int, float] = {
     0: 6.144,
     1: 4.096,
@@ -54,7 +54,7 @@ PGA_FSR_V: dict[int, float] = {
 }
 FSR_CHOICES_V = (6.144, 4.096, 2.048, 1.024, 0.512, 0.256)
 
-# DR code -> samples per second (research C.3).
+# DR code -> samples per second (TI SBAS444 config register table).
 DR_SPS: dict[int, int] = {0: 8, 1: 16, 2: 32, 3: 64, 4: 128, 5: 250, 6: 475, 7: 860}
 RATE_CHOICES_SPS = tuple(DR_SPS.values())
 
@@ -90,7 +90,7 @@ CONVERSION_LAYOUT: tuple[Field, ...] = (
 
 
 def lsb_v(fsr_v: float) -> float:
-    """Volts per count at a full-scale range (FSR / 32768; research C.4)."""
+    """Volts per count at a full-scale range (FSR / 32768; TI SBAS444 data format)."""
     return fsr_v / 32768.0
 
 

@@ -1,7 +1,7 @@
 """Battery current from ADC counts (pure): calibration, sign, dead band, averaging.
 
 I[A] = (counts - offset_counts) x gain x LSB / R_shunt, sign flipped by ``invert``
-(research/devices.md C.5, C.9). Positive current = charging. With the default
+(TI SBAS444; 75 mV / 100 A = 0.75 mΩ). Positive current = charging. With the default
 +-0.256 V range and a 100 A / 75 mV shunt, one count is 7.8125 uV = 1/96 A.
 
 A saturated ADC (a full-scale code) means the true current is unknown: the
@@ -28,7 +28,7 @@ from gridzero_shunt.codec import (
     lsb_v,
 )
 
-MIN_CALIBRATION_SAMPLES = 20  # research C.7: SimpBMS averages ~20 readings at rest
+MIN_CALIBRATION_SAMPLES = 20  # Tom-evnut/BMWI3BMS calcur() averages ~20 readings at rest
 
 # A class-0.5 shunt (+-0.5 %) and the ADS1115's gain error (0.15 % max) need far less than
 # +-5 %; a shunt off by more is a different shunt: set shunt_rated_a / shunt_rated_mv.
@@ -39,7 +39,7 @@ GAIN_MAX = 1.05
 # thermal EMF at the shunt's terminals: at most 375 uV, 48 counts at +-0.256 V (0.5 A on a
 # 100 A / 75 mV shunt). Anything larger is current flowing or a wiring fault, not an offset.
 MAX_OFFSET_V = 375e-6
-# Dead band: research C.7 recommends +-0.05..0.5 A. More would hide a real current (with a
+# Dead band: dbus-serialbattery and Tom-evnut/BMWI3BMS zero up to 0.5 A. More would hide a real current (with a
 # limit of 0 A, e.g. charging below 0 degC, every charge current is an over-current).
 DEAD_BAND_MAX_A = 0.5
 
@@ -198,7 +198,7 @@ def zero_offset(
     max_offset_counts: float = 48.0,
     max_stdev_counts: float = 10.0,
 ) -> ZeroCalibration:
-    """The zero offset: mean of N >= 20 readings with no current flowing (research C.7).
+    """The zero offset: mean of N >= 20 readings with no current flowing (Tom-evnut/BMWI3BMS calcur()).
 
     Refuses when the readings show current (|mean| > ``max_offset_counts``,
     default 48 counts = 0.5 A) or a moving current (stdev > ``max_stdev_counts``),

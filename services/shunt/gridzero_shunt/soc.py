@@ -1,6 +1,6 @@
 """State of charge and energy counters from the battery current (pure; time is ``now_s``).
 
-Method (research/devices.md C.8, research/vw-bms-can.md 6.3):
+Method (mr-manuel/venus-os_dbus-serialbattery battery.py, stuartpittaway/diyBMS-CurrentShunt, Tom-evnut/VW-bms VWBMSV2.ino):
 
 - Coulomb counting: each update carries the mean current over the interval since
   the previous update; remaining Ah += I x dt / 3600, with the charge
@@ -36,9 +36,9 @@ from gridzero.contract import SOC_SOURCES, SocSource
 from gridzero.ocv import mean_ocv_v, soc_from_ocv
 from gridzero_shunt.estimate import EstimateSettings, VoltageEstimator, window_fraction
 
-# One GTE module: 1.086 kWh at 44.4 V nominal (DESIGN.md) = 24.46 Ah. The original
-# system (anikrooz/housebatt) had 9 modules in parallel (research/vw-bms-can.md 6.2,
-# Pstrings 9); it counted 22.5 Ah per module (stored as int 22).
+# One GTE module (12S NMC): 1.086 kWh at 44.4 V nominal = 24.46 Ah. The original system
+# (anikrooz/housebatt housebatt.ino) had 9 modules in parallel (`Pstrings 9`); it counted
+# 22.5 Ah per module (`CAP`, stored as int 22).
 MODULE_ENERGY_WH = 1086.0
 MODULE_NOMINAL_V = 44.4
 MODULE_CAPACITY_AH = MODULE_ENERGY_WH / MODULE_NOMINAL_V

@@ -16,7 +16,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def test_decode_100_amps(capsys: pytest.CaptureFixture[str]) -> None:
-    # research C.5: 0x2580 = 9600 counts = 75 mV = 100 A on a 100 A / 75 mV shunt.
+    # 100 A / 75 mV shunt at +-0.256 V (TI SBAS444 LSB table): 0x2580 = 9600 counts = 75 mV = 100 A on a 100 A / 75 mV shunt.
     code, out, _ = run(
         capsys, "decode", "ads1115", "--pga", "0.256", "--shunt", "100A/75mV", "0x2580"
     )
@@ -74,7 +74,7 @@ def test_decode_config_word(capsys: pytest.CaptureFixture[str]) -> None:
 def test_encode_config_golden(
     capsys: pytest.CaptureFixture[str], args: list[str], word: str
 ) -> None:
-    # research C.3 words
+    # TI SBAS444 config register table words
     code, out, _ = run(capsys, "encode", "ads1115", "config", *args)
     assert code == 0
     assert out.strip() == word

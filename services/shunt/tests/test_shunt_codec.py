@@ -25,13 +25,19 @@ from gridzero_shunt.codec import (
     word_to_bytes,
 )
 
-# research/devices.md C.3 ("useful words for the shunt", computed from the TI SBAS444 table)
-# and C.2 (reset value).
+# Config words for the shunt, computed from the TI SBAS444 config register table
+# and TI SBAS444 register map (reset value).
 GOLDEN_CONFIGS = [
     # word, single_shot, rate, fsr, provenance
-    (0x8B03, True, 8, 0.256, "C.3: single-shot, AIN0-AIN1, +-0.256 V, 8 SPS, comparator off"),
-    (0x8B83, True, 128, 0.256, "C.3: same at 128 SPS"),
-    (0x0A83, False, 128, 0.256, "C.3: continuous 128 SPS"),
+    (
+        0x8B03,
+        True,
+        8,
+        0.256,
+        "TI SBAS444 config register table: single-shot, AIN0-AIN1, +-0.256 V, 8 SPS, comparator off",
+    ),
+    (0x8B83, True, 128, 0.256, "TI SBAS444 config register table: same at 128 SPS"),
+    (0x0A83, False, 128, 0.256, "TI SBAS444 config register table: continuous 128 SPS"),
 ]
 
 
@@ -49,7 +55,7 @@ def test_golden_config_words_encode_and_decode(
 
 
 def test_reset_config_word_is_the_datasheet_default() -> None:
-    # research C.2: config resets to 0x8583 = OS 1, AIN0-AIN1, +-2.048 V, single-shot, 128 SPS.
+    # TI SBAS444 register map: config resets to 0x8583 = OS 1, AIN0-AIN1, +-2.048 V, single-shot, 128 SPS.
     config = decode_config(RESET_CONFIG)
     assert config == Config()
     assert config.describe() == {
@@ -66,14 +72,14 @@ def test_reset_config_word_is_the_datasheet_default() -> None:
 
 
 def test_golden_conversion_100_amps() -> None:
-    # research C.5: 75 mV at +-0.256 V = 9600 counts = 0x2580 (100 A on a 100 A / 75 mV shunt).
+    # 100 A / 75 mV shunt at +-0.256 V (TI SBAS444 LSB table): 75 mV at +-0.256 V = 9600 counts = 0x2580 (100 A on a 100 A / 75 mV shunt).
     assert decode_conversion(bytes([0x25, 0x80])) == 9600
     assert 9600 * lsb_v(0.256) == pytest.approx(0.075)
     assert encode_conversion(9600) == b"\x25\x80"
 
 
 def test_conversion_sign_and_full_scale_codes() -> None:
-    # research C.4: two's complement, +FS 0x7FFF, -FS 0x8000.
+    # TI SBAS444 data format: two's complement, +FS 0x7FFF, -FS 0x8000.
     assert decode_conversion(b"\x7f\xff") == 32767
     assert decode_conversion(b"\x80\x00") == -32768
     assert decode_conversion(b"\xff\xff") == -1
@@ -90,11 +96,13 @@ def test_byte_order_helpers() -> None:
     # An SMBus word read of 0x2580 on the wire arrives as 0x8025.
     assert swap_word(0x8025) == 0x2580
     assert signed16(0xDA80) == -9600
-    assert signed16(0x8000) == -32768  # not -32767 (the "subtract 65535" bug in research C.6)
+    assert (
+        signed16(0x8000) == -32768
+    )  # not -32767 (the "subtract 65535" bug of a widely copied smbus example)
 
 
 def test_lsb_sizes_match_the_datasheet_table() -> None:
-    # research C.4: LSB per range.
+    # TI SBAS444 data format: LSB per range.
     expected = {
         6.144: 187.5e-6,
         4.096: 125e-6,

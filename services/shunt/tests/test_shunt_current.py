@@ -18,7 +18,7 @@ from gridzero_shunt.current import (
 
 
 def test_one_count_is_one_96th_amp() -> None:
-    # research C.5: 7.8125 uV / 0.75 mOhm = 1/96 A; 9600 counts = 100 A.
+    # 100 A / 75 mV shunt at +-0.256 V (TI SBAS444 LSB table): 7.8125 uV / 0.75 mOhm = 1/96 A; 9600 counts = 100 A.
     s = CurrentSettings()
     assert s.amps_per_count == pytest.approx(1 / 96)
     assert current_from_counts(9600, s) == pytest.approx(100.0)

@@ -49,7 +49,7 @@ def make(model: Ads1115Model, clock: FakeClock, **kw: object) -> Ads1115:
 
 
 def test_model_reset_values(model: Ads1115Model) -> None:
-    # research C.2
+    # TI SBAS444 register map
     assert model.register(REG_CONVERSION) == 0x0000
     assert model.register(REG_CONFIG) == 0x8583
     assert model.register(REG_LO_THRESH) == 0x8000

@@ -79,7 +79,7 @@ class KeyHelp:
     help: str  # for the help screen
 
 
-# The header line keeps the original system's layout (research/vw-bms-can.md 8.3).
+# The header line keeps the original system's layout (anikrooz/housebatt housebatt.ino readTelnet).
 KEY_HELP: tuple[KeyHelp, ...] = (
     KeyHelp("space", "space pause", "pause/resume screen updates"),
     KeyHelp("d", "d debug", "follow service logs (< > service, + - level)"),

@@ -57,7 +57,7 @@ class GridzeroBench:
 
 
 class HousebattController:
-    """anikrooz/housebatt `mqttCallback` at HEAD 1c279d5 (vw-bms-can.md 8.4).
+    """anikrooz/housebatt `mqttCallback` at HEAD 1c279d5 (housebatt.ino).
 
     Deviations, both in the baseline's favour: the discharge cap uses DCL × V (the original's
     cap is 10× too loose), and `canInvert`/`canCharge` come from the bms limits (the original
@@ -169,7 +169,7 @@ class HousebattController:
 
 
 class SoyosourceMeterController:
-    """syssi virtual meter, NEGATIVE_MEASUREMENTS_REQUIRED (devices.md B.7).
+    """syssi virtual meter, NEGATIVE_MEASUREMENTS_REQUIRED (syssi components/soyosource_virtual_meter).
 
     Each meter value gives demand = ceil(meter) − buffer + last demand *sent*; the frame
     is sent every `update_interval_s` (3 s), which is when "last demand" advances. No charger.
@@ -234,7 +234,8 @@ class SoyosourceMeterController:
 
 
 class OpenDtuController:
-    """OpenDTU-OnBattery DPL + Huawei auto mode (anchors.md 1.1), defaults from ODB-DEF.
+    """OpenDTU-OnBattery DPL + Huawei auto mode (hoylabs/OpenDTU-OnBattery
+    src/PowerLimiter.cpp), defaults from its include/defaults.h.
 
     DPL: computes only when no command is pending, inverter stats are newer than the last
     command and the meter is > 2 s newer than those stats; backoff 128 → 1024 ms while

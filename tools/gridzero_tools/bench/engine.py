@@ -9,7 +9,7 @@ charger never below its minimum current (the R48's set-point ranges, PurpleAlien
 
 bms limits: the bms service's protection module was not available when the bench was written,
 so `SimpleBms` computes limits from the plant's true cell voltages with the housebatt rules
-(vw-bms-can.md 6.2: CVL 4.10 V/cell, charge taper over the 0.2 V below it, discharge taper over
+(Tom-evnut/VW-bms VWBMSV2.ino loadSettings, anikrooz/housebatt housebatt.ino: CVL 4.10 V/cell, charge taper over the 0.2 V below it, discharge taper over
 the 0.3 V above 3.20 V, 50 A maximum each way, alarms at 4.20 V and 3.00 V), with the release
 latches and ramp of services/bms/gridzero_bms/protection.py.
 """
@@ -180,7 +180,9 @@ class DeviceServices:
         self._charger(plant, now_s, ok)
 
     def _send(self, plant: Plant, unit: int, demand_w: float, now_s: float) -> None:
-        watts = float(round(demand_w))  # the frame carries integer watts (devices.md B.2)
+        watts = float(
+            round(demand_w)
+        )  # the frame carries integer watts (syssi soyosource_modbus.cpp)
         plant.command_inverter(unit, watts, now_s)
         sent = self.last_sent.get(unit)
         if sent is None or sent[1] != watts:

@@ -3,7 +3,7 @@
 Bytes from the RS485 link (a TCP stream in simulation) go through the
 inverter service's own framer; each demand frame is one plant command. A
 status query is answered only when ``answer_queries`` is set (many real units
-never answer, B.4).
+never answer, syssi soyosource_modbus.cpp, README).
 """
 
 from __future__ import annotations
