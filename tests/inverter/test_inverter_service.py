@@ -402,7 +402,8 @@ def test_units_of_one_line_get_one_frame_and_are_published(
     runner = ServiceRunner(Inverter, make_settings(broker, tmp_path, peer.port, units=units))
     probe = broker.probe()
     runner.start_thread()
-    bms = Publisher(broker, "bms", T.bms_limits, LIMITS)
+    # 50 A x 50 V x 0.85: room for both units at the whole 800 W frame (the budget's count)
+    bms = Publisher(broker, "bms", T.bms_limits, {**LIMITS, "dcl_a": 50.0})
     ctl = Publisher(broker, "controller", T.inverter_set("roof"), {"power_w": 1400})
     try:
         # an earlier test's retained description may come first
