@@ -484,7 +484,7 @@ def test_a_units_message_of_bad_shape_changes_nothing(broker: TestBroker, tmp_pa
         for why, payload in BAD_UNITS.items():
             refused = runner.ctx.rejected_inputs
             bad.publish(T.inverter_units, payload)
-            wait_until(lambda: runner.ctx.rejected_inputs > refused, 5, f"{why} refused")
+            wait_until(lambda n=refused: runner.ctx.rejected_inputs > n, 5, f"{why} refused")
             assert runner.service.units == learned, why  # type: ignore[attr-defined]
         bad.close()
         start = time.monotonic()

@@ -73,9 +73,10 @@ def test_two_lines_of_different_ratings_each_get_their_share(tmp_path: Path) -> 
 
         try:
             took = wait_until(both_feeding, 90, "both lines feeding their share")
-        except TimeoutError:
+        except TimeoutError as exc:
             state = probe.last.get(T.controller_state)
-            raise AssertionError(f"shares {shares()}; controller {state!r}; {sut.log()[-3000:]}")
+            log = sut.log()[-3000:]
+            raise AssertionError(f"shares {shares()}; controller {state!r}; {log}") from exc
         w300, w1000 = shares() or (0.0, 0.0)
         print(f"after {took:.0f} s: 300 W line {w300:.0f} W, 1000 W line {w1000:.0f} W")
         assert w300 <= 300 + 5
