@@ -404,6 +404,10 @@ def test_runtime_caps_may_only_tighten_the_start_up_ones(
 def test_no_discharge_until_the_units_are_known(broker: TestBroker, tmp_path: Path) -> None:
     """The controller has no list of its own: until the inverter service describes its lines
     it commands no inverter, keeps the charger off and says why."""
+    # an earlier test's inverter service left its description retained: clear it first
+    describer = broker.probe("inverter", subscribe=None)
+    describer.publish(T.inverter_units, b"", retain=True)
+    describer.close()
     runner = start_controller(broker, tmp_path)
     feeder = Feeder(broker, units=None)
     probe = broker.probe()
