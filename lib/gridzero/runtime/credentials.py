@@ -84,6 +84,7 @@ USERS: tuple[User, ...] = (
         "inverter",
         _service_writes(
             "inverter",
+            "{base}/inverter/units",
             "{base}/inverter/+/state",
             "{base}/inverter/+/settings/+",
             "homeassistant/device/gridzero_inverter/+/config",
