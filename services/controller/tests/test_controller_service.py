@@ -438,6 +438,41 @@ def test_no_discharge_until_the_units_are_known(broker: TestBroker, tmp_path: Pa
         runner.join()
 
 
+def test_while_no_units_are_known_the_state_still_shows_meter_faults(
+    broker: TestBroker, tmp_path: Path
+) -> None:
+    """`no_units` is not the only thing wrong a newcomer may have: a meter that publishes
+    something unreadable shows in the same state's faults (the meter work's fault, merged
+    with the inverters branch's waiting state)."""
+    describer = broker.probe("inverter", subscribe=None)
+    describer.publish(T.inverter_units, b"", retain=True)
+    describer.close()
+    runner = start_controller(broker, tmp_path)
+    meter = broker.probe("meter", subscribe=None)
+    probe = broker.probe()
+    try:
+        start, wall = time.monotonic(), time.time()
+        meter.publish("meterbox/grid", b"not a number", qos=1)
+        state = json.loads(
+            probe.wait_for(
+                T.controller_state,
+                lambda p: (
+                    json.loads(p)["ts"] > wall
+                    and any("meter_unparseable" in f for f in json.loads(p)["faults"])
+                ),
+                10,
+                after=start,
+            )
+        )
+        assert state["state"] == "no_units"
+        assert any("no inverter units known" in f for f in state["faults"])
+    finally:
+        meter.close()
+        probe.close()
+        runner.stop()
+        runner.join()
+
+
 def test_demand_is_split_over_the_learned_lines(broker: TestBroker, tmp_path: Path) -> None:
     """A 200 W line and a line of two units (1000 W + 600 W): 1000 W of import is 200 W on
     the small line (at its cap) and 800 W on the other (the old controller drove a `gtn1`)."""
