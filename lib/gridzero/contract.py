@@ -316,9 +316,12 @@ class ChargerState(Stamped):
 
 
 class InverterCommand(Numbered):
-    """Controller -> one inverter unit: the AC power it should feed."""
+    """Controller -> one inverter line: the AC power all its units together should feed."""
 
-    topic_doc: ClassVar[str] = "power demand for one unit from the controller (the only writer)"
+    topic_doc: ClassVar[str] = (
+        "power demand for one line (an RS485 port and its units) from the controller (the only "
+        "writer)"
+    )
     power_w: float = Field(ge=0, le=10000)
 
 
@@ -327,8 +330,9 @@ class InverterState(Stamped):
 
     topic_doc: ClassVar[str] = "one unit's demand, status, link and cap, about every 1 s"
     unit: str
-    demand_w: float = Field(ge=0, description="the demand on the wire now")
-    requested_w: float = Field(ge=0, description="what the controller asked for")
+    line: str | None = Field(default=None, description="the line (RS485 port) the unit is on")
+    demand_w: float = Field(ge=0, description="the demand on the wire now (the line's frame)")
+    requested_w: float = Field(ge=0, description="what the controller asked of the unit's line")
     cap_w: float = Field(ge=0)
     cap_reason: str
     link: Literal["ok", "no_status", "port_error", "stopped"]
@@ -341,6 +345,84 @@ class InverterState(Stamped):
     frequency_hz: float | None = None
     temperature_c: float | None = None
     operation_status: int | None = None
+
+
+GTN_MAX_POWER_W = 2000
+"""The largest SoyoSource GTN limiter model's rating (GTN-2000LIM48W); no unit feeds more."""
+
+MAX_LINES = 8
+"""Lines (RS485 ports) one inverter service drives; the simulator's plant has at most 8 units."""
+
+MAX_UNITS_PER_LINE = 6
+"""Inverters that hear one line's frames (the OEM clamp and ESPHome divide by 1..6)."""
+
+_ID = r"^[a-z0-9_-]+$"
+
+
+class InverterUnitInfo(Payload):
+    """One SoyoSource unit on a line: its rating and its DC window."""
+
+    id: str = Field(min_length=1, max_length=32, pattern=_ID)
+    max_power_w: int = Field(
+        ge=0, le=GTN_MAX_POWER_W, description="the most this unit feeds (its runtime cap)"
+    )
+    parallel: int = Field(default=1, ge=1, le=MAX_UNITS_PER_LINE, description="identical units")
+    dc_min_v: float = Field(gt=0, le=200, description="below this pack voltage the unit is at 0 W")
+    dc_max_v: float = Field(gt=0, le=200, description="above this pack voltage the unit is at 0 W")
+    enabled: bool = True
+
+
+class InverterLineInfo(Payload):
+    """One RS485 line: every unit on it hears the same demand frame."""
+
+    id: str = Field(min_length=1, max_length=32, pattern=_ID)
+    units: list[InverterUnitInfo] = Field(min_length=1, max_length=MAX_UNITS_PER_LINE)
+
+    @field_validator("units")
+    @classmethod
+    def _bounded(cls, units: list[InverterUnitInfo]) -> list[InverterUnitInfo]:
+        count = sum(u.parallel for u in units)
+        if count > MAX_UNITS_PER_LINE:
+            raise ValueError(f"{count} units on one line, more than {MAX_UNITS_PER_LINE}")
+        return units
+
+    def capacity_w(self) -> int:
+        """What the line feeds at most: each unit up to its own rating (0 if one is off)."""
+        if not all(u.enabled for u in self.units):
+            return 0
+        return sum(u.max_power_w * u.parallel for u in self.units)
+
+    def dc_window_v(self) -> tuple[float, float]:
+        """Pack voltages at which every unit of the line may feed (the narrowest window)."""
+        return max(u.dc_min_v for u in self.units), min(u.dc_max_v for u in self.units)
+
+
+class InverterUnits(Numbered):
+    """The inverter service's lines and units: what the controller splits its demand over."""
+
+    topic_doc: ClassVar[str] = (
+        "the inverter lines and their units (ratings, DC windows), retained; at start and on "
+        "every change; the controller learns its units from it"
+    )
+    lines: list[InverterLineInfo] = Field(min_length=1, max_length=MAX_LINES)
+
+    @field_validator("lines")
+    @classmethod
+    def _unique(cls, lines: list[InverterLineInfo]) -> list[InverterLineInfo]:
+        line_ids = [line.id for line in lines]
+        unit_ids = [u.id for line in lines for u in line.units]
+        for kind, ids in (("line", line_ids), ("unit", unit_ids)):
+            twice = sorted({i for i in ids if ids.count(i) > 1})
+            if twice:
+                raise ValueError(f"{kind} id(s) {twice} used twice")
+        for line in lines:
+            low, high = line.dc_window_v()
+            if low >= high:
+                raise ValueError(
+                    f"line {line.id!r}: its units' DC windows do not overlap "
+                    f"({low:g} V .. {high:g} V)"
+                )
+        return lines
 
 
 # --------------------------------------------------------------------------- shunt
@@ -596,8 +678,16 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
         InverterState.topic_doc,
     ),
     TopicSpec(
+        "inverter_units",
+        "{base}/inverter/units",
+        ("inverter",),
+        InverterUnits,
+        True,
+        InverterUnits.topic_doc,
+    ),
+    TopicSpec(
         "inverter_set",
-        "{base}/inverter/{unit}/set",
+        "{base}/inverter/{line}/set",
         ("controller",),
         InverterCommand,
         False,
@@ -787,8 +877,12 @@ class Topics:
     def inverter_state(self, unit: str) -> str:
         return self.topic("inverter_state", unit=unit)
 
-    def inverter_set(self, unit: str) -> str:
-        return self.topic("inverter_set", unit=unit)
+    def inverter_set(self, line: str) -> str:
+        return self.topic("inverter_set", line=line)
+
+    @property
+    def inverter_units(self) -> str:
+        return self.topic("inverter_units")
 
     # shunt / controller / sim
     @property

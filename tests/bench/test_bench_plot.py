@@ -73,6 +73,20 @@ def _data_lines(fig: Figure, index: int) -> dict[str, float]:
     }
 
 
+def test_the_battery_strip_shows_the_contracts_sign_charging_up(case: Case) -> None:
+    # the trace counts battery power as delivered (+ discharge); every doc and figure uses
+    # the contract's one sign, + charging, so the strip draws the trace negated
+    fig = trace_figure(case.traces, case.profile, case.plant, seed=1)
+    battery = fig.axes[1]
+    assert "+ charging" in battery.get_ylabel()
+    trace = next(t for t in case.traces if t.controller == "gridzero")
+    (line,) = [ln for ln in battery.get_lines() if str(ln.get_label()).startswith("gridzero")]
+    drawn = [float(y) for y in line.get_ydata()]
+    _, values = envelope(trace.battery_w)
+    assert drawn == [-v for v in values]
+    assert any(v != 0 for v in values)
+
+
 def test_trace_figure_has_title_axes_with_units_ticks_and_legend(case: Case) -> None:
     fig = trace_figure(case.traces, case.profile, case.plant, seed=1)
     title = fig.get_suptitle()

@@ -127,6 +127,26 @@ class Controller:
         self._charger_monitor = FollowMonitor("charger", "A")
         self._last: Commands | None = None
 
+    def set_units(self, units: tuple[InverterUnit, ...]) -> None:
+        """Take a new description of the inverter lines (learned from the inverter service).
+
+        Same names: only ratings or DC windows changed, the state carries over. Other names:
+        what was commanded to which line is no longer known, so the interlock starts afresh
+        (both sides count as on until measured off, as after a restart); the SoC gate stays.
+        """
+        if not units:
+            raise ValueError("controller: need at least one inverter line, got 0")
+        if tuple(u.name for u in units) == tuple(u.name for u in self.units):
+            self.units = units
+            self.dispatcher.units = units
+            return
+        soc_gate = self.dispatcher.soc_gate
+        self.units = units
+        self.dispatcher = Dispatcher(units)
+        self.dispatcher.soc_gate = soc_gate
+        self._inverter_monitors = tuple(FollowMonitor(u.name, "W") for u in units)
+        self._last = None
+
     def update_settings(self, settings: ControllerSettings) -> None:
         """Take new (already validated) settings; state carries over."""
         self.settings = settings

@@ -1,8 +1,10 @@
 """The controller service: MQTT in, `core.Controller`, MQTT out.
 
 Inputs: the grid meter (`meter_preset` and the explicit `meter_*` settings choose topic, JSON
-path, sign and unit, docs/meter.md; default `meterbox/grid`, a plain integer in W, + import), bms limits, shunt SoC, charger and inverter states, and the
-original system's `meterbox/chargeTarget`. Outputs: one demand per inverter unit and the charger
+path, sign and unit, docs/meter.md; default `meterbox/grid`, a plain integer in W, + import),
+bms limits, shunt SoC, charger and inverter states, the inverter lines and units (learned from
+the inverter service's retained `inverter/units`: until they are known nothing runs), and the
+original system's `meterbox/chargeTarget`. Outputs: one demand per inverter line and the charger
 command on every control step (every meter value, at least every `control_period_s`, so the
 device services never see a stale command), the controller state with loop quality, runtime
 settings and Home Assistant discovery. All decisions are in the pure domain (services/controller/README.md).
@@ -15,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from gridzero import ha
 from gridzero.contract import (
@@ -25,6 +27,7 @@ from gridzero.contract import (
     ControllerState,
     InverterCommand,
     InverterState,
+    InverterUnits,
     PayloadError,
     ShuntState,
     parse_meter,
@@ -55,25 +58,6 @@ from gridzero_controller.settings import (
 )
 
 
-class UnitSettings(BaseModel):
-    """One inverter unit as the controller sees it (names match the inverter service's)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field("gtn1", min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")
-    max_w: float = Field(900.0, gt=0, le=5400)
-    dc_min_v: float = Field(43.0, gt=0, le=200, description="the unit's DC shutdown voltage")
-    dc_max_v: float = Field(60.0, gt=0, le=200)
-    dc_margin_v: float = Field(1.0, ge=0, le=20, description="derate over this span above dc_min_v")
-    off_holdoff_s: float | None = Field(
-        None,
-        ge=1,
-        le=120,
-        description="after its demand went to 0 the unit counts as feeding this long (the "
-        "interlock); empty: its SoyoSource ramp-down from max_w (900 W: 7.1 s)",
-    )
-
-
 class ControllerServiceSettings(ServiceSettings, MeterSettings):
     """Start-up settings (environment `GRIDZERO_...` / YAML).
 
@@ -82,11 +66,31 @@ class ControllerServiceSettings(ServiceSettings, MeterSettings):
 
     legacy_charge_target: bool = Field(True, description="accept meterbox/chargeTarget")
     control_period_s: float = Field(0.5, gt=0.05, le=5.0, description="control step without meter")
-    units: list[UnitSettings] = Field(default_factory=lambda: [UnitSettings()], min_length=1)
+    inverter_dc_margin_v: float = Field(
+        1.0, ge=0, le=20, description="derate a line over this span above its dc_min_v"
+    )
+    inverter_off_holdoff_s: float | None = Field(
+        None,
+        ge=1,
+        le=120,
+        description="after its demand went to 0 a line counts as feeding this long (the "
+        "interlock); empty: a SoyoSource's ramp-down from the line's max power (900 W: 7.1 s)",
+    )
     controller: ControllerSettings = Field(
         default_factory=ControllerSettings,
         description="every tuning setting (services/controller/README.md)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_units_here(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "units" in data:
+            raise ValueError(
+                "units is no longer a controller setting: the controller learns the inverter "
+                "units from the inverter service (<base>/inverter/units); configure them in the "
+                "inverter's settings only (services/inverter/README.md)"
+            )
+        return data
 
     @model_validator(mode="after")
     def _meter_from_the_file(self) -> ControllerServiceSettings:
@@ -98,6 +102,12 @@ class ControllerServiceSettings(ServiceSettings, MeterSettings):
                 "is generated from that file; move them there (docs/meter.md)"
             )
         return self
+
+
+NO_UNITS = (
+    "no inverter units known yet: waiting for the inverter service's retained "
+    "<base>/inverter/units; nothing charges or discharges until then"
+)
 
 
 def runtime_limit(startup: ControllerSettings) -> Callable[[ControllerRuntime], str]:
@@ -125,6 +135,26 @@ def runtime_from(settings: ControllerSettings) -> ControllerRuntime:
     return ControllerRuntime.model_validate(
         {name: getattr(settings, name) for name in ControllerRuntime.model_fields}
     )
+
+
+def units_from(
+    described: InverterUnits, settings: ControllerServiceSettings
+) -> tuple[InverterUnit, ...]:
+    """The controller's view of each line: what it feeds at most and where its DC window is."""
+    out: list[InverterUnit] = []
+    for line in described.lines:
+        dc_min_v, dc_max_v = line.dc_window_v()
+        out.append(
+            InverterUnit(
+                line.id,
+                float(line.capacity_w()),
+                dc_min_v,
+                dc_max_v,
+                settings.inverter_dc_margin_v,
+                settings.inverter_off_holdoff_s,
+            )
+        )
+    return tuple(out)
 
 
 def _state_name(out: ControllerOutput) -> str:
@@ -158,14 +188,14 @@ class ControllerService(Service[ControllerServiceSettings]):
     def start(self) -> None:
         ctx = self.ctx
         s = self.settings
-        self.units = tuple(
-            InverterUnit(u.name, u.max_w, u.dc_min_v, u.dc_max_v, u.dc_margin_v, u.off_holdoff_s)
-            for u in s.units
-        )
+        # learned from the inverter service (on_units); until then nothing runs
+        self.units: tuple[InverterUnit, ...] = ()
+        self.line_of: dict[str, str] = {}  # unit -> its line
+        self.single: set[str] = set()  # lines of one inverter: their status is their output
+        self.controller: Controller | None = None
         self.runtime = ctx.runtime_settings(
             runtime_from(s.controller), self.on_runtime_change, limit=runtime_limit(s.controller)
         )
-        self.controller = Controller(self._effective(self.runtime.value), self.units)
         self.meter: MeterSample | None = None
         self.meter_source = s.meter_source()
         self.meter_watch = MeterWatch(self.meter_source.topic, ctx.now())
@@ -181,15 +211,14 @@ class ControllerService(Service[ControllerServiceSettings]):
         self.limits: FreshValue[BmsLimitsPayload] | None = None
         self.pack_voltage_v: float | None = None
         self.soc_pct: float | None = None
-        self.inverters: dict[str, InverterReading] = {}
-        self.feeding = {u.name: FeedingTracker() for u in self.units}
+        self.inverters: dict[str, InverterReading] = {}  # by line
+        self.feeding: dict[str, FeedingTracker] = {}  # by line
         self.charger: ChargerReading | None = None
         # No other host's clock decides freshness; retained states and limits are never fresh.
         self.gates = {
             "limits": Freshness("bms limits"),
             "charger": Freshness("charger state"),
             "shunt": Freshness("shunt state"),
-            **{f"inverter/{u.name}": Freshness(f"inverter {u.name} state") for u in self.units},
         }
         self.last_step_s = -1e9
         t = ctx.topics
@@ -197,8 +226,8 @@ class ControllerService(Service[ControllerServiceSettings]):
         ctx.subscribe(t.bms_limits, self.on_limits)
         ctx.subscribe(t.shunt_state, self.on_shunt)
         ctx.subscribe(t.charger_state, self.on_charger)
-        for unit in self.units:
-            ctx.subscribe(t.inverter_state(unit.name), self.on_inverter)
+        ctx.subscribe(t.inverter_units, self.on_units)
+        ctx.subscribe(t.inverter_state("+"), self.on_inverter)
         if s.legacy_charge_target:
             ctx.subscribe(LEGACY_CHARGE_TARGET_TOPIC, self.on_charge_target)
         ctx.every(s.control_period_s, self.tick, name="control")
@@ -213,7 +242,13 @@ class ControllerService(Service[ControllerServiceSettings]):
 
     def on_runtime_change(self, runtime: ControllerRuntime) -> None:
         """A validated runtime change: the domain takes it at the next step."""
-        self.controller.update_settings(self._effective(runtime))
+        if self.controller is not None:
+            self.controller.update_settings(self._effective(runtime))
+
+    def settings_now(self) -> ControllerSettings:
+        if self.controller is not None:
+            return self.controller.settings
+        return self._effective(self.runtime.value)
 
     def on_charge_target(self, msg: Message) -> None:
         """`meterbox/chargeTarget`: > 0 W constant charge, <= 0 back to auto.
@@ -227,7 +262,7 @@ class ControllerService(Service[ControllerServiceSettings]):
         try:
             watts = parse_meter(msg.payload, topic=msg.topic)
             try:
-                full = apply_charge_target(self.controller.settings, watts)
+                full = apply_charge_target(self.settings_now(), watts)
             except SettingsError as exc:
                 # e.g. above the constant-power range: refused like any bad command
                 raise ValueError(f"{msg.topic}: {watts:g} W refused: {exc}") from exc
@@ -290,27 +325,55 @@ class ControllerService(Service[ControllerServiceSettings]):
         voltage = p.output_voltage_v or self.pack_voltage_v or 0.0
         self.charger = ChargerReading(voltage, current, arrived_s)
 
+    def on_units(self, msg: Message) -> None:
+        """The inverter lines and units: the controller splits its demand over these lines.
+
+        A retained message is fine: it describes hardware, it commands nothing. It is
+        validated (counts, ratings up to a GTN's 2000 W, DC windows); a bad one raises and
+        changes nothing."""
+        described = parse_payload(InverterUnits, msg.topic, msg.payload)
+        units = units_from(described, self.settings)
+        self.line_of = {u.id: line.id for line in described.lines for u in line.units}
+        self.single = {
+            line.id for line in described.lines if sum(u.parallel for u in line.units) == 1
+        }
+        if units == self.units:
+            return
+        self.ctx.log.info(
+            "inverter lines: %s",
+            ", ".join(f"{u.name} {u.max_w:g} W {u.dc_min_v:g}..{u.dc_max_v:g} V" for u in units),
+        )
+        self.units = units
+        for unit in units:
+            self.feeding.setdefault(unit.name, FeedingTracker())
+            self.gates.setdefault(f"inverter/{unit.name}", Freshness(f"inverter {unit.name} state"))
+        if self.controller is None:
+            self.controller = Controller(self._effective(self.runtime.value), units)
+        else:
+            self.controller.set_units(units)
+
     def on_inverter(self, msg: Message) -> None:
-        """One unit's state: measured output from its DC side, if it reports one.
+        """One unit's state, for its line: measured output from its DC side, if it reports one.
 
         A 0 W demand (or no frames) is not 0 W output: the unit ramps down over seconds, so
         it counts as feeding for its hold-off after that (`core.FeedingTracker`)."""
         p = parse_payload(InverterState, msg.topic, msg.payload)
-        unit = next((u for u in self.units if u.name == p.unit), None)
-        if unit is None or msg.topic != self.ctx.topics.inverter_state(unit.name):
-            raise ValueError(f"{msg.topic}: state of unit {p.unit!r}, not a configured unit here")
+        line_id = self.line_of.get(p.unit)
+        unit = next((u for u in self.units if u.name == line_id), None)
+        if unit is None or msg.topic != self.ctx.topics.inverter_state(p.unit):
+            raise ValueError(f"{msg.topic}: state of unit {p.unit!r}, not a known unit here")
         arrived_s = self._take(f"inverter/{unit.name}", msg, p).at_s
+        settings = self.settings_now()
         output: float | None = None
-        if p.battery_voltage_v is not None and p.battery_current_a is not None and p.link == "ok":
-            output = max(0.0, p.battery_voltage_v * p.battery_current_a) * (
-                self.controller.settings.inverter_efficiency
-            )
+        volts, amps = p.battery_voltage_v, p.battery_current_a
+        if volts is not None and amps is not None and p.link == "ok" and unit.name in self.single:
+            output = max(0.0, volts * amps) * settings.inverter_efficiency
         self.inverters[unit.name] = self.feeding[unit.name].update(
             arrived_s,
             demand_w=p.demand_w,
             sending=p.sending,
             output_w=output,
-            holdoff_s=unit_holdoff_s(unit, self.controller.settings),
+            holdoff_s=unit_holdoff_s(unit, settings),
         )
 
     # ------------------------------------------------------------------ loop
@@ -324,6 +387,10 @@ class ControllerService(Service[ControllerServiceSettings]):
     def step(self, now: float) -> None:
         """One control step: observation → commands → MQTT."""
         self.last_step_s = now
+        if self.controller is None:
+            self._log_meter(self.meter_watch.check(now, self.settings_now().meter_stale_s))
+            self.publish_waiting(now)
+            return
         obs = Observation(
             now_s=now,
             meter=self.meter,
@@ -337,10 +404,34 @@ class ControllerService(Service[ControllerServiceSettings]):
         self._log_meter(self.meter_watch.check(now, self.controller.settings.meter_stale_s))
         self.publish(out, now)
 
-    def publish(self, out: ControllerOutput, now: float) -> None:
-        """Commands to every device, then the state."""
+    def publish_waiting(self, now: float) -> None:
+        """No units known: the charger off (the interlock cannot see the inverters), and why."""
         ctx = self.ctx
         ts = ctx.wall()
+        ctx.publish(ctx.topics.charger_set, self._numbered(ChargeCommand, ts=ts, enable=False))
+        s = self.settings_now()
+        state = ControllerState(
+            ts=ts,
+            mode=s.mode,
+            grid_w=self.grid_w,
+            target_w=s.target_grid_w,
+            setpoint_w=0.0,
+            charge_w=0.0,
+            discharge_w=0.0,
+            state="no_units",
+            meter_age_s=None,
+            grid_error_mean_w=0.0,
+            grid_error_rms_w=0.0,
+            reversals_per_min=0.0,
+            faults=[*self.meter_watch.faults(now, s.meter_stale_s), NO_UNITS],
+        )
+        ctx.publish(ctx.topics.controller_state, state, retain=True)
+
+    def publish(self, out: ControllerOutput, now: float) -> None:
+        """Commands to every line and the charger, then the state."""
+        ctx = self.ctx
+        ts = ctx.wall()
+        assert self.controller is not None
         for unit, power in zip(self.units, out.commands.inverter_w, strict=True):
             ctx.publish(
                 ctx.topics.inverter_set(unit.name),

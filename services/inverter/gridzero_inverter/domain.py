@@ -1,8 +1,15 @@
-"""What each SoyoSource unit is sent, and why: the inverter's own safety clamp.
+"""What each SoyoSource line is sent, and why: the inverter's own safety clamp.
 
 Pure: no I/O, no clock; every function takes ``now_s`` (monotonic seconds).
 
-Every demand is clamped, unit by unit, to the unit's max power, the pack's
+A *line* is one RS485 port and the units on it. The limiter frame carries no unit
+address that the inverters are known to honour: every unit on a line hears the same
+demand and feeds up to its own rating (the OEM clamp and ESPHome's ``soyosource``
+component send one frame to all of them, divided by their number). So a demand is
+per line: the controller asks a line for AC watts, and the line's frame is the demand
+at which its units together feed that.
+
+Every demand is clamped, line by line, to its units' max power, the pack's
 discharge limit (DCL x pack voltage x a conservative efficiency: the demand is AC
 watts, the limit is DC amps; shared by all units: their sum never exceeds it), the
 bms's discharge_allowed flag and the unit's DC voltage window. A unit that reports
@@ -15,11 +22,11 @@ when frames stop, KlausLi/Esp-Soyosource-Controller README, syssi).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from gridzero.contract import BmsLimits
+from gridzero.contract import GTN_MAX_POWER_W, MAX_LINES, MAX_UNITS_PER_LINE, BmsLimits
 from gridzero.runtime.bounds import Bound, bound_problems
 from gridzero.runtime.freshness import FreshValue, is_fresh
 
@@ -53,11 +60,11 @@ class LinkState(StrEnum):
     PORT_ERROR = "port_error"  # the port cannot be opened or written
 
 
-MAX_UNIT_POWER_W = 5400
-"""syssi validates max_power_demand 1..5400 W (syssi components/soyosource_virtual_meter); our ceiling for a setting."""
+MAX_UNIT_POWER_W = GTN_MAX_POWER_W
+"""The largest GTN limiter model (GTN-2000LIM48W) feeds 2000 W; no unit setting goes above."""
 
-MAX_PARALLEL = 6
-"""syssi's power_demand_divider range 1..6 (syssi components/soyosource_virtual_meter)."""
+MAX_PARALLEL = MAX_UNITS_PER_LINE
+"""Units on one line: ESPHome's ``power_demand_divider`` range 1..6."""
 
 UNIT_BOUNDS: dict[str, Bound] = {
     "max_power_w": Bound(0, MAX_UNIT_POWER_W, "W"),
@@ -71,7 +78,10 @@ UNIT_BOUNDS: dict[str, Bound] = {
 
 @dataclass(frozen=True, slots=True)
 class UnitSettings:
-    """One inverter (or ``parallel`` identical inverters that hear the same frames)."""
+    """One inverter (or ``parallel`` identical inverters), on the line ``line`` (its port).
+
+    ``line`` empty: the unit's own id. Units on one port must name the same line.
+    """
 
     unit_id: str
     port_url: str
@@ -80,15 +90,21 @@ class UnitSettings:
     max_power_w: int = 900  # syssi's max_power_demand default (syssi README)
     address: int = 0x24  # syssi soyosource_modbus.cpp
     enabled: bool = True
-    parallel: int = 1  # inverters on this port and address: each outputs the frame's watts
+    parallel: int = 1  # identical inverters that hear the same frames
     query_status: bool = True
+    line: str = ""
+
+    @property
+    def line_id(self) -> str:
+        return self.line or self.unit_id
 
     def problems(self) -> list[str]:
         """Every invalid field, named with its value and the allowed range."""
         where = f"inverter unit {self.unit_id!r}"
         out: list[str] = []
-        if not self.unit_id or not all(c.isalnum() or c in "_-" for c in self.unit_id):
-            out.append(f"{where}: id must be letters, digits, '_' or '-'")
+        for label, text in (("id", self.unit_id), ("line", self.line_id)):
+            if not text or not all(c.isalnum() or c in "_-" for c in text):
+                out.append(f"{where}: {label} {text!r} must be letters, digits, '_' or '-'")
         if not self.port_url.strip():
             out.append(f"{where}: port_url is empty")
         out += bound_problems(self, UNIT_BOUNDS, where)
@@ -97,25 +113,128 @@ class UnitSettings:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One RS485 port and the units on it: they all hear the same demand frame.
+
+    Each unit feeds ``min(frame, its own max power)``, so a line of a 1000 W and a 600 W
+    unit feeds 1200 W at a 600 W frame and 1600 W at 1000 W.
+    """
+
+    line_id: str
+    units: tuple[UnitSettings, ...]
+
+    @property
+    def port_url(self) -> str:
+        return self.units[0].port_url
+
+    @property
+    def address(self) -> int:
+        return self.units[0].address
+
+    @property
+    def count(self) -> int:
+        """Inverters that hear the frame (each may feed the whole frame)."""
+        return sum(u.parallel for u in self.units)
+
+    @property
+    def enabled(self) -> bool:
+        """A unit of a shared line cannot be stopped alone: one off stops the line."""
+        return all(u.enabled for u in self.units)
+
+    @property
+    def max_frame_w(self) -> int:
+        """Above the largest unit's max power a higher frame feeds nothing more."""
+        return max(u.max_power_w for u in self.units)
+
+    @property
+    def dc_min_v(self) -> float:
+        return max(u.dc_min_v for u in self.units)
+
+    @property
+    def dc_max_v(self) -> float:
+        return min(u.dc_max_v for u in self.units)
+
+    @property
+    def query_status(self) -> bool:
+        """Only a line with one inverter is asked: several would answer at once."""
+        return self.count == 1 and self.units[0].query_status
+
+    def output_w(self, frame_w: float) -> float:
+        """What the units feed together at this frame (each up to its own max power)."""
+        return sum(min(frame_w, u.max_power_w) * u.parallel for u in self.units)
+
+    def capacity_w(self) -> int:
+        return sum(u.max_power_w * u.parallel for u in self.units)
+
+    def frame_for(self, total_w: float) -> int:
+        """The largest whole-watt frame at which the line feeds at most ``total_w``."""
+        total_w = max(0.0, min(total_w, self.capacity_w()))
+        saturated_w = 0.0  # output of the units already at their max
+        hearing = self.count  # units still below their max
+        for unit in sorted(self.units, key=lambda u: u.max_power_w):
+            if total_w <= saturated_w + unit.max_power_w * hearing:
+                return math.floor((total_w - saturated_w) / hearing + 1e-9)
+            saturated_w += unit.max_power_w * unit.parallel
+            hearing -= unit.parallel
+        return self.max_frame_w
+
+
+def lines_of(units: Sequence[UnitSettings]) -> tuple[Line, ...]:
+    """Units grouped by line, in the order each line first appears."""
+    grouped: dict[str, list[UnitSettings]] = {}
+    for unit in units:
+        grouped.setdefault(unit.line_id, []).append(unit)
+    return tuple(Line(line_id, tuple(members)) for line_id, members in grouped.items())
+
+
 def unit_set_problems(units: Sequence[UnitSettings]) -> list[str]:
-    """Problems of each unit and of the set (duplicate ids; two units one port one address)."""
+    """Problems of each unit and of the set: duplicate ids, and lines that are not one port."""
     out = [p for unit in units for p in unit.problems()]
     if not units:
         out.append("inverter: no units configured")
-    seen_ids: set[str] = set()
-    seen_wires: dict[tuple[str, int], str] = {}
-    for unit in units:
-        if unit.unit_id in seen_ids:
-            out.append(f"inverter unit {unit.unit_id!r}: id used twice")
-        seen_ids.add(unit.unit_id)
-        wire = (unit.port_url, unit.address)
-        if wire in seen_wires:
+    ids = [u.unit_id for u in units]
+    out += [
+        f"inverter unit {uid!r}: id used twice"
+        for uid in sorted({i for i in ids if ids.count(i) > 1})
+    ]
+    lines = lines_of(units)
+    if len(lines) > MAX_LINES:
+        out.append(f"inverter: {len(lines)} lines, more than {MAX_LINES}")
+    line_of_port: dict[str, str] = {}
+    for line in lines:
+        out += _line_problems(line)
+        other = line_of_port.setdefault(line.port_url, line.line_id)
+        if other != line.line_id:
             out.append(
-                f"inverter units {seen_wires[wire]!r} and {unit.unit_id!r} share port "
-                f"{unit.port_url} and address 0x{unit.address:02X}: both would feed what either "
-                "is sent; give them different addresses or ports, or make one unit with parallel=2"
+                f"inverter lines {other!r} and {line.line_id!r} share port {line.port_url}: every "
+                "unit on a port hears the same demand frame (the frame has no address the units "
+                f"honour); give the units the same `line:` (e.g. {other!r}), or each line its "
+                "own adapter"
             )
-        seen_wires.setdefault(wire, unit.unit_id)
+    return out
+
+
+def _line_problems(line: Line) -> list[str]:
+    where = f"inverter line {line.line_id!r}"
+    out: list[str] = []
+    ids = [u.unit_id for u in line.units]
+    if len({u.port_url for u in line.units}) > 1:
+        ports = ", ".join(f"{u.unit_id}: {u.port_url}" for u in line.units)
+        out.append(f"{where}: its units must share one port ({ports})")
+    if len({u.address for u in line.units}) > 1:
+        out.append(f"{where}: its units {ids} must share one address byte (one frame for all)")
+    if line.count > MAX_PARALLEL:
+        out.append(f"{where}: {line.count} inverters, more than {MAX_PARALLEL} on one line")
+    if line.count > 1 and any(u.query_status for u in line.units):
+        out.append(
+            f"{where}: {line.count} inverters hear one status query and would answer at once; "
+            "set query_status: false on its units"
+        )
+    if line.dc_min_v >= line.dc_max_v:
+        out.append(
+            f"{where}: its units' DC windows do not overlap ({line.dc_min_v:g}..{line.dc_max_v:g} V)"
+        )
     return out
 
 
@@ -220,10 +339,13 @@ def parse_power_command(value: object) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class UnitDecision:
-    """What one unit gets now: ``demand_w`` (frame watts), its cap, and why."""
+class LineDecision:
+    """What one line gets now: ``demand_w`` (frame watts), its cap (frame watts), and why.
 
-    unit_id: str
+    ``requested_w``: the controller's command, AC watts for the whole line.
+    """
+
+    line_id: str
     demand_w: int
     cap_w: int
     reason: Reason
@@ -231,19 +353,19 @@ class UnitDecision:
 
     @property
     def safe_state(self) -> bool:
-        """True when the unit is sent a few 0 W frames and then nothing."""
+        """True when the line is sent a few 0 W frames and then nothing."""
         return self.reason in SAFE_STATE_REASONS
 
 
 def _gate(
-    unit: UnitSettings,
+    line: Line,
     command: Command | None,
     fresh_limits: FreshValue[BmsLimits] | None,
     timing: Timing,
     now_s: float,
     tripped: bool,
 ) -> Reason | None:
-    """The reason a unit gets 0 W whatever it is commanded, or None (first that applies)."""
+    """The reason a line gets 0 W whatever it is commanded, or None (first that applies)."""
     limits = None if fresh_limits is None else fresh_limits.value
     bms_ok = (
         fresh_limits is not None
@@ -252,7 +374,7 @@ def _gate(
         and fresh_limits.fresh(now_s, timing.bms_stale_s)
     )
     checks = (
-        (not unit.enabled, Reason.DISABLED),
+        (not line.enabled, Reason.DISABLED),
         (not bms_ok, Reason.STALE_BMS),
         (limits is not None and limits.alarm, Reason.ALARM),
         (
@@ -262,7 +384,7 @@ def _gate(
         (limits is not None and not limits.discharge_allowed, Reason.NOT_ALLOWED),
         (tripped, Reason.DC_CURRENT),
         (
-            limits is not None and not unit.dc_min_v <= limits.pack_voltage_v <= unit.dc_max_v,
+            limits is not None and not line.dc_min_v <= limits.pack_voltage_v <= line.dc_max_v,
             Reason.DC_WINDOW,
         ),
     )
@@ -270,7 +392,7 @@ def _gate(
 
 
 def decide(
-    units: Sequence[UnitSettings],
+    lines: Sequence[Line],
     commands: Mapping[str, Command],
     limits: FreshValue[BmsLimits] | None,
     timing: Timing,
@@ -278,49 +400,52 @@ def decide(
     *,
     clamp: Clamp | None = None,
     tripped: bool = False,
-) -> dict[str, UnitDecision]:
-    """Every unit's demand, cap and reason.
+) -> dict[str, LineDecision]:
+    """Every line's frame demand, cap and reason.
 
-    Units that may feed share the bms budget DCL x V x efficiency: if their
-    clamped requests exceed it, each is scaled down in proportion (rounded
-    down, so the sum stays within the budget). ``tripped``: a unit reported a
-    DC current above DCL; every unit gets 0 W.
+    A command (AC watts for the line) becomes the frame at which the line's units feed
+    at most that, capped at the largest unit's max power. Lines that may feed share the
+    bms budget DCL x V x efficiency, counted as frame x the number of units on the line
+    (each unit may feed the whole frame: a unit's own lower max power is its own doing,
+    not the frame's, so the budget does not rely on it). If the lines' frames exceed
+    the budget, each is scaled down in proportion (rounded down, so the sum stays within
+    it). ``tripped``: a unit reported a DC current above DCL; every line gets 0 W.
     """
     clamp = Clamp() if clamp is None else clamp
-    decisions: dict[str, UnitDecision] = {}
-    wanted: dict[str, int] = {}  # frame watts after max_power, before the shared budget
-    for unit in units:
-        command = commands.get(unit.unit_id)
+    decisions: dict[str, LineDecision] = {}
+    wanted: dict[str, int] = {}  # frame watts after max power, before the shared budget
+    by_id = {line.line_id: line for line in lines}
+    for line in lines:
+        command = commands.get(line.line_id)
         requested = None if command is None else command.power_w
-        gate = _gate(unit, command, limits, timing, now_s, tripped)
+        gate = _gate(line, command, limits, timing, now_s, tripped)
         if gate is not None:
-            decisions[unit.unit_id] = UnitDecision(unit.unit_id, 0, 0, gate, requested)
+            decisions[line.line_id] = LineDecision(line.line_id, 0, 0, gate, requested)
         else:
             assert command is not None
-            wanted[unit.unit_id] = min(math.floor(command.power_w), unit.max_power_w)
+            wanted[line.line_id] = line.frame_for(command.power_w)
     if not wanted:
         return decisions
     assert limits is not None
     budget = max(0, budget_w(limits.value, clamp.efficiency))
-    by_id = {u.unit_id: u for u in units}
-    total_w = sum(w * by_id[uid].parallel for uid, w in wanted.items())
+    total_w = sum(w * by_id[lid].count for lid, w in wanted.items())
     granted = dict(wanted)
     if total_w > budget:
-        granted = {uid: math.floor(w * budget / total_w) for uid, w in wanted.items()}
-    used_w = sum(w * by_id[uid].parallel for uid, w in granted.items())
-    for uid, demand_w in granted.items():
-        unit = by_id[uid]
-        others_w = used_w - demand_w * unit.parallel
-        cap_w = min(unit.max_power_w, (budget - others_w) // unit.parallel)
-        requested = commands[uid].power_w
-        if demand_w < wanted[uid]:
+        granted = {lid: math.floor(w * budget / total_w) for lid, w in wanted.items()}
+    used_w = sum(w * by_id[lid].count for lid, w in granted.items())
+    for lid, demand_w in granted.items():
+        line = by_id[lid]
+        others_w = used_w - demand_w * line.count
+        cap_w = min(line.max_frame_w, (budget - others_w) // line.count)
+        requested = commands[lid].power_w
+        if demand_w < wanted[lid]:
             reason = Reason.DCL
-        elif wanted[uid] < math.floor(requested):
+        elif math.floor(requested) > line.capacity_w():
             reason = Reason.MAX_POWER
         else:
             reason = Reason.CONTROLLER
-        decisions[uid] = UnitDecision(uid, demand_w, cap_w, reason, requested)
-    return {u.unit_id: decisions[u.unit_id] for u in units}
+        decisions[lid] = LineDecision(lid, demand_w, cap_w, reason, requested)
+    return {line.line_id: decisions[line.line_id] for line in lines}
 
 
 @dataclass(slots=True)
@@ -333,7 +458,7 @@ class SendSchedule:
     zeros_in_safe_state: int = 0
     in_safe_state: bool = False
 
-    def due(self, decision: UnitDecision, timing: Timing, now_s: float) -> int | None:
+    def due(self, decision: LineDecision, timing: Timing, now_s: float) -> int | None:
         """The watts to send now, or None (not due yet, or silent in the safe state)."""
         if decision.safe_state:
             if not self.in_safe_state:
@@ -374,7 +499,7 @@ class SendSchedule:
 
 @dataclass(slots=True)
 class LinkTracker:
-    """Link state of one unit from status replies and port results."""
+    """Link state of one line from status replies and port results."""
 
     last_status_s: float | None = None
     port_error: str | None = None
@@ -400,7 +525,7 @@ class LinkTracker:
 class Outgoing:
     """A demand frame to write now."""
 
-    unit_id: str
+    line_id: str
     port_url: str
     address: int
     power_w: int
@@ -408,15 +533,15 @@ class Outgoing:
 
 @dataclass(slots=True)
 class Dispatcher:
-    """Holds the latest commands and bms limits; says which frames go out when."""
+    """Holds the latest commands (per line) and bms limits; says which frames go out when."""
 
     units: tuple[UnitSettings, ...]
     timing: Timing = field(default_factory=Timing)
     clamp: Clamp = field(default_factory=Clamp)
     limits: FreshValue[BmsLimits] | None = None
-    commands: dict[str, Command] = field(default_factory=dict)
-    schedules: dict[str, SendSchedule] = field(default_factory=dict)
-    links: dict[str, LinkTracker] = field(default_factory=dict)
+    commands: dict[str, Command] = field(default_factory=dict)  # by line
+    schedules: dict[str, SendSchedule] = field(default_factory=dict)  # by line
+    links: dict[str, LinkTracker] = field(default_factory=dict)  # by line
     dc_currents: dict[str, tuple[float, float]] = field(default_factory=dict)  # A, received
     tripped_until_s: float | None = None
     trip_reason: str = ""
@@ -425,9 +550,13 @@ class Dispatcher:
         problems = unit_set_problems(self.units) + self.timing.problems() + self.clamp.problems()
         if problems:
             raise ValueError("; ".join(problems))
-        for unit in self.units:
-            self.schedules.setdefault(unit.unit_id, SendSchedule())
-            self.links.setdefault(unit.unit_id, LinkTracker())
+        for line in self.lines:
+            self.schedules.setdefault(line.line_id, SendSchedule())
+            self.links.setdefault(line.line_id, LinkTracker())
+
+    @property
+    def lines(self) -> tuple[Line, ...]:
+        return lines_of(self.units)
 
     def unit(self, unit_id: str) -> UnitSettings:
         for unit in self.units:
@@ -436,25 +565,32 @@ class Dispatcher:
         known = ", ".join(u.unit_id for u in self.units)
         raise KeyError(f"inverter unit {unit_id!r} is not configured (units: {known})")
 
-    def set_command(self, unit_id: str, value: object, now_s: float) -> float:
-        """Store a command; ValueError/KeyError with the reason if refused (state unchanged)."""
-        self.unit(unit_id)
+    def line(self, line_id: str) -> Line:
+        for line in self.lines:
+            if line.line_id == line_id:
+                return line
+        known = ", ".join(line.line_id for line in self.lines)
+        raise KeyError(f"inverter line {line_id!r} is not configured (lines: {known})")
+
+    def set_command(self, line_id: str, value: object, now_s: float) -> float:
+        """Store a line's command; ValueError/KeyError with the reason if refused (unchanged)."""
+        self.line(line_id)
         power_w = parse_power_command(value)
-        self.commands[unit_id] = Command(power_w, now_s)
+        self.commands[line_id] = Command(power_w, now_s)
         return power_w
 
     def set_limits(self, limits: FreshValue[BmsLimits]) -> None:
         self.limits = limits
 
-    def report_dc_current(self, unit_id: str, current_a: float, now_s: float) -> str:
-        """A unit's own report of its DC current; trips every unit if the total exceeds DCL.
+    def report_dc_current(self, line_id: str, current_a: float, now_s: float) -> str:
+        """A line's own report of its DC current; trips every line if the total exceeds DCL.
 
-        Returns the trip's reason ("" if none). The total counts every unit's latest report
-        younger than ``status_timeout_s`` (x ``parallel``: units that hear the same frames
-        feed alike). Without usable bms limits the units are at 0 W anyway.
+        Returns the trip's reason ("" if none). The total counts every line's latest report
+        younger than ``status_timeout_s``. Only a line of one inverter is asked for its
+        status. Without usable bms limits the lines are at 0 W anyway.
         """
-        unit = self.unit(unit_id)
-        self.dc_currents[unit_id] = (max(0.0, current_a) * unit.parallel, now_s)
+        line = self.line(line_id)
+        self.dc_currents[line_id] = (max(0.0, current_a) * line.count, now_s)
         limits = None if self.limits is None else self.limits.value
         if limits is None or not usable(limits):
             return ""
@@ -501,9 +637,10 @@ class Dispatcher:
         self.units = tuple(new if u.unit_id == unit_id else u for u in self.units)
         return new
 
-    def decisions(self, now_s: float) -> dict[str, UnitDecision]:
+    def decisions(self, now_s: float) -> dict[str, LineDecision]:
+        """Every line's decision, by line id."""
         return decide(
-            self.units,
+            self.lines,
             self.commands,
             self.limits,
             self.timing,
@@ -513,22 +650,19 @@ class Dispatcher:
         )
 
     def due(self, now_s: float) -> list[Outgoing]:
-        """Frames to write now, one per unit at most."""
+        """Frames to write now, one per line at most."""
         out: list[Outgoing] = []
-        for uid, decision in self.decisions(now_s).items():
-            power_w = self.schedules[uid].due(decision, self.timing, now_s)
+        lines = {line.line_id: line for line in self.lines}
+        for lid, decision in self.decisions(now_s).items():
+            power_w = self.schedules[lid].due(decision, self.timing, now_s)
             if power_w is not None:
-                unit = self.unit(uid)
-                out.append(Outgoing(uid, unit.port_url, unit.address, power_w))
+                line = lines[lid]
+                out.append(Outgoing(lid, line.port_url, line.address, power_w))
         return out
 
-    def sent(self, unit_id: str, power_w: int, now_s: float) -> None:
-        self.schedules[unit_id].sent(power_w, now_s)
-        self.links[unit_id].port_ok()
+    def sent(self, line_id: str, power_w: int, now_s: float) -> None:
+        self.schedules[line_id].sent(power_w, now_s)
+        self.links[line_id].port_ok()
 
-    def link_state(self, unit_id: str, now_s: float) -> LinkState:
-        return self.links[unit_id].state(self.timing, now_s)
-
-    def ports(self) -> Iterable[str]:
-        """Distinct port URLs, in unit order."""
-        return dict.fromkeys(u.port_url for u in self.units).keys()
+    def link_state(self, line_id: str, now_s: float) -> LinkState:
+        return self.links[line_id].state(self.timing, now_s)

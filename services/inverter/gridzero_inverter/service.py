@@ -1,9 +1,10 @@
-"""The inverter service: SoyoSource GTN units on their RS485 limiter ports, on MQTT.
+"""The inverter service: SoyoSource GTN units on their RS485 limiter lines, on MQTT.
 
-Thin shell: one pyserial port per distinct URL (``/dev/ttyUSB0``, ``socket://host:port``,
+Thin shell: one pyserial port per line (``/dev/ttyUSB0``, ``socket://host:port``,
 ``rfc2217://...``; 4800 8N1), each with a reader thread that reconnects with backoff;
 the loop thread asks ``domain.Dispatcher`` which demand frames are due, writes them,
-polls status where units answer, and publishes per unit what it sent and why.
+polls status where a line has one unit, and publishes per unit what its line was sent and
+why. It publishes its lines and units (retained) for the controller to split its demand over.
 """
 
 from __future__ import annotations
@@ -22,8 +23,15 @@ from pydantic import BaseModel, Field, create_model, model_validator
 
 from gridzero import ha
 from gridzero.contract import BmsLimits as BmsLimitsPayload
-from gridzero.contract import InverterCommand, InverterState, parse_payload
-from gridzero.runtime.freshness import Freshness
+from gridzero.contract import (
+    InverterCommand,
+    InverterLineInfo,
+    InverterState,
+    InverterUnitInfo,
+    InverterUnits,
+    parse_payload,
+)
+from gridzero.runtime.freshness import Freshness, Sequencer
 from gridzero.runtime.link import DeviceLink
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import Context, RuntimeSettings, Service, run_service
@@ -42,13 +50,23 @@ class UnitConfig(BaseModel):
 
     id: str = Field(min_length=1, max_length=32, pattern=r"^[a-z0-9_-]+$")
     port: str = Field(default="/dev/ttyUSB0", min_length=1, description="pyserial URL")
-    max_power_w: int = _UNIT["max_power_w"].field(900)
+    max_power_w: int = _UNIT["max_power_w"].field(
+        900,
+        "the most this unit feeds: its rating (GTN-1000/1200/2000) or its own lower "
+        "output power limit",
+    )
     dc_min_v: float = _UNIT["dc_min_v"].field(..., "below this pack voltage: 0 W")
     dc_max_v: float = _UNIT["dc_max_v"].field(..., "above this pack voltage: 0 W")
     address: int = _UNIT["address"].field(codec.DEFAULT_ADDRESS)
     enabled: bool = True
     parallel: int = _UNIT["parallel"].field(1)
     query_status: bool = True
+    line: str = Field(
+        default="",
+        max_length=32,
+        pattern=r"^([a-z0-9_-]+)?$",
+        description="units on one port share a line; empty: the unit's own id",
+    )
 
     def to_domain(self) -> domain.UnitSettings:
         return domain.UnitSettings(
@@ -61,6 +79,7 @@ class UnitConfig(BaseModel):
             enabled=self.enabled,
             parallel=self.parallel,
             query_status=self.query_status,
+            line=self.line,
         )
 
 
@@ -229,16 +248,22 @@ class Inverter(Service[InverterSettings]):
     name = "inverter"
     settings_class = InverterSettings
 
+    units_seq = Sequencer()  # numbers the units description
+
     def start(self) -> None:
         ctx = self.ctx
         s = self.settings
         self.dispatcher = domain.Dispatcher(
             tuple(u.to_domain() for u in s.units), timing=s.timing(), clamp=s.clamp()
         )
+        lines = self.dispatcher.lines
         # one freshness rule for every input that can make a unit feed (runtime/freshness.py)
         self.limits_gate = Freshness("bms limits")
-        self.command_gates = {u.id: Freshness(f"inverter {u.id} command") for u in s.units}
+        self.command_gates = {
+            line.line_id: Freshness(f"inverter line {line.line_id} command") for line in lines
+        }
         self.views = {u.id: _UnitView() for u in s.units}
+        self.line_of = {u.unit_id: line.line_id for line in lines for u in line.units}
         self.configs = {u.id: u for u in s.units}
         self.runtimes: dict[str, RuntimeSettings[BaseModel]] = {}
         for unit in s.units:
@@ -248,13 +273,12 @@ class Inverter(Service[InverterSettings]):
             self.runtimes[unit.id] = rt
             self._apply_runtime(unit.id, rt.value)
         self.ports: dict[str, DeviceLink[Any, PortItem]] = {}
-        self.queried: dict[str, tuple[str, float]] = {}  # port -> (unit, when queried)
-        self.poll_index: dict[str, int] = {}
-        for url in self.dispatcher.ports():
-            addresses = frozenset(u.address for u in s.units if u.port == url)
+        self.queried: dict[str, tuple[str, float]] = {}  # port -> (line, when queried)
+        for line in lines:
+            url = line.port_url
             self.ports[url] = serial_link(
                 url,
-                addresses,
+                frozenset({line.address}),
                 s,
                 ctx,
                 functools.partial(self._on_port_item, url),
@@ -267,21 +291,23 @@ class Inverter(Service[InverterSettings]):
         ctx.every(s.state_period_s, self.publish_all, name="state")
         for unit in s.units:
             ctx.discovery(self._discovery_builder(unit.id))
+        self.publish_units()
         for port in self.ports.values():
             port.start()
 
     # ----------------------------------------------------------------- inputs
 
     def on_command(self, msg: Message) -> None:
+        """A line's command: the AC watts all its units together should feed."""
         ctx = self.ctx
-        unit_id = msg.topic.rsplit("/", 2)[-2]
+        line_id = msg.topic.rsplit("/", 2)[-2]
         try:
             command = parse_payload(InverterCommand, msg.topic, msg.payload)
-            self.dispatcher.unit(unit_id)
+            self.dispatcher.line(line_id)
             # aged from its arrival here: no other host's clock decides (a retained, future-
             # stamped or repeated command is refused and changes nothing)
-            arrived_s = ctx.take(self.command_gates[unit_id], msg, command).at_s
-            self.dispatcher.set_command(unit_id, command.power_w, arrived_s)
+            arrived_s = ctx.take(self.command_gates[line_id], msg, command).at_s
+            self.dispatcher.set_command(line_id, command.power_w, arrived_s)
         except (ValueError, KeyError) as exc:
             reason = str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)
             ctx.ack(msg.topic, msg.payload, ok=False, reason=reason)
@@ -300,6 +326,7 @@ class Inverter(Service[InverterSettings]):
             self._apply_runtime(unit_id, value)
             self.tick()
             self.publish_unit(unit_id)
+            self.publish_units()  # the controller splits over the new ratings
 
         return changed
 
@@ -316,15 +343,15 @@ class Inverter(Service[InverterSettings]):
         self._on_frames(url, *item)
 
     def _on_port_state(self, url: str, error: str | None) -> None:
-        for unit in self.dispatcher.units:
-            if unit.port_url != url:
+        for line in self.dispatcher.lines:
+            if line.port_url != url:
                 continue
-            link = self.dispatcher.links[unit.unit_id]
+            link = self.dispatcher.links[line.line_id]
             if error is None:
                 link.port_ok()
             elif link.port_error != error:
                 link.port_failed(error)
-                self.ctx.log.warning("unit %s: %s", unit.unit_id, error)
+                self.ctx.log.warning("line %s: %s", line.line_id, error)
         if error is None:
             self.ctx.log.info("port %s open", url)
 
@@ -339,13 +366,14 @@ class Inverter(Service[InverterSettings]):
             if queried is None or now_s - queried[1] > self.settings.reply_window_s:
                 self.ctx.log.debug("status reply on %s with no recent query: ignored", url)
                 continue
-            unit_id = queried[0]
-            self.views[unit_id].reply = frame
-            self.views[unit_id].reply_s = now_s
-            self.dispatcher.links[unit_id].status_received(now_s)
-            trip = self.dispatcher.report_dc_current(unit_id, frame.battery_current_a, now_s)
+            line = self.dispatcher.line(queried[0])
+            view = self.views[line.units[0].unit_id]  # only a line of one unit is asked
+            view.reply = frame
+            view.reply_s = now_s
+            self.dispatcher.links[line.line_id].status_received(now_s)
+            trip = self.dispatcher.report_dc_current(line.line_id, frame.battery_current_a, now_s)
             if trip:
-                self.ctx.log.error("unit %s: %s", unit_id, trip)
+                self.ctx.log.error("line %s: %s", line.line_id, trip)
                 self.tick()
 
     # ----------------------------------------------------------------- timers
@@ -356,9 +384,11 @@ class Inverter(Service[InverterSettings]):
             frame = codec.encode_demand(out.power_w, out.address)
             error = _send(self.ports[out.port_url], frame)
             if error is None:
-                self.dispatcher.sent(out.unit_id, out.power_w, now_s)
+                self.dispatcher.sent(out.line_id, out.power_w, now_s)
                 self.ctx.ring.add(out.port_url, "tx", frame)
-        for uid, decision in self.dispatcher.decisions(now_s).items():
+        decisions = self.dispatcher.decisions(now_s)
+        for uid, lid in self.line_of.items():
+            decision = decisions[lid]
             key = (decision.demand_w, decision.reason.value)
             view = self.views[uid]
             if view.last_decision != key:
@@ -368,8 +398,9 @@ class Inverter(Service[InverterSettings]):
                     reason_changed = view.last_decision[1] != key[1]
                     self.ctx.log.log(
                         logging.INFO if reason_changed else logging.DEBUG,
-                        "unit %s: demand %d W, cap %d W (%s)",
+                        "unit %s (line %s): demand %d W, cap %d W (%s)",
                         uid,
+                        lid,
                         decision.demand_w,
                         decision.cap_w,
                         decision.reason.value,
@@ -379,17 +410,13 @@ class Inverter(Service[InverterSettings]):
 
     def poll_status(self) -> None:
         now_s = self.ctx.now()
-        for url, port in self.ports.items():
-            askable = [u for u in self.dispatcher.units if u.port_url == url and u.query_status]
-            if not askable:
+        for line in self.dispatcher.lines:
+            if not line.query_status:
                 continue
-            index = self.poll_index.get(url, 0) % len(askable)
-            self.poll_index[url] = index + 1
-            unit = askable[index]
-            frame = codec.encode_query(unit.address)
-            if _send(port, frame) is None:
-                self.queried[url] = (unit.unit_id, now_s)
-                self.ctx.ring.add(url, "tx", frame)
+            frame = codec.encode_query(line.address)
+            if _send(self.ports[line.port_url], frame) is None:
+                self.queried[line.port_url] = (line.line_id, now_s)
+                self.ctx.ring.add(line.port_url, "tx", frame)
 
     # ----------------------------------------------------------------- outputs
 
@@ -397,17 +424,44 @@ class Inverter(Service[InverterSettings]):
         for unit in self.dispatcher.units:
             self.publish_unit(unit.unit_id)
 
+    def publish_units(self) -> None:
+        """The lines and units with their current max power (retained: a description)."""
+        self.ctx.publish(self.ctx.topics.inverter_units, self.units_info(), retain=True, qos=1)
+
+    def units_info(self) -> InverterUnits:
+        lines = [
+            InverterLineInfo(
+                id=line.line_id,
+                units=[
+                    InverterUnitInfo(
+                        id=u.unit_id,
+                        max_power_w=u.max_power_w,
+                        parallel=u.parallel,
+                        dc_min_v=u.dc_min_v,
+                        dc_max_v=u.dc_max_v,
+                        enabled=u.enabled,
+                    )
+                    for u in line.units
+                ],
+            )
+            for line in self.dispatcher.lines
+        ]
+        seq = self.units_seq
+        return InverterUnits(ts=self.ctx.wall(), boot=seq.boot, seq=seq.next(), lines=lines)
+
     def state(self, unit_id: str, *, stopped: bool = False) -> InverterState:
         now_s = self.ctx.now()
-        decision = self.dispatcher.decisions(now_s)[unit_id]
-        link = self.dispatcher.link_state(unit_id, now_s)
-        schedule = self.dispatcher.schedules[unit_id]
+        line_id = self.line_of[unit_id]
+        decision = self.dispatcher.decisions(now_s)[line_id]
+        link = self.dispatcher.link_state(line_id, now_s)
+        schedule = self.dispatcher.schedules[line_id]
         view = self.views[unit_id]
         fresh = link is domain.LinkState.OK and view.reply is not None
         reply = view.reply if fresh else None
         return InverterState(
             ts=self.ctx.wall(),
             unit=unit_id,
+            line=line_id,
             demand_w=0 if stopped else (schedule.last_sent_w or 0),
             requested_w=decision.requested_w or 0.0,
             cap_w=0 if stopped else decision.cap_w,
@@ -438,13 +492,13 @@ class Inverter(Service[InverterSettings]):
     # ----------------------------------------------------------------- shutdown
 
     def stop(self) -> None:
-        """Safe state: explicit 0 W frames on every unit, then silence."""
-        for unit in self.dispatcher.units:
-            port = self.ports.get(unit.port_url)
+        """Safe state: explicit 0 W frames on every line, then silence."""
+        for line in self.dispatcher.lines:
+            port = self.ports.get(line.port_url)
             if port is None:
                 continue
             for _ in range(max(1, self.settings.zero_frames)):
-                if _send(port, codec.encode_demand(0, unit.address)) is not None:
+                if _send(port, codec.encode_demand(0, line.address)) is not None:
                     break
         for port in self.ports.values():
             port.stop()

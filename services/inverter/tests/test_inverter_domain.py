@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -15,14 +16,15 @@ from gridzero_inverter.domain import (
     Clamp,
     Command,
     Dispatcher,
+    LineDecision,
     LinkState,
     LinkTracker,
     Reason,
     SendSchedule,
     Timing,
-    UnitDecision,
     UnitSettings,
     decide,
+    lines_of,
     parse_power_command,
     unit_set_problems,
 )
@@ -54,9 +56,11 @@ def one(
     unit: UnitSettings = U48,
     now_s: float = 100.5,
     cmd_s: float = 100.0,
-) -> UnitDecision:
+) -> LineDecision:
     lim = limits() if lim is None else lim
-    return decide([unit], {unit.unit_id: Command(power_w, cmd_s)}, lim, T, now_s)[unit.unit_id]
+    return decide(lines_of([unit]), {unit.unit_id: Command(power_w, cmd_s)}, lim, T, now_s)[
+        unit.unit_id
+    ]
 
 
 def test_controller_within_every_limit() -> None:
@@ -120,7 +124,9 @@ def test_reported_dc_current_above_dcl_cuts_every_unit_for_the_hold() -> None:
 
 
 def test_parallel_units_report_for_each_of_them() -> None:
-    pair = UnitSettings("pair", "/dev/ttyUSB0", 40.0, 60.0, max_power_w=900, parallel=2)
+    pair = UnitSettings(
+        "pair", "/dev/ttyUSB0", 40.0, 60.0, max_power_w=900, parallel=2, query_status=False
+    )
     disp = Dispatcher((pair,))
     disp.set_limits(limits(dcl_a=10.0, pack_v=50.0, at_s=100.0))
     assert disp.report_dc_current("pair", 5.4, 100.0) == ""  # 10.8 A
@@ -160,7 +166,7 @@ def test_stale_bms_by_age() -> None:
 
 
 def test_no_bms_limits_yet() -> None:
-    d = decide([U48], {"gtn48": Command(300, 0.0)}, None, T, 0.0)["gtn48"]
+    d = decide(lines_of([U48]), {"gtn48": Command(300, 0.0)}, None, T, 0.0)["gtn48"]
     assert d.reason is Reason.STALE_BMS
 
 
@@ -176,7 +182,7 @@ def test_stale_command() -> None:
 
 
 def test_no_command_yet() -> None:
-    d = decide([U48], {}, limits(), T, 100.0)["gtn48"]
+    d = decide(lines_of([U48]), {}, limits(), T, 100.0)["gtn48"]
     assert (d.reason, d.requested_w) == (Reason.STALE_COMMAND, None)
 
 
@@ -193,10 +199,10 @@ def test_reason_order_disabled_before_stale_bms_before_alarm() -> None:
 
 def test_36v_and_48v_units_side_by_side() -> None:
     cmds = {"gtn48": Command(500, 100.0), "gtn36": Command(500, 100.0)}
-    at_50v = decide([U48, U36], cmds, limits(pack_v=50.0), T, 100.5)
+    at_50v = decide(lines_of([U48, U36]), cmds, limits(pack_v=50.0), T, 100.5)
     assert at_50v["gtn48"].reason is Reason.CONTROLLER
     assert at_50v["gtn36"].reason is Reason.DC_WINDOW
-    at_42v = decide([U48, U36], cmds, limits(pack_v=42.0), T, 100.5)
+    at_42v = decide(lines_of([U48, U36]), cmds, limits(pack_v=42.0), T, 100.5)
     assert at_42v["gtn48"].demand_w == 500
     assert at_42v["gtn36"].demand_w == 500
 
@@ -204,7 +210,9 @@ def test_36v_and_48v_units_side_by_side() -> None:
 def test_shared_dcl_budget_is_split_in_proportion() -> None:
     cmds = {"gtn48": Command(900, 100.0), "gtn36": Command(300, 100.0)}
     one_to_one = Clamp(efficiency=1.0)  # the split's arithmetic, on round numbers
-    d = decide([U48, U36], cmds, limits(dcl_a=20.0, pack_v=42.0), T, 100.5, clamp=one_to_one)
+    d = decide(
+        lines_of([U48, U36]), cmds, limits(dcl_a=20.0, pack_v=42.0), T, 100.5, clamp=one_to_one
+    )
     assert d["gtn48"].demand_w + d["gtn36"].demand_w <= 840
     assert (d["gtn48"].demand_w, d["gtn36"].demand_w) == (630, 210)
     assert d["gtn48"].reason is d["gtn36"].reason is Reason.DCL
@@ -214,14 +222,18 @@ def test_shared_dcl_budget_is_split_in_proportion() -> None:
 def test_cap_is_headroom_left_by_the_other_units() -> None:
     cmds = {"gtn48": Command(200, 100.0), "gtn36": Command(300, 100.0)}
     one_to_one = Clamp(efficiency=1.0)
-    d = decide([U48, U36], cmds, limits(dcl_a=20.0, pack_v=42.0), T, 100.5, clamp=one_to_one)
+    d = decide(
+        lines_of([U48, U36]), cmds, limits(dcl_a=20.0, pack_v=42.0), T, 100.5, clamp=one_to_one
+    )
     assert (d["gtn48"].cap_w, d["gtn36"].cap_w) == (540, 640)
     assert d["gtn48"].reason is Reason.CONTROLLER
 
 
 def test_parallel_units_count_in_the_budget() -> None:
     pair = UnitSettings("pair", "/dev/ttyUSB0", 40.0, 60.0, max_power_w=900, parallel=2)
-    d = decide([pair], {"pair": Command(900, 100.0)}, limits(dcl_a=20.0, pack_v=50.0), T, 100.5)
+    d = decide(
+        lines_of([pair]), {"pair": Command(1800, 100.0)}, limits(dcl_a=20.0, pack_v=50.0), T, 100.5
+    )
     assert d["pair"].demand_w * 2 <= 1000
     assert d["pair"].reason is Reason.DCL
 
@@ -233,7 +245,7 @@ units_st = st.lists(
         port_url=st.just("/dev/ttyUSB0"),
         dc_min_v=st.floats(0, 50),
         dc_max_v=st.floats(51, 200),
-        max_power_w=st.integers(0, 5400),
+        max_power_w=st.integers(0, 2000),
         address=st.integers(0, 255),
         enabled=st.booleans(),
         parallel=st.integers(1, 6),
@@ -265,7 +277,7 @@ def test_never_above_any_cap(
 ) -> None:
     cmds = {u.unit_id: Command(p, 100.0) for u, p in zip(units, powers, strict=False)}
     lim = limits(dcl, pack_v, allowed, alarm, at_s=100.0)
-    decisions = decide(units, cmds, lim, T, now_s)
+    decisions = decide(lines_of(units), cmds, lim, T, now_s)
     total_w = 0
     for unit in units:
         d = decisions[unit.unit_id]
@@ -322,7 +334,7 @@ def test_huge_command_is_clamped_not_refused() -> None:
 
 def test_zero_frames_then_silence() -> None:
     sched = SendSchedule()
-    safe = UnitDecision("u", 0, 0, Reason.STALE_COMMAND, None)
+    safe = LineDecision("u", 0, 0, Reason.STALE_COMMAND, None)
     sent = []
     for step in range(10):
         now_s = float(step)
@@ -336,8 +348,8 @@ def test_zero_frames_then_silence() -> None:
 
 def test_leaving_safe_state_resumes_and_reentering_sends_zeros_again() -> None:
     sched = SendSchedule()
-    safe = UnitDecision("u", 0, 0, Reason.ALARM, None)
-    ok = UnitDecision("u", 400, 900, Reason.CONTROLLER, 400)
+    safe = LineDecision("u", 0, 0, Reason.ALARM, None)
+    ok = LineDecision("u", 400, 900, Reason.CONTROLLER, 400)
     for now_s in (0.0, 1.0, 2.0, 3.0):
         if (p := sched.due(safe, T, now_s)) is not None:
             sched.sent(p, now_s)
@@ -351,9 +363,9 @@ def test_leaving_safe_state_resumes_and_reentering_sends_zeros_again() -> None:
 
 def test_period_and_immediate_change() -> None:
     sched = SendSchedule()
-    d600 = UnitDecision("u", 600, 900, Reason.CONTROLLER, 600)
-    d700 = UnitDecision("u", 700, 900, Reason.CONTROLLER, 700)
-    d100 = UnitDecision("u", 100, 900, Reason.CONTROLLER, 100)
+    d600 = LineDecision("u", 600, 900, Reason.CONTROLLER, 600)
+    d700 = LineDecision("u", 700, 900, Reason.CONTROLLER, 700)
+    d100 = LineDecision("u", 100, 900, Reason.CONTROLLER, 100)
     assert sched.due(d600, T, 0.0) == 600
     sched.sent(600, 0.0)
     assert sched.due(d600, T, 0.5) is None  # unchanged: only every period
@@ -369,7 +381,7 @@ def test_period_and_immediate_change() -> None:
 
 def test_failed_write_is_retried() -> None:
     sched = SendSchedule()
-    safe = UnitDecision("u", 0, 0, Reason.STALE_BMS, None)
+    safe = LineDecision("u", 0, 0, Reason.STALE_BMS, None)
     assert sched.due(safe, T, 0.0) == 0
     # no sent(): the write failed; the zero frame is still owed
     assert sched.due(safe, T, 0.1) == 0
@@ -387,7 +399,7 @@ def test_dispatcher_goes_to_zero_within_stale_time_and_then_silent() -> None:
     while now_s < 12.0:
         disp.set_limits(limits(at_s=now_s))  # bms keeps publishing; controller fell silent at 0
         for frame in disp.due(now_s):
-            disp.sent(frame.unit_id, frame.power_w, now_s)
+            disp.sent(frame.line_id, frame.power_w, now_s)
             out.append((round(now_s, 1), frame.power_w))
         now_s += 0.1
     zeros = [t for t, p in out if p == 0]
@@ -400,8 +412,8 @@ def test_dispatcher_goes_to_zero_within_stale_time_and_then_silent() -> None:
 def test_dispatcher_runtime_settings() -> None:
     disp = Dispatcher((U48,))
     assert disp.update_unit("gtn48", max_power_w=500).max_power_w == 500
-    with pytest.raises(ValueError, match=r"max_power_w=6000 W is outside 0\.\.5400 W"):
-        disp.update_unit("gtn48", max_power_w=6000)
+    with pytest.raises(ValueError, match=r"max_power_w=2400 W is outside 0\.\.2000 W"):
+        disp.update_unit("gtn48", max_power_w=2400)
     with pytest.raises(ValueError, match="not whole watts"):
         disp.update_unit("gtn48", max_power_w=1.5)
     with pytest.raises(ValueError, match="only"):
@@ -413,14 +425,14 @@ def test_dispatcher_runtime_settings() -> None:
 def test_unit_set_problems() -> None:
     same_wire = UnitSettings("b", U48.port_url, 40.0, 60.0)
     problems = unit_set_problems([U48, same_wire, U48])
-    assert any("share port socket://gw:4001 and address 0x24" in p for p in problems)
+    assert any("'gtn48' and 'b' share port socket://gw:4001" in p for p in problems)
     assert any("'gtn48': id used twice" in p for p in problems)
     bad = UnitSettings("bad id", "", 60.0, 40.0, max_power_w=-1, address=300, parallel=0)
     text = "; ".join(bad.problems())
     for part in (
-        "id must be",
+        "id 'bad id' must be",
         "port_url is empty",
-        "max_power_w=-1 W is outside 0..5400 W",
+        "max_power_w=-1 W is outside 0..2000 W",
         "dc_min_v 60.0 must be below",
         "address=300 is outside 0..255",
         "parallel=0 is outside 1..6",
@@ -448,3 +460,77 @@ def test_link_state() -> None:
     assert link.state(T, 1.5) is LinkState.PORT_ERROR
     link.port_ok()
     assert link.state(T, 1.5) is LinkState.OK
+
+
+# ------------------------------------------------------------------ lines: units sharing a port
+
+
+def on_line(unit_id: str, max_power_w: int, line: str = "roof") -> UnitSettings:
+    return UnitSettings(
+        unit_id,
+        "/dev/ttyUSB0",
+        40.0,
+        60.0,
+        max_power_w=max_power_w,
+        query_status=False,
+        line=line,
+    )
+
+
+def test_units_of_different_ratings_on_one_line_get_the_same_frame() -> None:
+    # a 1000 W and a 600 W unit hear one frame; each feeds up to its own rating
+    (roof,) = lines_of([on_line("big", 1000), on_line("small", 600)])
+    assert roof.capacity_w() == 1600
+    assert [roof.frame_for(w) for w in (0, 600, 1200, 1400, 1600, 5000)] == [
+        0,
+        300,
+        600,
+        800,
+        1000,
+        1000,
+    ]
+    assert roof.output_w(800) == 1400
+    d = decide([roof], {"roof": Command(1400, 100.0)}, limits(), T, 100.5)["roof"]
+    assert (d.demand_w, d.reason) == (800, Reason.CONTROLLER)
+    d = decide([roof], {"roof": Command(2000, 100.0)}, limits(), T, 100.5)["roof"]
+    assert (d.demand_w, d.reason) == (1000, Reason.MAX_POWER)
+
+
+def test_a_shared_line_counts_every_unit_at_the_whole_frame_in_the_budget() -> None:
+    (roof,) = lines_of([on_line("big", 1000), on_line("small", 600)])
+    one_to_one = Clamp(efficiency=1.0)
+    # budget 20 A x 50 V = 1000 W: two units that may each feed the frame: at most 500 W
+    d = decide(
+        [roof], {"roof": Command(1600, 100.0)}, limits(dcl_a=20.0), T, 100.5, clamp=one_to_one
+    )["roof"]
+    assert (d.demand_w, d.cap_w, d.reason) == (500, 500, Reason.DCL)
+
+
+def test_one_unit_off_stops_its_whole_line() -> None:
+    off = replace(on_line("small", 600), enabled=False)
+    (roof,) = lines_of([on_line("big", 1000), off])
+    d = decide([roof], {"roof": Command(1000, 100.0)}, limits(), T, 100.5)["roof"]
+    assert (d.demand_w, d.reason) == (0, Reason.DISABLED)
+
+
+def test_line_problems_name_the_units() -> None:
+    asked = replace(on_line("small", 600), query_status=True)
+    text = "; ".join(unit_set_problems([on_line("big", 1000), asked]))
+    assert "line 'roof': 2 inverters hear one status query" in text
+    moved = replace(on_line("small", 600), port_url="/dev/ttyUSB1")
+    text = "; ".join(unit_set_problems([on_line("big", 1000), moved]))
+    assert "line 'roof': its units must share one port" in text
+    other = replace(on_line("small", 600), address=0x25)
+    assert "share one address byte" in "; ".join(unit_set_problems([on_line("big", 1000), other]))
+    seven = [on_line(f"u{i}", 300) for i in range(7)]
+    assert "7 inverters, more than 6" in "; ".join(unit_set_problems(seven))
+
+
+def test_dispatcher_commands_lines_not_units() -> None:
+    disp = Dispatcher((on_line("big", 1000), on_line("small", 600)))
+    disp.set_limits(limits(at_s=0.0))
+    assert disp.set_command("roof", 1200, 0.0) == 1200
+    with pytest.raises(KeyError, match="line 'big' is not configured"):
+        disp.set_command("big", 600, 0.0)
+    (frame,) = disp.due(0.0)
+    assert (frame.line_id, frame.port_url, frame.power_w) == ("roof", "/dev/ttyUSB0", 600)

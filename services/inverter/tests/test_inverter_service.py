@@ -472,11 +472,10 @@ def test_runtime_max_power_is_validated_and_persisted(
 
 def test_discovery_one_device_per_unit(broker: TestBroker, tmp_path: Path) -> None:
     peer = InverterPeer()
+    port = f"socket://127.0.0.1:{peer.port}"
     units = [
-        UnitConfig(id="u48", port=f"socket://127.0.0.1:{peer.port}", dc_min_v=40, dc_max_v=60),
-        UnitConfig(
-            id="u36", port=f"socket://127.0.0.1:{peer.port}", dc_min_v=28, dc_max_v=44, address=0x25
-        ),
+        UnitConfig(id="u48", port=port, dc_min_v=40, dc_max_v=60, line="pair", query_status=False),
+        UnitConfig(id="u36", port=port, dc_min_v=40, dc_max_v=58, line="pair", query_status=False),
     ]
     settings = make_settings(broker, tmp_path, peer.port, units=units)
     probe = broker.probe()
@@ -497,9 +496,62 @@ def test_discovery_one_device_per_unit(broker: TestBroker, tmp_path: Path) -> No
         peer.close()
 
 
+def test_units_of_one_line_get_one_frame_and_are_published(
+    broker: TestBroker, tmp_path: Path
+) -> None:
+    """A 1000 W and a 600 W unit on one port: the line's 1400 W is one 800 W frame."""
+    peer = InverterPeer()
+    port = f"socket://127.0.0.1:{peer.port}"
+    units = [
+        UnitConfig(
+            id="big", port=port, max_power_w=1000, dc_min_v=40, dc_max_v=60, line="roof",
+            query_status=False,
+        ),
+        UnitConfig(
+            id="small", port=port, max_power_w=600, dc_min_v=40, dc_max_v=60, line="roof",
+            query_status=False,
+        ),
+    ]  # fmt: skip
+    runner = ServiceRunner(Inverter, make_settings(broker, tmp_path, peer.port, units=units))
+    probe = broker.probe()
+    runner.start_thread()
+    # 50 A x 50 V x 0.85: room for both units at the whole 800 W frame (the budget's count)
+    bms = Publisher(broker, "bms", T.bms_limits, {**LIMITS, "dcl_a": 50.0})
+    ctl = Publisher(broker, "controller", T.inverter_set("roof"), {"power_w": 1400})
+    try:
+        # an earlier test's retained description may come first
+        described = json.loads(
+            probe.wait_for(T.inverter_units, lambda p: json.loads(p)["lines"][0]["id"] == "roof")
+        )
+        assert described["lines"] == [
+            {
+                "id": "roof",
+                "units": [
+                    {"id": "big", "max_power_w": 1000, "parallel": 1, "dc_min_v": 40.0,
+                     "dc_max_v": 60.0, "enabled": True},
+                    {"id": "small", "max_power_w": 600, "parallel": 1, "dc_min_v": 40.0,
+                     "dc_max_v": 60.0, "enabled": True},
+                ],
+            }
+        ]  # fmt: skip
+        peer.wait_demand(800)
+        for uid in ("big", "small"):
+            probe.wait_for(
+                T.inverter_state(uid),
+                lambda p: json.loads(p)["line"] == "roof" and json.loads(p)["demand_w"] == 800,
+            )
+    finally:
+        ctl.stop()
+        bms.stop()
+        runner.stop()
+        runner.join()
+        probe.close()
+        peer.close()
+
+
 def test_settings_refuse_two_units_on_one_wire(tmp_path: Path) -> None:
     unit = {"id": "a", "port": "/dev/ttyUSB0", "dc_min_v": 40, "dc_max_v": 60}
-    with pytest.raises(SettingsError, match="share port /dev/ttyUSB0 and address 0x24"):
+    with pytest.raises(SettingsError, match="lines 'a' and 'b' share port /dev/ttyUSB0"):
         load_settings(InverterSettings, units=[unit, {**unit, "id": "b"}], data_dir=tmp_path)
     with pytest.raises(SettingsError, match=r"dc_min_v 60\.0 must be below dc_max_v 40\.0"):
         load_settings(

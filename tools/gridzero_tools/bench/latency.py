@@ -166,9 +166,8 @@ def run(messages: int, period_s: float, seed: int) -> dict[str, float]:
             "    dc_min_v: 43.0\n    dc_max_v: 60.0\n",
             encoding="utf-8",
         )
-        (root / "controller.yaml").write_text(
-            "units:\n  - name: gtn1\n    max_w: 900\n", encoding="utf-8"
-        )
+        # the controller learns gtn1 from the inverter service
+        (root / "controller.yaml").write_text("{}\n", encoding="utf-8")
         procs = {s: _spawn(broker, s, root / f"{s}.yaml", root) for s in ("inverter", "controller")}
         probes = {u: broker.probe(u, subscribe=None) for u in ("bms", "shunt", "charger", "meter")}
         watcher = broker.probe()

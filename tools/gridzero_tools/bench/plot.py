@@ -7,7 +7,8 @@ the fix, before the bench spends minutes on a run whose figure it could not draw
 Two figures:
 
 - `trace_figure`: one case over time, three strips sharing the time axis: grid power
-  (W, + import), battery power (W, + charging) and state of charge (%), one line per
+  (W, + import), battery power (W, + charging: the contract's one battery sign; the bench's
+  trace counts delivered power, so it is drawn negated) and state of charge (%), one line per
   controller. gridzero is drawn on top in a strong colour; the oracles thin and light, behind.
 - `cases_figure`: one metric over many cases (profiles, plants, generated households), a box
   per controller with every case as a dot, the worst case of each controller named.
@@ -179,16 +180,15 @@ def trace_figure(
     """One case over time: grid power, battery power and SoC, one line per controller."""
     fig = _new_figure(TRACE_SIZE_PX)
     axes = fig.subplots(3, 1, sharex=True)
-    # (field, label, sign): the bench traces what the battery side delivers to the house
-    # (+ discharge); the figure shows the project's one battery sign, + charging
-    strips = (
-        ("grid_w", "grid power (W)\n+ import, − export", 1.0),
-        ("battery_w", "battery power (W)\n+ charging, − discharging", -1.0),
-        ("soc_pct", "state of charge (%)", 1.0),
+    strips = (  # field, its sign on the figure, label
+        ("grid_w", 1.0, "grid power (W)\n+ import, − export"),
+        # the trace counts battery power as delivered; the figure shows the contract's sign
+        ("battery_w", -1.0, "battery power (W)\n+ charging, − discharging"),
+        ("soc_pct", 1.0, "state of charge (%)"),
     )
     start = min((t.start_s for t in traces), default=0.0)
     end = max((t.start_s + t.duration_s for t in traces), default=1.0)
-    for ax, (field, ylabel, sign) in zip(axes, strips, strict=True):
+    for ax, (field, sign, ylabel) in zip(axes, strips, strict=True):
         for trace in traces:
             series: Sequence[float] = getattr(trace, field)
             idx, ys = envelope(series)

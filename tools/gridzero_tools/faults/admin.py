@@ -157,9 +157,8 @@ def build_rig(root: Path, phase: Phase) -> Rig:
     plant.write_text(plant_yaml(phase), encoding="utf-8")
     profile = flat_profile(root / "profile.csv", phase.load_w, phase.pv_w)
     pack = PackParams()
+    # the controller learns the unit's DC window from the inverter service (inverter.yaml below)
     controller: dict[str, Any] = {"controller": dict(phase.controller)}
-    if phase.inverter_dc_min_v is not None:
-        controller["units"] = [{"name": "gtn1", "max_w": 900, "dc_min_v": phase.inverter_dc_min_v}]
     settings = (
         ("shunt", (("capacity_ah", CELL_CAPACITY_AH * pack.strings),)),
         ("controller", tuple(controller.items())),
