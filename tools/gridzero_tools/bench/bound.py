@@ -48,8 +48,11 @@ bound − tolerance is impossible for the model, and the bench fails on it.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -210,6 +213,24 @@ def total_variation_w(profile: Profile, params: PlantParams, start_s: float, end
     return float(np.abs(np.diff(net[i0:i1])).sum())
 
 
+def _new_highs() -> Any:
+    """A silent solver. HiGHS prints its banner on the process's stdout (file descriptor 1,
+    below Python) when the first solver is made; that would corrupt ``--json``, so the
+    descriptor points at stderr for that moment."""
+    import highspy  # noqa: PLC0415 - optional extra
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        h = highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    h.setOptionValue("output_flag", False)
+    return h
+
+
 def solve(tau_s: np.ndarray, net_w: np.ndarray, plant: RelaxedPlant) -> tuple[float, float, float]:
     """The LP of the module docstring: (∫|grid|, import, export) in Wh."""
     import highspy  # noqa: PLC0415 - optional extra
@@ -277,8 +298,7 @@ def solve(tau_s: np.ndarray, net_w: np.ndarray, plant: RelaxedPlant) -> tuple[fl
     lp.a_matrix_.start_ = starts.astype(np.int32)
     lp.a_matrix_.index_ = r.astype(np.int32)
     lp.a_matrix_.value_ = v
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
+    h = _new_highs()
     h.passModel(lp)
     h.run()
     status = h.getModelStatus()
