@@ -3,6 +3,7 @@ profiles, block aggregation never above the fine LP, and no controller below it.
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -117,15 +118,17 @@ def test_block_means_are_exact_integrals() -> None:
     start=st.floats(0.0, 1.0),
     full=st.floats(50.0, 2000.0),
 )
-def test_blocks_never_raise_the_bound(net: list[float], block: int, start: float, full: float) -> None:
+def test_blocks_never_raise_the_bound(
+    net: list[float], block: int, start: float, full: float
+) -> None:
     # The block LP relaxes the fine one (|mean| <= mean|·|, constraints only at block ends).
     rows = np.asarray(net)
     plant = _plant(e_start=start * full, e_full=full)
     fine, _, _ = solve(np.full(len(rows), 60.0), rows, plant)
     n = len(rows)
-    edges = list(range(0, n, block)) + [n]
-    tau = np.array([60.0 * (b - a) for a, b in zip(edges, edges[1:], strict=False)])
-    means = np.array([rows[a:b].mean() for a, b in zip(edges, edges[1:], strict=False)])
+    edges = [*range(0, n, block), n]
+    tau = np.array([60.0 * (b - a) for a, b in itertools.pairwise(edges)])
+    means = np.array([rows[a:b].mean() for a, b in itertools.pairwise(edges)])
     coarse, _, _ = solve(tau, means, plant)
     assert coarse <= fine + 1e-6 * max(1.0, fine)
 

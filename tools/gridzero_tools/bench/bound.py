@@ -223,7 +223,8 @@ def _new_highs() -> Any:
     saved = os.dup(1)
     try:
         os.dup2(2, 1)
-        h = highspy.Highs()
+        make: Any = highspy.Highs  # highspy ships no annotations for the constructor
+        h = make()
     finally:
         os.dup2(saved, 1)
         os.close(saved)
@@ -231,16 +232,27 @@ def _new_highs() -> Any:
     return h
 
 
-def solve(tau_s: np.ndarray, net_w: np.ndarray, plant: RelaxedPlant) -> tuple[float, float, float]:
-    """The LP of the module docstring: (∫|grid|, import, export) in Wh."""
-    import highspy  # noqa: PLC0415 - optional extra
+@dataclass(frozen=True, slots=True)
+class _Model:
+    """The LP in HiGHS's column-wise form."""
 
+    cost: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    rhs: np.ndarray
+    starts: np.ndarray
+    index: np.ndarray
+    value: np.ndarray
+
+
+def _model(tau_s: np.ndarray, net_w: np.ndarray, plant: RelaxedPlant) -> _Model:
+    """Variables per block b: C, D_1..D_k, g⁺, g⁻, E (in that order); rows: grid, energy."""
     n = len(tau_s)
     k = len(plant.inverters)
     # Variable layout per block b: C, D_1..D_k, g⁺, g⁻, E  (width w).
     w = k + 4
     idx = np.arange(n) * w
-    inf = highspy.kHighsInf
+    inf = math.inf
     lower = np.zeros(n * w)
     upper = np.empty(n * w)
     cost = np.zeros(n * w)
@@ -285,19 +297,31 @@ def solve(tau_s: np.ndarray, net_w: np.ndarray, plant: RelaxedPlant) -> tuple[fl
     order = np.lexsort((r, c))
     r, c, v = r[order], c[order], v[order]
     starts = np.searchsorted(c, np.arange(n * w + 1))
+    return _Model(cost, lower, upper, rhs, starts, r, v)
 
+
+def solve(tau_s: np.ndarray, net_w: np.ndarray, plant: RelaxedPlant) -> tuple[float, float, float]:
+    """The LP of the module docstring: (∫|grid|, import, export) in Wh."""
+    import highspy  # noqa: PLC0415 - optional extra
+
+    m = _model(tau_s, net_w, plant)
+    n = len(tau_s)
+    k = len(plant.inverters)
+    w = k + 4
+    idx = np.arange(n) * w
+    hours = tau_s / 3600.0
     lp = highspy.HighsLp()
     lp.num_col_ = n * w
     lp.num_row_ = 2 * n
-    lp.col_cost_ = cost
-    lp.col_lower_ = lower
-    lp.col_upper_ = upper
-    lp.row_lower_ = rhs
-    lp.row_upper_ = rhs
+    lp.col_cost_ = m.cost
+    lp.col_lower_ = m.lower
+    lp.col_upper_ = np.where(np.isinf(m.upper), highspy.kHighsInf, m.upper)
+    lp.row_lower_ = m.rhs
+    lp.row_upper_ = m.rhs
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = starts.astype(np.int32)
-    lp.a_matrix_.index_ = r.astype(np.int32)
-    lp.a_matrix_.value_ = v
+    lp.a_matrix_.start_ = m.starts.astype(np.int32)
+    lp.a_matrix_.index_ = m.index.astype(np.int32)
+    lp.a_matrix_.value_ = m.value
     h = _new_highs()
     h.passModel(lp)
     h.run()
