@@ -30,6 +30,7 @@ from gridzero_tools.bench.baselines import (
     OpenDtuController,
     SoyosourceMeterController,
 )
+from gridzero_tools.bench.bound import BoundResult, lower_bound, require_highspy
 from gridzero_tools.bench.engine import BenchConfig, RunTrace, run, units_of
 from gridzero_tools.bench.metrics import LoadStep, Metrics, find_steps, metrics_for, net_load_series
 from gridzero_tools.bench.oracle import CAUSAL_LEAD_S, ORACLE_LEADS_S, OracleController
@@ -47,6 +48,8 @@ CONTROLLERS = ("gridzero", "housebatt", "soyosource-meter", "opendtu", "oracle")
 CAUSAL = "oracle-causal"
 METER_ORACLE = "oracle-meter"
 BASELINES = ("housebatt", "soyosource-meter", "opendtu")
+# Exit status when a run beats the lower bound (2 is argparse's, 1 a usage error's).
+BELOW_BOUND_EXIT = 3
 
 
 def make_controller(
@@ -163,6 +166,7 @@ class Case:
     metrics: list[Metrics]
     traces: list[RunTrace]
     oracle_lead_s: float | None
+    bound: BoundResult | None = None
 
 
 def run_case(
@@ -171,8 +175,9 @@ def run_case(
     controllers: Sequence[str],
     config: BenchConfig,
     progress: Progress,
+    with_bound: bool = True,
 ) -> Case:
-    """Run every controller (the oracle with each lead, keeping the best)."""
+    """Run every controller (the oracle with each lead, keeping the best), and the bound."""
     settings = bench_settings(params)
     traces: dict[str, RunTrace] = {}
     lead_best: float | None = None
@@ -215,7 +220,38 @@ def run_case(
     ordered = [n for n in (*controllers, CAUSAL, METER_ORACLE) if n in traces]
     net = net_load_series(profile, params, first.start_s, first.tick_s, len(first.grid_w))
     metrics = [metrics_for(traces[n], steps, oracle_abs, net) for n in ordered]
-    return Case(profile.name, params.name, steps, metrics, [traces[n] for n in ordered], lead_best)
+    bound = lower_bound(profile, params, config.seed, first.start_s, end) if with_bound else None
+    return Case(
+        profile.name, params.name, steps, metrics, [traces[n] for n in ordered], lead_best, bound
+    )
+
+
+def below_bound(case: Case) -> list[str]:
+    """Runs that beat the bound by more than its tolerance: impossible for the model, so a bug
+    in the bench or the plant (tools/gridzero_tools/bench/bound.py says why)."""
+    b = case.bound
+    if b is None:
+        return []
+    floor = b.abs_grid_wh - b.tolerance_wh
+    return [
+        f"{case.profile} / {case.plant}: {m.controller} ∫|grid| {m.abs_grid_wh:.2f} Wh is below "
+        f"the lower bound {b.abs_grid_wh:.2f} Wh (tolerance {b.tolerance_wh:.2f} Wh)"
+        + (
+            f"; the run had {sum(m.violations.values())} limit violation(s)"
+            if sum(m.violations.values())
+            else ""
+        )
+        for m in case.metrics
+        if m.abs_grid_wh < floor
+    ]
+
+
+def excesses(case: Case, m: Metrics) -> tuple[float | None, float | None]:
+    """(excess over the bound, excess over the meter oracle) of one controller, Wh."""
+    by = {x.controller: x for x in case.metrics}
+    over_bound = None if case.bound is None else m.abs_grid_wh - case.bound.abs_grid_wh
+    seen = by.get(METER_ORACLE)
+    return over_bound, None if seen is None else m.abs_grid_wh - seen.abs_grid_wh
 
 
 def _excess_ratio(g: Metrics, ref: Metrics | None, baselines: list[Metrics]) -> float | None:
@@ -283,7 +319,7 @@ def table(case: Case) -> str:
         f"{'controller':<17}{'import':>9}{'export':>9}{'∫|grid|':>9}{'avoid.':>9}{'mean|g|':>8}"
         f"{'settle':>8}{'unset.':>7}{'rev/min':>8}{'worst':>6}{'osc':>5}{'thru':>9}{'viol':>5}"
     )
-    units = f"{'':<17}{'Wh':>9}{'Wh':>9}{'Wh':>9}{'Wh':>9}{'W':>8}{'s':>8}{'':>7}{'':>8}{'':>6}{'min':>5}{'Wh':>9}{'':>5}"
+    units = f"{'':<17}{'Wh':>9}{'Wh':>9}{'Wh':>9}{'Wh':>9}{'W':>8}{'s':>8}{'':>7}{'':>8}{'':>6}{'min':>5}{'Wh':>9}{'':>5}{'Wh':>9}{'Wh':>9}"
     lines = [head, cols, units]
     for m in case.metrics:
         lines.append(
@@ -292,6 +328,14 @@ def table(case: Case) -> str:
             f"{m.unsettled_steps:>7}{m.reversals_per_min:>8.2f}{m.worst_reversals_per_min:>6.0f}"
             f"{m.oscillating_minutes:>5}"
             f"{m.battery_throughput_wh:>9.1f}{sum(m.violations.values()):>5}"
+            f"{_fmt(excesses(case, m)[0]):>9}{_fmt(excesses(case, m)[1]):>9}"
+        )
+    b = case.bound
+    if b is not None:
+        lines.append(
+            f"{'bound':<17}{b.import_wh:>9.1f}{b.export_wh:>9.1f}{b.abs_grid_wh:>9.1f}"
+            f"   (LP relaxation, {b.blocks} blocks of {b.block_s:g} s, tolerance "
+            f"{b.tolerance_wh:.2f} Wh, solved in {b.solve_s:.1f} s)"
         )
     t = targets(case)
     if t:
@@ -338,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run nothing: read the cases of an earlier --json output (for --plot-cases)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument(
+        "--no-bound",
+        action="store_true",
+        help="skip the lower bound (the LP needs HiGHS: the bound extra)",
+    )
     return p
 
 
@@ -351,6 +400,14 @@ def _plants(ns: argparse.Namespace) -> list[PlantParams]:
     return [load_plant(ns.plant or "default")]
 
 
+def _controller_doc(c: Case, m: Metrics) -> dict[str, object]:
+    doc = m.as_dict()
+    over_bound, over_meter = excesses(c, m)
+    doc["excess_over_bound_wh"] = None if over_bound is None else round(over_bound, 2)
+    doc["excess_over_meter_oracle_wh"] = None if over_meter is None else round(over_meter, 2)
+    return doc
+
+
 def case_doc(c: Case) -> dict[str, object]:
     """One case as in the --json output."""
     return {
@@ -358,7 +415,8 @@ def case_doc(c: Case) -> dict[str, object]:
         "plant": c.plant,
         "load_steps": [{"t_s": s.t_s, "delta_w": s.delta_w} for s in c.steps],
         "oracle_lead_s": c.oracle_lead_s,
-        "controllers": [m.as_dict() for m in c.metrics],
+        "bound": None if c.bound is None else c.bound.as_dict(),
+        "controllers": [_controller_doc(c, m) for m in c.metrics],
         "targets": targets(c),
     }
 
@@ -376,7 +434,7 @@ def _saved_cases(path: Path) -> list[dict[str, object]]:
 
 
 def _check_plot_options(ns: argparse.Namespace) -> None:
-    """Refuse what cannot be drawn before any run (a day's bench takes minutes)."""
+    """Refuse what cannot be drawn or bounded before any run (a day's bench takes minutes)."""
     if ns.from_json and ns.plot:
         raise UsageError("--plot needs the runs' traces: not available with --from-json")
     if ns.from_json and not ns.plot_cases:
@@ -385,6 +443,8 @@ def _check_plot_options(ns: argparse.Namespace) -> None:
         require_matplotlib("--plot")
     if ns.plot_cases:
         require_matplotlib("--plot-cases")
+    if not ns.from_json and not ns.no_bound:
+        require_highspy("gridzero bench")
 
 
 def _default_metric(docs: list[dict[str, object]]) -> str:
@@ -423,7 +483,9 @@ def main(argv: list[str]) -> int:
     try:
         for params in plants:
             for profile in profiles:
-                cases.append(run_case(profile, params, controllers, config, progress))
+                cases.append(
+                    run_case(profile, params, controllers, config, progress, not ns.no_bound)
+                )
     finally:
         progress.close()
     elapsed = time.monotonic() - started
@@ -444,4 +506,17 @@ def main(argv: list[str]) -> int:
             print(table(c))
             print()
         print(f"{len(cases)} case(s) in {elapsed:.1f} s wall time")
-    return 0
+    return _check_bound(cases, ns.no_bound, ns.json)
+
+
+def _check_bound(cases: Sequence[Case], skipped: bool, as_json: bool) -> int:
+    """The exit status: BELOW_BOUND_EXIT, with a message per run, if any beat the bound."""
+    if skipped:
+        print(
+            "lower bound skipped (--no-bound): no check that every run is above it",
+            file=sys.stderr if as_json else sys.stdout,
+        )
+    failures = [line for c in cases for line in below_bound(c)]
+    for line in failures:
+        print(f"BENCH BUG: {line}", file=sys.stderr)
+    return BELOW_BOUND_EXIT if failures else 0
