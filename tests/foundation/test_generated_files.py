@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gridzero.registry import PARTS
 from gridzero.runtime.credentials import render_acl
 from gridzero_tools.docs import render_mqtt_md
 
@@ -62,8 +63,18 @@ PURE_NAMES = (
 
 
 def _pure_modules() -> list[Path]:
-    pkg = ROOT / "gridzero"
-    return sorted(p for p in pkg.rglob("*.py") if p.name in PURE_NAMES)
+    packages = [ROOT / "lib" / "gridzero", ROOT / "tools" / "gridzero_tools"]
+    packages += [ROOT / p.folder / p.package for p in PARTS if p.kind != "tool"]
+    return sorted(p for pkg in packages for p in pkg.rglob("*.py") if p.name in PURE_NAMES)
+
+
+def test_the_purity_check_finds_the_codecs_and_domains() -> None:
+    """It checked nothing for a while after the layout move: it must see every service."""
+    found = {p.relative_to(ROOT).parts[:2] for p in _pure_modules()}
+    for part in PARTS:
+        if part.kind == "device":
+            assert tuple(part.folder.split("/")) in found, part.folder
+    assert len(_pure_modules()) >= 12
 
 
 @pytest.mark.parametrize("path", _pure_modules(), ids=lambda p: str(p.relative_to(ROOT)))
