@@ -205,6 +205,9 @@ def test_import_gives_discharge_and_stale_bms_gives_zero(broker: TestBroker, sys
     probe.wait_for(T.inverter_set("gtn1"), lambda p: power_of(p) >= 400.0, 10)
     state = json.loads(probe.wait_for(T.controller_state, lambda p: b"discharging" in p, 5))
     assert state["mode"] == "auto"
+    # one battery sign everywhere (+ charging): discharging is a negative set-point
+    assert state["discharge_w"] > 0.0
+    assert state["setpoint_w"] < 0.0
     disc = json.loads(
         probe.wait_for("homeassistant/device/gridzero_controller/config", timeout_s=5)
     )
