@@ -420,6 +420,17 @@ def _default_metric(docs: list[dict[str, object]]) -> str:
     return "excess_over_meter_oracle_wh" if METER_ORACLE in ran else "abs_grid_wh"
 
 
+def _controllers(ns: argparse.Namespace) -> list[str]:
+    """The --controllers list, each one known."""
+    controllers = [c.strip() for c in ns.controllers.split(",") if c.strip()]
+    for c in controllers:
+        if c not in CONTROLLERS:
+            raise UsageError(
+                f"--controllers: unknown controller {c!r}; known: {', '.join(CONTROLLERS)}"
+            )
+    return controllers
+
+
 def _households_main(ns: argparse.Namespace, controllers: list[str]) -> int:
     """`--households N`: generate, write, run every controller on each, the distribution."""
     if ns.profile or ns.plant or ns.plants or ns.start is not None:
@@ -484,12 +495,7 @@ def main(argv: list[str]) -> int:
         plot_cases(Path(ns.plot_cases), docs, metric)
         print(f"wrote {ns.plot_cases}: {metric} over {len(docs)} case(s) from {ns.from_json}")
         return 0
-    controllers = [c.strip() for c in ns.controllers.split(",") if c.strip()]
-    for c in controllers:
-        if c not in CONTROLLERS:
-            raise UsageError(
-                f"--controllers: unknown controller {c!r}; known: {', '.join(CONTROLLERS)}"
-            )
+    controllers = _controllers(ns)
     if ns.duration is not None and ns.duration <= 0:
         raise UsageError(f"--duration {ns.duration}: must be > 0 s")
     if ns.households is not None:
