@@ -175,3 +175,10 @@ def test_cli_json_and_usage_errors(tmp_path, capsys):
         main(["--controllers", "pid"])
     with pytest.raises(UsageError, match="duration"):
         main(["--duration", "-1"])
+
+
+def test_soyosource_meter_per_device_demand_is_ceiled() -> None:
+    # soyosource_virtual_meter.cpp L73: ceilf(power_demand / divider) per device.
+    two = (InverterUnit("a", 900.0), InverterUnit("b", 900.0))
+    c = SoyosourceMeterController(two)
+    assert c.step(obs(0.0, 901.0)).inverter_w == (451.0, 451.0)

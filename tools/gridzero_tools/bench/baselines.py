@@ -221,10 +221,19 @@ class HousebattController:
 
 
 class SoyosourceMeterController:
-    """syssi virtual meter, NEGATIVE_MEASUREMENTS_REQUIRED (devices.md B.7).
+    """syssi/esphome-soyosource-gtn-virtual-meter, NEGATIVE_MEASUREMENTS_REQUIRED, checked at
+    HEAD 832e962 in components/soyosource_virtual_meter/soyosource_virtual_meter.cpp:
 
-    Each meter value gives demand = ceil(meter) − buffer + last demand *sent*; the frame
-    is sent every `update_interval_s` (3 s), which is when "last demand" advances. No charger.
+    - each meter value (L13-21): demand = ``ceilf(meter)`` − buffer + last demand *sent*
+      (L17, L111-112), capped at max_power_demand (L114-115), 0 below min_power_demand with
+      zero_output_on_min_power_demand (L118-119);
+    - ``update()`` every ``update_interval_s`` (3 s in the README's examples) sends it
+      (L35-80): 0 after the inactivity timeout (L48-50), ``ceilf(demand / divider)`` per
+      device (L73), and only then "last demand" advances (L78).
+
+    Defaults from __init__.py: buffer 0 (L25), min 0 (L27), max 900 W (L28; here 900 W per
+    unit, the divider being the number of units, L30), inactivity 20 s (L79), zero output on
+    min demand true (L96). No charger.
     """
 
     name = "soyosource-meter"
