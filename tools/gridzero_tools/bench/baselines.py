@@ -295,16 +295,21 @@ class SoyosourceMeterController:
 
 
 class OpenDtuController:
-    """OpenDTU-OnBattery DPL + Huawei auto mode (anchors.md 1.1), defaults from ODB-DEF.
+    """hoylabs/OpenDTU-OnBattery (checked at HEAD 1bfc0cc6): the DPL of src/PowerLimiter.cpp and
+    the Huawei charger's auto mode of src/gridcharger/huawei/Provider.cpp; defaults from
+    include/defaults.h.
 
-    DPL: computes only when no command is pending, inverter stats are newer than the last
-    command and the meter is > 2 s newer than those stats; backoff 128 → 1024 ms while
-    nothing changes; target = Σ measured inverter output + meter − target, hysteresis 0,
-    lower limit 10 W per inverter (below: standby), discharge limited to
-    DCL × V × 0.95 × (1 − 3 %). Blocked while the charger produces.
-    Charger auto mode on each new meter sample, blocked 5 s after each change:
-    output += (−meter + target) × efficiency; current ≤ CCL; off below its minimum power;
-    0 A while any inverter produces. SoC stop/start come from the common SoC settings.
+    DPL (PowerLimiter.cpp ``loop``): waits while a command is pending (L160-162) and until
+    every inverter has stats newer than its last command (L183-196); then until the meter is
+    more than 2 s newer than those stats (L211-213); backoff 128 ms (PowerLimiter.h L70),
+    doubled up to 1024 ms while nothing changes, reset on a change (L402-411). Target = Σ
+    measured inverter output + meter − target (calcTargetOutput L555-600; target 0 and
+    hysteresis 0, defaults.h L135-136); lower limit 10 W per inverter (L137, below: standby);
+    discharge limited to DCL × V × 0.95 × (1 − 3 %) (dcPowerBusToInverterAc L485-493,
+    conduction losses 3 %, defaults.h L129). Blocked while the charger produces. SoC
+    stop/start come from the common SoC settings.
+
+    Charger auto mode: see `_charger`.
     """
 
     name = "opendtu"
@@ -313,7 +318,8 @@ class OpenDtuController:
     backoff_min_s = 0.128
     backoff_max_s = 1.024
     meter_after_stats_s = 2.0
-    charger_block_s = 5.0
+    charger_block_s = 5.0  # 2 × DataRequestIntervalMillis (2500, huawei/HardwareInterface.h L38)
+    charger_interlock_block_s = 1.0  # Provider.cpp L235
     psu_efficiency = 0.95
 
     def __init__(
@@ -405,34 +411,39 @@ class OpenDtuController:
             self._backoff_s = min(self.backoff_max_s, self._backoff_s * 2)
 
     def _charger(self, obs: Observation) -> None:
-        meter = obs.meter
+        """src/gridcharger/huawei/Provider.cpp (HEAD 1bfc0cc6) ``loop``, auto mode, L213-309."""
         now = obs.now_s
+        if now < self._charger_block_until_s:  # L217-219
+            return
+        # An inverter reports whole watts: a decaying lag tail below 5 W reads as 0.
+        if any(r is not None and r.output_w >= 5.0 for r in obs.inverters):
+            # L232-237: on every pass while a battery inverter produces: 0 A, blocked 1 s.
+            self._charger_w = 0.0
+            self._charger_block_until_s = now + self.charger_interlock_block_s
+            return
+        meter = obs.meter
         if meter is None or (
             self._charger_meter_at_s is not None and meter.at_s <= self._charger_meter_at_s
         ):
-            return
+            return  # L240: only a new power meter value computes
         self._charger_meter_at_s = meter.at_s
-        if now < self._charger_block_until_s:
-            return
         v = obs.pack_voltage_v
         lim = obs.limits
-        # An inverter reports whole watts: a decaying lag tail below 5 W reads as 0.
-        producing = any(r is not None and r.output_w >= 5.0 for r in obs.inverters)
         current_w = (
             obs.charger.voltage_v * obs.charger.current_a if obs.charger is not None else 0.0
         )
-        new_w = current_w + (-meter.grid_w + self.target_w) * self.psu_efficiency
-        new_w = max(0.0, min(self.charger_max_power_w, new_w))
+        # L249-253: output + (−round(meter) + target) × the PSU's efficiency.
+        new_w = current_w + (-round(meter.grid_w) + self.target_w) * self.psu_efficiency
         soc_full = obs.soc_pct is not None and obs.soc_pct >= self.charge_stop_soc_pct
-        if v is None or lim is None or producing or soc_full:
+        if v is None or lim is None or soc_full:  # L257-265
             new_w = 0.0
-        elif new_w > 0:
-            new_w = min(new_w, lim.charge_current_a * v)
-            if new_w < self.charger_min_current_a * v:
-                new_w = 0.0
-        if abs(new_w - self._charger_w) > 1e-6:
-            self._charger_w = new_w
+        if v is not None and lim is not None and new_w > self.charger_min_current_a * v:
+            # L269-302: capped at the upper limit and the BMS's current, then blocked 5 s.
+            new_w = min(new_w, self.charger_max_power_w, lim.charge_current_a * v)
+            self._charger_w = max(0.0, new_w)
             self._charger_block_until_s = now + self.charger_block_s
+        else:
+            self._charger_w = 0.0  # L304-308: below the lower limit: 0 A, no block
 
     def step(self, obs: Observation) -> Commands:
         """DPL and charger auto mode, each with its own waits."""
