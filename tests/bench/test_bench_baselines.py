@@ -78,8 +78,9 @@ def test_housebatt_charger_start_threshold_and_ramp():
     cmd = c.step(obs(0.5, -400.0))
     assert cmd.charger.on
     assert cmd.charger.current_a == pytest.approx(0.8 * 340.0 / 48.0)
-    # Inside the 8.5 s ramp window nothing changes.
-    assert c.step(obs(5.0, -3000.0, chg=5.0)).charger.current_a == pytest.approx(0.8 * 340.0 / 48.0)
+    # Inside the 8.5 s ramp window the next message sends the full current computed at the
+    # start (housebatt.ino L203), whatever the meter says.
+    assert c.step(obs(5.0, -3000.0, chg=5.0)).charger.current_a == pytest.approx(340.0 / 48.0)
 
 
 def odb():
@@ -174,3 +175,23 @@ def test_cli_json_and_usage_errors(tmp_path, capsys):
         main(["--controllers", "pid"])
     with pytest.raises(UsageError, match="duration"):
         main(["--duration", "-1"])
+
+
+def test_soyosource_meter_per_device_demand_is_ceiled() -> None:
+    # soyosource_virtual_meter.cpp L73: ceilf(power_demand / divider) per device.
+    two = (InverterUnit("a", 900.0), InverterUnit("b", 900.0))
+    c = SoyosourceMeterController(two)
+    assert c.step(obs(0.0, 901.0)).inverter_w == (451.0, 451.0)
+
+
+def test_opendtu_charger_interlock_blocks_1_s_and_a_low_target_does_not_block() -> None:
+    c = odb()
+    assert c.step(obs(0.0, -1000.0, inv_at=-3.0)).charger.on
+    # Provider.cpp L232-236: a producing inverter sets 0 A and blocks only 1 s (not 5 s).
+    assert not c.step(obs(6.0, -1000.0, inv=100.0, chg=10.0)).charger.on
+    assert c.step(obs(7.5, -1000.0, inv=0.0, inv_at=7.5)).charger.on
+    # L304-308: a target below the lower limit sets 0 A without blocking: the next meter
+    # value with a surplus starts it again at once.
+    d = odb()
+    assert not d.step(obs(0.0, -100.0, inv_at=-3.0)).charger.on
+    assert d.step(obs(0.5, -1000.0, inv_at=-3.0)).charger.on

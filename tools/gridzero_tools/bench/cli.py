@@ -6,6 +6,7 @@
     gridzero bench --plot steps.png --duration 900
     gridzero bench --plants tools/gridzero_tools/data/plants --plot-cases plants.png
     gridzero bench --from-json results.json --plot-cases cases.png --plot-metric abs_grid_wh
+    gridzero bench --households 100 --seed 2 --duration 1800 --jobs 2   # generated households
 
 Prints, per profile and plant, a table (or JSON with --json) of what the grid saw for each
 controller, the oracle's physical limit and the targets of services/controller/README.md.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from gridzero_tools.bench.baselines import (
 )
 from gridzero_tools.bench.bound import BoundResult, lower_bound, require_highspy
 from gridzero_tools.bench.engine import BenchConfig, RunTrace, run, units_of
+from gridzero_tools.bench.households import generate
 from gridzero_tools.bench.metrics import LoadStep, Metrics, find_steps, metrics_for, net_load_series
 from gridzero_tools.bench.oracle import CAUSAL_LEAD_S, ORACLE_LEADS_S, OracleController
 from gridzero_tools.bench.plot import (
@@ -40,6 +43,14 @@ from gridzero_tools.bench.plot import (
     plot_cases,
     plot_traces,
     require_matplotlib,
+)
+from gridzero_tools.bench.population import (
+    distribution,
+    measure_of,
+    progress_printer,
+    report,
+    run_households,
+    target_counts,
 )
 from gridzero_tools.sim.params import PlantParams, load_plant
 from gridzero_tools.sim.profile import Profile, load_profile
@@ -381,6 +392,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE.json",
         help="run nothing: read the cases of an earlier --json output (for --plot-cases)",
     )
+    p.add_argument(
+        "--households",
+        type=int,
+        metavar="N",
+        help="run N generated households (bench/households.py, drawn from --seed; each "
+        "--duration s long, default 3600) instead of --profile/--plant, and report the "
+        "distribution",
+    )
+    p.add_argument(
+        "--households-out",
+        metavar="DIR",
+        help="where each household's profile CSV and plant YAML go (default: a new temp dir)",
+    )
+    p.add_argument(
+        "--jobs", type=int, default=1, help="worker processes for --households (default 1)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument(
         "--no-bound",
@@ -453,6 +480,71 @@ def _default_metric(docs: list[dict[str, object]]) -> str:
     return "excess_over_meter_oracle_wh" if METER_ORACLE in ran else "abs_grid_wh"
 
 
+def _controllers(ns: argparse.Namespace) -> list[str]:
+    """The --controllers list, each one known."""
+    controllers = [c.strip() for c in ns.controllers.split(",") if c.strip()]
+    for c in controllers:
+        if c not in CONTROLLERS:
+            raise UsageError(
+                f"--controllers: unknown controller {c!r}; known: {', '.join(CONTROLLERS)}"
+            )
+    return controllers
+
+
+def _households_main(ns: argparse.Namespace, controllers: list[str]) -> int:
+    """`--households N`: generate, write, run every controller on each, the distribution."""
+    if ns.profile or ns.plant or ns.plants or ns.start is not None:
+        raise UsageError(
+            "--households draws its own profiles and plants: drop --profile, --plant, "
+            "--plants and --start (replay one household with --profile FILE --plant FILE)"
+        )
+    if ns.plot:
+        raise UsageError(
+            "--plot draws one case: replay a household with --profile FILE --plant FILE --plot"
+        )
+    if not 1 <= ns.jobs <= 64:
+        raise UsageError(f"--jobs {ns.jobs}: must be 1..64")
+    duration = 3600.0 if ns.duration is None else ns.duration
+    households = generate(ns.households, ns.seed, duration)
+    out = Path(ns.households_out or tempfile.mkdtemp(prefix=f"gridzero-households-s{ns.seed}-"))
+    print(f"households: {len(households)} of seed {ns.seed}, files in {out}", file=sys.stderr)
+    config = BenchConfig(seed=ns.seed)
+    started = time.monotonic()
+    docs = run_households(
+        households,
+        controllers,
+        config,
+        ns.jobs,
+        out,
+        progress_printer(not ns.no_progress and sys.stderr.isatty()),
+    )
+    elapsed = time.monotonic() - started
+    measure = measure_of(docs)
+    if ns.plot_cases:
+        metric = ns.plot_metric or _default_metric(docs)
+        plot_cases(Path(ns.plot_cases), docs, metric)
+        print(f"wrote {ns.plot_cases}: {metric} over {len(docs)} household(s)", file=sys.stderr)
+    if ns.json:
+        summary = {
+            "seed": ns.seed,
+            "count": len(docs),
+            "duration_s": duration,
+            "out_dir": str(out),
+            "jobs": ns.jobs,
+            "measure": measure,
+            "distribution": [s.as_dict() for s in distribution(docs, measure)],
+            "targets": target_counts(docs),
+        }
+        print(
+            json.dumps(
+                {"elapsed_s": round(elapsed, 2), "households": summary, "cases": docs}, indent=2
+            )
+        )
+    else:
+        print(report(docs, measure, elapsed, ns.jobs))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """Entry point of `gridzero bench`."""
     ns = build_parser().parse_args(argv)
@@ -463,14 +555,11 @@ def main(argv: list[str]) -> int:
         plot_cases(Path(ns.plot_cases), docs, metric)
         print(f"wrote {ns.plot_cases}: {metric} over {len(docs)} case(s) from {ns.from_json}")
         return 0
-    controllers = [c.strip() for c in ns.controllers.split(",") if c.strip()]
-    for c in controllers:
-        if c not in CONTROLLERS:
-            raise UsageError(
-                f"--controllers: unknown controller {c!r}; known: {', '.join(CONTROLLERS)}"
-            )
+    controllers = _controllers(ns)
     if ns.duration is not None and ns.duration <= 0:
         raise UsageError(f"--duration {ns.duration}: must be > 0 s")
+    if ns.households is not None:
+        return _households_main(ns, controllers)
     profiles = [load_profile(p) for p in (ns.profile or ["load-steps"])]
     plants = _plants(ns)
     config = BenchConfig(seed=ns.seed, duration_s=ns.duration, start_s=ns.start)

@@ -26,7 +26,7 @@ from gridzero.runtime.freshness import FreshValue
 from gridzero_controller.core import ChargerReading, InverterReading, Observation
 from gridzero_controller.dispatch import Commands, InverterUnit
 from gridzero_controller.law import MeterSample
-from gridzero_tools.bench.baselines import BenchController
+from gridzero_tools.bench.baselines import BenchController, FramesItself
 from gridzero_tools.sim.params import PlantParams
 from gridzero_tools.sim.plant import Plant, PlantTruth
 from gridzero_tools.sim.profile import Profile
@@ -163,6 +163,8 @@ class DeviceServices:
         self.last_change: dict[int, float] = {}
         # When a change held back by min_gap is due (the service's next tick after the gap).
         self.pending_s = math.inf
+        # The controller writes its own inverter frames (`FramesItself`): no service frames.
+        self.own_frames = False
 
     def _limits_ok(self, now_s: float) -> bool:
         lim = self.limits
@@ -174,10 +176,16 @@ class DeviceServices:
         """One frame period: inverter demand frames and charger set-points."""
         ok = self._limits_ok(now_s)
         self.pack_voltage_v = plant.pack_voltage_v
-        demands = self._demands(now_s)
-        for i, w in enumerate(demands):
-            self._send(plant, i, w, now_s)
+        if not self.own_frames:
+            for i, w in enumerate(self._demands(now_s)):
+                self._send(plant, i, w, now_s)
         self._charger(plant, now_s, ok)
+
+    def send_own(self, plant: Plant, frames: tuple[float, ...], now_s: float) -> None:
+        """Frames a `FramesItself` controller wrote, clamped to the bms limits like any other."""
+        self.pack_voltage_v = plant.pack_voltage_v
+        for i, w in enumerate(self._clamp(now_s, frames)):
+            self._send(plant, i, w, now_s)
 
     def _send(self, plant: Plant, unit: int, demand_w: float, now_s: float) -> None:
         watts = float(
@@ -191,15 +199,20 @@ class DeviceServices:
 
     def _demands(self, now_s: float) -> list[float]:
         cmd = self.commands
+        if cmd is None:
+            return [0.0] * len(self.params.inverters)
+        return self._clamp(now_s, cmd.inverter_w)
+
+    def _clamp(self, now_s: float, watts: tuple[float, ...]) -> list[float]:
         lim = self.limits
         n = len(self.params.inverters)
-        if not self._limits_ok(now_s) or cmd is None or lim is None:
+        if not self._limits_ok(now_s) or lim is None:
             return [0.0] * n
         eff = min(p.efficiency for p in self.params.inverters)
         cap_w = lim.value.discharge_limit_a * self.pack_voltage_v * eff
-        total = sum(max(0.0, w) for w in cmd.inverter_w)
+        total = sum(max(0.0, w) for w in watts)
         scale = min(1.0, cap_w / total) if total > 0 else 0.0
-        return [max(0.0, w) * scale for w in cmd.inverter_w[:n]]
+        return [max(0.0, w) * scale for w in watts[:n]]
 
     def send_cuts(self, plant: Plant, now_s: float) -> None:
         """Like the inverter service: a changed demand goes out at once, at most one change
@@ -210,6 +223,8 @@ class DeviceServices:
         self.pack_voltage_v = plant.pack_voltage_v
         self._charger(plant, now_s, self._limits_ok(now_s))
         self.pending_s = math.inf
+        if self.own_frames:
+            return
         for i, w in enumerate(self._demands(now_s)):
             sent = self.last_sent.get(i)
             if sent is None or round(w) == sent[1]:
@@ -380,6 +395,7 @@ class _Loop:
         self.plant = Plant(params, profile, seed=config.seed, start_s=self.start)
         self.bms = SimpleBms(params)
         self.services = DeviceServices(params, config)
+        self.services.own_frames = isinstance(controller, FramesItself)
         self.check = ViolationCheck(self.bms)
         self.n_rec = max(1, round((end - self.start) / config.tick_s))
         self.grid = array("f")
@@ -444,6 +460,10 @@ class _Loop:
             now, self.meter, self.limits, self.pack_v, self.soc, self.inverters, self.charger
         )
         self.services.commands = self.controller.step(obs)
+        if isinstance(self.controller, FramesItself):
+            frames = self.controller.take_frames()
+            if frames is not None:
+                self.services.send_own(self.plant, frames, now)
         self.services.send_cuts(self.plant, now)
         self.cmd_w = _battery_cmd_w(
             self.services.commands, self.pack_v or 48.0, self.params.charger.efficiency
