@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from gridzero.contract import SimFault, Topics
+from gridzero.runtime.fuzz import Harness, start_harness
 from gridzero.runtime.mqtt import Message
 from gridzero_bms import codec as bms_codec
-from gridzero_tools.fuzz import Harness, start_harness
 from gridzero_tools.sim import faults
 from gridzero_tools.sim.devices.bms import BmsBusEmulator
 from gridzero_tools.sim.params import load_plant
