@@ -105,7 +105,7 @@ def _days(text: str) -> frozenset[int]:
 
 def parse_window(text: str, where: str = "window", max_charge_w: float = math.inf) -> Window | None:
     """One window from its text ("" is no window); ValueError naming the value and the limit."""
-    text = " ".join(text.strip().lower().split())
+    text = " ".join(text.split())
     if not text:
         return None
     m = _WINDOW_RE.match(text)

@@ -174,7 +174,11 @@ def validate_settings(values: dict[str, Any]) -> ControllerSettings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            if not err["loc"]:
+                # a rule across fields: the message names them (the input is every setting)
+                problems.append(f"controller settings: {err['msg']}")
+                continue
+            where = ".".join(str(p) for p in err["loc"])
             problems.append(f"controller setting {where}={err.get('input')!r}: {err['msg']}")
         raise SettingsError("; ".join(problems)) from exc
 
