@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from array import array
+from pathlib import Path
+
 import pytest
 
 from gridzero.errors import UsageError
