@@ -55,7 +55,8 @@ def test_day_lists_and_ranges() -> None:
     assert w is not None
     assert w.days == frozenset({0, 1, 2, 5})
     wrap = parse_window("fri-mon 08:00-09:00 hold")
-    assert wrap is not None and wrap.days == frozenset({4, 5, 6, 0})
+    assert wrap is not None
+    assert wrap.days == frozenset({4, 5, 6, 0})
 
 
 def test_spring_forward_day_a_window_over_the_skipped_hour_is_an_hour_shorter() -> None:
@@ -166,7 +167,8 @@ def test_a_price_below_the_limit_charges_and_a_stale_price_stops_it() -> None:
         out = c.step(_obs(t, 300.0, 50.0, None if price is None else price.import_price, s))
     assert out is not None
     assert out.applied.rule.source == "charge_below_price"
-    assert out.commands.side is Side.CHARGE and out.commands.charger.on
+    assert out.commands.side is Side.CHARGE
+    assert out.commands.charger.on
     # the house imports 300 W, yet the battery charges from the grid at ~2000 W
     assert out.commands.charger.current_a * 48.0 / s.charger_efficiency == pytest.approx(
         2000, rel=0.05
@@ -275,5 +277,6 @@ def test_the_service_takes_a_live_price_and_refuses_a_retained_one(tmp_path) -> 
     h.deliver(topic, "0.07", retain=True)
     assert h.service.price is None
     h.deliver(topic, '{"import": 0.07}')
-    assert h.service.price is not None and h.service.price.value.import_price == 0.07
+    assert h.service.price is not None
+    assert h.service.price.value.import_price == 0.07
     assert h.service.price.at_s == h.clock.now_s
