@@ -497,6 +497,15 @@ class ControllerState(Stamped):
     grid_error_rms_w: float = Field(ge=0)
     reversals_per_min: float = Field(ge=0)
     faults: list[str] = Field(default_factory=list)
+    rule: str = Field(
+        default="none",
+        description="the schedule or price rule in force: none, window_1..window_6, "
+        "charge_below_price, hold_below_price (mode auto only)",
+    )
+    rule_why: str = Field(default="", description="what the rule does now and why, in words")
+    price: float | None = Field(
+        default=None, description="the import price in force (None: no price topic, or stale)"
+    )
 
 
 # --------------------------------------------------------------------------- common
@@ -726,6 +735,16 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
         note="the outside meter, or a Home Assistant automation forwarding a sensor",
     ),
     TopicSpec(
+        "price",
+        "{base}/price",
+        ("homeassistant", "operator"),
+        'a plain number, or JSON `{"import": x, "export": y, "forecast": [...]}`',
+        False,
+        "the current import price (optional: the controller's start-up setting `price_input`); "
+        "never retained (a retained price is never fresh); stale after `price_stale_s`",
+        note="a Home Assistant automation forwarding a tariff sensor",
+    ),
+    TopicSpec(
         "sim_meter",
         DEFAULT_METER_TOPIC,
         ("sim",),
@@ -892,6 +911,10 @@ class Topics:
     @property
     def controller_state(self) -> str:
         return self.topic("controller_state")
+
+    @property
+    def price(self) -> str:
+        return self.topic("price")
 
     @property
     def sim_truth(self) -> str:

@@ -305,6 +305,31 @@ def number(
     return Component(key, "number", config)
 
 
+def text(
+    key: str,
+    name: str,
+    command_topic: str,
+    state_topic: str,
+    *,
+    pattern: str | None = None,
+    max_length: int = 255,
+    entity_category: EntityCategory | None = "config",
+) -> Component:
+    """A text entity for a runtime setting (HA's MQTT text: at most 255 characters; the
+    frontend checks ``pattern``, a regular expression, as the user types)."""
+    if not 0 < max_length <= 255:
+        raise ValueError(f"text {key!r}: max_length {max_length} outside 1..255 (HA's limit)")
+    config: dict[str, Any] = {
+        "name": name,
+        "command_topic": command_topic,
+        "state_topic": state_topic,
+        "max": max_length,
+        "mode": "text",
+    }
+    _put(config, pattern=pattern, entity_category=entity_category)
+    return Component(key, "text", config)
+
+
 def select(
     key: str,
     name: str,
@@ -520,6 +545,17 @@ def _setting_component(name: str, label: str, info: FieldInfo, cmd: str, state: 
             step=step,
             unit=unit,
             device_class=str(device_class) if device_class is not None else None,
+        )
+    if annotation is str:
+        pattern = extra.get("pattern")
+        longest = next((m.max_length for m in info.metadata if hasattr(m, "max_length")), 255)
+        return text(
+            name,
+            label,
+            cmd,
+            state,
+            pattern=str(pattern) if pattern is not None else None,
+            max_length=min(255, int(longest or 255)),
         )
     raise ValueError(f"setting {name!r}: type {annotation!r} has no Home Assistant entity")
 

@@ -20,6 +20,7 @@ from gridzero_controller.dispatch import (
     unit_cap_w,
 )
 from gridzero_controller.law import ControlLaw, LawOutput, MeterSample, PowerBounds
+from gridzero_controller.schedule import NO_RULE, Applied, Rule, RuleGate
 from gridzero_controller.settings import ControllerSettings, Mode
 from gridzero_controller.supervision import (
     FollowFault,
@@ -98,6 +99,8 @@ class Observation:
     soc_pct: float | None
     inverters: tuple[InverterReading | None, ...]
     charger: ChargerReading | None
+    # the window or price rule in force (schedule.decide, from the wall clock and the price)
+    rule: Rule = NO_RULE
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,7 @@ class ControllerOutput:
     limits_ok: bool
     faults: tuple[FollowFault, ...]
     quality: LoopQuality
+    applied: Applied
 
 
 class Controller:
@@ -126,6 +130,7 @@ class Controller:
         self._inverter_monitors = tuple(FollowMonitor(u.name, "W") for u in units)
         self._charger_monitor = FollowMonitor("charger", "A")
         self._last: Commands | None = None
+        self.rules = RuleGate()
 
     def set_units(self, units: tuple[InverterUnit, ...]) -> None:
         """Take a new description of the inverter lines (learned from the inverter service).
@@ -258,9 +263,14 @@ class Controller:
         charger = self._fresh_charger(now_s, obs)
         self._record_battery(obs, inverters)
         ok = self.limits_ok(obs)
+        applied = self._apply_rule(obs, ok)
         bounds = self._bounds(obs, ok)
+        if not applied.discharge_allowed:
+            bounds = PowerBounds(0.0, bounds.max_charge_w)
         if not ok or s.mode in (Mode.HOLD, Mode.OFF):
             law_out = self.law.force_zero(now_s, s)
+        elif applied.grid_charge_w > 0 and bounds.max_charge_w > 0:
+            law_out = self.law.set_constant(now_s, -applied.grid_charge_w, bounds, s)
         elif s.mode is Mode.CONSTANT_POWER:
             law_out = self.law.set_constant(now_s, s.constant_power_w, bounds, s)
         else:
@@ -286,6 +296,23 @@ class Controller:
             limits_ok=ok,
             faults=faults,
             quality=self.quality.report(now_s),
+            applied=applied,
+        )
+
+    def _apply_rule(self, obs: Observation, limits_ok: bool) -> Applied:
+        """The schedule's or price rule's effect. Windows and price rules act in mode auto
+        only (another mode is the owner's explicit order); the reserve SoC in every mode."""
+        s = self.settings
+        rule = obs.rule if s.mode is Mode.AUTO else NO_RULE
+        lim = obs.limits
+        return self.rules.apply(
+            rule,
+            soc_pct=obs.soc_pct,
+            reserve_soc_pct=s.reserve_soc_pct,
+            hysteresis_pct=s.soc_hysteresis_pct,
+            limits_ok=limits_ok,
+            pack_voltage_v=obs.pack_voltage_v,
+            cvl_v=None if lim is None else lim.value.cvl_v,
         )
 
     def _supervise(

@@ -50,6 +50,8 @@ from gridzero_controller.core import (
 )
 from gridzero_controller.dispatch import InverterUnit, Side, unit_holdoff_s
 from gridzero_controller.law import LawReason, MeterSample
+from gridzero_controller.prices import Price, fresh_price, parse_price
+from gridzero_controller.schedule import Rule, decide, local_time, time_zone
 from gridzero_controller.settings import (
     ControllerRuntime,
     ControllerSettings,
@@ -76,10 +78,24 @@ class ControllerServiceSettings(ServiceSettings, MeterSettings):
         description="after its demand went to 0 a line counts as feeding this long (the "
         "interlock); empty: a SoyoSource's ramp-down from the line's max power (900 W: 7.1 s)",
     )
+    time_zone: str = Field(
+        "UTC",
+        description="IANA time zone of the schedule windows (e.g. Europe/Berlin); windows are "
+        "local wall-clock times, daylight-saving changes included",
+    )
+    price_input: bool = Field(False, description="read the import price from <base>/price")
+    price_stale_s: float = Field(
+        900.0, ge=60, le=7200, description="a price older than this is no price (stops charging)"
+    )
     controller: ControllerSettings = Field(
         default_factory=ControllerSettings,
         description="every tuning setting (services/controller/README.md)",
     )
+
+    @model_validator(mode="after")
+    def _known_zone(self) -> ControllerServiceSettings:
+        time_zone(self.time_zone)
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -221,6 +237,7 @@ class ControllerService(Service[ControllerServiceSettings]):
             "shunt": Freshness("shunt state"),
         }
         self.last_step_s = -1e9
+        self.price_now: float | None = None
         t = ctx.topics
         ctx.subscribe(self.meter_source.topic, self.on_meter)
         ctx.subscribe(t.bms_limits, self.on_limits)
@@ -230,6 +247,10 @@ class ControllerService(Service[ControllerServiceSettings]):
         ctx.subscribe(t.inverter_state("+"), self.on_inverter)
         if s.legacy_charge_target:
             ctx.subscribe(LEGACY_CHARGE_TARGET_TOPIC, self.on_charge_target)
+        self.zone = time_zone(s.time_zone)
+        self.price: FreshValue[Price] | None = None
+        if s.price_input:
+            ctx.subscribe(t.price, self.on_price)
         ctx.every(s.control_period_s, self.tick, name="control")
         ctx.discovery(self.discovery)
         # the hub device every service device links to in Home Assistant
@@ -271,6 +292,21 @@ class ControllerService(Service[ControllerServiceSettings]):
             raise
         self.runtime.apply(runtime_from(full), changed="mode")
         self.ctx.ack(msg.topic, msg.payload, ok=True)
+
+    def on_price(self, msg: Message) -> None:
+        """The import price (prices.py). A retained one is history, never fresh: refused."""
+        if msg.retain:
+            raise ValueError(
+                f"{msg.topic}: retained price refused (a retained price is never fresh)"
+            )
+        self.price = FreshValue(parse_price(msg.payload), self.ctx.now())
+
+    def rule_now(self, now: float, settings: ControllerSettings) -> tuple[Rule, float | None]:
+        """The window or price rule in force (schedule.decide) and the fresh import price."""
+        price = fresh_price(self.price, now, self.settings.price_stale_s)
+        value = None if price is None else price.import_price
+        local = local_time(self.ctx.wall(), self.zone)
+        return decide(settings.windows(), local, value, settings.price_rules()), value
 
     def _take(self, gate: str, msg: Message, payload: P) -> FreshValue[P]:
         """A fresh message with its arrival time; NotFreshError (logged, refused) otherwise."""
@@ -391,7 +427,9 @@ class ControllerService(Service[ControllerServiceSettings]):
             self._log_meter(self.meter_watch.check(now, self.settings_now().meter_stale_s))
             self.publish_waiting(now)
             return
+        rule, self.price_now = self.rule_now(now, self.controller.settings)
         obs = Observation(
+            rule=rule,
             now_s=now,
             meter=self.meter,
             limits=self.limits,
@@ -467,6 +505,9 @@ class ControllerService(Service[ControllerServiceSettings]):
                 *self.meter_watch.faults(now, self.controller.settings.meter_stale_s),
                 *(f.message(now) for f in out.faults),
             ],
+            rule=out.applied.rule.source,
+            rule_why=out.applied.why,
+            price=self.price_now,
         )
         ctx.publish(ctx.topics.controller_state, state, retain=True)
 
@@ -484,6 +525,8 @@ class ControllerService(Service[ControllerServiceSettings]):
                 "discharge", "Discharge power", st, "discharge_w", unit="W", device_class="power"
             ),
             ha.sensor("state", "State", st, "state", state_class=None),
+            ha.sensor("rule", "Rule", st, "rule", state_class=None),
+            ha.text_sensor("rule_why", "Rule reason", st, "{{ value_json.rule_why[:255] }}"),
             # a state may hold 255 characters; the full list is in the state payload
             ha.text_sensor(
                 "faults", "Faults", st, "{{ (value_json.faults | join('; ') or 'none')[:255] }}"

@@ -12,6 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from gridzero.contract import ControllerMode
 from gridzero.errors import SettingsError
+from gridzero_controller.schedule import (
+    MAX_WINDOWS,
+    WINDOW_PATTERN,
+    PriceRules,
+    Window,
+    parse_window,
+)
 
 # The modes are part of the MQTT contract (auto, charge_only, discharge_only, hold,
 # constant_power, off): AUTO keeps the grid at the target charging and discharging;
@@ -24,6 +31,17 @@ Mode = ControllerMode
 def _num(default: float, lo: float, hi: float, unit: str, step: float) -> Any:
     # unit and step: how Home Assistant shows the number entity of a runtime setting
     return Field(default, ge=lo, le=hi, json_schema_extra={"unit": unit, "step": step})
+
+
+def _window(number: int) -> Any:
+    # a Home Assistant text entity each: a state holds at most 255 characters, and the
+    # frontend checks the pattern while the owner types (schedule.py)
+    return Field(
+        "",
+        max_length=255,
+        title=f"Window {number}",
+        json_schema_extra={"pattern": WINDOW_PATTERN},
+    )
 
 
 class ControllerRuntime(BaseModel):
@@ -49,6 +67,49 @@ class ControllerRuntime(BaseModel):
     soc_hysteresis_pct: float = _num(3.0, 0.1, 30.0, "%", 0.5)
     # Meter handling.
     meter_stale_s: float = _num(5.0, 1.0, 120.0, "s", 1)
+    # Schedules and price rules (schedule.py; services/controller/README.md "Schedules").
+    # Discharging stops at this SoC outside `discharge_to` windows (0: only soc_min_pct).
+    reserve_soc_pct: float = _num(0.0, 0.0, 100.0, "%", 1)
+    window_1: str = _window(1)
+    window_2: str = _window(2)
+    window_3: str = _window(3)
+    window_4: str = _window(4)
+    window_5: str = _window(5)
+    window_6: str = _window(6)
+    # Prices in the unit of the price topic (e.g. EUR/kWh or ct/kWh); "below" is strict.
+    price_charge_enabled: bool = False
+    charge_below_price: float = _num(0.0, -1000.0, 1000.0, "/kWh", 0.001)
+    price_charge_soc_pct: float = _num(80.0, 0.0, 100.0, "%", 1)
+    price_charge_w: float = _num(1000.0, 0.0, 20000.0, "W", 50)
+    price_hold_enabled: bool = False
+    hold_below_price: float = _num(0.0, -1000.0, 1000.0, "/kWh", 0.001)
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> Self:
+        self.windows()
+        if self.price_charge_enabled and not 0 < self.price_charge_w <= self.max_charge_w:
+            raise ValueError(
+                f"price_charge_w {self.price_charge_w:g} must be above 0 and at most "
+                f"max_charge_w {self.max_charge_w:g} while price_charge_enabled"
+            )
+        return self
+
+    def windows(self) -> tuple[Window | None, ...]:
+        """The parsed windows 1..6 (None: empty); ValueError naming the bad one."""
+        return tuple(
+            parse_window(getattr(self, f"window_{i}"), f"window_{i}", self.max_charge_w)
+            for i in range(1, MAX_WINDOWS + 1)
+        )
+
+    def price_rules(self) -> PriceRules:
+        return PriceRules(
+            charge_enabled=self.price_charge_enabled,
+            charge_below=self.charge_below_price,
+            charge_soc_pct=self.price_charge_soc_pct,
+            charge_w=self.price_charge_w,
+            hold_enabled=self.price_hold_enabled,
+            hold_below=self.hold_below_price,
+        )
 
     @model_validator(mode="after")
     def _check_soc_band(self) -> Self:
@@ -113,7 +174,11 @@ def validate_settings(values: dict[str, Any]) -> ControllerSettings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            if not err["loc"]:
+                # a rule across fields: the message names them (the input is every setting)
+                problems.append(f"controller settings: {err['msg']}")
+                continue
+            where = ".".join(str(p) for p in err["loc"])
             problems.append(f"controller setting {where}={err.get('input')!r}: {err['msg']}")
         raise SettingsError("; ".join(problems)) from exc
 

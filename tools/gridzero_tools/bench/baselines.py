@@ -10,14 +10,18 @@ clamp every command to the bms limits for all controllers alike.
 - `OpenDtuController`: OpenDTU-OnBattery's DPL with its waits, backoff and hysteresis, plus
   its Huawei-style charger auto mode (hoylabs/OpenDTU-OnBattery, src/gridcharger/huawei).
 - `GridzeroBench`: gridzero's own controller (`gridzero_controller.core`).
+- `ScheduledGridzero`: the same with its schedule windows and price rules (`--tariff`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol, runtime_checkable
+from zoneinfo import ZoneInfo
 
-from gridzero_controller.core import Controller, Observation
+from gridzero_controller.core import Controller, ControllerOutput, Observation
 from gridzero_controller.dispatch import (
     CHARGER_OFF,
     ChargerCommand,
@@ -26,6 +30,7 @@ from gridzero_controller.dispatch import (
     Side,
     split_discharge,
 )
+from gridzero_controller.schedule import decide, local_time
 from gridzero_controller.settings import ControllerSettings
 
 
@@ -65,6 +70,38 @@ class GridzeroBench:
     def step(self, obs: Observation) -> Commands:
         """Run the controller's whole domain."""
         return self.controller.step(obs).commands
+
+
+class ScheduledGridzero:
+    """gridzero with its schedule and price rules: the rule in force comes from the local
+    time (the profile's seconds after the local midnight of ``day_start_wall_s``) and the
+    price at that time, as the service computes it from the wall clock and the price topic."""
+
+    name = "gridzero+schedule"
+
+    def __init__(
+        self,
+        settings: ControllerSettings,
+        units: tuple[InverterUnit, ...],
+        *,
+        day_start_wall_s: float,
+        zone: ZoneInfo,
+        price_at: Callable[[float], float | None] | None = None,
+    ) -> None:
+        self.controller = Controller(settings, units)
+        self.day_start_wall_s = day_start_wall_s
+        self.zone = zone
+        self.price_at = price_at
+        self.last: ControllerOutput | None = None
+
+    def step(self, obs: Observation) -> Commands:
+        """The rule for ``obs.now_s``, then the controller's whole domain."""
+        s = self.controller.settings
+        price = None if self.price_at is None else self.price_at(obs.now_s)
+        local = local_time(self.day_start_wall_s + obs.now_s, self.zone)
+        rule = decide(s.windows(), local, price, s.price_rules())
+        self.last = self.controller.step(replace(obs, rule=rule))
+        return self.last.commands
 
 
 class HousebattController:

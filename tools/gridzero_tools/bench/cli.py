@@ -7,6 +7,7 @@
     gridzero bench --plants tools/gridzero_tools/data/plants --plot-cases plants.png
     gridzero bench --from-json results.json --plot-cases cases.png --plot-metric abs_grid_wh
     gridzero bench --households 100 --seed 2 --duration 1800 --jobs 2   # generated households
+    gridzero bench --profile sunny-day --tariff cheap-night    # cost per day, + gridzero+schedule
 
 Prints, per profile and plant, a table (or JSON with --json) of what the grid saw for each
 controller, the oracle's physical limit and the targets of services/controller/README.md.
@@ -23,13 +24,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gridzero.errors import UsageError
-from gridzero_controller.settings import ControllerSettings
+from gridzero.errors import SettingsError, UsageError
+from gridzero_controller.schedule import time_zone
+from gridzero_controller.settings import ControllerSettings, update_settings
 from gridzero_tools.bench.baselines import (
     BenchController,
     GridzeroBench,
     HousebattController,
     OpenDtuController,
+    ScheduledGridzero,
     SoyosourceMeterController,
 )
 from gridzero_tools.bench.bound import BoundResult, lower_bound, require_highspy
@@ -52,6 +55,14 @@ from gridzero_tools.bench.population import (
     run_households,
     target_counts,
 )
+from gridzero_tools.bench.tariff import (
+    Cost,
+    Tariff,
+    cost_table,
+    load_tariff,
+    run_cost,
+    schedule_settings,
+)
 from gridzero_tools.sim.params import PlantParams, load_plant
 from gridzero_tools.sim.profile import Profile, load_profile
 
@@ -61,6 +72,9 @@ METER_ORACLE = "oracle-meter"
 BASELINES = ("housebatt", "soyosource-meter", "opendtu")
 # Exit status when a run beats the lower bound (2 is argparse's, 1 a usage error's).
 BELOW_BOUND_EXIT = 3
+SCHEDULED = "gridzero+schedule"
+# The bench's day: the profile's seconds count from this midnight (UTC, a Wednesday).
+BENCH_DAY_WALL_S = 1736899200.0  # 2025-01-15 00:00 UTC
 
 
 def make_controller(
@@ -178,6 +192,8 @@ class Case:
     traces: list[RunTrace]
     oracle_lead_s: float | None
     bound: BoundResult | None = None
+    costs: list[Cost] | None = None
+    tariff_unit: str = ""
 
 
 def run_case(
@@ -187,6 +203,7 @@ def run_case(
     config: BenchConfig,
     progress: Progress,
     with_bound: bool = True,
+    tariff: Tariff | None = None,
 ) -> Case:
     """Run every controller (the oracle with each lead, keeping the best), and the bound."""
     settings = bench_settings(params)
@@ -224,16 +241,65 @@ def run_case(
         ctl = make_controller(name, params, profile, settings)
         traces[name] = run(ctl, params, profile, config, progress.start(f"{name} {profile.name}"))
         progress.finish_run()
+    if tariff is not None:
+        ctl = scheduled_controller(params, settings, tariff)
+        traces[SCHEDULED] = run(ctl, params, profile, config, progress.start(f"{SCHEDULED}"))
+        progress.finish_run()
     first = next(iter(traces.values()))
     end = first.start_s + first.duration_s
     steps = find_steps(profile, params, first.start_s, end)
     oracle_abs = traces["oracle"].abs_grid_wh if "oracle" in traces else None
-    ordered = [n for n in (*controllers, CAUSAL, METER_ORACLE) if n in traces]
+    ordered = [n for n in (*controllers, SCHEDULED, CAUSAL, METER_ORACLE) if n in traces]
     net = net_load_series(profile, params, first.start_s, first.tick_s, len(first.grid_w))
     metrics = [metrics_for(traces[n], steps, oracle_abs, net) for n in ordered]
     bound = lower_bound(profile, params, config.seed, first.start_s, end) if with_bound else None
+    costs = None if tariff is None else [costs_of(traces[n], params, tariff) for n in ordered]
     return Case(
-        profile.name, params.name, steps, metrics, [traces[n] for n in ordered], lead_best, bound
+        profile.name,
+        params.name,
+        steps,
+        metrics,
+        [traces[n] for n in ordered],
+        lead_best,
+        bound,
+        costs,
+        "" if tariff is None else tariff.unit,
+    )
+
+
+def scheduled_controller(
+    params: PlantParams, settings: ControllerSettings, tariff: Tariff
+) -> ScheduledGridzero:
+    """gridzero with the tariff's schedule (tariff.schedule_settings) on the bench's day."""
+    try:
+        scheduled = update_settings(settings, schedule_settings(tariff, settings.max_charge_w))
+    except SettingsError as exc:
+        raise UsageError(f"tariff {tariff.name}: gridzero settings refused: {exc}") from exc
+    return ScheduledGridzero(
+        scheduled,
+        units_of(params),
+        day_start_wall_s=BENCH_DAY_WALL_S,
+        zone=time_zone("UTC"),
+        price_at=tariff.import_price.at,
+    )
+
+
+def costs_of(trace: RunTrace, params: PlantParams, tariff: Tariff) -> Cost:
+    """One run's cost on the tariff (tariff.run_cost)."""
+    pack = params.pack
+    cells = pack.modules * pack.cells_per_module
+    capacity_kwh = cells * pack.cell_capacity_ah * 3.7 / 1000.0
+    efficiency = sum(i.efficiency for i in params.inverters) / len(params.inverters)
+    return run_cost(
+        trace.controller,
+        trace.grid_w,
+        trace.soc_pct,
+        trace.start_s,
+        trace.tick_s,
+        tariff,
+        capacity_kwh=capacity_kwh,
+        inverter_efficiency=efficiency,
+        start_soc_pct=pack.initial_soc_pct,
     )
 
 
@@ -414,6 +480,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the lower bound (the LP needs HiGHS: the bound extra)",
     )
+    p.add_argument(
+        "--tariff",
+        metavar="FILE",
+        help="import/export prices by time of day (YAML or CSV, or bundled: cheap-night, "
+        "half-hourly): cost per day for every controller, plus gridzero+schedule",
+    )
     return p
 
 
@@ -445,6 +517,18 @@ def case_doc(c: Case) -> dict[str, object]:
         "bound": None if c.bound is None else c.bound.as_dict(),
         "controllers": [_controller_doc(c, m) for m in c.metrics],
         "targets": targets(c),
+        "costs": None
+        if c.costs is None
+        else [
+            {
+                "controller": k.controller,
+                "import": round(k.import_cost, 4),
+                "export": round(k.export_credit, 4),
+                "stored": round(k.stored_value, 4),
+                "per_day": round(k.per_day, 4),
+            }
+            for k in c.costs
+        ],
     }
 
 
@@ -563,7 +647,12 @@ def main(argv: list[str]) -> int:
     profiles = [load_profile(p) for p in (ns.profile or ["load-steps"])]
     plants = _plants(ns)
     config = BenchConfig(seed=ns.seed, duration_s=ns.duration, start_s=ns.start)
-    runs_per_case = len(controllers) + (len(ORACLE_LEADS_S) + 1 if "oracle" in controllers else 0)
+    tariff = None if ns.tariff is None else load_tariff(ns.tariff)
+    runs_per_case = (
+        (tariff is not None)
+        + len(controllers)
+        + (len(ORACLE_LEADS_S) + 1 if "oracle" in controllers else 0)
+    )
     progress = Progress(
         not ns.no_progress and sys.stderr.isatty(), runs_per_case * len(profiles) * len(plants)
     )
@@ -573,7 +662,9 @@ def main(argv: list[str]) -> int:
         for params in plants:
             for profile in profiles:
                 cases.append(
-                    run_case(profile, params, controllers, config, progress, not ns.no_bound)
+                    run_case(
+                        profile, params, controllers, config, progress, not ns.no_bound, tariff
+                    )
                 )
     finally:
         progress.close()
@@ -591,11 +682,17 @@ def main(argv: list[str]) -> int:
     if ns.json:
         print(json.dumps({"elapsed_s": round(elapsed, 2), "cases": docs}, indent=2))
     else:
-        for c in cases:
-            print(table(c))
-            print()
-        print(f"{len(cases)} case(s) in {elapsed:.1f} s wall time")
+        _print_cases(cases, elapsed)
     return _check_bound(cases, ns.no_bound, ns.json)
+
+
+def _print_cases(cases: Sequence[Case], elapsed: float) -> None:
+    for c in cases:
+        print(table(c))
+        if c.costs is not None:
+            print(cost_table(c.costs, c.tariff_unit))
+        print()
+    print(f"{len(cases)} case(s) in {elapsed:.1f} s wall time")
 
 
 def _check_bound(cases: Sequence[Case], skipped: bool, as_json: bool) -> int:

@@ -1,0 +1,133 @@
+"""Schedules in simulated time on the bench's plant, and `gridzero bench --tariff`."""
+
+from __future__ import annotations
+
+import json
+from array import array
+from pathlib import Path
+
+import pytest
+
+from gridzero.errors import UsageError
+from gridzero_controller.schedule import time_zone
+from gridzero_controller.settings import update_settings
+from gridzero_tools.bench.baselines import ScheduledGridzero
+from gridzero_tools.bench.cli import BENCH_DAY_WALL_S, bench_settings, main
+from gridzero_tools.bench.engine import BenchConfig, RunTrace, run, units_of
+from gridzero_tools.bench.tariff import load_tariff, run_cost
+from gridzero_tools.sim.params import load_plant
+from gridzero_tools.sim.profile import Profile
+
+WINDOW = "daily 00:30-04:30 charge 80% 2000W"
+
+
+def _run(window: str, start_s: float, duration_s: float, load_w: float = 300.0) -> RunTrace:
+    params = load_plant("small-pack")  # 2.2 kWh: 50 -> 80 % in about 25 min at 2 kW
+    settings = update_settings(bench_settings(params), {"window_1": window})
+    ctl = ScheduledGridzero(
+        settings, units_of(params), day_start_wall_s=BENCH_DAY_WALL_S, zone=time_zone("UTC")
+    )
+    config = BenchConfig(start_s=start_s, duration_s=duration_s)
+    return run(ctl, params, Profile.constant(load_w, duration_s=start_s + duration_s), config)
+
+
+def _at(trace: RunTrace, t_s: float) -> int:
+    return round((t_s - trace.start_s) / trace.tick_s) - 1
+
+
+def _mean(values: object, a: int, b: int) -> float:
+    part = list(values)[a:b]  # type: ignore[call-overload]
+    return sum(part) / len(part)
+
+
+def test_charge_to_80_between_00_30_and_04_30_stops_at_80_and_the_loop_resumes_after() -> None:
+    trace = _run(WINDOW, 0.0, 5 * 3600.0)
+    bat, grid, soc = trace.battery_w, trace.grid_w, trace.soc_pct
+    # before the window: the plain loop covers the house from the battery
+    assert _mean(bat, _at(trace, 600), _at(trace, 1700)) > 250
+    assert abs(_mean(grid, _at(trace, 600), _at(trace, 1700))) < 30
+    # inside: charging from the grid at about 2 kW (+ charging is negative battery_w here)
+    assert _mean(bat, _at(trace, 1900), _at(trace, 2400)) < -1700
+    assert _mean(grid, _at(trace, 1900), _at(trace, 2400)) > 2000
+    # stops at 80 % and holds (no discharge) for the rest of the window
+    assert max(soc) < 81.5
+    assert max(soc[_at(trace, 1800) : _at(trace, 16200)]) > 79.0
+    assert abs(_mean(bat, _at(trace, 12000), _at(trace, 16100))) < 30
+    assert _mean(grid, _at(trace, 12000), _at(trace, 16100)) > 250
+    # after 04:30 the loop discharges into the house again
+    assert _mean(bat, _at(trace, 16500), _at(trace, 17900)) > 250
+    assert trace.violations.total == 0
+
+
+def test_charging_stops_at_the_window_end_before_the_target() -> None:
+    trace = _run("daily 00:30-04:30 charge 80% 1000W", 4 * 3600.0, 3600.0)
+    bat, soc = trace.battery_w, trace.soc_pct
+    assert _mean(bat, _at(trace, 14700), _at(trace, 16100)) < -800
+    end_soc = soc[_at(trace, 16200)]
+    assert end_soc < 75.0  # the window ended first
+    assert _mean(bat, _at(trace, 16500), _at(trace, 17900)) > 250
+    assert max(soc[_at(trace, 16400) :]) <= end_soc + 0.2
+
+
+def test_a_hold_window_keeps_the_inverter_at_0_w_while_the_house_imports() -> None:
+    trace = _run("daily 00:00-01:00 hold", 0.0, 900.0, load_w=500.0)
+    assert max(trace.battery_w) <= 5.0
+    assert _mean(trace.grid_w, 40, len(trace.grid_w)) > 450
+
+
+def test_cost_counts_import_export_and_stored_energy() -> None:
+    tariff = load_tariff("cheap-night")
+    assert tariff.import_price.at(3600) == pytest.approx(0.075)
+    assert tariff.import_price.at(12 * 3600) == pytest.approx(0.285)
+    grid = array("f", [1000.0] * 3600)  # 1 kW for one hour at 01:00 (cheap)
+    soc = array("f", [50.0] * 3600)
+    cost = run_cost(
+        "x",
+        grid,
+        soc,
+        3600.0,
+        1.0,
+        tariff,
+        capacity_kwh=10,
+        inverter_efficiency=0.9,
+        start_soc_pct=50.0,
+    )
+    assert cost.import_cost == pytest.approx(0.075, rel=1e-3)
+    assert cost.per_day == pytest.approx(0.075 * 24, rel=1e-3)
+    half = load_tariff("half-hourly")
+    assert len(half.import_price.prices) == 48
+    assert half.import_price.at(17 * 3600) > half.import_price.at(3 * 3600)
+
+
+def test_bench_tariff_prints_cost_per_controller_and_the_schedule_saves(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status = main(
+        [
+            "--profile",
+            "night-base",
+            "--controllers",
+            "gridzero,housebatt",
+            "--tariff",
+            "cheap-night",
+            "--duration",
+            "18000",
+            "--no-bound",
+            "--no-progress",
+            "--json",
+        ]
+    )
+    assert status == 0
+    doc = json.loads(capsys.readouterr().out)
+    costs = {c["controller"]: c["per_day"] for c in doc["cases"][0]["costs"]}
+    assert set(costs) == {"gridzero", "housebatt", "gridzero+schedule"}
+    assert costs["gridzero+schedule"] < costs["gridzero"]
+
+
+def test_a_bad_tariff_is_refused_by_name(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('import: {"25:00": 0.1}\n')
+    with pytest.raises(UsageError, match="25:00"):
+        load_tariff(str(bad))
+    with pytest.raises(UsageError, match="no such file or bundled tariff"):
+        load_tariff("nowhere")
