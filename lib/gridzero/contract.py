@@ -41,6 +41,31 @@ __all__ = ["SERVICES"]  # re-exported: the one table of parts lives in gridzero.
 DEFAULT_BASE = "gridzero"
 DEFAULT_METER_TOPIC = "meterbox/grid"
 LEGACY_CHARGE_TARGET_TOPIC = "meterbox/chargeTarget"
+# The original ESP32 project's topics (github.com/anikrooz/housebatt, housebatt.ino), published
+# by the optional `housebatt-compat` service with the original's names, units and signs
+# (services/housebatt-compat/README.md gives the source line of each).
+HOUSEBATT_BATTERY_TOPICS: tuple[str, ...] = tuple(
+    f"battery/{name}"
+    for name in (
+        "amps",
+        "soc",
+        "amphour",
+        "volt",
+        "balancing",
+        "highcell",
+        "lowcell",
+        "temp",
+        "cells",
+        "error",
+    )
+)
+HOUSEBATT_UPTIME_TOPIC = "goatshed/uptime"
+HOUSEBATT_STATUS_TOPIC = "goatshed/status"
+HOUSEBATT_TOPICS: tuple[str, ...] = (
+    *HOUSEBATT_BATTERY_TOPICS,
+    HOUSEBATT_UPTIME_TOPIC,
+    HOUSEBATT_STATUS_TOPIC,
+)
 HA_STATUS_TOPIC = "homeassistant/status"
 HA_DISCOVERY_PREFIX = "homeassistant"
 
@@ -541,10 +566,36 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(
         "meterbox/chargeTarget",
-        "operator (legacy)",
+        "homeassistant, operator (legacy)",
         "plain integer W",
         False,
-        "the original system's constant-charge command: > 0 charge at that power, <= 0 back to auto",
+        "the original system's charge command: > 0 charge at that power, ignoring the meter, "
+        "until no refresh came for `charge_target_timeout_s` (15 s); <= 0 back to the loop "
+        "and discharging enabled again; never retained, never persisted",
+    ),
+    TopicSpec(
+        "battery/{name}",
+        "housebatt-compat (optional)",
+        "plain text, the original's format",
+        False,
+        "the original system's battery topics (amps + out of the battery, soc, amphour, volt, "
+        "balancing, highcell, lowcell, temp, cells, error), every 0.5 s, cells every 10 s "
+        "(services/housebatt-compat/README.md)",
+    ),
+    TopicSpec(
+        "goatshed/uptime",
+        "housebatt-compat (optional)",
+        "plain integer s",
+        False,
+        "seconds since the compat service started, every 0.5 s",
+    ),
+    TopicSpec(
+        "goatshed/status",
+        "housebatt-compat (optional)",
+        "plain text",
+        False,
+        "the original's event texts: ` --- BOOT ---`, `START CHARGING`, `STOP CHARGING ...`, "
+        "`Demand: N`, `SOC SET: N`, faults",
     ),
     TopicSpec(
         "homeassistant/device/gridzero_{service}/config",

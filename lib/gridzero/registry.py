@@ -31,6 +31,9 @@ class Part:
     """``device``: talks to hardware; ``bus``: MQTT only; ``tool``: never in a device image."""
     device: str | None = None
     """The device whose frames ``gridzero decode/encode <device>`` handle, if any."""
+    optional: bool = False
+    """Not part of the default system: started only on request (``gridzero up --with <name>``,
+    a compose profile of its name); not in the hub, the fault rig or ``SYSTEM_SERVICES``."""
 
     @property
     def service_module(self) -> str:
@@ -59,14 +62,30 @@ PARTS: tuple[Part, ...] = (
         "services/telnet-console",
         "bus",
     ),
+    # the original ESP32 project's MQTT topics (battery/..., goatshed/...) for an owner
+    # switching over, on request only (services/housebatt-compat/README.md)
+    Part(
+        "housebatt-compat",
+        "gridzero_housebatt_compat",
+        "gridzero-housebatt-compat",
+        "services/housebatt-compat",
+        "bus",
+        optional=True,
+    ),
     Part("sim", "gridzero_tools.sim", "gridzero-tools", "tools", "tool"),
 )
 
 SERVICES: tuple[str, ...] = tuple(p.name for p in PARTS)
 """Every process on the bus, by the name it uses in topics, the CLI and Docker."""
 
-SYSTEM_SERVICES: tuple[str, ...] = tuple(p.name for p in PARTS if p.kind != "tool")
-"""The services of a real installation (everything but the simulator)."""
+SYSTEM_SERVICES: tuple[str, ...] = tuple(
+    p.name for p in PARTS if p.kind != "tool" and not p.optional
+)
+"""The services of a real installation by default (everything but the simulator and the
+optional services)."""
+
+OPTIONAL_SERVICES: tuple[str, ...] = tuple(p.name for p in PARTS if p.optional)
+"""Services started only on request (``gridzero up --with``, their compose profile)."""
 
 DEVICE_SERVICES: tuple[str, ...] = tuple(p.name for p in PARTS if p.kind == "device")
 """The services that talk to hardware (and publish raw frames)."""

@@ -37,7 +37,12 @@ from pathlib import Path
 
 from paho.mqtt.client import topic_matches_sub
 
-from gridzero.contract import DEFAULT_BASE, DEFAULT_METER_TOPIC, LEGACY_CHARGE_TARGET_TOPIC
+from gridzero.contract import (
+    DEFAULT_BASE,
+    DEFAULT_METER_TOPIC,
+    HOUSEBATT_TOPICS,
+    LEGACY_CHARGE_TARGET_TOPIC,
+)
 from gridzero.errors import GridzeroError, UsageError
 from gridzero.meter import read_controller_meter
 
@@ -117,11 +122,19 @@ USERS: tuple[User, ...] = (
             # an automation may forward a sensor as the meter (docs/meter.md); Home Assistant
             # can already command any power through the settings, so this adds no power
             "{meter}",
+            # the original system's charge command, for an owner's automations (issue 19);
+            # it lapses 15 s after the last refresh and the bms limits still clamp it
+            LEGACY_CHARGE_TARGET_TOPIC,
         ),
         reads=("#",),
     ),
-    # the meter only reports; the legacy chargeTarget command is the operator's (see the contract)
+    # the meter only reports; the legacy chargeTarget command is not the meter's (see the contract)
     User("meter", ("{meter}",)),
+    # the optional adapter writes the original system's topics and nothing of gridzero's
+    User(
+        "housebatt-compat",
+        ("{base}/housebatt-compat/status", "{base}/housebatt-compat/log", *HOUSEBATT_TOPICS),
+    ),
 )
 """Who may write what. Tests (the fault injector) use the `sim` user's fault topic via `operator`."""
 
