@@ -322,6 +322,18 @@ class ControllerState(Stamped):
     grid_error_mean_w: float = Field(description="mean of grid_w - target_w")
     grid_error_rms_w: float = Field(ge=0)
     reversals_per_min: float = Field(ge=0)
+    charge_target_w: float | None = Field(
+        default=None,
+        ge=0,
+        description="the power `meterbox/chargeTarget` charges at while it is active (the meter "
+        "is ignored meanwhile); null when none",
+    )
+    charge_target_left_s: float | None = Field(
+        default=None, ge=0, description="seconds until the charge target lapses unless refreshed"
+    )
+    charge_target_until_ts: float | None = Field(
+        default=None, ge=0, description="Unix time when the charge target lapses unless refreshed"
+    )
     faults: list[str] = Field(default_factory=list)
 
 

@@ -47,12 +47,8 @@ from gridzero_controller.core import (
 )
 from gridzero_controller.dispatch import BmsLimits, InverterUnit, Side, unit_holdoff_s
 from gridzero_controller.law import LawReason, MeterSample
-from gridzero_controller.settings import (
-    ControllerSettings,
-    Mode,
-    apply_charge_target,
-    update_settings,
-)
+from gridzero_controller.charge_target import ChargeTargetHold, overlay
+from gridzero_controller.settings import ControllerSettings, Mode, update_settings
 
 
 class UnitSettings(BaseModel):
@@ -121,6 +117,7 @@ class ControllerRuntime(BaseModel):
     soc_max_pct: float = _num(95.0, 0.0, 100.0, "%", 1)
     soc_hysteresis_pct: float = _num(3.0, 0.1, 30.0, "%", 0.5)
     meter_stale_s: float = _num(5.0, 1.0, 120.0, "s", 1)
+    charge_target_timeout_s: float = _num(15.0, 5.0, 300.0, "s", 1)
 
     @model_validator(mode="after")
     def _soc_band(self) -> ControllerRuntime:
@@ -138,7 +135,7 @@ def runtime_limit(startup: ControllerSettings) -> Callable[[ControllerRuntime], 
     def why(value: ControllerRuntime) -> str:
         problems = [
             f"{name} {getattr(value, name):g} above its start-up {getattr(startup, name):g}"
-            for name in ("max_charge_w", "max_discharge_w", "soc_max_pct")
+            for name in ("max_charge_w", "max_discharge_w", "soc_max_pct", "charge_target_timeout_s")
             if getattr(value, name) > getattr(startup, name)
         ]
         if value.soc_min_pct < startup.soc_min_pct:
@@ -196,6 +193,8 @@ class ControllerService(Service[ControllerServiceSettings]):
         self.runtime = ctx.runtime_settings(
             runtime_from(s.controller), self.on_runtime_change, limit=runtime_limit(s.controller)
         )
+        # meterbox/chargeTarget: in memory only, so a restart never brings one back
+        self.charge_target = ChargeTargetHold()
         self.controller = Controller(self._effective(self.runtime.value), self.units)
         self.meter: MeterSample | None = None
         self.meter_source = s.meter_source()
@@ -240,14 +239,18 @@ class ControllerService(Service[ControllerServiceSettings]):
     # ------------------------------------------------------------------ settings
 
     def _effective(self, runtime: ControllerRuntime) -> ControllerSettings:
-        return update_settings(self.settings.controller, runtime.model_dump())
+        """The runtime settings, with an active charge target laid over them."""
+        full = update_settings(self.settings.controller, runtime.model_dump())
+        return overlay(full, self.charge_target.current(self.ctx.now()))
 
     def on_runtime_change(self, runtime: ControllerRuntime) -> None:
         """A validated runtime change: the domain takes it at the next step."""
         self.controller.update_settings(self._effective(runtime))
 
     def on_charge_target(self, msg: Message) -> None:
-        """`meterbox/chargeTarget`: > 0 W constant charge, <= 0 back to auto.
+        """`meterbox/chargeTarget` (`charge_target.py`): > 0 W charge at that power, ignoring
+        the meter, for `charge_target_timeout_s` after the last refresh; <= 0 W back to the
+        loop and discharging enabled again.
 
         A retained one is refused: the broker would replay it after every restart, so an old
         "charge at 3 kW" would come back on its own."""
@@ -255,17 +258,38 @@ class ControllerService(Service[ControllerServiceSettings]):
             self.ctx.ack(msg.topic, msg.payload, ok=False, reason=RETAINED_REFUSED)
             self.ctx.log.warning("%s refused: retained message", msg.topic)
             return
+        now = self.ctx.now()
+        timeout_s = self.runtime.value.charge_target_timeout_s
         try:
             watts = parse_meter(msg.payload, topic=msg.topic)
-            try:
-                full = apply_charge_target(self.controller.settings, watts)
+            trial = ChargeTargetHold()
+            trial.receive(watts, now, timeout_s)
+            try:  # checked before anything changes: a bad value leaves the old target
+                overlay(self.controller.settings, trial.current(now))
             except SettingsError as exc:
                 # e.g. above the constant-power range: refused like any bad command
                 raise ValueError(f"{msg.topic}: {watts:g} W refused: {exc}") from exc
         except ValueError as exc:
             self.ctx.ack(msg.topic, msg.payload, ok=False, reason=str(exc))
             raise
-        self.runtime.apply(runtime_from(full), changed="mode")
+        was = self.charge_target.current(now)
+        if self.charge_target.receive(watts, now, timeout_s):
+            if was is not None:
+                self.ctx.log.info("%s %g W: charge target ended, back to the loop", msg.topic, watts)
+            if not self.runtime.value.discharge_enabled:
+                # the original's `invertOverride = 1` (housebatt.ino line 229)
+                self.runtime.apply(
+                    self.runtime.value.model_copy(update={"discharge_enabled": True}),
+                    changed="discharge_enabled",
+                )
+        elif was is None:
+            self.ctx.log.info(
+                "%s: charging at %g W, meter ignored, for %g s unless refreshed",
+                msg.topic,
+                watts,
+                timeout_s,
+            )
+        self.controller.update_settings(self._effective(self.runtime.value))
         self.ctx.ack(msg.topic, msg.payload, ok=True)
 
     def _admit(
@@ -366,6 +390,7 @@ class ControllerService(Service[ControllerServiceSettings]):
     def step(self, now: float) -> None:
         """One control step: observation → commands → MQTT."""
         self.last_step_s = now
+        self._lapse_charge_target(now)
         obs = Observation(
             now_s=now,
             meter=self.meter,
@@ -378,6 +403,18 @@ class ControllerService(Service[ControllerServiceSettings]):
         out = self.controller.step(obs)
         self._log_meter(self.meter_watch.check(now, self.controller.settings.meter_stale_s))
         self.publish(out, now)
+
+    def _lapse_charge_target(self, now: float) -> None:
+        """A target not refreshed in time ends here: back to the runtime settings."""
+        held = self.charge_target.target
+        if held is not None and self.charge_target.current(now) is None:
+            self.ctx.log.warning(
+                "%s: %g W not refreshed for %g s: lapsed, back to the loop",
+                LEGACY_CHARGE_TARGET_TOPIC,
+                held.power_w,
+                self.runtime.value.charge_target_timeout_s,
+            )
+            self.controller.update_settings(self._effective(self.runtime.value))
 
     def publish(self, out: ControllerOutput, now: float) -> None:
         """Commands to every device, then the state."""
@@ -397,6 +434,7 @@ class ControllerService(Service[ControllerServiceSettings]):
             charge = self._numbered(ChargeCommand, ts=ts, enable=False)
         ctx.publish(ctx.topics.charger_set, charge)
         q = out.quality
+        target = self.charge_target.current(now)
         v = self.pack_voltage_v or 0.0
         charge_w = c.current_a * v / self.controller.settings.charger_efficiency if c.on else 0.0
         state = ControllerState(
@@ -414,6 +452,9 @@ class ControllerService(Service[ControllerServiceSettings]):
             grid_error_mean_w=q.mean_error_w,
             grid_error_rms_w=q.rms_error_w,
             reversals_per_min=q.reversals_per_min,
+            charge_target_w=None if target is None else target.power_w,
+            charge_target_left_s=None if target is None else round(target.left_s(now), 1),
+            charge_target_until_ts=None if target is None else round(ts + target.left_s(now), 1),
             faults=[
                 *self.meter_watch.faults(now, self.controller.settings.meter_stale_s),
                 *(f.message(now) for f in out.faults),
@@ -435,6 +476,14 @@ class ControllerService(Service[ControllerServiceSettings]):
                 "discharge", "Discharge power", st, "discharge_w", unit="W", device_class="power"
             ),
             ha.sensor("state", "State", st, "state", state_class=None),
+            ha.sensor(
+                "charge_target",
+                "Charge target",
+                st,
+                "charge_target_w",
+                unit="W",
+                device_class="power",
+            ),
             # a state may hold 255 characters; the full list is in the state payload
             ha.text_sensor(
                 "faults", "Faults", st, "{{ (value_json.faults | join('; ') or 'none')[:255] }}"

@@ -41,6 +41,9 @@ class ControllerSettings(BaseModel):
     soc_hysteresis_pct: float = Field(3.0, ge=0.1, le=30.0)
     # Meter handling.
     meter_stale_s: float = Field(5.0, ge=1.0, le=120.0)
+    # `meterbox/chargeTarget` lapses this long after its last refresh (the original's 15 s
+    # `timeout`, housebatt.ino line 70): a dead automation cannot keep charging from the grid.
+    charge_target_timeout_s: float = Field(15.0, ge=5.0, le=300.0)
     stale_ramp_w_per_s: float = Field(500.0, ge=10.0, le=100000.0)
     spike_w: float = Field(1500.0, ge=50.0, le=20000.0)
     spike_confirm_w: float = Field(300.0, ge=10.0, le=20000.0)
@@ -109,14 +112,3 @@ def update_settings(current: ControllerSettings, changes: dict[str, Any]) -> Con
     merged.update(changes)
     return validate_settings(merged)
 
-
-def apply_charge_target(current: ControllerSettings, charge_target_w: float) -> ControllerSettings:
-    """The original system's `meterbox/chargeTarget` command (vw-bms-can.md 8.2).
-
-    > 0 W: charge at that constant power; <= 0 W: back to the grid-zero loop.
-    """
-    if charge_target_w > 0:
-        return update_settings(
-            current, {"mode": Mode.CONSTANT_POWER, "constant_power_w": -float(charge_target_w)}
-        )
-    return update_settings(current, {"mode": Mode.AUTO})
