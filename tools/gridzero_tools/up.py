@@ -28,6 +28,7 @@ import yaml
 
 from gridzero.errors import UsageError
 from gridzero.meter import read_controller_meter
+from gridzero.registry import OPTIONAL_SERVICES
 from gridzero.runtime.broker import BrokerProcess, free_port
 from gridzero.runtime.credentials import (
     LEFT_OUT_FILE,
@@ -35,7 +36,6 @@ from gridzero.runtime.credentials import (
     read_env_file,
     render_acl,
 )
-from gridzero.registry import OPTIONAL_SERVICES
 from gridzero.runtime.launch import SERVICE_MODULES
 
 DATA_UP = Path(__file__).resolve().parent / "data" / "up"

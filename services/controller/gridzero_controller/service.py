@@ -37,6 +37,7 @@ from gridzero.runtime.freshness import Freshness, Sequencer, Stamp
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import RETAINED_REFUSED, Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
+from gridzero_controller.charge_target import ChargeTargetHold, overlay
 from gridzero_controller.core import (
     ChargerReading,
     Controller,
@@ -47,7 +48,6 @@ from gridzero_controller.core import (
 )
 from gridzero_controller.dispatch import BmsLimits, InverterUnit, Side, unit_holdoff_s
 from gridzero_controller.law import LawReason, MeterSample
-from gridzero_controller.charge_target import ChargeTargetHold, overlay
 from gridzero_controller.settings import ControllerSettings, Mode, update_settings
 
 
@@ -135,7 +135,12 @@ def runtime_limit(startup: ControllerSettings) -> Callable[[ControllerRuntime], 
     def why(value: ControllerRuntime) -> str:
         problems = [
             f"{name} {getattr(value, name):g} above its start-up {getattr(startup, name):g}"
-            for name in ("max_charge_w", "max_discharge_w", "soc_max_pct", "charge_target_timeout_s")
+            for name in (
+                "max_charge_w",
+                "max_discharge_w",
+                "soc_max_pct",
+                "charge_target_timeout_s",
+            )
             if getattr(value, name) > getattr(startup, name)
         ]
         if value.soc_min_pct < startup.soc_min_pct:
@@ -275,7 +280,9 @@ class ControllerService(Service[ControllerServiceSettings]):
         was = self.charge_target.current(now)
         if self.charge_target.receive(watts, now, timeout_s):
             if was is not None:
-                self.ctx.log.info("%s %g W: charge target ended, back to the loop", msg.topic, watts)
+                self.ctx.log.info(
+                    "%s %g W: charge target ended, back to the loop", msg.topic, watts
+                )
             if not self.runtime.value.discharge_enabled:
                 # the original's `invertOverride = 1` (housebatt.ino line 229)
                 self.runtime.apply(

@@ -111,4 +111,3 @@ def update_settings(current: ControllerSettings, changes: dict[str, Any]) -> Con
     merged = current.model_dump()
     merged.update(changes)
     return validate_settings(merged)
-

@@ -87,7 +87,9 @@ class HousebattCompat(Service[HousebattCompatSettings]):
         ctx.every(FAST_PERIOD_S, self.publish_fast, name="battery topics")
         ctx.every(1.0, self.publish_cells, name="battery/cells")
 
-    def _admit(self, msg: Message, ts: float, boot: str | None = None, seq: int | None = None) -> float:
+    def _admit(
+        self, msg: Message, ts: float, boot: str | None = None, seq: int | None = None
+    ) -> float:
         gate = self.gates.setdefault(msg.topic, Freshness(msg.topic))
         return gate.admit(
             Stamp(msg.retain, ts, boot, seq), now_s=self.ctx.now(), wall_s=self.ctx.wall()
@@ -117,7 +119,9 @@ class HousebattCompat(Service[HousebattCompatSettings]):
         if msg.topic != self.ctx.topics.bms_module(p.bus, p.module):
             raise ValueError(f"{msg.topic}: module {p.bus}-{p.module}, not this topic's")
         at = self._admit(msg, p.ts)
-        self.inputs = replace(self.inputs, modules={**self.inputs.modules, (p.bus, p.module): (p, at)})
+        self.inputs = replace(
+            self.inputs, modules={**self.inputs.modules, (p.bus, p.module): (p, at)}
+        )
         if self.cells_sent_s is None:
             self.publish_cells()  # the first as soon as there are cells, then every 10 s
 
@@ -139,9 +143,7 @@ class HousebattCompat(Service[HousebattCompatSettings]):
         self.inputs = replace(self.inputs, controller=(p, at))
         limits = self.inputs.limits
         fresh_limits = (
-            limits[0]
-            if limits is not None and at - limits[1] <= self.ages.state_stale_s
-            else None
+            limits[0] if limits is not None and at - limits[1] <= self.ages.state_stale_s else None
         )
         self.memory, events = controller_events(self.memory, p, fresh_limits)
         self._status(events)

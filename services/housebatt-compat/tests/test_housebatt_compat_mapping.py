@@ -8,15 +8,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from gridzero.contract import (
-    BmsLimits,
-    CellRef,
-    ControllerState,
-    ModuleState,
-    PackState,
-    ShuntState,
-)
 from gridzero_housebatt_compat.mapping import (
     Ages,
     Inputs,
@@ -32,10 +23,21 @@ from gridzero_housebatt_compat.mapping import (
     soc_text,
 )
 
+from gridzero.contract import (
+    BmsLimits,
+    CellRef,
+    ControllerState,
+    ModuleState,
+    PackState,
+    ShuntState,
+)
+
 AGES = Ages(state_stale_s=5.0, module_stale_s=15.0)
 
 
-def shunt(current_a: float | None = -12.345, soc: float | None = 57.8, **over: object) -> ShuntState:
+def shunt(
+    current_a: float | None = -12.345, soc: float | None = 57.8, **over: object
+) -> ShuntState:
     doc: dict[str, object] = {
         "ts": 1.0,
         "sensor": "ok",

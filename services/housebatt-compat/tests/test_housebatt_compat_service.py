@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from gridzero_housebatt_compat.service import HousebattCompat, HousebattCompatSettings
 
 from gridzero.contract import Topics
 from gridzero.runtime.service import ServiceRunner
 from gridzero.testing import Probe, TestBroker, wait_until
-from gridzero_housebatt_compat.service import HousebattCompat, HousebattCompatSettings
 
 pytestmark = pytest.mark.broker
 T = Topics()
