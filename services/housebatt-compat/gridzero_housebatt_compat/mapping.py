@@ -26,6 +26,7 @@ from gridzero.contract import (
     PackState,
     ShuntState,
 )
+from gridzero.runtime.freshness import FreshValue
 
 CELLS_PER_MODULE = 12  # the original prints 12 cells per module (BMSModuleManager.cpp line 1416)
 BOOT_TEXT = " --- BOOT ---"  # housebatt.ino line 420, spaces as published
@@ -90,13 +91,13 @@ def cells_json(modules: Iterable[ModuleState]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Inputs:
-    """The latest fresh message of each kind and when it arrived (our monotonic clock)."""
+    """The latest fresh message of each kind with when it arrived (our monotonic clock)."""
 
-    pack: tuple[PackState, float] | None = None
-    shunt: tuple[ShuntState, float] | None = None
-    limits: tuple[BmsLimits, float] | None = None
-    controller: tuple[ControllerState, float] | None = None
-    modules: dict[tuple[int, int], tuple[ModuleState, float]] = field(default_factory=dict)
+    pack: FreshValue[PackState] | None = None
+    shunt: FreshValue[ShuntState] | None = None
+    limits: FreshValue[BmsLimits] | None = None
+    controller: FreshValue[ControllerState] | None = None
+    modules: dict[tuple[int, int], FreshValue[ModuleState]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,17 +111,16 @@ class Ages:
 T = TypeVar("T")
 
 
-def _fresh(item: tuple[T, float] | None, now_s: float, stale_s: float) -> T | None:
-    if item is None or now_s - item[1] > stale_s:
-        return None
-    return item[0]
+def _recent(item: FreshValue[T] | None, now_s: float, stale_s: float) -> T | None:
+    """The value if it arrived within ``stale_s`` (``FreshValue.fresh``), else None."""
+    return item.value if item is not None and item.fresh(now_s, stale_s) else None
 
 
 def error_text(inputs: Inputs, now_s: float, ages: Ages) -> str:
     """``battery/error`` (line 524): empty when all is well, as the original. Its texts where
     gridzero has the same fact ("module missing", line 688; "Counted cells: N", line 735), the
     bms's own alarm text otherwise, and a silent input named (the original had none)."""
-    pack = _fresh(inputs.pack, now_s, ages.state_stale_s)
+    pack = _recent(inputs.pack, now_s, ages.state_stale_s)
     if pack is None:
         return "no data from gridzero's bms"
     if pack.modules_present < pack.modules_expected:
@@ -129,7 +129,7 @@ def error_text(inputs: Inputs, now_s: float, ages: Ages) -> str:
         return f"Counted cells: {pack.cells_counted}"
     if pack.alarm_text:
         return pack.alarm_text
-    if _fresh(inputs.shunt, now_s, ages.state_stale_s) is None:
+    if _recent(inputs.shunt, now_s, ages.state_stale_s) is None:
         return "no data from gridzero's shunt"
     return ""
 
@@ -139,7 +139,7 @@ def fast_topics(inputs: Inputs, now_s: float, uptime_s: float, ages: Ages) -> li
     only: a topic whose source is stale or unavailable is not published (the original
     published none while it had nothing either), and ``battery/error`` says why."""
     out = [("goatshed/uptime", str(int(uptime_s)))]
-    shunt = _fresh(inputs.shunt, now_s, ages.state_stale_s)
+    shunt = _recent(inputs.shunt, now_s, ages.state_stale_s)
     if shunt is not None and shunt.sensor == "ok":
         if shunt.current_a is not None:
             out.append(("battery/amps", amps_text(shunt.current_a)))
@@ -148,7 +148,7 @@ def fast_topics(inputs: Inputs, now_s: float, uptime_s: float, ages: Ages) -> li
         if shunt.remaining_ah is not None:
             out.append(("battery/amphour", amphour_text(shunt.remaining_ah)))
     out.append(("battery/error", error_text(inputs, now_s, ages)))
-    pack = _fresh(inputs.pack, now_s, ages.state_stale_s)
+    pack = _recent(inputs.pack, now_s, ages.state_stale_s)
     if pack is not None:
         if pack.pack_voltage_v > 0:
             out.append(("battery/volt", arduino_float(pack.pack_voltage_v)))
@@ -164,7 +164,7 @@ def fast_topics(inputs: Inputs, now_s: float, uptime_s: float, ages: Ages) -> li
 
 def cells_topic(inputs: Inputs, now_s: float, ages: Ages) -> str | None:
     """``battery/cells`` from the modules heard within ``module_stale_s``; None if none."""
-    fresh = [m for m, at in inputs.modules.values() if now_s - at <= ages.module_stale_s]
+    fresh = [m.value for m in inputs.modules.values() if m.fresh(now_s, ages.module_stale_s)]
     if not any(m.present for m in fresh):
         return None
     return cells_json(fresh)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
+from typing import TypeVar
 
 from pydantic import Field
 
@@ -24,7 +25,7 @@ from gridzero.contract import (
     ShuntState,
     parse_payload,
 )
-from gridzero.runtime.freshness import Freshness, Stamp
+from gridzero.runtime.freshness import Freshness, FreshValue, Stamped
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
@@ -39,6 +40,8 @@ from gridzero_housebatt_compat.mapping import (
     pack_events,
     shunt_events,
 )
+
+P = TypeVar("P", bound=Stamped)
 
 FAST_PERIOD_S = 0.5  # housebatt.ino line 517: `next_send = millis() + 500`
 CELLS_PERIOD_S = 10.0  # line 650: `next_battstats = millis() + 10000`
@@ -87,13 +90,11 @@ class HousebattCompat(Service[HousebattCompatSettings]):
         ctx.every(FAST_PERIOD_S, self.publish_fast, name="battery topics")
         ctx.every(1.0, self.publish_cells, name="battery/cells")
 
-    def _admit(
-        self, msg: Message, ts: float, boot: str | None = None, seq: int | None = None
-    ) -> float:
+    def _take(self, msg: Message, payload: P) -> FreshValue[P]:
+        """A fresh message with its arrival time (one gate per topic); NotFreshError (logged,
+        refused) for a retained, old or repeated one."""
         gate = self.gates.setdefault(msg.topic, Freshness(msg.topic))
-        return gate.admit(
-            Stamp(msg.retain, ts, boot, seq), now_s=self.ctx.now(), wall_s=self.ctx.wall()
-        )
+        return self.ctx.take(gate, msg, payload)
 
     def _status(self, events: list[str]) -> None:
         for text in events:
@@ -109,8 +110,7 @@ class HousebattCompat(Service[HousebattCompatSettings]):
 
     def on_pack(self, msg: Message) -> None:
         p = parse_payload(PackState, msg.topic, msg.payload)
-        at = self._admit(msg, p.ts)
-        self.inputs = replace(self.inputs, pack=(p, at))
+        self.inputs = replace(self.inputs, pack=self._take(msg, p))
         self.memory, events = pack_events(self.memory, p)
         self._status(events)
 
@@ -118,32 +118,32 @@ class HousebattCompat(Service[HousebattCompatSettings]):
         p = parse_payload(ModuleState, msg.topic, msg.payload)
         if msg.topic != self.ctx.topics.bms_module(p.bus, p.module):
             raise ValueError(f"{msg.topic}: module {p.bus}-{p.module}, not this topic's")
-        at = self._admit(msg, p.ts)
+        taken = self._take(msg, p)
         self.inputs = replace(
-            self.inputs, modules={**self.inputs.modules, (p.bus, p.module): (p, at)}
+            self.inputs, modules={**self.inputs.modules, (p.bus, p.module): taken}
         )
         if self.cells_sent_s is None:
             self.publish_cells()  # the first as soon as there are cells, then every 10 s
 
     def on_limits(self, msg: Message) -> None:
         p = parse_payload(BmsLimits, msg.topic, msg.payload)
-        at = self._admit(msg, p.ts, p.boot, p.seq)
-        self.inputs = replace(self.inputs, limits=(p, at))
+        self.inputs = replace(self.inputs, limits=self._take(msg, p))
 
     def on_shunt(self, msg: Message) -> None:
         p = parse_payload(ShuntState, msg.topic, msg.payload)
-        at = self._admit(msg, p.ts)
-        self.inputs = replace(self.inputs, shunt=(p, at))
+        self.inputs = replace(self.inputs, shunt=self._take(msg, p))
         self.memory, events = shunt_events(self.memory, p)
         self._status(events)
 
     def on_controller(self, msg: Message) -> None:
         p = parse_payload(ControllerState, msg.topic, msg.payload)
-        at = self._admit(msg, p.ts)
-        self.inputs = replace(self.inputs, controller=(p, at))
+        taken = self._take(msg, p)
+        self.inputs = replace(self.inputs, controller=taken)
         limits = self.inputs.limits
         fresh_limits = (
-            limits[0] if limits is not None and at - limits[1] <= self.ages.state_stale_s else None
+            limits.value
+            if limits is not None and limits.fresh(taken.at_s, self.ages.state_stale_s)
+            else None
         )
         self.memory, events = controller_events(self.memory, p, fresh_limits)
         self._status(events)

@@ -31,6 +31,7 @@ from gridzero.contract import (
     PackState,
     ShuntState,
 )
+from gridzero.runtime.freshness import FreshValue
 
 AGES = Ages(state_stale_s=5.0, module_stale_s=15.0)
 
@@ -177,7 +178,7 @@ def test_cells_json_has_the_originals_shape() -> None:
 
 def test_cells_of_stale_modules_are_not_republished() -> None:
     a1 = module(0, 1, [3.9] * 12)
-    inputs = Inputs(modules={(0, 1): (a1, 100.0)})
+    inputs = Inputs(modules={(0, 1): FreshValue(a1, 100.0)})
     assert cells_topic(inputs, 110.0, AGES) is not None
     assert cells_topic(inputs, 116.0, AGES) is None  # heard 16 s ago, stale after 15 s
 
@@ -186,7 +187,7 @@ def test_cells_of_stale_modules_are_not_republished() -> None:
 
 
 def test_fast_topics_from_fresh_inputs() -> None:
-    inputs = Inputs(pack=(pack(), 100.0), shunt=(shunt(), 100.0))
+    inputs = Inputs(pack=FreshValue(pack(), 100.0), shunt=FreshValue(shunt(), 100.0))
     out = dict(fast_topics(inputs, 101.0, 42.7, AGES))
     assert out == {
         "goatshed/uptime": "42",  # line 521 String(millis()/1000): whole seconds
@@ -203,7 +204,7 @@ def test_fast_topics_from_fresh_inputs() -> None:
 
 
 def test_stale_inputs_are_not_republished_and_the_error_says_so() -> None:
-    inputs = Inputs(pack=(pack(), 100.0), shunt=(shunt(), 90.0))
+    inputs = Inputs(pack=FreshValue(pack(), 100.0), shunt=FreshValue(shunt(), 90.0))
     out = dict(fast_topics(inputs, 100.5, 10.0, AGES))  # shunt heard 10.5 s ago
     assert "battery/amps" not in out
     assert "battery/soc" not in out
@@ -215,13 +216,13 @@ def test_stale_inputs_are_not_republished_and_the_error_says_so() -> None:
 
 
 def test_an_unavailable_shunt_publishes_no_current() -> None:
-    inputs = Inputs(shunt=(shunt(None, None, sensor="unavailable"), 100.0))
+    inputs = Inputs(shunt=FreshValue(shunt(None, None, sensor="unavailable"), 100.0))
     assert "battery/amps" not in dict(fast_topics(inputs, 100.0, 1.0, AGES))
 
 
 def test_error_texts_are_the_originals_where_the_fact_is_the_same() -> None:
     def error(p: PackState) -> str:
-        inputs = Inputs(pack=(p, 0.0), shunt=(shunt(), 0.0))
+        inputs = Inputs(pack=FreshValue(p, 0.0), shunt=FreshValue(shunt(), 0.0))
         return dict(fast_topics(inputs, 0.0, 0.0, AGES))["battery/error"]
 
     assert error(pack(modules_present=1)) == "module missing"  # line 688
