@@ -473,6 +473,54 @@ def test_while_no_units_are_known_the_state_still_shows_meter_faults(
         runner.join()
 
 
+def test_a_charge_target_before_the_units_are_known_waits_and_shows(
+    broker: TestBroker, tmp_path: Path
+) -> None:
+    """The compat branch's chargeTarget met main's controller that does not exist until the
+    inverter units arrive: a target then is taken (not an error), shown in the `no_units`
+    state, and charges once the units are known (within its timeout)."""
+    describer = broker.probe("inverter", subscribe=None)
+    describer.publish(T.inverter_units, b"", retain=True)
+    describer.close()
+    runner = start_controller(broker, tmp_path)
+    feeder = Feeder(broker, units=None)
+    feeder.grid_w = 0  # the loop alone would hold the battery idle
+    probe = broker.probe()
+    ha_user = broker.probe("homeassistant", subscribe=None)
+    try:
+        start, wall = time.monotonic(), time.time()
+        ha_user.publish(LEGACY_CHARGE_TARGET_TOPIC, "500")
+        ack = json.loads(
+            probe.wait_for(T.ack("controller"), lambda p: b"chargeTarget" in p, 5, after=start)
+        )
+        assert ack["ok"] is True, ack
+        state = json.loads(
+            probe.wait_for(
+                T.controller_state,
+                lambda p: json.loads(p)["ts"] > wall and json.loads(p)["charge_target_w"] == 500,
+                5,
+                after=start,
+            )
+        )
+        assert state["state"] == "no_units"
+        assert state["mode"] == "constant_power"
+        assert not json.loads(probe.wait_for(T.charger_set, after=start))["enable"]
+        feeder.units = ONE_UNIT
+        while True:  # refreshed like an automation until the charger runs
+            ha_user.publish(LEGACY_CHARGE_TARGET_TOPIC, "500")
+            try:
+                probe.wait_for(T.charger_set, lambda p: _charge_a(p) > 5.0, 2, after=start)
+                break
+            except TimeoutError:
+                assert time.monotonic() - start < 30, "never charged at the target"
+    finally:
+        ha_user.close()
+        feeder.close()
+        probe.close()
+        runner.stop()
+        runner.join()
+
+
 def test_demand_is_split_over_the_learned_lines(broker: TestBroker, tmp_path: Path) -> None:
     """A 200 W line and a line of two units (1000 W + 600 W): 1000 W of import is 200 W on
     the small line (at its cap) and 800 W on the other (the old controller drove a `gtn1`)."""
