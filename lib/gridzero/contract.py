@@ -50,6 +50,29 @@ __all__ = ["SERVICES"]  # re-exported: the one table of parts lives in gridzero.
 DEFAULT_BASE = "gridzero"
 DEFAULT_METER_TOPIC = "meterbox/grid"
 LEGACY_CHARGE_TARGET_TOPIC = "meterbox/chargeTarget"
+# The original ESP32 project's topics (github.com/anikrooz/housebatt, housebatt.ino), published
+# by the optional `housebatt-compat` service with the original's names, units and signs
+# (services/housebatt-compat/README.md gives the source line of each).
+HOUSEBATT_BATTERY_NAMES: tuple[str, ...] = (
+    "amps",
+    "soc",
+    "amphour",
+    "volt",
+    "balancing",
+    "highcell",
+    "lowcell",
+    "temp",
+    "cells",
+    "error",
+)
+HOUSEBATT_BATTERY_TOPICS: tuple[str, ...] = tuple(f"battery/{n}" for n in HOUSEBATT_BATTERY_NAMES)
+HOUSEBATT_UPTIME_TOPIC = "goatshed/uptime"
+HOUSEBATT_STATUS_TOPIC = "goatshed/status"
+HOUSEBATT_TOPICS: tuple[str, ...] = (
+    *HOUSEBATT_BATTERY_TOPICS,
+    HOUSEBATT_UPTIME_TOPIC,
+    HOUSEBATT_STATUS_TOPIC,
+)
 HA_STATUS_TOPIC = "homeassistant/status"
 HA_DISCOVERY_PREFIX = "homeassistant"
 
@@ -496,6 +519,18 @@ class ControllerState(Stamped):
     grid_error_mean_w: float = Field(description="mean of grid_w - target_w")
     grid_error_rms_w: float = Field(ge=0)
     reversals_per_min: float = Field(ge=0)
+    charge_target_w: float | None = Field(
+        default=None,
+        ge=0,
+        description="the power `meterbox/chargeTarget` charges at while it is active (the meter "
+        "is ignored meanwhile); null when none",
+    )
+    charge_target_left_s: float | None = Field(
+        default=None, ge=0, description="seconds until the charge target lapses unless refreshed"
+    )
+    charge_target_until_ts: float | None = Field(
+        default=None, ge=0, description="Unix time when the charge target lapses unless refreshed"
+    )
     faults: list[str] = Field(default_factory=list)
     rule: str = Field(
         default="none",
@@ -755,11 +790,43 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(
         "legacy_charge_target",
         LEGACY_CHARGE_TARGET_TOPIC,
-        ("operator",),
+        ("homeassistant", "operator"),
         "plain integer W",
         False,
-        "the original system's constant-charge command: > 0 charge at that power, <= 0 back to auto",
-        note="legacy",
+        "the original system's charge command: > 0 charge at that power, ignoring the meter, "
+        "until no refresh came for `charge_target_timeout_s` (15 s); <= 0 back to the loop "
+        "and discharging enabled again; never retained, never persisted",
+        note="legacy; for an owner's automations, issue 19",
+    ),
+    TopicSpec(
+        "housebatt_battery",
+        "battery/{name}",
+        ("housebatt-compat",),
+        "plain text, the original's format",
+        False,
+        "the original system's battery topics (amps + out of the battery, "
+        + ", ".join(HOUSEBATT_BATTERY_NAMES[1:])
+        + "), every 0.5 s, cells every 10 s (services/housebatt-compat/README.md)",
+        note="optional service",
+    ),
+    TopicSpec(
+        "housebatt_uptime",
+        HOUSEBATT_UPTIME_TOPIC,
+        ("housebatt-compat",),
+        "plain integer s",
+        False,
+        "seconds since the compat service started, every 0.5 s",
+        note="optional service",
+    ),
+    TopicSpec(
+        "housebatt_status",
+        HOUSEBATT_STATUS_TOPIC,
+        ("housebatt-compat",),
+        "plain text",
+        False,
+        "the original's event texts: ` --- BOOT ---`, `START CHARGING`, `STOP CHARGING ...`, "
+        "`Demand: N`, `SOC SET: N`, faults",
+        note="optional service",
     ),
     TopicSpec(
         "ha_device",

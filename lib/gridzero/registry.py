@@ -33,6 +33,12 @@ class Part:
     """The device whose frames ``gridzero decode/encode <device>`` handle, if any."""
     units: bool = False
     """Its topics may carry a unit level (``<base>/inverter/<unit>/...``, one per device)."""
+    optional: bool = False
+    """Not part of the default system: started only on request (``gridzero up --with <name>``,
+    a compose profile of its name); not in the hub, the fault rig or ``SYSTEM_SERVICES``."""
+    own_topics: tuple[str, ...] | None = None
+    """The kinds (the contract's ``TOPIC_SPECS`` names) of the every-service topics it writes
+    under its own name (status, log, ack...); ``None``: all of them. The ACL gives it no more."""
 
     @property
     def service_module(self) -> str:
@@ -62,14 +68,32 @@ PARTS: tuple[Part, ...] = (
         "services/telnet-console",
         "bus",
     ),
+    # the original ESP32 project's MQTT topics (battery/..., goatshed/...) for an owner
+    # switching over, on request only (services/housebatt-compat/README.md); it has no
+    # settings, commands or discovery, so of its own topics it writes only status and log
+    Part(
+        "housebatt-compat",
+        "gridzero_housebatt_compat",
+        "gridzero-housebatt-compat",
+        "services/housebatt-compat",
+        "bus",
+        optional=True,
+        own_topics=("status", "log"),
+    ),
     Part("sim", "gridzero_tools.sim", "gridzero-tools", "tools", "tool"),
 )
 
 SERVICES: tuple[str, ...] = tuple(p.name for p in PARTS)
 """Every process on the bus, by the name it uses in topics, the CLI and Docker."""
 
-SYSTEM_SERVICES: tuple[str, ...] = tuple(p.name for p in PARTS if p.kind != "tool")
-"""The services of a real installation (everything but the simulator)."""
+SYSTEM_SERVICES: tuple[str, ...] = tuple(
+    p.name for p in PARTS if p.kind != "tool" and not p.optional
+)
+"""The services of a real installation by default (everything but the simulator and the
+optional services)."""
+
+OPTIONAL_SERVICES: tuple[str, ...] = tuple(p.name for p in PARTS if p.optional)
+"""Services started only on request (``gridzero up --with``, their compose profile)."""
 
 DEVICE_SERVICES: tuple[str, ...] = tuple(p.name for p in PARTS if p.kind == "device")
 """The services that talk to hardware (and publish raw frames)."""
@@ -87,3 +111,12 @@ def part(name: str) -> Part:
         if p.name == name:
             return p
     raise KeyError(f"unknown service {name!r}; known services: {', '.join(SERVICES)}")
+
+
+def writes_own(service: str, kind: str) -> bool:
+    """Whether ``service`` writes the every-service topic ``kind`` (a ``TOPIC_SPECS`` name)
+    under its own name; False for a name that is no service."""
+    for p in PARTS:
+        if p.name == service:
+            return p.own_topics is None or kind in p.own_topics
+    return False

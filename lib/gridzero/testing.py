@@ -295,6 +295,7 @@ class System:
         root: Path,
         *,
         services: str | None = None,
+        with_services: str | None = None,
         sim: dict[str, object] | None = None,
         settings: dict[str, dict[str, object]] | None = None,
     ) -> None:
@@ -307,6 +308,7 @@ class System:
         self.data_dir = root / "data"
         self.secrets_dir = root / "secrets"
         self._services = services
+        self._with = with_services  # optional services to start too (`gridzero up --with`)
         self._write_config(sim or {}, settings or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = root / "up.log"
@@ -381,6 +383,8 @@ class System:
         ]
         if self._services:
             argv += ["--services", self._services]
+        if self._with:
+            argv += ["--with", self._with]
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
         wait_until((self.secrets_dir / "operator.env").exists, 30, "credentials")

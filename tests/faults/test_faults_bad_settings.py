@@ -27,6 +27,7 @@ OUT_OF_RANGE = {
     "shunt": ("GRIDZERO_ADDRESS", "200", "less than or equal to 75"),
     "controller": ("GRIDZERO_CONTROL_PERIOD_S", "50", "less than or equal to 5"),
     "telnet-console": ("GRIDZERO_PORT", "70000", "less than or equal to 65535"),
+    "housebatt-compat": ("GRIDZERO_STATE_STALE_S", "99", "less than or equal to 60"),
     "sim": ("GRIDZERO_SPEED", "5000", "less than or equal to 1000"),
 }
 WRONG_TYPE = {
@@ -36,6 +37,7 @@ WRONG_TYPE = {
     "shunt": ("GRIDZERO_SINGLE_SHOT", "perhaps", "valid boolean"),
     "controller": ("GRIDZERO_LEGACY_CHARGE_TARGET", "sometimes", "valid boolean"),
     "telnet-console": ("GRIDZERO_MAX_SESSIONS", "many", "valid integer"),
+    "housebatt-compat": ("GRIDZERO_MODULE_STALE_S", "soon", "valid number"),
     "sim": ("GRIDZERO_SEED", "random", "valid integer"),
 }
 

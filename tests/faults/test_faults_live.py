@@ -22,10 +22,11 @@ from pathlib import Path
 import pytest
 
 from gridzero.contract import LEGACY_CHARGE_TARGET_TOPIC, Topics
-from gridzero.registry import SERVICES
+from gridzero.registry import SYSTEM_SERVICES
 from gridzero.testing import Probe, System, wait_until
 from gridzero_tools import fuzz
 
+SERVICES = (*SYSTEM_SERVICES, "sim")  # what `gridzero up` starts by default
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 T = Topics()
 

@@ -17,7 +17,7 @@ from gridzero.contract import (
     Topics,
     TopicSpec,
 )
-from gridzero.registry import SERVICES, UNIT_SERVICES
+from gridzero.registry import SERVICES, UNIT_SERVICES, writes_own
 from gridzero.runtime.credentials import render_acl
 from gridzero_tools.docs import render_mqtt_md
 
@@ -69,7 +69,7 @@ def test_topics_methods_fill_the_table_patterns() -> None:
 
 def _explains(spec: TopicSpec, user: str, line: str) -> bool:
     """Whether ``spec`` gives ``user`` the ACL write ``line`` (a placeholder reads as ``+``)."""
-    own = EACH_SERVICE in spec.writers and user in SERVICES
+    own = EACH_SERVICE in spec.writers and writes_own(user, spec.name)
     if not own and user not in spec.writers:
         return False
     if spec.pattern == "{meter}":
@@ -97,10 +97,25 @@ def test_every_acl_write_line_is_explained_by_the_table() -> None:
 def test_every_writer_of_the_table_writes_its_topics_in_the_acl() -> None:
     committed = acl_writes((ROOT / "mosquitto" / "config" / "acl").read_text(encoding="utf-8"))
     for spec in TOPIC_SPECS:
-        writers = SERVICES if EACH_SERVICE in spec.writers else spec.writers
+        own = [s for s in SERVICES if writes_own(s, spec.name)]
+        writers = own if EACH_SERVICE in spec.writers else spec.writers
         for user in writers:
             assert any(_explains(spec, user, line) for line in committed[user]), (spec, user)
     # a per-unit level only for the services that have units
     assert "gridzero/inverter/+/settings/+" in committed["inverter"]
     assert UNIT_SERVICES == ("inverter",)
     assert "gridzero/bms/+/settings/+" not in committed["bms"]
+
+
+def test_an_optional_service_writes_only_the_own_topics_its_registry_entry_lists() -> None:
+    """housebatt-compat has no settings, commands or discovery: of the every-service rows it
+    gets status and log only, besides the original system's topics (its own rows)."""
+    writes = acl_writes(render_acl())["housebatt-compat"]
+    assert writes == [
+        "gridzero/housebatt-compat/status",
+        "gridzero/housebatt-compat/log",
+        "battery/+",
+        "goatshed/uptime",
+        "goatshed/status",
+    ]
+    assert "gridzero/bms/ack" in acl_writes(render_acl())["bms"]

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from gridzero.contract import SERVICES, Topics
+from gridzero.contract import Topics
+from gridzero.registry import SYSTEM_SERVICES
 from gridzero.testing import Probe, System, wait_until
 from gridzero_shunt.soc import SocSettings
 
@@ -47,7 +48,7 @@ def _truths(probe: Probe, since: float) -> list[dict[str, object]]:
 
 def test_every_service_comes_online(system: tuple[System, Probe, float]) -> None:
     sut, probe, _ = system
-    for service in SERVICES:
+    for service in (*SYSTEM_SERVICES, "sim"):  # the optional ones start only on request
         probe.wait_for(T.status(service), lambda p: p == b"online", timeout_s=30)
     assert "Traceback" not in sut.log()
 

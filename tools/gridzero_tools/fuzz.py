@@ -46,6 +46,7 @@ GROUP_TARGETS: dict[str, tuple[str, ...]] = {
     "shunt-handlers": ("gridzero_shunt.fuzz:handler_targets",),
     "controller-handlers": ("gridzero_controller.fuzz:handler_targets",),
     "telnet-console-handlers": ("gridzero_telnet_console.fuzz:handler_targets",),
+    "housebatt-compat-handlers": ("gridzero_housebatt_compat.fuzz:handler_targets",),
     "sim-handlers": ("gridzero_tools.sim.fuzz:handler_targets",),
 }
 GROUPS = tuple(GROUP_TARGETS)

@@ -29,6 +29,7 @@ import yaml
 
 from gridzero.errors import UsageError
 from gridzero.meter import read_controller_meter
+from gridzero.registry import OPTIONAL_SERVICES
 from gridzero.runtime.broker import LOOPBACK, BrokerProcess, connect_host, free_port
 from gridzero.runtime.credentials import (
     LEFT_OUT_FILE,
@@ -50,6 +51,7 @@ COLOURS = {
     "inverter": 34,
     "controller": 31,
     "telnet-console": 37,
+    "housebatt-compat": 90,
 }
 
 
@@ -219,6 +221,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--services", help="comma-separated subset to start (default: all that exist)"
     )
     parser.add_argument(
+        "--with",
+        dest="with_services",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also start an optional service (repeat or comma-separate): "
+        + ", ".join(OPTIONAL_SERVICES),
+    )
+    parser.add_argument(
         "--config-dir",
         type=Path,
         default=DATA_UP,
@@ -370,8 +381,15 @@ def _selected(args: argparse.Namespace) -> list[str]:
         unknown = [n for n in names if n not in SERVICE_MODULES]
         if unknown:
             raise UsageError(f"--services: unknown {unknown}; known: {', '.join(SERVICE_MODULES)}")
-        return names
-    return [n for n in ORDER if not (args.no_sim and n == "sim")]
+    else:
+        names = [n for n in ORDER if not (args.no_sim and n == "sim")]
+    extra = [s.strip() for value in args.with_services for s in value.split(",") if s.strip()]
+    unknown = [n for n in extra if n not in OPTIONAL_SERVICES]
+    if unknown:
+        raise UsageError(
+            f"--with: unknown {unknown}; optional services: {', '.join(OPTIONAL_SERVICES)}"
+        )
+    return names + [n for n in extra if n not in names]
 
 
 def _check_users(names: list[str], passwords: dict[str, str], args: argparse.Namespace) -> None:

@@ -50,7 +50,7 @@ from gridzero.contract import (
 )
 from gridzero.errors import GridzeroError, UsageError
 from gridzero.meter import read_controller_meter
-from gridzero.registry import SERVICES, UNIT_SERVICES
+from gridzero.registry import SERVICES, UNIT_SERVICES, writes_own
 
 MOSQUITTO_ITERATIONS = 101  # Mosquitto 2's own default for $7$ hashes
 
@@ -72,9 +72,12 @@ USER_READS: tuple[tuple[str, tuple[str, ...] | None], ...] = (
     *((service, None) for service in SERVICES),
     # Home Assistant shows everything; it writes settings and buttons, its discovery and the
     # meter topic (an automation may forward a sensor, docs/meter.md): it can already
-    # command any power through the settings, so the meter adds no power
+    # command any power through the settings, so the meter adds no power; and the original
+    # system's meterbox/chargeTarget, for an owner's automations (issue 19): it lapses 15 s
+    # after the last refresh and the bms limits still clamp it
     ("homeassistant", _READ_ALL),
-    # the meter only reports; the legacy chargeTarget command is the operator's
+    # the meter only reports; the legacy chargeTarget command is not the meter's (Home
+    # Assistant's and the operator's: the contract's table)
     ("meter", None),
     ("operator", _READ_ALL),
 )
@@ -88,8 +91,9 @@ def acl_patterns(spec: TopicSpec, user: str) -> tuple[str, ...]:
     ``{service}`` becomes the user's own name when every service writes the topic, else
     ``+``; any other placeholder (``{unit}``, ``{bus}-{module}``...) becomes ``+``; ``{base}``
     and a whole-pattern ``{meter}`` stay for ``render_acl``. An optional ``[/{unit}]`` gives
-    the pattern without it and, for writers other than a service without units, with it."""
-    own = EACH_SERVICE in spec.writers and user in SERVICES
+    the pattern without it and, for writers other than a service without units, with it. A
+    service whose registry entry lists its ``own_topics`` gets only those every-service rows."""
+    own = EACH_SERVICE in spec.writers and writes_own(user, spec.name)
     if not own and user not in spec.writers:
         return ()
     if spec.pattern == "{meter}":
@@ -151,7 +155,8 @@ def render_acl(
         "# their reads from lib/gridzero/runtime/credentials.py; edit those, not this file.",
         "# Each user writes only its own topics; only `controller` commands the",
         "# charger and the inverters; `homeassistant` writes only settings and buttons",
-        "# (and the meter topic, for a forwarded sensor).",
+        "# (and the meter topic, for a forwarded sensor, and the original system's",
+        "# meterbox/chargeTarget); `housebatt-compat` writes the original's topics.",
         f"# Meter topic: {meter_topic} (the controller's settings file: docs/meter.md).",
         "",
     ]

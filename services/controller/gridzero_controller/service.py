@@ -40,6 +40,7 @@ from gridzero.runtime.freshness import Freshness, FreshValue, Sequencer, Stamped
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import RETAINED_REFUSED, Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
+from gridzero_controller.charge_target import ChargeTargetHold, overlay
 from gridzero_controller.core import (
     ChargerReading,
     Controller,
@@ -55,7 +56,6 @@ from gridzero_controller.schedule import Rule, decide, local_time, time_zone
 from gridzero_controller.settings import (
     ControllerRuntime,
     ControllerSettings,
-    apply_charge_target,
     update_settings,
 )
 
@@ -127,12 +127,18 @@ NO_UNITS = (
 
 
 def runtime_limit(startup: ControllerSettings) -> Callable[[ControllerRuntime], str]:
-    """Runtime values may tighten the start-up power caps and SoC window, never widen them."""
+    """Runtime values may tighten the start-up power caps, SoC window and charge-target
+    timeout, never widen them."""
 
     def why(value: ControllerRuntime) -> str:
         problems = [
             f"{name} {getattr(value, name):g} above its start-up {getattr(startup, name):g}"
-            for name in ("max_charge_w", "max_discharge_w", "soc_max_pct")
+            for name in (
+                "max_charge_w",
+                "max_discharge_w",
+                "soc_max_pct",
+                "charge_target_timeout_s",
+            )
             if getattr(value, name) > getattr(startup, name)
         ]
         if value.soc_min_pct < startup.soc_min_pct:
@@ -212,6 +218,8 @@ class ControllerService(Service[ControllerServiceSettings]):
         self.runtime = ctx.runtime_settings(
             runtime_from(s.controller), self.on_runtime_change, limit=runtime_limit(s.controller)
         )
+        # meterbox/chargeTarget: in memory only, so a restart never brings one back
+        self.charge_target = ChargeTargetHold()
         self.meter: MeterSample | None = None
         self.meter_source = s.meter_source()
         self.meter_watch = MeterWatch(self.meter_source.topic, ctx.now())
@@ -259,7 +267,9 @@ class ControllerService(Service[ControllerServiceSettings]):
     # ------------------------------------------------------------------ settings
 
     def _effective(self, runtime: ControllerRuntime) -> ControllerSettings:
-        return update_settings(self.settings.controller, runtime.model_dump())
+        """The runtime settings, with an active charge target laid over them."""
+        full = update_settings(self.settings.controller, runtime.model_dump())
+        return overlay(full, self.charge_target.current(self.ctx.now()))
 
     def on_runtime_change(self, runtime: ControllerRuntime) -> None:
         """A validated runtime change: the domain takes it at the next step."""
@@ -272,7 +282,9 @@ class ControllerService(Service[ControllerServiceSettings]):
         return self._effective(self.runtime.value)
 
     def on_charge_target(self, msg: Message) -> None:
-        """`meterbox/chargeTarget`: > 0 W constant charge, <= 0 back to auto.
+        """`meterbox/chargeTarget` (`charge_target.py`): > 0 W charge at that power, ignoring
+        the meter, for `charge_target_timeout_s` after the last refresh; <= 0 W back to the
+        loop and discharging enabled again.
 
         A retained one is refused: the broker would replay it after every restart, so an old
         "charge at 3 kW" would come back on its own."""
@@ -280,17 +292,41 @@ class ControllerService(Service[ControllerServiceSettings]):
             self.ctx.ack(msg.topic, msg.payload, ok=False, reason=RETAINED_REFUSED)
             self.ctx.log.warning("%s refused: retained message", msg.topic)
             return
+        now = self.ctx.now()
+        timeout_s = self.runtime.value.charge_target_timeout_s
         try:
             watts = parse_meter(msg.payload, topic=msg.topic)
-            try:
-                full = apply_charge_target(self.settings_now(), watts)
+            trial = ChargeTargetHold()
+            trial.receive(watts, now, timeout_s)
+            try:  # checked before anything changes: a bad value leaves the old target
+                overlay(self.settings_now(), trial.current(now))
             except SettingsError as exc:
                 # e.g. above the constant-power range: refused like any bad command
                 raise ValueError(f"{msg.topic}: {watts:g} W refused: {exc}") from exc
         except ValueError as exc:
             self.ctx.ack(msg.topic, msg.payload, ok=False, reason=str(exc))
             raise
-        self.runtime.apply(runtime_from(full), changed="mode")
+        was = self.charge_target.current(now)
+        if self.charge_target.receive(watts, now, timeout_s):
+            if was is not None:
+                self.ctx.log.info(
+                    "%s %g W: charge target ended, back to the loop", msg.topic, watts
+                )
+            if not self.runtime.value.discharge_enabled:
+                # the original's `invertOverride = 1` (housebatt.ino line 229)
+                self.runtime.apply(
+                    self.runtime.value.model_copy(update={"discharge_enabled": True}),
+                    changed="discharge_enabled",
+                )
+        elif was is None:
+            self.ctx.log.info(
+                "%s: charging at %g W, meter ignored, for %g s unless refreshed",
+                msg.topic,
+                watts,
+                timeout_s,
+            )
+        if self.controller is not None:  # else it takes effect once the units are known
+            self.controller.update_settings(self._effective(self.runtime.value))
         self.ctx.ack(msg.topic, msg.payload, ok=True)
 
     def on_price(self, msg: Message) -> None:
@@ -423,6 +459,7 @@ class ControllerService(Service[ControllerServiceSettings]):
     def step(self, now: float) -> None:
         """One control step: observation → commands → MQTT."""
         self.last_step_s = now
+        self._lapse_charge_target(now)
         if self.controller is None:
             self._log_meter(self.meter_watch.check(now, self.settings_now().meter_stale_s))
             self.publish_waiting(now)
@@ -442,12 +479,36 @@ class ControllerService(Service[ControllerServiceSettings]):
         self._log_meter(self.meter_watch.check(now, self.controller.settings.meter_stale_s))
         self.publish(out, now)
 
+    def _lapse_charge_target(self, now: float) -> None:
+        """A target not refreshed in time ends here: back to the runtime settings."""
+        held = self.charge_target.target
+        if held is not None and self.charge_target.current(now) is None:
+            self.ctx.log.warning(
+                "%s: %g W not refreshed for %g s: lapsed, back to the loop",
+                LEGACY_CHARGE_TARGET_TOPIC,
+                held.power_w,
+                self.runtime.value.charge_target_timeout_s,
+            )
+            if self.controller is not None:
+                self.controller.update_settings(self._effective(self.runtime.value))
+
+    def _charge_target_fields(
+        self, now: float, ts: float
+    ) -> tuple[float | None, float | None, float | None]:
+        """The state's view of the charge target: its power, time left and lapse (Unix) time."""
+        target = self.charge_target.current(now)
+        if target is None:
+            return None, None, None
+        left_s = target.left_s(now)
+        return target.power_w, round(left_s, 1), round(ts + left_s, 1)
+
     def publish_waiting(self, now: float) -> None:
         """No units known: the charger off (the interlock cannot see the inverters), and why."""
         ctx = self.ctx
         ts = ctx.wall()
         ctx.publish(ctx.topics.charger_set, self._numbered(ChargeCommand, ts=ts, enable=False))
         s = self.settings_now()
+        target_w, target_left_s, target_until_ts = self._charge_target_fields(now, ts)
         state = ControllerState(
             ts=ts,
             mode=s.mode,
@@ -461,6 +522,9 @@ class ControllerService(Service[ControllerServiceSettings]):
             grid_error_mean_w=0.0,
             grid_error_rms_w=0.0,
             reversals_per_min=0.0,
+            charge_target_w=target_w,
+            charge_target_left_s=target_left_s,
+            charge_target_until_ts=target_until_ts,
             faults=[*self.meter_watch.faults(now, s.meter_stale_s), NO_UNITS],
         )
         ctx.publish(ctx.topics.controller_state, state, retain=True)
@@ -484,6 +548,7 @@ class ControllerService(Service[ControllerServiceSettings]):
             charge = self._numbered(ChargeCommand, ts=ts, enable=False)
         ctx.publish(ctx.topics.charger_set, charge)
         q = out.quality
+        target_w, target_left_s, target_until_ts = self._charge_target_fields(now, ts)
         v = self.pack_voltage_v or 0.0
         charge_w = c.current_a * v / self.controller.settings.charger_efficiency if c.on else 0.0
         state = ControllerState(
@@ -501,6 +566,9 @@ class ControllerService(Service[ControllerServiceSettings]):
             grid_error_mean_w=q.mean_error_w,
             grid_error_rms_w=q.rms_error_w,
             reversals_per_min=q.reversals_per_min,
+            charge_target_w=target_w,
+            charge_target_left_s=target_left_s,
+            charge_target_until_ts=target_until_ts,
             faults=[
                 *self.meter_watch.faults(now, self.controller.settings.meter_stale_s),
                 *(f.message(now) for f in out.faults),
@@ -527,6 +595,14 @@ class ControllerService(Service[ControllerServiceSettings]):
             ha.sensor("state", "State", st, "state", state_class=None),
             ha.sensor("rule", "Rule", st, "rule", state_class=None),
             ha.text_sensor("rule_why", "Rule reason", st, "{{ value_json.rule_why[:255] }}"),
+            ha.sensor(
+                "charge_target",
+                "Charge target",
+                st,
+                "charge_target_w",
+                unit="W",
+                device_class="power",
+            ),
             # a state may hold 255 characters; the full list is in the state payload
             ha.text_sensor(
                 "faults", "Faults", st, "{{ (value_json.faults | join('; ') or 'none')[:255] }}"

@@ -67,6 +67,10 @@ class ControllerRuntime(BaseModel):
     soc_hysteresis_pct: float = _num(3.0, 0.1, 30.0, "%", 0.5)
     # Meter handling.
     meter_stale_s: float = _num(5.0, 1.0, 120.0, "s", 1)
+    # `meterbox/chargeTarget` lapses this long after its last refresh (the original's 15 s
+    # `timeout`, housebatt.ino line 70): a dead automation cannot keep charging from the grid.
+    # Runtime values may only shorten the start-up one (service.runtime_limit).
+    charge_target_timeout_s: float = _num(15.0, 5.0, 300.0, "s", 1)
     # Schedules and price rules (schedule.py; services/controller/README.md "Schedules").
     # Discharging stops at this SoC outside `discharge_to` windows (0: only soc_min_pct).
     reserve_soc_pct: float = _num(0.0, 0.0, 100.0, "%", 1)
@@ -188,15 +192,3 @@ def update_settings(current: ControllerSettings, changes: dict[str, Any]) -> Con
     merged = current.model_dump()
     merged.update(changes)
     return validate_settings(merged)
-
-
-def apply_charge_target(current: ControllerSettings, charge_target_w: float) -> ControllerSettings:
-    """The original system's `meterbox/chargeTarget` command (anikrooz/housebatt housebatt.ino).
-
-    > 0 W: charge at that constant power; <= 0 W: back to the grid-zero loop.
-    """
-    if charge_target_w > 0:
-        return update_settings(
-            current, {"mode": Mode.CONSTANT_POWER, "constant_power_w": -float(charge_target_w)}
-        )
-    return update_settings(current, {"mode": Mode.AUTO})

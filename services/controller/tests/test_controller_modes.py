@@ -6,6 +6,7 @@ import pytest
 
 from gridzero.errors import SettingsError
 from gridzero.testing import fresh_limits
+from gridzero_controller.charge_target import ChargeTargetHold, overlay
 from gridzero_controller.core import (
     ChargerReading,
     Controller,
@@ -17,7 +18,6 @@ from gridzero_controller.law import LawReason, MeterSample
 from gridzero_controller.settings import (
     ControllerSettings,
     Mode,
-    apply_charge_target,
     update_settings,
     validate_settings,
 )
@@ -44,10 +44,36 @@ def test_update_is_all_or_nothing():
 
 
 def test_charge_target_command():
-    s = apply_charge_target(ControllerSettings(), 1500)
+    hold = ChargeTargetHold()
+    hold.receive(1500, now_s=100.0, timeout_s=15.0)
+    s = overlay(ControllerSettings(), hold.current(100.0))
     assert s.mode is Mode.CONSTANT_POWER
     assert s.constant_power_w == -1500.0
-    assert apply_charge_target(s, 0).mode is Mode.AUTO
+    assert hold.receive(0, now_s=101.0, timeout_s=15.0) is True  # re-enable discharging
+    assert overlay(ControllerSettings(), hold.current(101.0)).mode is Mode.AUTO
+
+
+def test_charge_target_lapses_without_a_refresh():
+    """housebatt.ino lines 659-667: no message for 15 s ends target mode."""
+    hold = ChargeTargetHold()
+    hold.receive(500, now_s=0.0, timeout_s=15.0)
+    hold.receive(500, now_s=10.0, timeout_s=15.0)  # refreshed: 15 s from now
+    assert hold.current(24.9) is not None
+    assert hold.current(24.9).left_s(24.9) == pytest.approx(0.1)
+    assert hold.current(25.0) is None
+    assert hold.current(20.0) is None  # once lapsed it stays gone
+
+
+def test_charge_target_does_not_override_off_and_is_range_checked():
+    hold = ChargeTargetHold()
+    hold.receive(500, now_s=0.0, timeout_s=15.0)
+    off = ControllerSettings(mode=Mode.OFF)
+    assert overlay(off, hold.current(0.0)).mode is Mode.OFF
+    hold.receive(30000, now_s=0.0, timeout_s=15.0)
+    with pytest.raises(SettingsError, match="constant_power_w"):
+        overlay(ControllerSettings(), hold.current(0.0))
+    with pytest.raises(ValueError, match="not a number"):
+        hold.receive(float("nan"), now_s=0.0, timeout_s=15.0)
 
 
 def limits(at_s=0.0, alarm=False):

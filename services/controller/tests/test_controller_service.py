@@ -344,7 +344,7 @@ def test_a_retained_charge_target_is_refused(broker: TestBroker, tmp_path: Path)
         operator.publish(LEGACY_CHARGE_TARGET_TOPIC, "", retain=True)  # cleared on the broker
         operator.publish(LEGACY_CHARGE_TARGET_TOPIC, "2000")  # a live one is taken
         probe.wait_for(
-            T.setting("controller", "mode"), lambda p: p == b"constant_power", 5, after=start
+            T.controller_state, lambda p: json.loads(p)["charge_target_w"] == 2000, 5, after=start
         )
     finally:
         operator.publish(LEGACY_CHARGE_TARGET_TOPIC, "", retain=True)
@@ -476,6 +476,54 @@ def test_while_no_units_are_known_the_state_still_shows_meter_faults(
         runner.join()
 
 
+def test_a_charge_target_before_the_units_are_known_waits_and_shows(
+    broker: TestBroker, tmp_path: Path
+) -> None:
+    """The compat branch's chargeTarget met main's controller that does not exist until the
+    inverter units arrive: a target then is taken (not an error), shown in the `no_units`
+    state, and charges once the units are known (within its timeout)."""
+    describer = broker.probe("inverter", subscribe=None)
+    describer.publish(T.inverter_units, b"", retain=True)
+    describer.close()
+    runner = start_controller(broker, tmp_path)
+    feeder = Feeder(broker, units=None)
+    feeder.grid_w = 0  # the loop alone would hold the battery idle
+    probe = broker.probe()
+    ha_user = broker.probe("homeassistant", subscribe=None)
+    try:
+        start, wall = time.monotonic(), time.time()
+        ha_user.publish(LEGACY_CHARGE_TARGET_TOPIC, "500")
+        ack = json.loads(
+            probe.wait_for(T.ack("controller"), lambda p: b"chargeTarget" in p, 5, after=start)
+        )
+        assert ack["ok"] is True, ack
+        state = json.loads(
+            probe.wait_for(
+                T.controller_state,
+                lambda p: json.loads(p)["ts"] > wall and json.loads(p)["charge_target_w"] == 500,
+                5,
+                after=start,
+            )
+        )
+        assert state["state"] == "no_units"
+        assert state["mode"] == "constant_power"
+        assert not json.loads(probe.wait_for(T.charger_set, after=start))["enable"]
+        feeder.units = ONE_UNIT
+        while True:  # refreshed like an automation until the charger runs
+            ha_user.publish(LEGACY_CHARGE_TARGET_TOPIC, "500")
+            try:
+                probe.wait_for(T.charger_set, lambda p: _charge_a(p) > 5.0, 2, after=start)
+                break
+            except TimeoutError:
+                assert time.monotonic() - start < 30, "never charged at the target"
+    finally:
+        ha_user.close()
+        feeder.close()
+        probe.close()
+        runner.stop()
+        runner.join()
+
+
 def test_demand_is_split_over_the_learned_lines(broker: TestBroker, tmp_path: Path) -> None:
     """A 200 W line and a line of two units (1000 W + 600 W): 1000 W of import is 200 W on
     the small line (at its cap) and 800 W on the other (the old controller drove a `gtn1`)."""
@@ -496,6 +544,80 @@ def test_demand_is_split_over_the_learned_lines(broker: TestBroker, tmp_path: Pa
     finally:
         feeder.close()
         probe.close()
+        runner.stop()
+        runner.join()
+
+
+# ------------------------------------------------------------------ meterbox/chargeTarget (issue 19)
+
+
+def _charge_a(payload: bytes) -> float:
+    doc = json.loads(payload)
+    return float(doc["current_a"]) if doc["enable"] else 0.0
+
+
+def test_charge_target_from_home_assistant_charges_ignores_the_meter_and_lapses(
+    broker: TestBroker, tmp_path: Path
+) -> None:
+    """housebatt.ino lines 221-226 and 659-667: > 0 charges at that power whatever the meter
+    says, and with no refresh for the timeout the loop takes over again. The old code made it
+    a persisted mode that never lapsed, and Home Assistant could not send it."""
+    startup = ControllerSettings(min_dwell_s=0.5, charge_target_timeout_s=5.0)
+    runner = start_controller(broker, tmp_path, controller=startup)
+    feeder = Feeder(broker, inverter=True)
+    feeder.grid_w = 0  # the loop holds the battery idle
+    probe = broker.probe()
+    ha_user = broker.probe("homeassistant", subscribe=None)
+    try:
+        probe.wait_for(T.controller_state, lambda p: b'"idle"' in p, 10)
+        first = time.monotonic()
+        ha_user.publish(LEGACY_CHARGE_TARGET_TOPIC, "500")
+        state = json.loads(
+            probe.wait_for(
+                T.controller_state,
+                lambda p: json.loads(p)["charge_target_w"] == 500,
+                5,
+                after=first,
+            )
+        )
+        assert 4.0 <= state["charge_target_left_s"] <= 5.0
+        assert state["charge_target_until_ts"] == pytest.approx(time.time() + 5.0, abs=1.5)
+
+        # an automation refreshes it every 2 s until the charger runs (the unit's hold-off
+        # after start delays that); 500 W AC at 48 V and 94 % efficiency is 9.8 A, and the
+        # meter (0 W, where the loop would stay idle) is ignored
+        def charging(p: bytes) -> bool:
+            return _charge_a(p) == pytest.approx(9.79, abs=0.1)
+
+        while True:
+            sent = time.monotonic()
+            ha_user.publish(LEGACY_CHARGE_TARGET_TOPIC, "500")
+            try:
+                probe.wait_for(T.charger_set, charging, 2, after=first)
+                break
+            except TimeoutError:
+                assert time.monotonic() - first < 30, "never charged at the target"
+        feeder.grid_w = 520  # the house meter now shows the charging as import: still ignored
+        held = time.monotonic()
+        time.sleep(2.0)
+        assert all(
+            charging(p) for at, t, p, _r in list(probe.messages) if t == T.charger_set and at > held
+        )
+        probe.wait_for(
+            T.controller_state, lambda p: json.loads(p)["charge_target_w"] is None, 10, after=sent
+        )
+        lapsed = time.monotonic()
+        print(f"charge target lapsed {lapsed - sent:.1f} s after the last refresh (timeout 5 s)")
+        assert lapsed - sent >= 4.5
+        # back in the loop: it acts on the meter's import, so the charging stops
+        probe.wait_for(T.charger_set, lambda p: _charge_a(p) == 0.0, 15, after=lapsed)
+        service = runner.service
+        assert isinstance(service, ControllerService)
+        assert service.runtime.value.mode == "auto"
+    finally:
+        ha_user.close()
+        probe.close()
+        feeder.close()
         runner.stop()
         runner.join()
 
@@ -539,6 +661,81 @@ def test_a_units_message_of_bad_shape_changes_nothing(broker: TestBroker, tmp_pa
         runner.join()
 
 
+def test_a_zero_charge_target_ends_it_and_enables_discharging(
+    broker: TestBroker, tmp_path: Path
+) -> None:
+    """housebatt.ino lines 227-229: <= 0 leaves target mode and sets `invertOverride = 1`."""
+    runner = start_controller(broker, tmp_path)
+    probe = broker.probe()
+    ha_user = broker.probe("homeassistant", subscribe=None)
+    try:
+        ha_user.publish(T.setting_set("controller", "discharge_enabled"), "false")
+        probe.wait_for(T.setting("controller", "discharge_enabled"), lambda p: p == b"false", 5)
+        ha_user.publish(LEGACY_CHARGE_TARGET_TOPIC, "800")
+        probe.wait_for(T.controller_state, lambda p: json.loads(p)["charge_target_w"] == 800, 5)
+        sent = time.monotonic()
+        ha_user.publish(LEGACY_CHARGE_TARGET_TOPIC, "0")
+        probe.wait_for(
+            T.setting("controller", "discharge_enabled"), lambda p: p == b"true", 5, after=sent
+        )
+        probe.wait_for(
+            T.controller_state, lambda p: json.loads(p)["charge_target_w"] is None, 5, after=sent
+        )
+    finally:
+        ha_user.close()
+        probe.close()
+        runner.stop()
+        runner.join()
+
+
 def test_the_controller_refuses_a_units_list_of_its_own(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="units is no longer a controller setting"):
         ControllerServiceSettings(data_dir=tmp_path, units=[{"name": "gtn1", "max_w": 900}])  # type: ignore[call-arg]
+
+
+def test_a_charge_target_is_not_persisted_across_a_restart(
+    broker: TestBroker, tmp_path: Path
+) -> None:
+    runner = start_controller(broker, tmp_path)
+    probe = broker.probe()
+    ha_user = broker.probe("homeassistant", subscribe=None)
+    try:
+        ha_user.publish(LEGACY_CHARGE_TARGET_TOPIC, "1000")
+        probe.wait_for(T.ack("controller"), lambda p: b"chargeTarget" in p, 5)
+        runner.stop()
+        runner.join()
+        runner = start_controller(broker, tmp_path)
+        after = time.monotonic()
+        state = json.loads(probe.wait_for(T.controller_state, timeout_s=5, after=after))
+        assert state["charge_target_w"] is None
+        assert state["mode"] == "auto"
+        service = runner.service
+        assert isinstance(service, ControllerService)
+        assert service.runtime.value.mode == "auto"
+    finally:
+        ha_user.close()
+        probe.close()
+        runner.stop()
+        runner.join()
+
+
+def test_the_charge_target_timeout_may_only_be_shortened_at_runtime(
+    broker: TestBroker, tmp_path: Path
+) -> None:
+    runner = start_controller(broker, tmp_path)
+    probe = broker.probe()
+    ha_user = broker.probe("homeassistant", subscribe=None)
+    try:
+        ha_user.publish(T.setting_set("controller", "charge_target_timeout_s"), "60")
+        ack = json.loads(
+            probe.wait_for(T.ack("controller"), lambda p: b"charge_target_timeout_s" in p, 5)
+        )
+        assert ack["ok"] is False
+        assert "start-up" in ack["reason"]
+        ha_user.publish(T.setting_set("controller", "charge_target_timeout_s"), "8")
+        probe.wait_for(T.setting("controller", "charge_target_timeout_s"), lambda p: p == b"8", 5)
+    finally:
+        ha_user.close()
+        probe.close()
+        runner.stop()
+        runner.join()

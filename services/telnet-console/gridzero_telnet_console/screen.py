@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from gridzero.contract import SERVICES, Ack, CellRef, LogRecord, RawFrame
+from gridzero.registry import OPTIONAL_SERVICES
 from gridzero.runtime.freshness import FreshValue
 from gridzero_telnet_console.commands import (
     ENABLE_KEYS,
@@ -310,8 +311,8 @@ def _service_lines(snap: Snapshot, now_s: float, width: int) -> list[str]:
     items = []
     for service in SERVICES:
         status = snap.status.get(service)
-        if status is None and service == "sim":
-            continue  # the simulator is optional; show it only once it has spoken
+        if status is None and (service == "sim" or service in OPTIONAL_SERVICES):
+            continue  # the simulator and optional services: shown only once they have spoken
         shown = status or "--"
         age = snap.last_seen_s.get(service)
         items.append(f"{service} {shown}" + (f" {_age(age, now_s)}" if age is not None else ""))
