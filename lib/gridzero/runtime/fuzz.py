@@ -54,7 +54,14 @@ def example_payload(model: type[BaseModel]) -> dict[str, Any]:
         raise
 
 
+# Typical values by field name, where one generic value cannot satisfy a model's cross-field
+# rules (a unit's DC window must be a window: dc_min_v below dc_max_v).
+_NAMED_EXAMPLES: dict[str, Any] = {"dc_min_v": 44.0, "dc_max_v": 58.0, "max_power_w": 900}
+
+
 def _example_value(annotation: Any, name: str) -> Any:  # noqa: PLR0911 - one case per type
+    if name in _NAMED_EXAMPLES:
+        return _NAMED_EXAMPLES[name]
     origin = get_origin(annotation)
     args = get_args(annotation)
     if origin in (Union, UnionType):

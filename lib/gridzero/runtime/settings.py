@@ -157,7 +157,7 @@ S = TypeVar("S", bound=ServiceSettings)
 
 # GRIDZERO_ variables that are not settings: the config and env files, and the names
 # compose.yaml interpolates on the host
-NOT_SETTINGS = frozenset({"CONFIG", "ENV_FILE", "IMAGE", "CONFIG_DIR"})
+NOT_SETTINGS = frozenset({"CONFIG", "ENV_FILE", "TAG", "IMAGE", "CONFIG_DIR"})
 
 
 def unknown_env(cls: type[BaseSettings], environ: dict[str, str] | None = None) -> list[str]:
