@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from gridzero.contract import SimTruth
-from gridzero.registry import part
+from gridzero.registry import SYSTEM_SERVICES, part
 from gridzero.runtime.credentials import read_env_file
 from gridzero.runtime.launch import SERVICE_MODULES
 from gridzero.testing import Probe, wait_until
@@ -59,7 +59,7 @@ PROJECT_FILES = (
     "mosquitto/config/acl",
     "mosquitto/config/conf.d/tls.conf.example",  # the broker's include_dir must exist
 )
-SERVICES = ("sim", "bms", "shunt", "charger", "inverter", "controller", "telnet-console")
+SERVICES = ("sim", *SYSTEM_SERVICES)
 TAG = "test"
 # the images compose builds: one per service, the simulator's from tools/
 IMAGES = sorted({part(s).distribution for s in SERVICES})

@@ -29,7 +29,7 @@ import yaml
 
 from gridzero.errors import UsageError
 from gridzero.meter import read_controller_meter
-from gridzero.registry import OPTIONAL_SERVICES
+from gridzero.registry import OPTIONAL_SERVICES, SYSTEM_SERVICES
 from gridzero.runtime.broker import LOOPBACK, BrokerProcess, connect_host, free_port
 from gridzero.runtime.credentials import (
     LEFT_OUT_FILE,
@@ -42,7 +42,8 @@ from gridzero.runtime.launch import SERVICE_MODULES
 DATA_UP = Path(__file__).resolve().parent / "data" / "up"
 DEFAULT_PORT = 1883
 PORT_FILE = "broker-port"  # in the data directory: the port a fallback took, kept for next time
-ORDER = ("sim", "bms", "shunt", "charger", "inverter", "controller", "telnet-console")
+# the simulator first: its CAN hub and serial endpoints must listen before the devices open
+ORDER = ("sim", *SYSTEM_SERVICES)
 COLOURS = {
     "sim": 35,
     "bms": 32,
