@@ -105,6 +105,7 @@ def _settings(broker: TestBroker, data_dir: Path, buses: list[BusSettings]) -> B
         data_dir=data_dir,
         store_flush_s=0.2,
         buses=buses,
+        current_per_string_a=15.0,  # two modules: 30 A
         protection=ProtectionSettings(
             ramp_a_per_s=1000.0,
             release_delay_s=0.2,
