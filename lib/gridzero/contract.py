@@ -288,6 +288,10 @@ class ModuleState(Stamped):
     cells_v: list[float | None]
     temperatures_c: list[float | None]
     balancing_cells: list[int] = Field(default_factory=list, description="cell numbers bleeding")
+    suspect_cells: list[int] = Field(
+        default_factory=list,
+        description="cell numbers configured as suspect (read wrong; not judged low)",
+    )
 
 
 # --------------------------------------------------------------------------- charger

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,15 +85,20 @@ class TestBroker:
     logins: Logins = field(default_factory=Logins)
 
     @classmethod
-    def create(cls, root: Path, tls_conf: str | None = None) -> TestBroker:
+    def create(
+        cls, root: Path, tls_conf: str | None = None, conf_d: Mapping[str, str] | None = None
+    ) -> TestBroker:
         """A broker from the committed mosquitto.conf and ACL (no local conf.d listeners);
-        ``tls_conf``: the text of a conf.d/tls.conf to add, its listener on a free port."""
+        ``tls_conf``: the text of a conf.d/tls.conf to add, its listener on a free port;
+        ``conf_d``: more conf.d files by name (e.g. a bridge)."""
         config = root / "mosquitto-config"
         (config / "conf.d").mkdir(parents=True, exist_ok=True)
         for name in ("mosquitto.conf", "acl"):
             shutil.copy(PROJECT_CONFIG_DIR / name, config / name)
         if tls_conf is not None:
             (config / "conf.d" / "tls.conf").write_text(tls_conf, encoding="utf-8")
+        for name, text in (conf_d or {}).items():
+            (config / "conf.d" / name).write_text(text, encoding="utf-8")
         passwords = init_credentials(config, root / "secrets")
         broker = cls(root, passwords)
         broker.process = BrokerProcess(

@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gridzero.contract import Topics
 from gridzero.runtime.broker import PROJECT_CONFIG_DIR
-from gridzero.runtime.service import ServiceRunner
+from gridzero.runtime.service import RESTART_EXIT_CODE, ServiceRunner
 from gridzero.testing import Probe, TestBroker, wait_until
 
 from .example_service import ExampleService, ExampleSettings
@@ -402,3 +402,32 @@ def test_retained_changes_survive_a_broker_crash_right_after_them(own_broker: Te
     own_broker.restart()  # SIGKILL: no save on the way out
     assert _retained(own_broker, cleared, marker) is None
     assert _retained(own_broker, replaced, marker) == b"new"
+
+
+def test_the_restart_button_exits_for_the_supervisor_to_start_it_again(
+    broker: TestBroker, tmp_path: Path
+) -> None:
+    """The console's `R` (and Home Assistant) press `<service>/action/restart/set`: the
+    process shuts down as on SIGTERM and exits RESTART_EXIT_CODE; Docker's restart policy
+    and `gridzero up` start it again. Before, no service could be restarted over MQTT."""
+    probe = broker.probe()
+    console = broker.probe("telnet-console", subscribe=None)
+    proc = _spawn(broker, tmp_path)
+    try:
+        probe.wait_for(T.status("controller"), lambda p: p == b"online")
+        start = time.monotonic()
+        console.publish(T.action_set("controller", "restart"), "restart please")
+        ack = json.loads(probe.wait_for(T.ack("controller"), after=start))
+        assert ack["ok"] is False
+        assert "restart wants the payload 'PRESS'" in ack["reason"]
+        assert proc.poll() is None  # a wrong payload changes nothing
+        start = time.monotonic()
+        console.publish(T.action_set("controller", "restart"), "PRESS")
+        assert json.loads(probe.wait_for(T.ack("controller"), after=start))["ok"] is True
+        assert proc.wait(timeout=DOCKER_STOP_GRACE_S) == RESTART_EXIT_CODE
+        probe.wait_for(T.status("controller"), lambda p: p == b"stopped", after=start)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        probe.close()
+        console.close()

@@ -297,6 +297,14 @@ class Context:
             self.log.exception("%s failed\nlast raw frames:\n%s", what, self.ring.dump())
 
 
+# Every service's ``restart`` button: the process exits with RESTART_EXIT_CODE and its
+# supervisor starts it again (Docker's ``restart: unless-stopped``, `gridzero up`). It goes
+# through the same shutdown as SIGTERM, so the service leaves its devices safe first.
+RESTART_ACTION = "restart"
+RESTART_PAYLOAD = b"PRESS"  # Home Assistant's button payload; anything else is refused
+RESTART_EXIT_CODE = 75  # EX_TEMPFAIL: "try again", not a failure of the settings (2)
+RESTART_DELAY_S = 0.5  # lets the ack and the log line out before the shutdown
+
 RETAINED_REFUSED = (
     "refused: a retained message is never taken as a command (the broker would replay it "
     "after every restart); publish it without the retain flag, and clear the retained one "
@@ -490,6 +498,7 @@ class ServiceRunner:
         )
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        self.restart_requested = False
 
     def run(self) -> None:
         """Block until ``stop()`` (or a signal) and shut down cleanly."""
@@ -503,10 +512,24 @@ class ServiceRunner:
                 name="store flush",
             )
             ctx.every(HEARTBEAT_S, self._heartbeat, name="heartbeat")
+            ctx.action(RESTART_ACTION, self._on_restart)
             ctx.conn.start()
             ctx.run_loop()
         finally:
             self._shutdown()
+
+    def _on_restart(self, payload: bytes) -> None:
+        """A person asked for a restart (console `R`, or the button): stop, to be started again."""
+        if payload.strip() != RESTART_PAYLOAD:
+            raise ValueError(
+                f"restart wants the payload {RESTART_PAYLOAD.decode()!r}, got {payload[:32]!r}"
+            )
+        self.restart_requested = True
+        self.ctx.log.warning(
+            "restart requested: stopping (exit %d); the supervisor starts it again",
+            RESTART_EXIT_CODE,
+        )
+        self.ctx.after(RESTART_DELAY_S, self.stop, name="restart")
 
     def _heartbeat(self) -> None:
         """Touch ``<data_dir>/<name>.health`` while the loop runs and the broker is connected.
@@ -568,4 +591,4 @@ def run_service(service_cls: type[Service[Any]], settings: ServiceSettings) -> i
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     runner.run()
-    return 0
+    return RESTART_EXIT_CODE if runner.restart_requested else 0

@@ -74,7 +74,11 @@ def decide(
         cells = frozenset(
             i + 1
             for i, v in enumerate(module.cells_v)
-            if v is not None and v > threshold_v and v > floor_v
+            # a suspect cell's reading decides nothing: it never bleeds on it
+            if v is not None
+            and v > threshold_v
+            and v > floor_v
+            and i + 1 not in module.suspect_cells
         )
         if cells:
             result[module.key] = cells

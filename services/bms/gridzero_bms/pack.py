@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gridzero_bms.codec import (
     CELLS_PER_FRAME,
@@ -43,6 +43,28 @@ class PackLayout(Enum):
     SERIES = "series"
 
 
+class SuspectCell(BaseModel):
+    """A cell whose reading is known to be wrong (a bad sense lead or slave-board channel).
+
+    The risk: its own under-voltage is then no longer watched (see services/bms/README.md).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bus: int = Field(ge=0, le=7, description="CAN bus index (0 = the first bus)")
+    module: int = Field(ge=1, le=MAX_MODULE, description="module number")
+    cell: int = Field(ge=1, le=13, description="cell number in the module, from 1")
+
+    def __str__(self) -> str:
+        return f"bus {self.bus} module {self.module} cell {self.cell}"
+
+
+# The original applies an offset per reading in its decoder: (raw * 0.5) - 43 against the
+# DBC's - 40 (anikrooz/housebatt BMSModule.cpp decodetemp, lines 62-79): 3 degrees C. A
+# larger correction means a wrong decoding, not an offset, so it is bounded.
+TEMPERATURE_OFFSET_MAX_C = 5.0
+
+
 class PackSettings(BaseModel):
     """What the pack should look like."""
 
@@ -62,6 +84,24 @@ class PackSettings(BaseModel):
     cell_valid_max_mv: int = Field(
         5000, ge=4300, le=5095, description="readings at or above this are not cells (Tom: 5.0 V)"
     )
+    suspect_cells: tuple[SuspectCell, ...] = Field(
+        (),
+        description=(
+            "cells that read wrong: left out of the cell delta, balancing and under-voltage, "
+            "still in over-voltage and deep discharge; at most one per module"
+        ),
+    )
+    temperature_sensors: tuple[int, ...] = Field(
+        (1, 2, 3),
+        min_length=1,
+        description="which of a module's sensors (1..3) count; housebatt's IgnoreTemp = 1: (1,)",
+    )
+    temperature_offset_c: float = Field(
+        0.0,
+        ge=-TEMPERATURE_OFFSET_MAX_C,
+        le=TEMPERATURE_OFFSET_MAX_C,
+        description="added to every temperature reading (housebatt's decoding: -3)",
+    )
 
     @field_validator("modules")
     @classmethod
@@ -79,6 +119,39 @@ class PackSettings(BaseModel):
                     f"number must sit on different buses"
                 )
         return value
+
+    @field_validator("temperature_sensors")
+    @classmethod
+    def _check_sensors(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [n for n in value if not 1 <= n <= 3]
+        if bad or len(set(value)) != len(value):
+            raise ValueError(
+                f"temperature_sensors: {list(value)} must name each of sensors 1..3 at most once"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_suspects(self) -> PackSettings:
+        expected = set(self.expected_keys)
+        seen: set[ModuleKey] = set()
+        for suspect in self.suspect_cells:
+            key = ModuleKey(suspect.bus, suspect.module)
+            if key not in expected:
+                raise ValueError(f"suspect_cells: {suspect} is not in an expected module")
+            if suspect.cell > self.cells_per_module:
+                raise ValueError(
+                    f"suspect_cells: {suspect} is above cells_per_module {self.cells_per_module}"
+                )
+            if key in seen:
+                # A module with two cells nobody watches for under-voltage is a module to
+                # repair, not to configure around.
+                raise ValueError(f"suspect_cells: more than one suspect cell in {key}; at most one")
+            seen.add(key)
+        return self
+
+    @property
+    def suspects(self) -> frozenset[tuple[int, int, int]]:
+        return frozenset((c.bus, c.module, c.cell) for c in self.suspect_cells)
 
     @property
     def expected_keys(self) -> tuple[ModuleKey, ...]:
@@ -132,6 +205,7 @@ class ModuleView:
     frames: int
     initialising_frames: int
     untrusted_frames: int
+    suspect_cells: frozenset[int] = frozenset()
 
     @property
     def key(self) -> ModuleKey:
@@ -165,6 +239,8 @@ class PackSnapshot:
     temp_max_at: ModuleKey | None
     temp_sensors: int
     temp_sensors_absent: int
+    # The lowest reading of any cell, suspect or not: deep discharge still judges every cell.
+    lowest_any: CellRef | None = None
 
     @property
     def cell_count_ok(self) -> bool:
@@ -260,10 +336,23 @@ class Pack:
     def apply_temperatures(self, bus: int, frame: TemperatureFrame, now_s: float) -> None:
         state = self._module(bus, frame.module)
         state.frames += 1
-        state.temps = frame.temperatures_c
+        state.temps = self._counted_temperatures(frame.temperatures_c)
         state.temps_s = now_s
         if frame.balance_bits is not None:
             state.balance_bits = frame.balance_bits
+
+    def _counted_temperatures(self, readings: tuple[float | None, ...]) -> tuple[float | None, ...]:
+        """The sensors chosen by ``temperature_sensors``, each with ``temperature_offset_c``
+        (housebatt counts sensor 1 only: IgnoreTemp, anikrooz/housebatt housebatt.ino line
+        94). A chosen sensor the frame does not carry is left out: no module temperature then
+        raises temperature_missing rather than guessing."""
+        chosen = self.settings.temperature_sensors
+        offset = self.settings.temperature_offset_c
+        return tuple(
+            None if t is None else t + offset
+            for n, t in enumerate(readings, start=1)
+            if n in chosen
+        )
 
     def forget_bus(self, bus: int) -> None:
         """A bus vanished: drop what its modules said, so they read as missing at once."""
@@ -289,6 +378,9 @@ class _Summary:
         self.stale_after_s = pack.settings.stale_after_s
         self.valid_max = pack.settings.cell_valid_max_mv
         self.cells: list[CellRef] = []
+        self.judged: list[CellRef] = []  # every cell but the suspect ones
+        self.suspects = pack.settings.suspects
+        self.lowest_any: CellRef | None = None
         self.worst_low: CellRef | None = None
         self.worst_high: CellRef | None = None
         self.temps: list[tuple[float, ModuleKey]] = []
@@ -327,6 +419,9 @@ class _Summary:
             frames=state.frames,
             initialising_frames=state.initialising,
             untrusted_frames=state.untrusted,
+            suspect_cells=frozenset(
+                c for b, m, c in self.suspects if (b, m) == (key.bus, key.module)
+            ),
         )
         if present:
             self._collect(key, state, shown)
@@ -338,13 +433,23 @@ class _Summary:
                 continue
             ref = CellRef(key.bus, key.module, i + 1, mv / 1000)
             self.cells.append(ref)
+            suspect = (key.bus, key.module, i + 1) in self.suspects
+            if not suspect:
+                self.judged.append(ref)
             for reading in (mv, state.cells[i]):
                 if reading is None or reading >= self.valid_max:
                     continue
-                if self.worst_high is None or reading / 1000 > self.worst_high.voltage_v:
-                    self.worst_high = CellRef(key.bus, key.module, i + 1, reading / 1000)
-                if self.worst_low is None or reading / 1000 < self.worst_low.voltage_v:
-                    self.worst_low = CellRef(key.bus, key.module, i + 1, reading / 1000)
+                cell = CellRef(key.bus, key.module, i + 1, reading / 1000)
+                # A suspect cell still counts for over-voltage and deep discharge, never
+                # for the lowest cell (under-voltage, discharge taper, pre-charge).
+                if self.worst_high is None or cell.voltage_v > self.worst_high.voltage_v:
+                    self.worst_high = cell
+                if self.lowest_any is None or cell.voltage_v < self.lowest_any.voltage_v:
+                    self.lowest_any = cell
+                if not suspect and (
+                    self.worst_low is None or cell.voltage_v < self.worst_low.voltage_v
+                ):
+                    self.worst_low = cell
         if self.now_s - state.temps_s > self.stale_after_s or not state.temps:
             self.absent += max(len(state.temps), 1)
             return
@@ -369,8 +474,10 @@ class _Summary:
         unexpected = tuple(v.key for v in views if not v.expected and v.present)
         expected_cells = self.settings.cells_per_module * len(self.pack._expected)
         complete = not missing and not unexpected and len(self.cells) == expected_cells
-        lo = min(self.cells, key=lambda c: c.voltage_v, default=None)
-        hi = max(self.cells, key=lambda c: c.voltage_v, default=None)
+        # Statistics (delta, balancing reference, SoC inputs) leave suspect cells out.
+        judged = self.judged
+        lo = min(judged, key=lambda c: c.voltage_v, default=None)
+        hi = max(judged, key=lambda c: c.voltage_v, default=None)
         t_lo = min(self.temps, default=None)
         t_hi = max(self.temps, default=None)
         return PackSnapshot(
@@ -385,9 +492,7 @@ class _Summary:
             series_cells=self.settings.series_cells,
             min_cell=lo,
             max_cell=hi,
-            avg_cell_v=(
-                sum(c.voltage_v for c in self.cells) / len(self.cells) if self.cells else None
-            ),
+            avg_cell_v=sum(c.voltage_v for c in judged) / len(judged) if judged else None,
             delta_v=None if lo is None or hi is None else hi.voltage_v - lo.voltage_v,
             worst_low=self.worst_low,
             worst_high=self.worst_high,
@@ -399,6 +504,7 @@ class _Summary:
             temp_max_at=None if t_hi is None else t_hi[1],
             temp_sensors=len(self.temps),
             temp_sensors_absent=self.absent,
+            lowest_any=self.lowest_any,
         )
 
 

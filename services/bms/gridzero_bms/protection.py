@@ -366,6 +366,12 @@ def _low_v(i: Inputs) -> float | None:
     return None if i.snap.worst_low is None else i.snap.worst_low.voltage_v
 
 
+def _lowest_any_v(i: Inputs) -> float | None:
+    """The lowest reading of every cell, suspect cells included (deep discharge)."""
+    low = i.snap.lowest_any or i.snap.worst_low
+    return None if low is None else low.voltage_v
+
+
 def _no_modules(snap: PackSnapshot) -> bool:
     return snap.present_modules == 0
 
@@ -594,10 +600,14 @@ DEEP_DISCHARGE = Check(
     True,
     True,
     lambda i: _below(
-        _low_v(i), i.settings.deep_discharge_v, math.inf, i.settings.deep_discharge_trip_s
+        _lowest_any_v(i),
+        i.settings.deep_discharge_v,
+        math.inf,
+        i.settings.deep_discharge_trip_s,
     ),
     lambda i: (
-        f"deep discharge: {i.snap.worst_low} < {i.settings.deep_discharge_v:.3f} V; "
+        f"deep discharge: {i.snap.lowest_any or i.snap.worst_low} < "
+        f"{i.settings.deep_discharge_v:.3f} V; "
         "charge and discharge blocked until a person releases it (action release_deep_discharge)"
     ),
 )
@@ -662,7 +672,7 @@ class Protection:
                 f"{snap.expected_cell_count}; missing or unexpected modules: {missing}); every "
                 "cell must be read before a release"
             )
-        lo = snap.worst_low
+        lo = snap.lowest_any or snap.worst_low
         if lo is None or lo.voltage_v < s.deep_discharge_v:
             raise ValueError(
                 f"refused: {lo} is still below deep_discharge_v {s.deep_discharge_v:.3f} V; "

@@ -52,7 +52,15 @@ from gridzero_bms.codec import (
     encode_balance,
     encode_poll,
 )
-from gridzero_bms.pack import CellRef, ModuleKey, Pack, PackLayout, PackSettings
+from gridzero_bms.pack import (
+    TEMPERATURE_OFFSET_MAX_C,
+    CellRef,
+    ModuleKey,
+    Pack,
+    PackLayout,
+    PackSettings,
+    SuspectCell,
+)
 from gridzero_bms.protection import Limits, Protection, ProtectionSettings
 from gridzero_bms.sanity import FrameCheckSettings, FrameSanity
 
@@ -96,6 +104,28 @@ class BmsSettings(ServiceSettings):
     module_capacity_ah: float = Field(
         25.0, gt=0, le=1000, description="one module's capacity (GTE: about 25 Ah)"
     )
+    current_per_string_a: float = Field(
+        3.75,
+        gt=0,
+        le=100,
+        description=(
+            "protection.max_charge/discharge_current_a default to this x the parallel strings "
+            "(8 modules: 30 A) when not set"
+        ),
+    )
+    suspect_cells: list[SuspectCell] = Field(
+        default_factory=list,
+        description="cells that read wrong (bus, module, cell); the risk: services/bms/README.md",
+    )
+    temperature_sensors: tuple[int, ...] = Field(
+        (1, 2, 3), min_length=1, description="which module sensors (1..3) count"
+    )
+    temperature_offset_c: float = Field(
+        0.0,
+        ge=-TEMPERATURE_OFFSET_MAX_C,
+        le=TEMPERATURE_OFFSET_MAX_C,
+        description="added to every temperature reading",
+    )
     protection: ProtectionSettings = Field(default_factory=ProtectionSettings)
     balance: BalanceSettings = Field(default_factory=BalanceSettings)
     frames: FrameCheckSettings = Field(default_factory=FrameCheckSettings)
@@ -112,6 +142,7 @@ class BmsSettings(ServiceSettings):
     @model_validator(mode="after")
     def _check_pack(self) -> BmsSettings:
         self.pack_settings()  # raises with the bus and module named
+        self._currents_follow_the_pack()
         errors = [
             why
             for why in (
@@ -124,6 +155,17 @@ class BmsSettings(ServiceSettings):
         if errors:
             raise ValueError("; ".join(errors))
         return self
+
+    def _currents_follow_the_pack(self) -> None:
+        """Current ceilings not set explicitly scale with the strings in parallel, so one
+        module gets 3.75 A, not the 30 A that needs eight (and more modules get more)."""
+        unset = {
+            name: self.current_per_string_a * self.parallel_strings
+            for name in ("max_charge_current_a", "max_discharge_current_a")
+            if name not in self.protection.model_fields_set
+        }
+        if unset:
+            self.protection = self.protection.model_copy(update=unset)
 
     @property
     def parallel_strings(self) -> int:
@@ -150,6 +192,9 @@ class BmsSettings(ServiceSettings):
             modules=tuple(tuple(b.modules) for b in self.buses),
             layout=self.layout,
             stale_after_s=self.stale_after_s,
+            suspect_cells=tuple(self.suspect_cells),
+            temperature_sensors=self.temperature_sensors,
+            temperature_offset_c=self.temperature_offset_c,
         )
 
     def codec_options(self) -> CodecOptions:
@@ -644,6 +689,7 @@ class Bms(Service[BmsSettings]):
                 cells_v=list(m.cells_v),
                 temperatures_c=list(m.temperatures_c),
                 balancing_cells=sorted(self.balancer.bleeding.get(m.key, frozenset())),
+                suspect_cells=sorted(m.suspect_cells),
             )
             ctx.publish(ctx.topics.bms_module(m.bus, m.module), payload, retain=True)
 
@@ -687,7 +733,8 @@ class Bms(Service[BmsSettings]):
         attributes = (
             "{'bus': value_json.bus, 'module': value_json.module, 'present': value_json.present,"
             " 'cells_v': value_json.cells_v, 'temperatures_c': value_json.temperatures_c,"
-            " 'balancing_cells': value_json.balancing_cells}"
+            " 'balancing_cells': value_json.balancing_cells,"
+            " 'suspect_cells': value_json.suspect_cells | default([])}"
         )
         return [
             ha.computed_sensor(

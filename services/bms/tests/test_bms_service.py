@@ -24,7 +24,7 @@ from gridzero_bms.codec import (
     encode_module_cells,
     encode_temperature_frame,
 )
-from gridzero_bms.pack import ModuleKey
+from gridzero_bms.pack import ModuleKey, SuspectCell
 from gridzero_bms.protection import ProtectionSettings
 from gridzero_bms.service import Bms, BmsSettings, BusSettings
 
@@ -105,6 +105,7 @@ def _settings(broker: TestBroker, data_dir: Path, buses: list[BusSettings]) -> B
         data_dir=data_dir,
         store_flush_s=0.2,
         buses=buses,
+        current_per_string_a=15.0,  # two modules: 30 A
         protection=ProtectionSettings(
             ramp_a_per_s=1000.0,
             release_delay_s=0.2,
@@ -437,3 +438,45 @@ def test_measured_over_current_from_the_shunt_blocks_its_direction(
         assert "measured 45.0 A > limit 30.0 A" in json.dumps(limits["alarms"])
     shunt.close()
     probe.close()
+
+
+def test_a_suspect_cell_is_published_and_shown_to_home_assistant(
+    broker: TestBroker, tmp_path: Path, channel: str
+) -> None:
+    """The module topic names the suspect cell and the module sensor's attributes carry it;
+    its low reading does not hold the cell-delta alarm."""
+    bus = BusSettings(interface="virtual", channel=channel, modules=[1, 2])
+    settings = _settings(broker, tmp_path, [bus]).model_copy(
+        update={
+            "suspect_cells": [SuspectCell(bus=0, module=2, cell=11)],
+            "protection": ProtectionSettings(ramp_a_per_s=1000.0, release_delay_s=0.2),
+        }
+    )
+    runner = ServiceRunner(Bms, settings)
+    runner.start_thread()
+    probe = broker.probe()
+    try:
+        with FakeModules(channel, [1, 2]) as fake:
+            fake.cells[2][10] = 3300  # 0.4 V below the others: the delta alarm's 0.2 V
+            # (the probe also gets the retained module state of earlier tests: wait for ours)
+            module = json.loads(
+                probe.wait_for(
+                    T.bms_module(0, 2), lambda p: bool(json.loads(p).get("suspect_cells")), 10
+                )
+            )
+            assert module["suspect_cells"] == [11]
+            probe.wait_for(T.bms_limits, lambda p: _limits(p)["dcl_a"] == 30.0, 10)
+            time.sleep(6.0)  # longer than the delta alarm's trip delay (5 s)
+            limits = _limits(probe.wait_for(T.bms_limits, after=time.monotonic()))
+            assert limits["alarms"] == []
+        discovery = json.loads(
+            probe.wait_for(
+                "homeassistant/device/gridzero_bms/config", lambda p: b"suspect_cells" in p
+            )
+        )
+        attributes = discovery["cmps"]["module_0_2"]["json_attributes_template"]
+        assert "suspect_cells" in attributes
+    finally:
+        runner.stop()
+        runner.join()
+        probe.close()

@@ -88,8 +88,13 @@ KEY_HELP: tuple[KeyHelp, ...] = (
     KeyHelp("i", "i discharge on/off", "allow/forbid discharging (controller.discharge_enabled)"),
     KeyHelp("l", "l force balance", "bms: force balancing (button)"),
     KeyHelp("%", "% SoC from voltage", "shunt: recompute SoC from pack voltage (asks y)"),
-    KeyHelp("!", "! SoC 100%", "shunt: set SoC to 100 % (asks y)"),
-    KeyHelp("p", "p cells", "cell table per module"),
+    KeyHelp("!", "! SoC 100%", "shunt: set SoC to 100 % (asks y; the original set 95 %)"),
+    KeyHelp("r", "r recharge", "charge on + reset the charger's over-current trip (asks y)"),
+    KeyHelp("R", "R restart", "restart a service: then b c i s o t picks it, other keys cancel"),
+    KeyHelp(
+        "-", "- sign", "current sign: a shunt start-up setting (invert); explains, sends nothing"
+    ),
+    KeyHelp("p", "p cells", "cell table per module (? marks a suspect cell)"),
     KeyHelp("h", "h help", "this help"),
     KeyHelp("q", "q quit", "close the session (also Ctrl-C, Ctrl-D)"),
 )
@@ -117,6 +122,22 @@ RAW_DEBUG_SETTING = "raw_debug"
 FORCE_BALANCE_ACTION = ("bms", "force_balance")
 SOC_FROM_VOLTAGE_ACTION = ("shunt", "soc_from_voltage")
 SOC_FULL_ACTION = ("shunt", "soc_full")
+RESET_OVER_CURRENT_ACTION = ("charger", "reset_over_current")
+RESTART_ACTION = "restart"  # every service's button (gridzero.runtime.service)
+# R, then one of these keys: the service to restart (the second key is the confirmation).
+RESTART_KEYS: dict[str, str] = {
+    "b": "bms",
+    "c": "charger",
+    "i": "inverter",
+    "s": "shunt",
+    "o": "controller",
+    "t": "telnet-console",
+}
+SIGN_TEXT = (
+    "- does not flip the current sign here: it is the shunt's start-up setting `invert` "
+    "(a wrong sign at runtime would turn every current limit around); set it in the shunt's "
+    "settings and restart the shunt (services/shunt/README.md)"
+)
 BUTTON_PAYLOAD = "PRESS"  # Home Assistant's default button payload
 
 # c / i flip the controller's charge/discharge enable, whatever the mode:
@@ -142,9 +163,10 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_VALUE_CHARS = 256
 DEFAULT_MAX_LINE_CHARS = 200
 
-_CONFIRM: dict[str, tuple[tuple[str, str], str]] = {
-    "%": (SOC_FROM_VOLTAGE_ACTION, "recompute SoC from the pack voltage"),
-    "!": (SOC_FULL_ACTION, "set SoC to 100 %"),
+_CONFIRM: dict[str, str] = {
+    "%": "recompute SoC from the pack voltage",
+    "!": "set SoC to 100 %",
+    "r": "restart charging (controller.charge_enabled -> true, charger.reset_over_current)",
 }
 
 
@@ -210,6 +232,8 @@ class Interpreter:
             "c": lambda: self._toggle_enable(snap, *ENABLE_KEYS["c"]),
             "i": lambda: self._toggle_enable(snap, *ENABLE_KEYS["i"]),
             "l": lambda: [self._button(FORCE_BALANCE_ACTION)],
+            "-": lambda: [Message(SIGN_TEXT)],
+            "R": self._ask_restart,
         }
         if char in RAW_KEYS:
             simple[char] = lambda: self._toggle_raw(RAW_KEYS[char])
@@ -222,16 +246,38 @@ class Interpreter:
 
     def _ask(self, char: str) -> list[Action]:
         self.state.confirm = char
-        return [Message(f"press y to {_CONFIRM[char][1]}, any other key cancels")]
+        return [Message(f"press y to {_CONFIRM[char]}, any other key cancels")]
+
+    def _ask_restart(self) -> list[Action]:
+        self.state.confirm = "R"
+        keys = " ".join(f"{k} {name}" for k, name in RESTART_KEYS.items())
+        return [Message(f"restart which service? {keys}; any other key cancels")]
 
     def _confirm_key(self, key: Key) -> list[Action]:
         pending = self.state.confirm
         if key.named is Named.ENTER:
             return []  # line-mode clients send Enter after the key itself
         self.state.confirm = None
-        if pending is None or key.char not in ("y", "Y"):
+        if pending == "R" and key.char in RESTART_KEYS:
+            return [self._button((RESTART_KEYS[key.char], RESTART_ACTION))]
+        if pending is None or pending == "R" or key.char not in ("y", "Y"):
             return [Message("cancelled; nothing sent")]
-        return [self._button(_CONFIRM[pending][0])]
+        return self._confirmed(pending)
+
+    def _confirmed(self, pending: str) -> list[Action]:
+        if pending == "r":
+            # housebatt's `r` cleared its "fully charged" flag (housebatt.ino lines 896-899).
+            # Here the bms's full state releases by itself below charge_end_v minus the
+            # hysteresis; what a person can restart is the controller's charge enable and
+            # the charger's latched over-current trip (refused if none is latched).
+            topic = self.topics.setting_set("controller", CHARGE_ENABLED_SETTING)
+            said = "charge on"
+            return [
+                Publish(topic, "true", f"controller.{CHARGE_ENABLED_SETTING}", said),
+                self._button(RESET_OVER_CURRENT_ACTION),
+            ]
+        action = SOC_FROM_VOLTAGE_ACTION if pending == "%" else SOC_FULL_ACTION
+        return [self._button(action)]
 
     def _button(self, action: tuple[str, str]) -> Publish:
         service, name = action

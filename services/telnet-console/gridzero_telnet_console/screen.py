@@ -333,19 +333,26 @@ CELL_COLUMN = 6  # "  3912v": a space, the value in mV, then its mark
 def cell_lines(snap: Snapshot, now_s: float, width: int = 80) -> list[str]:
     """The cell table: one row per module, cells numbered, each value followed by its mark.
 
-    The mark (``v`` lowest, ``^`` highest, ``*`` bleeding) comes after the value and a
+    The mark (``?`` suspect, ``v`` lowest, ``^`` highest, ``*`` bleeding) comes after the value and a
     space before the next one, so ``3912v`` never runs into its neighbour. Temperatures
     and missing or old modules follow in a section of their own, which keeps a module's
     row within 80 columns.
     """
     if not snap.modules:
         return ["no module data yet (bms offline?)"]
-    cells = [v for seen in snap.modules.values() for v in seen.value.cells_v if v is not None]
+    # lowest and highest as the bms judges them: a suspect cell (bms setting suspect_cells)
+    # is marked ``?`` and takes no part
+    cells = [
+        v
+        for seen in snap.modules.values()
+        for n, v in enumerate(seen.value.cells_v, start=1)
+        if v is not None and n not in seen.value.suspect_cells
+    ]
     low, high = (min(cells), max(cells)) if cells else (None, None)
     count = max(len(seen.value.cells_v) for seen in snap.modules.values())
     numbers = "".join(f"{n:>{CELL_COLUMN - 1}} " for n in range(1, count + 1))
     lines = [
-        "cells in mV: v lowest, ^ highest, * bleeding",
+        "cells in mV: v lowest, ^ highest, * bleeding, ? suspect (not judged low)",
         "",
         _cell_label("module") + numbers.rstrip(),
     ]
@@ -356,7 +363,9 @@ def cell_lines(snap: Snapshot, now_s: float, width: int = 80) -> list[str]:
         row = [_cell_label(f"{m.bus}-{m.module}")]
         for number, volts in enumerate(m.cells_v, start=1):
             mark = " "
-            if volts is not None and volts == low:
+            if number in m.suspect_cells:
+                mark = "?"
+            elif volts is not None and volts == low:
                 mark = "v"
             elif volts is not None and volts == high:
                 mark = "^"

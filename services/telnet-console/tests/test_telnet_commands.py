@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from telnet_samples import TOPICS, controller, full_snapshot, put
+from telnet_samples import TOPICS, controller, full_snapshot, module, put
 
 from gridzero.contract import ControllerMode
 from gridzero_telnet_console.commands import (
@@ -18,6 +19,7 @@ from gridzero_telnet_console.commands import (
     View,
 )
 from gridzero_telnet_console.protocol import Key, Named
+from gridzero_telnet_console.screen import cell_lines
 from gridzero_telnet_console.snapshot import Snapshot
 
 ENTER = Key(named=Named.ENTER)
@@ -328,3 +330,52 @@ def test_any_keys_never_crash_and_only_publish_known_topics(keys: list[Key]) -> 
             if isinstance(action, Message):
                 assert "\n" not in action.text
         assert interp.state.line is None or len(interp.state.line) <= 60
+
+
+def test_capital_r_restarts_the_service_its_second_key_names() -> None:
+    """housebatt's `R` rebooted the ESP32 (housebatt.ino line 887); here it restarts one
+    service through its `restart` button, and only after a second key names it."""
+    interp, snap = fresh()
+    actions = press(interp, snap, "R")
+    assert published(actions) == []
+    assert messages(actions) == [
+        "restart which service? b bms c charger i inverter s shunt o controller "
+        "t telnet-console; any other key cancels"
+    ]
+    assert published(press(interp, snap, "\nb")) == [("gridzero/bms/action/restart/set", "PRESS")]
+    assert published(press(interp, snap, "Ro")) == [
+        ("gridzero/controller/action/restart/set", "PRESS")
+    ]
+    actions = press(interp, snap, "Ry")  # y is not a service: cancels
+    assert published(actions) == []
+    assert messages(actions)[-1] == "cancelled; nothing sent"
+
+
+def test_small_r_restarts_charging_after_y() -> None:
+    interp, snap = fresh()
+    actions = press(interp, snap, "r")
+    assert published(actions) == []
+    assert messages(actions)[0].startswith("press y to restart charging")
+    assert published(press(interp, snap, "y")) == [
+        (CHARGE_SET, "true"),
+        ("gridzero/charger/action/reset_over_current/set", "PRESS"),
+    ]
+    assert published(press(interp, snap, "rn")) == []
+
+
+def test_minus_explains_the_sign_is_a_start_up_setting_and_sends_nothing() -> None:
+    interp, snap = fresh()
+    actions = press(interp, snap, "-")
+    assert published(actions) == []
+    assert "start-up setting `invert`" in messages(actions)[0]
+
+
+def test_the_cells_view_marks_a_suspect_cell_and_leaves_it_out_of_lowest() -> None:
+    snap = full_snapshot()
+    before = "\n".join(cell_lines(snap, 100.0))
+    assert "3912v" in before
+    suspect = module(0, 2).model_copy(update={"suspect_cells": [7]})  # the 3912 mV cell
+    put(snap, TOPICS.bms_module(0, 2), suspect.model_dump_json(), 100.0)
+    after = "\n".join(cell_lines(snap, 100.0))
+    assert "3912?" in after
+    assert re.search(r"\d{4}v", after)  # another cell is now the lowest
