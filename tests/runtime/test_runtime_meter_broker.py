@@ -13,6 +13,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,7 +175,7 @@ def _password(secrets: Path, user: str) -> str:
 def owners_broker(tmp_path: Path) -> Iterator[tuple[PlainBroker, Path]]:
     """An existing Mosquitto prepared as docs/meter.md says, with gridzero's own tools."""
     files, secrets = tmp_path / "broker-files", tmp_path / "secrets"
-    gridzero = [shutil.which("gridzero") or "gridzero"]
+    gridzero = [sys.executable, "-m", "gridzero.cli"]
     controller_yaml = ROOT / "services" / "controller" / "config" / "settings.yaml"
     for args in (
         ["credentials", "init", "--config-dir", str(files), "--secrets-dir", str(secrets)],
