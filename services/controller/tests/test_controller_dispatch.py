@@ -266,3 +266,18 @@ def test_an_unknown_unit_waits_at_least_its_holdoff():
     d.step(BOOT_S, -2000.0, data(inv=(None,)), S)
     assert d.step(BOOT_S + 20.0, -2000.0, data(inv=(None,)), S).side is Side.TO_CHARGE
     assert d.step(BOOT_S + 23.0, -2000.0, data(inv=(None,)), S).side is Side.CHARGE
+
+
+def test_charge_waits_until_the_units_together_are_off_not_each():
+    """Three units at 2 W each are 6 W fed while charging: above `off_inverter_w` (5 W).
+
+    Issue 18, household hh-s2-065: each unit of three was at 1.7 W (≤ 5 W each) when the
+    charger started, so 5.1 W were fed while it charged."""
+    units = (InverterUnit("a"), InverterUnit("b"), InverterUnit("c"))
+    d = Dispatcher(units)
+    d.step(0.0, 0.0, data(inv=(2.0, 2.0, 2.0)), S)
+    c = d.step(5.0, -2000.0, data(inv=(2.0, 2.0, 2.0)), S)
+    assert c.side is Side.TO_CHARGE
+    assert not c.charger.on
+    d.step(5.5, -2000.0, data(inv=(1.0, 1.0, 1.0)), S)
+    assert d.step(7.5, -2000.0, data(inv=(1.0, 1.0, 1.0)), S).side is Side.CHARGE
