@@ -199,6 +199,23 @@ def charger_min_power_w(pack_voltage_v: float, settings: ControllerSettings) -> 
     return settings.charger_min_current_a * pack_voltage_v / settings.charger_efficiency
 
 
+def charge_pays(surplus_w: float, min_w: float, charging: bool, hysteresis_w: float) -> bool:
+    """Whether charging exchanges less with the grid than not charging (pure).
+
+    The charger cannot draw less than ``min_w`` (AC W at its minimum current, the
+    efficiency included: `charger_min_power_w`). Charging with a surplus ``surplus_w`` below
+    it imports ``min_w - surplus_w``; not charging exports ``surplus_w``. Above the minimum
+    charging follows the surplus and exchanges nothing. So charging pays when
+    ``surplus - max(0, min - surplus) > 0``, i.e. when the surplus exceeds half the minimum.
+    ``hysteresis_w`` (W of grid exchange) is the gain a start needs and the loss a running
+    charger tolerates, so a surplus at the break-even point does not toggle the charger.
+    """
+    if surplus_w <= 0:
+        return False
+    gain_w = surplus_w - max(0.0, min_w - surplus_w)
+    return gain_w > (-hysteresis_w if charging else hysteresis_w)
+
+
 class Dispatcher:
     """Stateful, pure: the interlock and side state machine."""
 
@@ -341,10 +358,7 @@ class Dispatcher:
         if setpoint_w < 0 and self._charge_possible(data, settings):
             assert data.pack_voltage_v is not None
             min_w = charger_min_power_w(data.pack_voltage_v, settings)
-            # Charging at the minimum current beats exporting once the surplus exceeds half
-            # of it (|grid| is then smaller); start only with a margin above the minimum.
-            threshold = min_w / 2 if charging else min_w + settings.charge_start_margin_w
-            if -setpoint_w >= threshold:
+            if charge_pays(-setpoint_w, min_w, charging, settings.charge_hysteresis_w):
                 return Side.CHARGE
         return Side.IDLE
 
