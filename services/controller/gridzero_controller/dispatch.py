@@ -38,7 +38,7 @@ class InverterUnit:
     max_w: float = 1000.0
     dc_min_v: float = 40.0
     dc_max_v: float = 60.0
-    dc_margin_v: float = 1.0
+    dc_margin_v: float = 0.5
     # How long after its demand went to 0 the unit may still feed; None: `default_holdoff_s`.
     off_holdoff_s: float | None = None
 
