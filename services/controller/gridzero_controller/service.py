@@ -69,7 +69,7 @@ class ControllerServiceSettings(ServiceSettings, MeterSettings):
     legacy_charge_target: bool = Field(True, description="accept meterbox/chargeTarget")
     control_period_s: float = Field(0.5, gt=0.05, le=5.0, description="control step without meter")
     inverter_dc_margin_v: float = Field(
-        1.0, ge=0, le=20, description="derate a line over this span above its dc_min_v"
+        0.5, ge=0, le=20, description="derate a line over this span above its dc_min_v"
     )
     inverter_off_holdoff_s: float | None = Field(
         None,

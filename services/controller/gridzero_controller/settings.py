@@ -159,7 +159,9 @@ class ControllerSettings(ControllerRuntime):
     charger_min_current_a: float = Field(5.2, ge=0.0, le=100.0)
     charger_max_current_a: float = Field(51.7, gt=0.0, le=200.0)
     discharge_start_w: float = Field(20.0, ge=0.0, le=1000.0)
-    charge_start_margin_w: float = Field(50.0, ge=0.0, le=2000.0)
+    # W of grid exchange a charger start must save, and a running charger may lose, before
+    # the side changes (dispatch.charge_pays): no toggling at the break-even point.
+    charge_hysteresis_w: float = Field(20.0, ge=0.0, le=2000.0)
     min_dwell_s: float = Field(1.0, ge=0.0, le=600.0)
     off_inverter_w: float = Field(5.0, ge=0.0, le=200.0)
     off_charger_a: float = Field(0.5, ge=0.0, le=20.0)
