@@ -543,7 +543,9 @@ class ControllerState(Stamped):
     )
     rule_why: str = Field(default="", description="what the rule does now and why, in words")
     price: float | None = Field(
-        default=None, description="the import price in force (None: no price topic, or stale)"
+        default=None,
+        description="the import price in force (None: no price topic, or stale)",
+        json_schema_extra={"decimals": 4},  # tariffs publish 4 decimals of a currency unit/kWh
     )
 
 

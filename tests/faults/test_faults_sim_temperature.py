@@ -14,6 +14,7 @@ from gridzero.runtime.mqtt import Message
 from gridzero_bms import codec as bms_codec
 from gridzero_tools.sim import faults
 from gridzero_tools.sim.devices.bms import BmsBusEmulator
+from gridzero_tools.sim.fuzz import harness_settings
 from gridzero_tools.sim.params import load_plant
 from gridzero_tools.sim.plant import Plant
 from gridzero_tools.sim.profile import Profile
@@ -78,7 +79,7 @@ def test_contract_fault_with_a_bad_target_is_a_value_error(target: str) -> None:
 
 @pytest.fixture
 def sim() -> Iterator[Harness]:
-    harness = start_harness("sim")
+    harness = start_harness("sim", harness_settings())  # own virtual buses, a free port
     yield harness
     harness.service.stop()
     assert harness.tmp is not None
