@@ -94,6 +94,8 @@ class DispatchInput:
     limits: BmsLimits | None
     inverter_output_w: tuple[float | None, ...]
     charger_current_a: float | None
+    # What each unit may be asked for (`headroom_caps`); None: the static map `unit_cap_w`.
+    unit_caps_w: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,14 +170,95 @@ def unit_cap_w(unit: InverterUnit, pack_voltage_v: float | None) -> float:
     return unit.max_w * min(1.0, (pack_voltage_v - unit.dc_min_v) / unit.dc_margin_v)
 
 
-def split_discharge(
-    total_w: float, units: tuple[InverterUnit, ...], pack_voltage_v: float | None
+# The measured sag (`SagEstimate`): a pair of readings teaches the slope only when the output
+# changed by at least this share of the units' total rating (a small change is lost in the
+# voltage's resolution) within `SAG_PAIR_S`; each such pair moves the slope by `SAG_GAIN`.
+SAG_MIN_STEP = 0.25
+SAG_PAIR_S = 5.0
+SAG_GAIN = 0.2
+# The slope used is the learnt one times this (a pack that sags more than learnt, e.g. warming
+# less than it cools, must not cross the cut-off), and the loaded voltage is kept this far
+# above the units' lower DC limit (the inverter's own measurement may read lower than the bms).
+SAG_SAFETY = 1.25
+SAG_GUARD_V = 0.2
+# Slopes outside [1/SAG_RANGE, SAG_RANGE] times the prior are measurement errors.
+SAG_RANGE = 10.0
+
+
+class SagEstimate:
+    """How far the pack voltage falls per W of inverter output, learnt from measurements.
+
+    The static derating (`unit_cap_w`) assumes the worst: a full rating sags the pack by
+    `InverterUnit.dc_margin_v`. A pack with more strings, or warm, sags less: near the
+    inverters' low-voltage shutdown the static map then holds them below a power at which
+    they would run on (issue 18: 4-module packs near 30 % SoC). Pairs of (output, voltage)
+    measured at the same instant give the real slope; `headroom_caps` uses it. Pure: time is
+    a parameter.
+    """
+
+    def __init__(self) -> None:
+        self.slope_v_per_w: float | None = None
+        self._last: tuple[float, float, float] | None = None  # at_s, output W, pack V
+
+    def observe(self, at_s: float, output_w: float, pack_v: float, rating_w: float) -> None:
+        """One (total output, pack voltage) pair measured at ``at_s``."""
+        last = self._last
+        if last is not None and at_s <= last[0]:
+            return
+        if last is None or at_s - last[0] > SAG_PAIR_S:
+            self._last = (at_s, output_w, pack_v)
+            return
+        d_w = output_w - last[1]
+        if abs(d_w) < SAG_MIN_STEP * rating_w:
+            return  # keep the older reference: the change may grow large enough
+        self._last = (at_s, output_w, pack_v)
+        slope = -(pack_v - last[2]) / d_w
+        if slope <= 0:
+            return
+        prior = self.slope_v_per_w
+        self.slope_v_per_w = slope if prior is None else prior + SAG_GAIN * (slope - prior)
+
+
+def headroom_caps(
+    units: tuple[InverterUnit, ...],
+    pack_voltage_v: float | None,
+    output_w: float | None,
+    slope_v_per_w: float | None,
 ) -> tuple[float, ...]:
-    """Share ``total_w`` equally over the units, each within `unit_cap_w`.
+    """What each unit may be asked for, from the measured sag (`SagEstimate`).
+
+    The output may rise until the loaded voltage, falling by the slope (times `SAG_SAFETY`)
+    per W, reaches the units' lower DC limit + `SAG_GUARD_V`; below it, it must fall as far.
+    Never less than the static map (`unit_cap_w`), which needs no measurement; the static map
+    alone while the slope, the output or the voltage is unknown or implausible.
+    """
+    static = tuple(unit_cap_w(u, pack_voltage_v) for u in units)
+    rating_w = sum(u.max_w for u, c in zip(units, static, strict=True) if c > 0)
+    if pack_voltage_v is None or output_w is None or slope_v_per_w is None or rating_w <= 0:
+        return static
+    floor_v = max(u.dc_min_v for u, c in zip(units, static, strict=True) if c > 0) + SAG_GUARD_V
+    prior = max(u.dc_margin_v for u in units) / rating_w
+    if prior > 0 and not prior / SAG_RANGE <= slope_v_per_w <= prior * SAG_RANGE:
+        return static
+    allowed_w = output_w + (pack_voltage_v - floor_v) / (SAG_SAFETY * slope_v_per_w)
+    share = max(0.0, min(1.0, allowed_w / rating_w))
+    return tuple(
+        c if c <= 0 else max(c, u.max_w * share) for u, c in zip(units, static, strict=True)
+    )
+
+
+def split_discharge(
+    total_w: float,
+    units: tuple[InverterUnit, ...],
+    pack_voltage_v: float | None,
+    caps_w: tuple[float, ...] | None = None,
+) -> tuple[float, ...]:
+    """Share ``total_w`` equally over the units, each within its cap (``caps_w``, default
+    `unit_cap_w`).
 
     Water-filling: a unit at its cap passes the rest to the others.
     """
-    caps = [unit_cap_w(u, pack_voltage_v) for u in units]
+    caps = list(caps_w) if caps_w is not None else [unit_cap_w(u, pack_voltage_v) for u in units]
     demand = [0.0] * len(units)
     remaining = max(0.0, total_w)
     open_units = sorted((i for i, c in enumerate(caps) if c > 0), key=lambda i: caps[i])
@@ -395,7 +478,7 @@ class Dispatcher:
         assert data.pack_voltage_v is not None
         bms_max_w = limits.discharge_limit_a * data.pack_voltage_v * settings.inverter_efficiency
         total = min(setpoint_w, bms_max_w, settings.max_discharge_w)
-        return split_discharge(total, self.units, data.pack_voltage_v)
+        return split_discharge(total, self.units, data.pack_voltage_v, data.unit_caps_w)
 
     def _charger_command(
         self, charge_w: float, data: DispatchInput, settings: ControllerSettings

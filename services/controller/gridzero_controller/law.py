@@ -23,6 +23,7 @@ from gridzero_controller.settings import ControllerSettings
 RANGE_NOISE_FACTOR = 2.5
 QUIET_NOISE_W = 5.0
 NOISY_NOISE_W = 15.0
+SLOW_NOISY_NOISE_W = 50.0
 LATE_METER_S = 0.5
 # A change of the estimate this many times its scatter (the mean |difference| of two noisy
 # samples, 1.13 sigma) is taken as a step, not smoothed: ~2.8 sigma of a difference, one
@@ -40,6 +41,11 @@ REVERSAL_MIN_W = 50.0  # smaller moves are flicker and noise, not a plant swingi
 TRUST_CUT = 0.6
 TRUST_FLOOR = 0.3
 TRUST_RECOVERY = 0.1
+# The smoothing gains (`smooth_gain`) are per sample of a meter sampling every
+# SMOOTH_PERIOD_S (the bundled default plant's, housebatt's ~0.5 s); a slower meter's samples
+# are smoothed less, as much per second (`LoadFilter.per_sample`), up to this interval.
+SMOOTH_PERIOD_S = 0.5
+MAX_SMOOTH_PERIOD_S = 10.0
 # An unconfirmed jump is followed this fraction of `spike_w` at most: an outlier then costs a
 # bounded pulse for one meter period, a real step (a kettle) is not ignored for a whole one.
 SPIKE_REACH = 0.5
@@ -343,6 +349,18 @@ class LoadFilter:
     jitter_w: float = 0.0  # mean |second difference|, in units of the first difference
     last_raw_w: float | None = None
     before_last_raw_w: float | None = None
+    period_s: float = SMOOTH_PERIOD_S  # the meter's sample interval, as seen
+
+    def sampled(self, interval_s: float) -> None:
+        """Learn the meter's sample interval from two successive fresh samples."""
+        self.period_s += 0.2 * (min(MAX_SMOOTH_PERIOD_S, interval_s) - self.period_s)
+
+    def per_sample(self, gain: float) -> float:
+        """``gain`` is what to follow per `SMOOTH_PERIOD_S`; a slower meter follows as much per
+        second, i.e. more per sample: smoothing a 5 s meter's samples at the 0.5 s gain would
+        take 15 s to follow a small change the baselines follow in one sample."""
+        periods = max(1.0, self.period_s / SMOOTH_PERIOD_S)
+        return 1.0 - (1.0 - gain) ** periods
 
     def push(self, raw_w: float) -> tuple[float | None, float | None]:
         """Record a raw estimate; returns the two before it (newest first)."""
@@ -366,7 +384,7 @@ class LoadFilter:
             self.accepted_w = raw_w
             return raw_w
         self.noise_w += 0.05 * (abs(raw_w - accepted) - self.noise_w)
-        gain = self.smooth_gain(settings) if settled else settings.smooth_gain
+        gain = self.smooth_gain(settings) if settled else self.slow_meter(settings.smooth_gain)
         self.accepted_w = accepted + gain * (raw_w - accepted)
         return self.accepted_w
 
@@ -382,9 +400,16 @@ class LoadFilter:
         time the battery could follow them.
         """
         if settings.meter_latency_s > LATE_METER_S:
-            return settings.smooth_gain
-        quiet = (NOISY_NOISE_W - self.noise_w) / (NOISY_NOISE_W - QUIET_NOISE_W)
-        return settings.smooth_gain + (1.0 - settings.smooth_gain) * max(0.0, min(1.0, quiet))
+            return self.slow_meter(settings.smooth_gain)
+        quiet = max(0.0, min(1.0, (NOISY_NOISE_W - self.noise_w) / (NOISY_NOISE_W - QUIET_NOISE_W)))
+        gain = settings.smooth_gain + (1.0 - settings.smooth_gain) * quiet
+        return self.slow_meter(gain)
+
+    def slow_meter(self, gain: float) -> float:
+        """A slow meter's samples are smoothed less (`per_sample`), the less noisy they are: a
+        very noisy one as before (following its noise costs a whole period per sample)."""
+        calm = (SLOW_NOISY_NOISE_W - self.noise_w) / (SLOW_NOISY_NOISE_W - QUIET_NOISE_W)
+        return gain + max(0.0, min(1.0, calm)) * (self.per_sample(gain) - gain)
 
     def step_band(
         self,
@@ -517,6 +542,8 @@ class ControlLaw:
             # No fresh sample: hold (a bound may have tightened meanwhile).
             self.setpoint_w = bounds.clamp(self.setpoint_w)
             return self._output(now_s, settings, bounds)
+        if last_at_s is not None and meter.at_s - last_at_s < settings.meter_stale_s:
+            self._load.sampled(meter.at_s - last_at_s)
         self._times.last_meter_at_s = meter.at_s
         self._on_sample(meter, bounds, settings)
         return self._output(now_s, settings, bounds)
@@ -578,9 +605,12 @@ class ControlLaw:
         if confirmed or backs_off:
             return False
         self._reason = LawReason.SPIKE_HELD
-        move = raw_load_w - target - current_w
+        wanted_w = raw_load_w - target
+        # A jump across zero (charging, then a large load) first stops the other side: that
+        # part is a back-off and is taken at once; only the rise beyond zero is held.
+        base_w = 0.0 if current_w * (wanted_w - current_w) < 0 else current_w
         reach = SPIKE_REACH * settings.spike_w
-        self.setpoint_w = bounds.clamp(current_w + max(-reach, min(reach, move)))
+        self.setpoint_w = bounds.clamp(base_w + max(-reach, min(reach, wanted_w - base_w)))
         return True
 
     def _window(
