@@ -360,7 +360,7 @@ class LoadFilter:
         second, i.e. more per sample: smoothing a 5 s meter's samples at the 0.5 s gain would
         take 15 s to follow a small change the baselines follow in one sample."""
         periods = max(1.0, self.period_s / SMOOTH_PERIOD_S)
-        return 1.0 - (1.0 - gain) ** periods
+        return 1.0 - math.pow(1.0 - gain, periods)
 
     def push(self, raw_w: float) -> tuple[float | None, float | None]:
         """Record a raw estimate; returns the two before it (newest first)."""
