@@ -443,6 +443,10 @@ class ControlLaw:
 
     def __init__(self) -> None:
         self.setpoint_w = 0.0
+        # The set-point the last sample asked for before the bounds clamped it: held until
+        # the next sample, a bound that widens meanwhile (the bms's limit ramping up, the DC
+        # derating lifting) lets it through at once instead of a meter period later.
+        self._wanted_w = 0.0
         self._reason = LawReason.NO_METER
         self._times = SampleTimes()
         self._load = LoadFilter()
@@ -503,7 +507,7 @@ class ControlLaw:
 
     def force_zero(self, now_s: float, settings: ControllerSettings) -> LawOutput:
         """Set-point 0 at once (stale or alarmed bms limits, mode hold/off)."""
-        self.setpoint_w = 0.0
+        self.setpoint_w = self._wanted_w = 0.0
         self._times.last_step_s = now_s
         self._reason = LawReason.FORCED_ZERO
         return self._output(now_s, settings, None)
@@ -512,7 +516,7 @@ class ControlLaw:
         self, now_s: float, power_w: float, bounds: PowerBounds, settings: ControllerSettings
     ) -> LawOutput:
         """Constant-power mode: the set-point is given, only bounded."""
-        self.setpoint_w = bounds.clamp(power_w)
+        self.setpoint_w = self._wanted_w = bounds.clamp(power_w)
         self._times.last_step_s = now_s
         self._reason = LawReason.CONSTANT
         return self._output(now_s, settings, None)
@@ -527,20 +531,20 @@ class ControlLaw:
         """Advance the law to ``now_s`` with the newest meter sample."""
         dt = self._times.advance(now_s)
         if meter is None:
-            self.setpoint_w = bounds.clamp(
+            self.setpoint_w = self._wanted_w = bounds.clamp(
                 _toward_zero(self.setpoint_w, settings.stale_ramp_w_per_s * dt)
             )
             self._reason = LawReason.NO_METER
             return self._output(now_s, settings, None)
         if not is_fresh(meter.at_s, now_s, settings.meter_stale_s):
             ramp = settings.stale_ramp_w_per_s * dt
-            self.setpoint_w = bounds.clamp(_toward_zero(self.setpoint_w, ramp))
+            self.setpoint_w = self._wanted_w = bounds.clamp(_toward_zero(self.setpoint_w, ramp))
             self._reason = LawReason.METER_STALE
             return self._output(now_s, settings, None)
         last_at_s = self._times.last_meter_at_s
         if last_at_s is not None and meter.at_s <= last_at_s:
-            # No fresh sample: hold (a bound may have tightened meanwhile).
-            self.setpoint_w = bounds.clamp(self.setpoint_w)
+            # No fresh sample: hold (a bound may have tightened or widened meanwhile).
+            self.setpoint_w = bounds.clamp(self._wanted_w)
             return self._output(now_s, settings, bounds)
         if last_at_s is not None and meter.at_s - last_at_s < settings.meter_stale_s:
             self._load.sampled(meter.at_s - last_at_s)
@@ -610,7 +614,8 @@ class ControlLaw:
         # part is a back-off and is taken at once; only the rise beyond zero is held.
         base_w = 0.0 if current_w * (wanted_w - current_w) < 0 else current_w
         reach = SPIKE_REACH * settings.spike_w
-        self.setpoint_w = bounds.clamp(base_w + max(-reach, min(reach, wanted_w - base_w)))
+        self._wanted_w = base_w + max(-reach, min(reach, wanted_w - base_w))
+        self.setpoint_w = bounds.clamp(self._wanted_w)
         return True
 
     def _window(
@@ -648,14 +653,16 @@ class ControlLaw:
             # The set-point may already be right; the guess says how likely it is wrong.
             # Move only part of the way: a wrong plant guess then cannot sustain a swing.
             if abs(guess_w - current_w) <= window.deadband_w:
-                self.setpoint_w = current_w
+                self.setpoint_w = self._wanted_w = current_w
                 self._reason = LawReason.DEADBAND
                 return
             gain = settings.uncertain_gain * self._plant.trust.gain(at_s, guess_w - current_w)
             guess_w = current_w + gain * (guess_w - current_w)
-        desired_w = bounds.clamp(max(window.low_w, min(window.high_w, guess_w)))
+        unclamped_w = max(window.low_w, min(window.high_w, guess_w))
+        desired_w = bounds.clamp(unclamped_w)
         rising = abs(desired_w) > abs(current_w) and desired_w * current_w >= 0
         if rising:
             desired_w = current_w + settings.rise_gain * (desired_w - current_w)
         self.setpoint_w = desired_w
+        self._wanted_w = unclamped_w if settings.rise_gain >= 1.0 else desired_w
         self._reason = LawReason.TRACKING

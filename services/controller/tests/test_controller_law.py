@@ -494,3 +494,22 @@ def test_a_slow_meter_follows_a_small_change_as_fast_per_second_as_a_fast_one():
     assert lf.accept(1060.0, (1000.0, 1000.0), True, S) - 1000.0 == pytest.approx(
         60.0 * S.smooth_gain
     )
+
+
+def test_a_bound_that_widens_between_samples_lets_the_wanted_set_point_through():
+    """Issue 18 (a seed-1 household, 5 s meter): the bms's discharge limit ramps up after
+    the start; the set-point clamped at the sample's bound (36 W per unit) stayed there
+    until the next sample 5 s later, while a baseline commanding 900 W got whatever the
+    rising limit allowed. Between samples the held set-point is the wanted one, clamped
+    to the bounds in force now; a bound that tightens still cuts it at once."""
+    law = ControlLaw()
+    law.record_battery(0.0, 0.0)
+    law.step(0.0, MeterSample(0.0, 0.0), WIDE, S)
+    narrow = PowerBounds(max_discharge_w=100.0, max_charge_w=3000.0)
+    out = law.step(1.0, MeterSample(1200.0, 1.0), narrow, S)
+    assert out.setpoint_w == pytest.approx(100.0)
+    wider = PowerBounds(max_discharge_w=2000.0, max_charge_w=3000.0)
+    out = law.step(1.5, MeterSample(1200.0, 1.0), wider, S)  # the same sample: no new one
+    assert out.setpoint_w == pytest.approx(1200.0)
+    out = law.step(2.0, MeterSample(1200.0, 1.0), narrow, S)
+    assert out.setpoint_w == pytest.approx(100.0)
