@@ -41,6 +41,9 @@ REVERSAL_MIN_W = 50.0  # smaller moves are flicker and noise, not a plant swingi
 TRUST_CUT = 0.6
 TRUST_FLOOR = 0.3
 TRUST_RECOVERY = 0.1
+# Large steps seen confirmed (`KnownSteps`): how many sizes are kept, and for how long.
+KNOWN_STEPS = 4
+KNOWN_STEP_MEMORY_S = 1800.0
 # The smoothing gains (`smooth_gain`) are per sample of a meter sampling every
 # SMOOTH_PERIOD_S (the bundled default plant's, housebatt's ~0.5 s); a slower meter's samples
 # are smoothed less, as much per second (`LoadFilter.per_sample`), up to this interval.
@@ -429,6 +432,31 @@ class LoadFilter:
         return band_w
 
 
+class KnownSteps:
+    """Sizes of large load steps seen confirmed (two samples in a row), to believe the same
+    appliance switching again at its first sample.
+
+    An oven, a hob or an immersion heater on a thermostat switches the same element again
+    and again; with a 5 s meter holding each of its rises for a sample cost a whole period
+    at the element's power (issue 18, a seed-1 household with a hob pulsing 1.9 kW). A junk
+    reading is unlikely to have the size of the house's own last steps.
+    """
+
+    def __init__(self) -> None:
+        self._sizes: deque[tuple[float, float]] = deque(maxlen=KNOWN_STEPS)  # (at_s, W)
+
+    def learn(self, jump_w: float, at_s: float) -> None:
+        """A jump of ``jump_w`` (W, > 0) was confirmed at ``at_s``."""
+        self._sizes.append((at_s, jump_w))
+
+    def known(self, jump_w: float, at_s: float, tolerance_w: float) -> bool:
+        """Whether a step of this size was confirmed within `KNOWN_STEP_MEMORY_S`."""
+        return any(
+            at_s - seen_s <= KNOWN_STEP_MEMORY_S and abs(jump_w - size_w) <= tolerance_w
+            for seen_s, size_w in self._sizes
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """Where the set-point may be right: [low_w, high_w], and the deadband within it."""
@@ -451,6 +479,7 @@ class ControlLaw:
         self._times = SampleTimes()
         self._load = LoadFilter()
         self._plant = Plant()
+        self._steps = KnownSteps()
 
     @property
     def load_estimate_w(self) -> float | None:
@@ -579,7 +608,7 @@ class ControlLaw:
         raw_load_w = meter.grid_w + estimate.guess_w
         previous = self._load.push(raw_load_w)
         current_w = bounds.clamp(self.setpoint_w)
-        if self._hold_spike(raw_load_w, previous[0], current_w, bounds, settings):
+        if self._hold_spike(raw_load_w, previous[0], current_w, bounds, settings, meter.at_s):
             return
         settled = estimate.high_w - estimate.low_w <= settings.smooth_band_w
         load_w = self._load.accept(raw_load_w, previous, settled, settings)
@@ -595,18 +624,24 @@ class ControlLaw:
         current_w: float,
         bounds: PowerBounds,
         settings: ControllerSettings,
+        at_s: float,
     ) -> bool:
-        """An unconfirmed jump of the estimate (not a back-off) is followed only a bounded
-        part of the way (`SPIKE_REACH`); True when it was one."""
+        """An unconfirmed jump of the estimate (not a back-off, not the size of a step seen
+        confirmed recently) is followed only a bounded part of the way (`SPIKE_REACH`); True
+        when it was one."""
         accepted = self._load.accepted_w
         if accepted is None or abs(raw_load_w - accepted) <= settings.spike_w:
             return False
         target = settings.target_grid_w
+        jump_w = abs(raw_load_w - accepted)
         confirmed = (
             previous_w is not None and abs(raw_load_w - previous_w) <= settings.spike_confirm_w
         )
+        if confirmed:
+            self._steps.learn(jump_w, at_s)
+            return False
         backs_off = abs(bounds.clamp(raw_load_w - target)) < abs(current_w)
-        if confirmed or backs_off:
+        if backs_off or self._steps.known(jump_w, at_s, settings.spike_confirm_w):
             return False
         self._reason = LawReason.SPIKE_HELD
         wanted_w = raw_load_w - target

@@ -513,3 +513,29 @@ def test_a_bound_that_widens_between_samples_lets_the_wanted_set_point_through()
     assert out.setpoint_w == pytest.approx(1200.0)
     out = law.step(2.0, MeterSample(1200.0, 1.0), narrow, S)
     assert out.setpoint_w == pytest.approx(100.0)
+
+
+def test_a_step_the_size_of_one_seen_confirmed_is_believed_at_its_first_sample():
+    """Issue 18 (a seed-1 household: a hob pulsing 1.9 kW under a 5 s meter): every rise was
+    held at half of spike_w for a whole period. Once a step of that size has been confirmed,
+    the element switching again is believed at once; a jump of another size is still held."""
+    law = ControlLaw()
+
+    def sample(t: float, grid_w: float, battery_w: float):
+        law.record_battery(t, battery_w)
+        return law.step(t, MeterSample(grid_w, t), WIDE, S)
+
+    sample(0.0, 100.0, 0.0)
+    sample(5.0, 100.0, 100.0 - 100.0)  # steady
+    out = sample(10.0, 2000.0, 0.0)  # the hob: +1900 W, first sample: held
+    assert out.reason is LawReason.SPIKE_HELD
+    out = sample(15.0, 2000.0 - 750.0, 750.0)  # confirmed: taken
+    assert out.setpoint_w == pytest.approx(2000.0, abs=1.0)
+    out = sample(20.0, -1900.0, 2000.0)  # off: a back-off, taken at once
+    assert out.setpoint_w == pytest.approx(100.0, abs=1.0)
+    out = sample(25.0, 1950.0, 100.0)  # on again, the same size: believed at once
+    assert out.reason is not LawReason.SPIKE_HELD
+    assert out.setpoint_w == pytest.approx(2050.0, abs=1.0)
+    sample(30.0, -1950.0, 2050.0)
+    out = sample(35.0, 3000.0, 100.0)  # +2900 W: a size never seen, held
+    assert out.reason is LawReason.SPIKE_HELD
