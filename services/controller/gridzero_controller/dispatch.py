@@ -29,6 +29,9 @@ from enum import StrEnum
 from gridzero.contract import BmsLimits
 from gridzero_controller.settings import ControllerSettings
 
+# Half the chargers' state period (1 s): on average, how long until a stop is measured.
+SWITCH_READING_S = 0.5
+
 
 @dataclass(frozen=True, slots=True)
 class InverterUnit:
@@ -282,6 +285,12 @@ def charger_min_power_w(pack_voltage_v: float, settings: ControllerSettings) -> 
     return settings.charger_min_current_a * pack_voltage_v / settings.charger_efficiency
 
 
+def switch_delay_s(settings: ControllerSettings) -> float:
+    """How long a load waits when it comes while the charger runs: the charger's dead time,
+    half a state period (`SWITCH_READING_S`) until it is measured off, and the dwell."""
+    return settings.charger_dead_time_s + SWITCH_READING_S + settings.min_dwell_s
+
+
 def charge_pays(surplus_w: float, min_w: float, charging: bool, hysteresis_w: float) -> bool:
     """Whether charging exchanges less with the grid than not charging (pure).
 
@@ -320,6 +329,13 @@ class Dispatcher:
         # that step, both count as on; an inverter's ramp-down is `FeedingTracker`'s.
         self._inverters_ever_on = False
         self._charger_ever_on = False
+        # Ski rental for a charger start (`_charge_start_due`): the peak discharge of the last
+        # discharge episode, and since when charging would have paid without a break.
+        self._discharge_peak_w = 0.0
+        self._discharge_episode = False
+        self._charge_pays_since: float | None = None
+        self._discharge_ended_s: float | None = None
+        self._last_gap_s: float | None = None
 
     # -- confirmation of "the other side is off" -------------------------------------------
 
@@ -405,9 +421,36 @@ class Dispatcher:
         self._track_off(now_s, data, settings)
         self.soc_gate.update(data.soc_pct, settings)
         want = self._wanted_side(setpoint_w, data, settings)
+        if want is Side.CHARGE and not self._charge_start_due(now_s, setpoint_w, data, settings):
+            want = Side.IDLE
         commands = self._commands_for(now_s, want, setpoint_w, data, settings)
         self._remember(now_s, commands)
         return commands
+
+    def _charge_start_due(
+        self, now_s: float, setpoint_w: float, data: DispatchInput, settings: ControllerSettings
+    ) -> bool:
+        """Whether a charger start that pays (`charge_pays`) is due yet: a ski rental.
+
+        A running charger must be measured off before the inverters may start: when a load
+        comes back, the house imports it for `switch_delay_s` (issue 18: a hob pulsing 1.9 kW
+        while a 140 W surplus charged at the 243 W minimum lost ~10 Wh in 15 minutes). So a
+        start waits until what not charging has cost (the gain it would have made, W × s)
+        equals what the next switch may cost (the last discharge peak × the delay): never
+        worse than twice the better choice, whether the surplus lasts or the load returns.
+        A running charger, or one that never followed a discharge, starts as before."""
+        if self.side in (Side.CHARGE, Side.TO_CHARGE) or self._discharge_peak_w <= 0:
+            return True
+        assert data.pack_voltage_v is not None
+        surplus_w = -setpoint_w
+        min_w = charger_min_power_w(data.pack_voltage_v, settings)
+        gain_w = surplus_w - max(0.0, min_w - surplus_w)
+        if self._charge_pays_since is None:
+            self._charge_pays_since = now_s
+        cost_j = self._discharge_peak_w * switch_delay_s(settings)
+        # The last stretch between two discharges says how long a charge would likely run.
+        likely_s = max(now_s - self._charge_pays_since, self._last_gap_s or math.inf)
+        return gain_w > 0 and likely_s * gain_w >= cost_j
 
     def _charge_possible(self, data: DispatchInput, settings: ControllerSettings) -> bool:
         limits = data.limits
@@ -494,6 +537,18 @@ class Dispatcher:
         return ChargerCommand(on=True, voltage_v=limits.cvl_v, current_a=current_a)
 
     def _remember(self, now_s: float, commands: Commands) -> None:
+        if commands.side is not Side.IDLE:
+            self._charge_pays_since = None  # a start waits for an unbroken idle stretch
+        if commands.side is Side.DISCHARGE:
+            if not self._discharge_episode:
+                self._discharge_peak_w = 0.0
+                if self._discharge_ended_s is not None:
+                    self._last_gap_s = now_s - self._discharge_ended_s
+            self._discharge_episode = True
+            self._discharge_peak_w = max(self._discharge_peak_w, commands.discharge_w)
+        elif self._discharge_episode:
+            self._discharge_episode = False
+            self._discharge_ended_s = now_s
         self.side = commands.side
         if any(w > 0 for w in commands.inverter_w):
             self._inverters_cmd_zero_since = None

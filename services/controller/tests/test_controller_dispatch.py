@@ -407,3 +407,42 @@ def test_controller_learns_the_sag_from_paired_readings():
         readings = tuple(InverterReading(out_w / 2, t) for _ in units)
         c.step(Observation(t, MeterSample(0.0, t), FreshValue(lim, t), volts, 50.0, readings, None))
     assert c.sag.estimate.slope_v_per_w == pytest.approx(slope)
+
+
+def test_a_charger_start_waits_while_the_load_has_been_coming_back_quickly():
+    """Issue 18 (a seed-1 household: a hob pulsing 1.9 kW every ~40 s, a 140-225 W surplus
+    between the pulses charged at the 243 W minimum): every pulse then waited for the charger
+    to be measured off (~1.7 s x 1.9 kW). A start now pays only if the gain, over the last
+    stretch between two discharges, covers that cost (ski rental otherwise); with no such
+    history, or a long one, it starts at once as before."""
+    from gridzero_controller.dispatch import Dispatcher, InverterUnit, Side, switch_delay_s
+
+    units = (InverterUnit("a", 1000.0), InverterUnit("b", 1000.0))
+    d = Dispatcher(units)
+    idle = data(inv=(0.0, 0.0))
+    # No discharge seen yet: a paying start is not delayed (the dwell from the first step).
+    for t in (0.0, 0.5, 1.0, 1.5, 2.0, 2.5):
+        side = d.step(t, -200.0, idle, S).side
+    assert side is Side.CHARGE
+    d = Dispatcher(units)
+    t = 0.0
+    for _ in range(2):  # two hob pulses: 1800 W for 10 s, then 20 s of a 200 W surplus
+        for _ in range(20):
+            d.step(t, 1800.0, data(inv=(900.0, 900.0)), S)
+            t += 0.5
+        for _ in range(40):
+            d.step(t, 0.0, idle, S)
+            t += 0.5
+    for _ in range(20):
+        d.step(t, 1800.0, data(inv=(900.0, 900.0)), S)
+        t += 0.5
+    # The surplus returns: the last gap was 20 s; 200 W surplus gains 200 - (min - 200) W.
+    min_w = 5.2 * 48.0 / S.charger_efficiency
+    gain_w = 200.0 - (min_w - 200.0)
+    assert gain_w * 20.0 < 1800.0 * switch_delay_s(S)  # charging would not have paid
+    wait_s = 1800.0 * switch_delay_s(S) / gain_w
+    start = t
+    while d.step(t, -200.0, idle, S).side is not Side.CHARGE:
+        t += 0.5
+        assert t - start < wait_s + S.min_dwell_s + 1.0
+    assert t - start >= wait_s
