@@ -330,7 +330,7 @@ class Dispatcher:
         self._inverters_ever_on = False
         self._charger_ever_on = False
         # Ski rental for a charger start (`_charge_start_due`): the peak discharge of the last
-        # discharge episode, and since when charging would have paid without a break.
+        # discharge episode, and since when charging first paid in this idle stretch.
         self._discharge_peak_w = 0.0
         self._discharge_episode = False
         self._charge_pays_since: float | None = None
@@ -434,11 +434,13 @@ class Dispatcher:
 
         A running charger must be measured off before the inverters may start: when a load
         comes back, the house imports it for `switch_delay_s` (issue 18: a hob pulsing 1.9 kW
-        while a 140 W surplus charged at the 243 W minimum lost ~10 Wh in 15 minutes). So a
-        start waits until what not charging has cost (the gain it would have made, W × s)
-        equals what the next switch may cost (the last discharge peak × the delay): never
-        worse than twice the better choice, whether the surplus lasts or the load returns.
-        A running charger, or one that never followed a discharge, starts as before."""
+        while a 140 W surplus charged at the 243 W minimum lost ~10 Wh in 15 minutes). The
+        switch may cost the last discharge's peak × that delay. A start is due at once if the
+        gain (W) over the last stretch between two discharges covers it (the load has not
+        been coming back quickly); else it waits until the gain over the time waited does
+        (a ski rental, about twice the better choice at worst, whether the surplus lasts or
+        the load returns). A running charger, or one that never followed a discharge, starts
+        as before."""
         if self.side in (Side.CHARGE, Side.TO_CHARGE) or self._discharge_peak_w <= 0:
             return True
         assert data.pack_voltage_v is not None
@@ -538,7 +540,7 @@ class Dispatcher:
 
     def _remember(self, now_s: float, commands: Commands) -> None:
         if commands.side is not Side.IDLE:
-            self._charge_pays_since = None  # a start waits for an unbroken idle stretch
+            self._charge_pays_since = None  # the wait counts within one idle stretch
         if commands.side is Side.DISCHARGE:
             if not self._discharge_episode:
                 self._discharge_peak_w = 0.0
