@@ -8,6 +8,7 @@ quality. The MQTT service and the bench both drive exactly this object.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 from gridzero.contract import BmsLimits
@@ -17,7 +18,8 @@ from gridzero_controller.dispatch import (
     Dispatcher,
     DispatchInput,
     InverterUnit,
-    unit_cap_w,
+    SagEstimate,
+    headroom_caps,
 )
 from gridzero_controller.law import ControlLaw, LawOutput, MeterSample, PowerBounds
 from gridzero_controller.schedule import NO_RULE, Applied, Rule, RuleGate
@@ -28,6 +30,9 @@ from gridzero_controller.supervision import (
     LoopQuality,
     QualityMonitor,
 )
+
+# An output and a voltage measured this close in time count as one operating point.
+SAG_PAIRING_S = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +121,48 @@ class ControllerOutput:
     applied: Applied
 
 
+class SagTracker:
+    """The units' caps from the measured sag: pairs each set of measured outputs with the
+    pack voltage measured at the same time (`SagEstimate`), then `headroom_caps`."""
+
+    def __init__(self, units: tuple[InverterUnit, ...]) -> None:
+        self.units = units
+        self.estimate = SagEstimate()
+        self._voltages: deque[tuple[float, float]] = deque(maxlen=8)  # (at_s, pack V)
+
+    def update(self, obs: Observation, outputs: tuple[float | None, ...]) -> tuple[float, ...]:
+        """Learn from ``obs`` (``outputs``: the units' fresh measured outputs, None unknown);
+        the caps for this step."""
+        self._learn(obs, outputs)
+        known = len(outputs) == len(self.units) and all(w is not None for w in outputs)
+        output_w = sum(w for w in outputs if w is not None) if known else None
+        return headroom_caps(self.units, obs.pack_voltage_v, output_w, self.estimate.slope_v_per_w)
+
+    def _learn(self, obs: Observation, outputs: tuple[float | None, ...]) -> None:
+        volts = obs.pack_voltage_v
+        if obs.limits is not None and volts is not None and volts > 0:
+            v_at_s = obs.limits.at_s
+            if not self._voltages or v_at_s > self._voltages[-1][0]:
+                self._voltages.append((v_at_s, volts))
+        readings = [r for r in obs.inverters[: len(self.units)] if r is not None]
+        if (
+            not self._voltages
+            or len(readings) != len(self.units)
+            or len(outputs) != len(self.units)
+            or any(w is None for w in outputs)
+        ):
+            return
+        stamps = [r.at_s for r in readings]
+        at_s = max(stamps)
+        if at_s - min(stamps) > SAG_PAIRING_S:
+            return
+        v_at_s, volts = min(self._voltages, key=lambda p: abs(p[0] - at_s))
+        if abs(v_at_s - at_s) > SAG_PAIRING_S:
+            return
+        output_w = sum(w for w in outputs if w is not None)
+        self.estimate.observe(at_s, output_w, volts, sum(u.max_w for u in self.units))
+
+
 class Controller:
     """Pure and stateful; create one per service (or bench run)."""
 
@@ -131,6 +178,7 @@ class Controller:
         self._charger_monitor = FollowMonitor("charger", "A")
         self._last: Commands | None = None
         self.rules = RuleGate()
+        self.sag = SagTracker(units)
 
     def set_units(self, units: tuple[InverterUnit, ...]) -> None:
         """Take a new description of the inverter lines (learned from the inverter service).
@@ -144,8 +192,10 @@ class Controller:
         if tuple(u.name for u in units) == tuple(u.name for u in self.units):
             self.units = units
             self.dispatcher.units = units
+            self.sag.units = units
             return
         soc_gate = self.dispatcher.soc_gate
+        self.sag = SagTracker(units)
         self.units = units
         self.dispatcher = Dispatcher(units)
         self.dispatcher.soc_gate = soc_gate
@@ -232,14 +282,14 @@ class Controller:
             and obs.pack_voltage_v > 0
         )
 
-    def _bounds(self, obs: Observation, limits_ok: bool) -> PowerBounds:
+    def _bounds(self, obs: Observation, limits_ok: bool, caps_w: tuple[float, ...]) -> PowerBounds:
         s = self.settings
         if not limits_ok or obs.limits is None or obs.pack_voltage_v is None:
             return PowerBounds(0.0, 0.0)
         v = obs.pack_voltage_v
         gate = self.dispatcher.soc_gate
         gate.update(obs.soc_pct, s)
-        units_w = sum(unit_cap_w(u, v) for u in self.units)
+        units_w = sum(caps_w)
         dis = min(
             s.max_discharge_w,
             units_w,
@@ -262,9 +312,10 @@ class Controller:
         inverters = self._fresh_inverters(now_s, obs)
         charger = self._fresh_charger(now_s, obs)
         self._record_battery(obs, inverters)
+        caps_w = self.sag.update(obs, inverters)
         ok = self.limits_ok(obs)
         applied = self._apply_rule(obs, ok)
-        bounds = self._bounds(obs, ok)
+        bounds = self._bounds(obs, ok, caps_w)
         if not applied.discharge_allowed:
             bounds = PowerBounds(0.0, bounds.max_charge_w)
         if not ok or s.mode in (Mode.HOLD, Mode.OFF):
@@ -281,6 +332,7 @@ class Controller:
             limits=obs.limits.value if ok and obs.limits is not None else None,
             inverter_output_w=self._interlock_inverters(now_s, obs),
             charger_current_a=None if charger is None else charger.current_a,
+            unit_caps_w=caps_w,
         )
         commands = self.dispatcher.step(now_s, law_out.command_w, data, s)
         self._last = commands

@@ -29,6 +29,9 @@ from enum import StrEnum
 from gridzero.contract import BmsLimits
 from gridzero_controller.settings import ControllerSettings
 
+# Half the chargers' state period (1 s): on average, how long until a stop is measured.
+SWITCH_READING_S = 0.5
+
 
 @dataclass(frozen=True, slots=True)
 class InverterUnit:
@@ -94,6 +97,8 @@ class DispatchInput:
     limits: BmsLimits | None
     inverter_output_w: tuple[float | None, ...]
     charger_current_a: float | None
+    # What each unit may be asked for (`headroom_caps`); None: the static map `unit_cap_w`.
+    unit_caps_w: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,14 +173,95 @@ def unit_cap_w(unit: InverterUnit, pack_voltage_v: float | None) -> float:
     return unit.max_w * min(1.0, (pack_voltage_v - unit.dc_min_v) / unit.dc_margin_v)
 
 
-def split_discharge(
-    total_w: float, units: tuple[InverterUnit, ...], pack_voltage_v: float | None
+# The measured sag (`SagEstimate`): a pair of readings teaches the slope only when the output
+# changed by at least this share of the units' total rating (a small change is lost in the
+# voltage's resolution) within `SAG_PAIR_S`; each such pair moves the slope by `SAG_GAIN`.
+SAG_MIN_STEP = 0.25
+SAG_PAIR_S = 5.0
+SAG_GAIN = 0.2
+# The slope used is the learnt one times this (a pack that sags more than learnt, e.g. warming
+# less than it cools, must not cross the cut-off), and the loaded voltage is kept this far
+# above the units' lower DC limit (the inverter's own measurement may read lower than the bms).
+SAG_SAFETY = 1.25
+SAG_GUARD_V = 0.2
+# Slopes outside [1/SAG_RANGE, SAG_RANGE] times the prior are measurement errors.
+SAG_RANGE = 10.0
+
+
+class SagEstimate:
+    """How far the pack voltage falls per W of inverter output, learnt from measurements.
+
+    The static derating (`unit_cap_w`) assumes the worst: a full rating sags the pack by
+    `InverterUnit.dc_margin_v`. A pack with more strings, or warm, sags less: near the
+    inverters' low-voltage shutdown the static map then holds them below a power at which
+    they would run on (issue 18: 4-module packs near 30 % SoC). Pairs of (output, voltage)
+    measured at the same instant give the real slope; `headroom_caps` uses it. Pure: time is
+    a parameter.
+    """
+
+    def __init__(self) -> None:
+        self.slope_v_per_w: float | None = None
+        self._last: tuple[float, float, float] | None = None  # at_s, output W, pack V
+
+    def observe(self, at_s: float, output_w: float, pack_v: float, rating_w: float) -> None:
+        """One (total output, pack voltage) pair measured at ``at_s``."""
+        last = self._last
+        if last is not None and at_s <= last[0]:
+            return
+        if last is None or at_s - last[0] > SAG_PAIR_S:
+            self._last = (at_s, output_w, pack_v)
+            return
+        d_w = output_w - last[1]
+        if abs(d_w) < SAG_MIN_STEP * rating_w:
+            return  # keep the older reference: the change may grow large enough
+        self._last = (at_s, output_w, pack_v)
+        slope = -(pack_v - last[2]) / d_w
+        if slope <= 0:
+            return
+        prior = self.slope_v_per_w
+        self.slope_v_per_w = slope if prior is None else prior + SAG_GAIN * (slope - prior)
+
+
+def headroom_caps(
+    units: tuple[InverterUnit, ...],
+    pack_voltage_v: float | None,
+    output_w: float | None,
+    slope_v_per_w: float | None,
 ) -> tuple[float, ...]:
-    """Share ``total_w`` equally over the units, each within `unit_cap_w`.
+    """What each unit may be asked for, from the measured sag (`SagEstimate`).
+
+    The output may rise until the loaded voltage, falling by the slope (times `SAG_SAFETY`)
+    per W, reaches the units' lower DC limit + `SAG_GUARD_V`; below it, it must fall as far.
+    Never less than the static map (`unit_cap_w`), which needs no measurement; the static map
+    alone while the slope, the output or the voltage is unknown or implausible.
+    """
+    static = tuple(unit_cap_w(u, pack_voltage_v) for u in units)
+    rating_w = sum(u.max_w for u, c in zip(units, static, strict=True) if c > 0)
+    if pack_voltage_v is None or output_w is None or slope_v_per_w is None or rating_w <= 0:
+        return static
+    floor_v = max(u.dc_min_v for u, c in zip(units, static, strict=True) if c > 0) + SAG_GUARD_V
+    prior = max(u.dc_margin_v for u in units) / rating_w
+    if prior > 0 and not prior / SAG_RANGE <= slope_v_per_w <= prior * SAG_RANGE:
+        return static
+    allowed_w = output_w + (pack_voltage_v - floor_v) / (SAG_SAFETY * slope_v_per_w)
+    share = max(0.0, min(1.0, allowed_w / rating_w))
+    return tuple(
+        c if c <= 0 else max(c, u.max_w * share) for u, c in zip(units, static, strict=True)
+    )
+
+
+def split_discharge(
+    total_w: float,
+    units: tuple[InverterUnit, ...],
+    pack_voltage_v: float | None,
+    caps_w: tuple[float, ...] | None = None,
+) -> tuple[float, ...]:
+    """Share ``total_w`` equally over the units, each within its cap (``caps_w``, default
+    `unit_cap_w`).
 
     Water-filling: a unit at its cap passes the rest to the others.
     """
-    caps = [unit_cap_w(u, pack_voltage_v) for u in units]
+    caps = list(caps_w) if caps_w is not None else [unit_cap_w(u, pack_voltage_v) for u in units]
     demand = [0.0] * len(units)
     remaining = max(0.0, total_w)
     open_units = sorted((i for i, c in enumerate(caps) if c > 0), key=lambda i: caps[i])
@@ -197,6 +283,12 @@ def split_discharge(
 def charger_min_power_w(pack_voltage_v: float, settings: ControllerSettings) -> float:
     """AC power the charger draws at its minimum current."""
     return settings.charger_min_current_a * pack_voltage_v / settings.charger_efficiency
+
+
+def switch_delay_s(settings: ControllerSettings) -> float:
+    """How long a load waits when it comes while the charger runs: the charger's dead time,
+    half a state period (`SWITCH_READING_S`) until it is measured off, and the dwell."""
+    return settings.charger_dead_time_s + SWITCH_READING_S + settings.min_dwell_s
 
 
 def charge_pays(surplus_w: float, min_w: float, charging: bool, hysteresis_w: float) -> bool:
@@ -237,6 +329,13 @@ class Dispatcher:
         # that step, both count as on; an inverter's ramp-down is `FeedingTracker`'s.
         self._inverters_ever_on = False
         self._charger_ever_on = False
+        # Ski rental for a charger start (`_charge_start_due`): the peak discharge of the last
+        # discharge episode, and since when charging first paid in this idle stretch.
+        self._discharge_peak_w = 0.0
+        self._discharge_episode = False
+        self._charge_pays_since: float | None = None
+        self._discharge_ended_s: float | None = None
+        self._last_gap_s: float | None = None
 
     # -- confirmation of "the other side is off" -------------------------------------------
 
@@ -322,9 +421,38 @@ class Dispatcher:
         self._track_off(now_s, data, settings)
         self.soc_gate.update(data.soc_pct, settings)
         want = self._wanted_side(setpoint_w, data, settings)
+        if want is Side.CHARGE and not self._charge_start_due(now_s, setpoint_w, data, settings):
+            want = Side.IDLE
         commands = self._commands_for(now_s, want, setpoint_w, data, settings)
         self._remember(now_s, commands)
         return commands
+
+    def _charge_start_due(
+        self, now_s: float, setpoint_w: float, data: DispatchInput, settings: ControllerSettings
+    ) -> bool:
+        """Whether a charger start that pays (`charge_pays`) is due yet: a ski rental.
+
+        A running charger must be measured off before the inverters may start: when a load
+        comes back, the house imports it for `switch_delay_s` (issue 18: a hob pulsing 1.9 kW
+        while a 140 W surplus charged at the 243 W minimum lost ~10 Wh in 15 minutes). The
+        switch may cost the last discharge's peak × that delay. A start is due at once if the
+        gain (W) over the last stretch between two discharges covers it (the load has not
+        been coming back quickly); else it waits until the gain over the time waited does
+        (a ski rental, about twice the better choice at worst, whether the surplus lasts or
+        the load returns). A running charger, or one that never followed a discharge, starts
+        as before."""
+        if self.side in (Side.CHARGE, Side.TO_CHARGE) or self._discharge_peak_w <= 0:
+            return True
+        assert data.pack_voltage_v is not None
+        surplus_w = -setpoint_w
+        min_w = charger_min_power_w(data.pack_voltage_v, settings)
+        gain_w = surplus_w - max(0.0, min_w - surplus_w)
+        if self._charge_pays_since is None:
+            self._charge_pays_since = now_s
+        cost_j = self._discharge_peak_w * switch_delay_s(settings)
+        # The last stretch between two discharges says how long a charge would likely run.
+        likely_s = max(now_s - self._charge_pays_since, self._last_gap_s or math.inf)
+        return gain_w > 0 and likely_s * gain_w >= cost_j
 
     def _charge_possible(self, data: DispatchInput, settings: ControllerSettings) -> bool:
         limits = data.limits
@@ -395,7 +523,7 @@ class Dispatcher:
         assert data.pack_voltage_v is not None
         bms_max_w = limits.discharge_limit_a * data.pack_voltage_v * settings.inverter_efficiency
         total = min(setpoint_w, bms_max_w, settings.max_discharge_w)
-        return split_discharge(total, self.units, data.pack_voltage_v)
+        return split_discharge(total, self.units, data.pack_voltage_v, data.unit_caps_w)
 
     def _charger_command(
         self, charge_w: float, data: DispatchInput, settings: ControllerSettings
@@ -411,6 +539,18 @@ class Dispatcher:
         return ChargerCommand(on=True, voltage_v=limits.cvl_v, current_a=current_a)
 
     def _remember(self, now_s: float, commands: Commands) -> None:
+        if commands.side is not Side.IDLE:
+            self._charge_pays_since = None  # the wait counts within one idle stretch
+        if commands.side is Side.DISCHARGE:
+            if not self._discharge_episode:
+                self._discharge_peak_w = 0.0
+                if self._discharge_ended_s is not None:
+                    self._last_gap_s = now_s - self._discharge_ended_s
+            self._discharge_episode = True
+            self._discharge_peak_w = max(self._discharge_peak_w, commands.discharge_w)
+        elif self._discharge_episode:
+            self._discharge_episode = False
+            self._discharge_ended_s = now_s
         self.side = commands.side
         if any(w > 0 for w in commands.inverter_w):
             self._inverters_cmd_zero_since = None

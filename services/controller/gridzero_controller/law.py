@@ -23,6 +23,7 @@ from gridzero_controller.settings import ControllerSettings
 RANGE_NOISE_FACTOR = 2.5
 QUIET_NOISE_W = 5.0
 NOISY_NOISE_W = 15.0
+SLOW_NOISY_NOISE_W = 50.0
 LATE_METER_S = 0.5
 # A change of the estimate this many times its scatter (the mean |difference| of two noisy
 # samples, 1.13 sigma) is taken as a step, not smoothed: ~2.8 sigma of a difference, one
@@ -40,6 +41,14 @@ REVERSAL_MIN_W = 50.0  # smaller moves are flicker and noise, not a plant swingi
 TRUST_CUT = 0.6
 TRUST_FLOOR = 0.3
 TRUST_RECOVERY = 0.1
+# Large steps seen confirmed (`KnownSteps`): how many sizes are kept, and for how long.
+KNOWN_STEPS = 4
+KNOWN_STEP_MEMORY_S = 1800.0
+# The smoothing gains (`smooth_gain`) are per sample of a meter sampling every
+# SMOOTH_PERIOD_S (the bundled default plant's, housebatt's ~0.5 s); a slower meter's samples
+# are smoothed less, as much per second (`LoadFilter.per_sample`), up to this interval.
+SMOOTH_PERIOD_S = 0.5
+MAX_SMOOTH_PERIOD_S = 10.0
 # An unconfirmed jump is followed this fraction of `spike_w` at most: an outlier then costs a
 # bounded pulse for one meter period, a real step (a kettle) is not ignored for a whole one.
 SPIKE_REACH = 0.5
@@ -343,6 +352,18 @@ class LoadFilter:
     jitter_w: float = 0.0  # mean |second difference|, in units of the first difference
     last_raw_w: float | None = None
     before_last_raw_w: float | None = None
+    period_s: float = SMOOTH_PERIOD_S  # the meter's sample interval, as seen
+
+    def sampled(self, interval_s: float) -> None:
+        """Learn the meter's sample interval from two successive fresh samples."""
+        self.period_s += 0.2 * (min(MAX_SMOOTH_PERIOD_S, interval_s) - self.period_s)
+
+    def per_sample(self, gain: float) -> float:
+        """``gain`` is what to follow per `SMOOTH_PERIOD_S`; a slower meter follows as much per
+        second, i.e. more per sample: smoothing a 5 s meter's samples at the 0.5 s gain would
+        take 15 s to follow a small change the baselines follow in one sample."""
+        periods = max(1.0, self.period_s / SMOOTH_PERIOD_S)
+        return 1.0 - math.pow(1.0 - gain, periods)
 
     def push(self, raw_w: float) -> tuple[float | None, float | None]:
         """Record a raw estimate; returns the two before it (newest first)."""
@@ -366,7 +387,7 @@ class LoadFilter:
             self.accepted_w = raw_w
             return raw_w
         self.noise_w += 0.05 * (abs(raw_w - accepted) - self.noise_w)
-        gain = self.smooth_gain(settings) if settled else settings.smooth_gain
+        gain = self.smooth_gain(settings) if settled else self.slow_meter(settings.smooth_gain)
         self.accepted_w = accepted + gain * (raw_w - accepted)
         return self.accepted_w
 
@@ -382,9 +403,16 @@ class LoadFilter:
         time the battery could follow them.
         """
         if settings.meter_latency_s > LATE_METER_S:
-            return settings.smooth_gain
-        quiet = (NOISY_NOISE_W - self.noise_w) / (NOISY_NOISE_W - QUIET_NOISE_W)
-        return settings.smooth_gain + (1.0 - settings.smooth_gain) * max(0.0, min(1.0, quiet))
+            return self.slow_meter(settings.smooth_gain)
+        quiet = max(0.0, min(1.0, (NOISY_NOISE_W - self.noise_w) / (NOISY_NOISE_W - QUIET_NOISE_W)))
+        gain = settings.smooth_gain + (1.0 - settings.smooth_gain) * quiet
+        return self.slow_meter(gain)
+
+    def slow_meter(self, gain: float) -> float:
+        """A slow meter's samples are smoothed less (`per_sample`), the less noisy they are: a
+        very noisy one as before (following its noise costs a whole period per sample)."""
+        calm = (SLOW_NOISY_NOISE_W - self.noise_w) / (SLOW_NOISY_NOISE_W - QUIET_NOISE_W)
+        return gain + max(0.0, min(1.0, calm)) * (self.per_sample(gain) - gain)
 
     def step_band(
         self,
@@ -404,6 +432,31 @@ class LoadFilter:
         return band_w
 
 
+class KnownSteps:
+    """Sizes of large load steps seen confirmed (two samples in a row), to believe the same
+    appliance switching again at its first sample.
+
+    An oven, a hob or an immersion heater on a thermostat switches the same element again
+    and again; with a 5 s meter holding each of its rises for a sample cost a whole period
+    at the element's power (issue 18, a seed-1 household with a hob pulsing 1.9 kW). A junk
+    reading is unlikely to have the size of the house's own last steps.
+    """
+
+    def __init__(self) -> None:
+        self._sizes: deque[tuple[float, float]] = deque(maxlen=KNOWN_STEPS)  # (at_s, W)
+
+    def learn(self, jump_w: float, at_s: float) -> None:
+        """A jump of ``jump_w`` (W, > 0) was confirmed at ``at_s``."""
+        self._sizes.append((at_s, jump_w))
+
+    def known(self, jump_w: float, at_s: float, tolerance_w: float) -> bool:
+        """Whether a step of this size was confirmed within `KNOWN_STEP_MEMORY_S`."""
+        return any(
+            at_s - seen_s <= KNOWN_STEP_MEMORY_S and abs(jump_w - size_w) <= tolerance_w
+            for seen_s, size_w in self._sizes
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """Where the set-point may be right: [low_w, high_w], and the deadband within it."""
@@ -418,10 +471,15 @@ class ControlLaw:
 
     def __init__(self) -> None:
         self.setpoint_w = 0.0
+        # The set-point the last sample asked for before the bounds clamped it: held until
+        # the next sample, a bound that widens meanwhile (the bms's limit ramping up, the DC
+        # derating lifting) lets it through at once instead of a meter period later.
+        self._wanted_w = 0.0
         self._reason = LawReason.NO_METER
         self._times = SampleTimes()
         self._load = LoadFilter()
         self._plant = Plant()
+        self._steps = KnownSteps()
 
     @property
     def load_estimate_w(self) -> float | None:
@@ -478,7 +536,7 @@ class ControlLaw:
 
     def force_zero(self, now_s: float, settings: ControllerSettings) -> LawOutput:
         """Set-point 0 at once (stale or alarmed bms limits, mode hold/off)."""
-        self.setpoint_w = 0.0
+        self.setpoint_w = self._wanted_w = 0.0
         self._times.last_step_s = now_s
         self._reason = LawReason.FORCED_ZERO
         return self._output(now_s, settings, None)
@@ -487,7 +545,7 @@ class ControlLaw:
         self, now_s: float, power_w: float, bounds: PowerBounds, settings: ControllerSettings
     ) -> LawOutput:
         """Constant-power mode: the set-point is given, only bounded."""
-        self.setpoint_w = bounds.clamp(power_w)
+        self.setpoint_w = self._wanted_w = bounds.clamp(power_w)
         self._times.last_step_s = now_s
         self._reason = LawReason.CONSTANT
         return self._output(now_s, settings, None)
@@ -502,21 +560,23 @@ class ControlLaw:
         """Advance the law to ``now_s`` with the newest meter sample."""
         dt = self._times.advance(now_s)
         if meter is None:
-            self.setpoint_w = bounds.clamp(
+            self.setpoint_w = self._wanted_w = bounds.clamp(
                 _toward_zero(self.setpoint_w, settings.stale_ramp_w_per_s * dt)
             )
             self._reason = LawReason.NO_METER
             return self._output(now_s, settings, None)
         if not is_fresh(meter.at_s, now_s, settings.meter_stale_s):
             ramp = settings.stale_ramp_w_per_s * dt
-            self.setpoint_w = bounds.clamp(_toward_zero(self.setpoint_w, ramp))
+            self.setpoint_w = self._wanted_w = bounds.clamp(_toward_zero(self.setpoint_w, ramp))
             self._reason = LawReason.METER_STALE
             return self._output(now_s, settings, None)
         last_at_s = self._times.last_meter_at_s
         if last_at_s is not None and meter.at_s <= last_at_s:
-            # No fresh sample: hold (a bound may have tightened meanwhile).
-            self.setpoint_w = bounds.clamp(self.setpoint_w)
+            # No fresh sample: hold (a bound may have tightened or widened meanwhile).
+            self.setpoint_w = bounds.clamp(self._wanted_w)
             return self._output(now_s, settings, bounds)
+        if last_at_s is not None and meter.at_s - last_at_s < settings.meter_stale_s:
+            self._load.sampled(meter.at_s - last_at_s)
         self._times.last_meter_at_s = meter.at_s
         self._on_sample(meter, bounds, settings)
         return self._output(now_s, settings, bounds)
@@ -548,7 +608,7 @@ class ControlLaw:
         raw_load_w = meter.grid_w + estimate.guess_w
         previous = self._load.push(raw_load_w)
         current_w = bounds.clamp(self.setpoint_w)
-        if self._hold_spike(raw_load_w, previous[0], current_w, bounds, settings):
+        if self._hold_spike(raw_load_w, previous[0], current_w, bounds, settings, meter.at_s):
             return
         settled = estimate.high_w - estimate.low_w <= settings.smooth_band_w
         load_w = self._load.accept(raw_load_w, previous, settled, settings)
@@ -564,23 +624,33 @@ class ControlLaw:
         current_w: float,
         bounds: PowerBounds,
         settings: ControllerSettings,
+        at_s: float,
     ) -> bool:
-        """An unconfirmed jump of the estimate (not a back-off) is followed only a bounded
-        part of the way (`SPIKE_REACH`); True when it was one."""
+        """An unconfirmed jump of the estimate (not a back-off, not the size of a step seen
+        confirmed recently) is followed only a bounded part of the way (`SPIKE_REACH`); True
+        when it was one."""
         accepted = self._load.accepted_w
         if accepted is None or abs(raw_load_w - accepted) <= settings.spike_w:
             return False
         target = settings.target_grid_w
+        jump_w = abs(raw_load_w - accepted)
         confirmed = (
             previous_w is not None and abs(raw_load_w - previous_w) <= settings.spike_confirm_w
         )
+        if confirmed:
+            self._steps.learn(jump_w, at_s)
+            return False
         backs_off = abs(bounds.clamp(raw_load_w - target)) < abs(current_w)
-        if confirmed or backs_off:
+        if backs_off or self._steps.known(jump_w, at_s, settings.spike_confirm_w):
             return False
         self._reason = LawReason.SPIKE_HELD
-        move = raw_load_w - target - current_w
+        wanted_w = raw_load_w - target
+        # A jump across zero (charging, then a large load) first stops the other side: that
+        # part is a back-off and is taken at once; only the rise beyond zero is held.
+        base_w = 0.0 if current_w * (wanted_w - current_w) < 0 else current_w
         reach = SPIKE_REACH * settings.spike_w
-        self.setpoint_w = bounds.clamp(current_w + max(-reach, min(reach, move)))
+        self._wanted_w = base_w + max(-reach, min(reach, wanted_w - base_w))
+        self.setpoint_w = bounds.clamp(self._wanted_w)
         return True
 
     def _window(
@@ -618,14 +688,16 @@ class ControlLaw:
             # The set-point may already be right; the guess says how likely it is wrong.
             # Move only part of the way: a wrong plant guess then cannot sustain a swing.
             if abs(guess_w - current_w) <= window.deadband_w:
-                self.setpoint_w = current_w
+                self.setpoint_w = self._wanted_w = current_w
                 self._reason = LawReason.DEADBAND
                 return
             gain = settings.uncertain_gain * self._plant.trust.gain(at_s, guess_w - current_w)
             guess_w = current_w + gain * (guess_w - current_w)
-        desired_w = bounds.clamp(max(window.low_w, min(window.high_w, guess_w)))
+        unclamped_w = max(window.low_w, min(window.high_w, guess_w))
+        desired_w = bounds.clamp(unclamped_w)
         rising = abs(desired_w) > abs(current_w) and desired_w * current_w >= 0
         if rising:
             desired_w = current_w + settings.rise_gain * (desired_w - current_w)
         self.setpoint_w = desired_w
+        self._wanted_w = unclamped_w if settings.rise_gain >= 1.0 else desired_w
         self._reason = LawReason.TRACKING

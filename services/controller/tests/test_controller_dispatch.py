@@ -322,3 +322,127 @@ def test_a_unit_runs_at_full_power_from_half_a_volt_above_its_shutdown():
     assert unit_cap_w(unit, 43.5) == pytest.approx(900.0)
     assert unit_cap_w(unit, 43.25) == pytest.approx(450.0)
     assert ControllerServiceSettings.model_fields["inverter_dc_margin_v"].default == 0.5
+
+
+def test_the_measured_sag_lets_units_run_at_full_power_where_the_static_map_derates():
+    """Issue 18 (4-module packs near 30 % SoC, e.g. a seed-1 household with a second 900 W
+    unit at 30.5 %): the static derating asks the pack to sag by `dc_margin_v` at full
+    rating, so at 43.4 V loaded it allowed 80 %; this pack sags 0.3 V per 1800 W, so at
+    900 W each it stays 0.2 V above the cut-off and may run flat out."""
+    from gridzero_controller.dispatch import (
+        SAG_GUARD_V,
+        SagEstimate,
+        headroom_caps,
+        unit_cap_w,
+    )
+
+    units = tuple(InverterUnit(n, 900.0, dc_min_v=43.0, dc_max_v=60.0) for n in ("a", "b"))
+    sag = SagEstimate()
+    slope = 0.3 / 1800.0  # V per W
+    e_v = 43.8  # the pack at rest
+    for i, out_w in enumerate((0.0, 600.0, 1200.0, 1800.0, 600.0)):
+        sag.observe(float(i), out_w, e_v - slope * out_w, 1800.0)
+    assert sag.slope_v_per_w == pytest.approx(slope)
+    loaded_v = e_v - slope * 1200.0  # 43.6 V at 1200 W: the static map allows 2 x 900 W
+    assert headroom_caps(units, loaded_v, 1200.0, sag.slope_v_per_w) == pytest.approx(
+        (900.0, 900.0)
+    )
+    e_v = 43.5  # later, lower: at 1800 W it would sit at 43.2 V, just above the guard
+    loaded_v = e_v - slope * 1400.0
+    static = tuple(unit_cap_w(u, loaded_v) for u in units)
+    caps = headroom_caps(units, loaded_v, 1400.0, sag.slope_v_per_w)
+    assert sum(static) < 1400.0 < sum(caps)
+    # and never so far that the predicted loaded voltage passes the guard
+    predicted_v = loaded_v - 1.25 * slope * (sum(caps) - 1400.0)
+    assert predicted_v >= 43.0 + SAG_GUARD_V - 1e-9
+    # Unknown slope, output or voltage: the static map, as before.
+    assert headroom_caps(units, loaded_v, None, sag.slope_v_per_w) == static
+    assert headroom_caps(units, loaded_v, 1400.0, None) == static
+    assert headroom_caps(units, None, 1400.0, sag.slope_v_per_w) == (0.0, 0.0)
+    # Below the guard the caps fall below the output, as far as the slope says, never below
+    # the static map (which needs no measurement: no more dropping out than before).
+    low_v = 43.1
+    caps = headroom_caps(units, low_v, 1500.0, sag.slope_v_per_w)
+    assert sum(caps) == pytest.approx(1500.0 - 0.1 / (1.25 * slope))
+    assert all(c >= unit_cap_w(u, low_v) for u, c in zip(units, caps, strict=True))
+
+
+def test_sag_is_learnt_only_from_large_changes_and_ignores_a_rising_voltage():
+    from gridzero_controller.dispatch import SagEstimate
+
+    sag = SagEstimate()
+    sag.observe(0.0, 0.0, 44.0, 1800.0)
+    sag.observe(1.0, 100.0, 43.9, 1800.0)  # too small a change: no slope from it
+    assert sag.slope_v_per_w is None
+    sag.observe(2.0, 1000.0, 44.2, 1800.0)  # more output, higher voltage: not a sag
+    assert sag.slope_v_per_w is None
+    sag.observe(9.0, 0.0, 44.0, 1800.0)  # too long after the last one: a new reference
+    sag.observe(10.0, 900.0, 43.85, 1800.0)
+    assert sag.slope_v_per_w == pytest.approx(0.15 / 900.0)
+
+
+def test_controller_learns_the_sag_from_paired_readings():
+    from gridzero.contract import BmsLimits
+    from gridzero.runtime.freshness import FreshValue
+    from gridzero_controller.core import Controller, InverterReading, Observation
+    from gridzero_controller.law import MeterSample
+
+    units = tuple(InverterUnit(n, 900.0, dc_min_v=43.0, dc_max_v=60.0) for n in ("a", "b"))
+    c = Controller(S, units)
+    slope = 0.3 / 1800.0
+    for i, out_w in enumerate((0.0, 900.0, 1800.0)):
+        t = float(i)
+        volts = 43.8 - slope * out_w
+        lim = BmsLimits(
+            ts=t,
+            boot="t",
+            seq=i + 1,
+            cvl_v=58.0,
+            ccl_a=50.0,
+            dcl_a=100.0,
+            charge_allowed=True,
+            discharge_allowed=True,
+            pack_voltage_v=volts,
+        )
+        readings = tuple(InverterReading(out_w / 2, t) for _ in units)
+        c.step(Observation(t, MeterSample(0.0, t), FreshValue(lim, t), volts, 50.0, readings, None))
+    assert c.sag.estimate.slope_v_per_w == pytest.approx(slope)
+
+
+def test_a_charger_start_waits_while_the_load_has_been_coming_back_quickly():
+    """Issue 18 (a seed-1 household: a hob pulsing 1.9 kW every ~40 s, a 140-225 W surplus
+    between the pulses charged at the 243 W minimum): every pulse then waited for the charger
+    to be measured off (~1.7 s x 1.9 kW). A start now pays only if the gain, over the last
+    stretch between two discharges, covers that cost (ski rental otherwise); with no such
+    history, or a long one, it starts at once as before."""
+    from gridzero_controller.dispatch import Dispatcher, InverterUnit, Side, switch_delay_s
+
+    units = (InverterUnit("a", 1000.0), InverterUnit("b", 1000.0))
+    d = Dispatcher(units)
+    idle = data(inv=(0.0, 0.0))
+    # No discharge seen yet: a paying start is not delayed (the dwell from the first step).
+    for t in (0.0, 0.5, 1.0, 1.5, 2.0, 2.5):
+        side = d.step(t, -200.0, idle, S).side
+    assert side is Side.CHARGE
+    d = Dispatcher(units)
+    t = 0.0
+    for _ in range(2):  # two hob pulses: 1800 W for 10 s, then 20 s of a 200 W surplus
+        for _ in range(20):
+            d.step(t, 1800.0, data(inv=(900.0, 900.0)), S)
+            t += 0.5
+        for _ in range(40):
+            d.step(t, 0.0, idle, S)
+            t += 0.5
+    for _ in range(20):
+        d.step(t, 1800.0, data(inv=(900.0, 900.0)), S)
+        t += 0.5
+    # The surplus returns: the last gap was 20 s; 200 W surplus gains 200 - (min - 200) W.
+    min_w = 5.2 * 48.0 / S.charger_efficiency
+    gain_w = 200.0 - (min_w - 200.0)
+    assert gain_w * 20.0 < 1800.0 * switch_delay_s(S)  # charging would not have paid
+    wait_s = 1800.0 * switch_delay_s(S) / gain_w
+    start = t
+    while d.step(t, -200.0, idle, S).side is not Side.CHARGE:
+        t += 0.5
+        assert t - start < wait_s + S.min_dwell_s + 1.0
+    assert t - start >= wait_s

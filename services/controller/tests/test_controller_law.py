@@ -451,3 +451,91 @@ def test_a_load_that_changes_on_every_sample_cannot_hide_a_large_drop():
 
     setpoints, _ = _ideal_plant(S, load, 0.0, 120.5)
     assert setpoints[-1] == pytest.approx(1300.0, abs=60.0)
+
+
+def test_a_jump_from_charging_to_a_large_load_stops_the_charge_at_once():
+    """Issue 18 (a seed-1 household: 5 s meter, a hob switching 1.9 kW while a small surplus
+    charged at the rectifier's minimum): an unconfirmed jump is held at half of spike_w, but
+    the part that only stops the charge is a back-off and is never held (it used to count
+    against the reach: 243 W of it for a whole 5 s period)."""
+    law = ControlLaw()
+    law.record_battery(0.0, -243.0)
+    law.record_command(0.0, -243.0)
+    law.step(0.0, MeterSample(100.0, 0.0), WIDE, S)  # surplus 143 W, charging 243 W
+    law.record_battery(0.5, -243.0)
+    law.step(0.5, MeterSample(100.0, 0.5), WIDE, S)
+    assert law.setpoint_w == pytest.approx(-143.0)
+    law.record_battery(1.0, -243.0)
+    out = law.step(1.0, MeterSample(2086.0, 1.0), WIDE, S)  # the hob: load 1843 W
+    assert out.reason is LawReason.SPIKE_HELD
+    assert out.setpoint_w == pytest.approx(0.5 * S.spike_w)
+
+
+def test_a_slow_meter_follows_a_small_change_as_fast_per_second_as_a_fast_one():
+    """A noisy meter's small changes are smoothed with `smooth_gain` per 0.5 s sample; a 5 s
+    meter's samples used to be smoothed the same per sample, i.e. 10 times slower in time:
+    a 60 W change took ~15 s (three samples) to be followed while the baselines followed it
+    at once (issue 18, a seed-1 household with a 5 s, 10 W-noise meter charging)."""
+    from gridzero_controller.law import LoadFilter
+
+    def followed(period_s: float) -> float:
+        lf = LoadFilter(accepted_w=1000.0, noise_w=20.0)
+        for _ in range(50):
+            lf.sampled(period_s)
+        return lf.accept(1060.0, (1000.0, 1000.0), True, S) - 1000.0
+
+    fast, slow = followed(0.5), followed(5.0)
+    assert fast == pytest.approx(60.0 * S.smooth_gain, rel=0.05)
+    assert slow > 2.0 * fast
+    # A very noisy slow meter is smoothed as before: following its noise costs a period.
+    lf = LoadFilter(accepted_w=1000.0, noise_w=60.0)
+    for _ in range(50):
+        lf.sampled(5.0)
+    assert lf.accept(1060.0, (1000.0, 1000.0), True, S) - 1000.0 == pytest.approx(
+        60.0 * S.smooth_gain
+    )
+
+
+def test_a_bound_that_widens_between_samples_lets_the_wanted_set_point_through():
+    """Issue 18 (a seed-1 household, 5 s meter): the bms's discharge limit ramps up after
+    the start; the set-point clamped at the sample's bound (36 W per unit) stayed there
+    until the next sample 5 s later, while a baseline commanding 900 W got whatever the
+    rising limit allowed. Between samples the held set-point is the wanted one, clamped
+    to the bounds in force now; a bound that tightens still cuts it at once."""
+    law = ControlLaw()
+    law.record_battery(0.0, 0.0)
+    law.step(0.0, MeterSample(0.0, 0.0), WIDE, S)
+    narrow = PowerBounds(max_discharge_w=100.0, max_charge_w=3000.0)
+    out = law.step(1.0, MeterSample(1200.0, 1.0), narrow, S)
+    assert out.setpoint_w == pytest.approx(100.0)
+    wider = PowerBounds(max_discharge_w=2000.0, max_charge_w=3000.0)
+    out = law.step(1.5, MeterSample(1200.0, 1.0), wider, S)  # the same sample: no new one
+    assert out.setpoint_w == pytest.approx(1200.0)
+    out = law.step(2.0, MeterSample(1200.0, 1.0), narrow, S)
+    assert out.setpoint_w == pytest.approx(100.0)
+
+
+def test_a_step_the_size_of_one_seen_confirmed_is_believed_at_its_first_sample():
+    """Issue 18 (a seed-1 household: a hob pulsing 1.9 kW under a 5 s meter): every rise was
+    held at half of spike_w for a whole period. Once a step of that size has been confirmed,
+    the element switching again is believed at once; a jump of another size is still held."""
+    law = ControlLaw()
+
+    def sample(t: float, grid_w: float, battery_w: float):
+        law.record_battery(t, battery_w)
+        return law.step(t, MeterSample(grid_w, t), WIDE, S)
+
+    sample(0.0, 100.0, 0.0)
+    sample(5.0, 100.0, 100.0 - 100.0)  # steady
+    out = sample(10.0, 2000.0, 0.0)  # the hob: +1900 W, first sample: held
+    assert out.reason is LawReason.SPIKE_HELD
+    out = sample(15.0, 2000.0 - 750.0, 750.0)  # confirmed: taken
+    assert out.setpoint_w == pytest.approx(2000.0, abs=1.0)
+    out = sample(20.0, -1900.0, 2000.0)  # off: a back-off, taken at once
+    assert out.setpoint_w == pytest.approx(100.0, abs=1.0)
+    out = sample(25.0, 1950.0, 100.0)  # on again, the same size: believed at once
+    assert out.reason is not LawReason.SPIKE_HELD
+    assert out.setpoint_w == pytest.approx(2050.0, abs=1.0)
+    sample(30.0, -1950.0, 2050.0)
+    out = sample(35.0, 3000.0, 100.0)  # +2900 W: a size never seen, held
+    assert out.reason is LawReason.SPIKE_HELD

@@ -17,7 +17,7 @@ it turns that into commands, and what separates it from the oracle is the meter 
 
 from __future__ import annotations
 
-from gridzero_controller.core import Observation
+from gridzero_controller.core import Observation, SagTracker
 from gridzero_controller.dispatch import Commands, Dispatcher, DispatchInput, InverterUnit
 from gridzero_controller.law import Overdrive, PowerBounds
 from gridzero_controller.settings import ControllerSettings
@@ -56,6 +56,7 @@ class OracleController:
             update={"charger_efficiency": params.charger.efficiency}
         )
         self.dispatcher = Dispatcher(units)
+        self.sag = SagTracker(units)  # the same measured-sag caps as gridzero's
         self.overdrive = Overdrive()
         self._last_discharge_w = 0.0
         self.lead_s = lead_s
@@ -104,12 +105,15 @@ class OracleController:
         pack_v = obs.pack_voltage_v
         if obs.charger is not None and obs.charger.current_a > 1.0:
             pack_v = obs.charger.voltage_v  # the charger's own terminal voltage: exact power
+        outputs = tuple(None if r is None else r.output_w for r in obs.inverters)
+        caps_w = self.sag.update(obs, outputs)
         data = DispatchInput(
             pack_voltage_v=pack_v,
             soc_pct=obs.soc_pct,
             limits=limits.value if ok and limits is not None else None,
             inverter_output_w=tuple(None if r is None else r.output_w for r in obs.inverters),
             charger_current_a=None if obs.charger is None else obs.charger.current_a,
+            unit_caps_w=caps_w,
         )
         self.overdrive.advance(now, self._last_discharge_w, s)
         wide = PowerBounds(max_discharge_w=s.max_discharge_w, max_charge_w=s.max_charge_w)
