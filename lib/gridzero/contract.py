@@ -1025,6 +1025,11 @@ def describe_validation_error(exc: ValidationError) -> str:
     """Every problem of a pydantic error on one line: field, value, rule."""
     parts = []
     for err in exc.errors(include_url=False):
+        if not err["loc"] and err["type"] == "value_error":
+            # a rule across fields names its fields and values itself; the whole payload
+            # in front of it would push the reason out of a one-line message
+            parts.append(err["msg"].removeprefix("Value error, "))
+            continue
         where = ".".join(str(p) for p in err["loc"]) or "payload"
         given = err.get("input")
         shown = (

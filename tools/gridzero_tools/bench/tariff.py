@@ -65,6 +65,21 @@ class Tariff:
     import_price: PriceTable
     export_price: PriceTable
     gridzero: dict[str, Any] = field(default_factory=dict)
+    # The local time of day of the profile's second 0 (a generated household starts at its
+    # drawn hour; a bundled profile at midnight).
+    clock_offset_s: float = 0.0
+
+    def time_of_day_s(self, profile_s: float) -> float:
+        """Seconds after local midnight at the profile's second ``profile_s``."""
+        return (profile_s + self.clock_offset_s) % DAY_S
+
+    def import_at(self, profile_s: float) -> float:
+        """The import price at the profile's second ``profile_s``."""
+        return self.import_price.at(self.time_of_day_s(profile_s))
+
+    def export_at(self, profile_s: float) -> float:
+        """The export price at the profile's second ``profile_s``."""
+        return self.export_price.at(self.time_of_day_s(profile_s))
 
 
 def _seconds(text: object, where: str) -> float:
@@ -169,9 +184,9 @@ def run_cost(
         t = start_s + (k + 1) * tick_s
         kwh = g * tick_s / 3.6e6
         if kwh > 0:
-            imp += kwh * tariff.import_price.at(t)
+            imp += kwh * tariff.import_at(t)
         else:
-            exp += -kwh * tariff.export_price.at(t)
+            exp += -kwh * tariff.export_at(t)
     end_soc = soc_pct[-1] if len(soc_pct) else start_soc_pct
     stored_kwh = (end_soc - start_soc_pct) / 100.0 * capacity_kwh
     stored = stored_kwh * tariff.import_price.mean() * inverter_efficiency
