@@ -18,7 +18,7 @@ from gridzero_tools.bench.baselines import ScheduledGridzero
 from gridzero_tools.bench.cli import BENCH_DAY_WALL_S, bench_settings, main
 from gridzero_tools.bench.engine import BenchConfig, RunTrace, run, units_of
 from gridzero_tools.bench.households import household
-from gridzero_tools.bench.tariff import load_tariff, run_cost
+from gridzero_tools.bench.tariff import PriceTable, load_tariff, run_cost, schedule_settings
 from gridzero_tools.sim.params import load_plant
 from gridzero_tools.sim.profile import Profile
 
@@ -223,3 +223,25 @@ def test_a_price_below_the_limit_charges_from_the_grid_and_a_stale_price_stops_i
     assert _mean(bat, _at(trace, 2200), _at(trace, 2990)) > 250
     assert abs(_mean(grid, _at(trace, 2200), _at(trace, 2990))) < 40
     assert trace.violations.total == 0
+
+
+def test_price_rules_from_a_tariff_charge_at_night_only_and_leave_room_for_pv() -> None:
+    """The derivation (tariff.schedule_settings): a grid charge never at midday, where it only
+    fills the battery ahead of the sun; to 50 % where export pays less than the cheapest
+    import (the PV a full battery pushes out is sold for less than it cost); to 90 % where
+    it pays more (cheap-night: 0.075 against 0.15)."""
+    half = load_tariff("half-hourly")
+    rules = schedule_settings(half, 3000.0)
+    charging = [
+        k * 1800
+        for k in range(48)
+        if half.import_price.at(k * 1800.0) < rules["charge_below_price"]
+    ]
+    assert charging == list(range(9000, 18000, 1800))  # 02:30 .. 04:30 starts, to 05:00
+    assert rules["price_charge_soc_pct"] == 50.0
+    night = replace(load_tariff("cheap-night"), gridzero={})
+    rules = schedule_settings(night, 3000.0)
+    assert rules["price_charge_soc_pct"] == 90.0
+    assert night.import_price.at(3600.0) < rules["charge_below_price"] < 0.285
+    flat = replace(night, import_price=PriceTable((0.0,), (0.2,)))
+    assert not schedule_settings(flat, 3000.0)["price_charge_enabled"]

@@ -195,20 +195,47 @@ def run_cost(
     return Cost(controller, imp, exp, stored, per_day)
 
 
+# The hours in which PV may be exported (the bench's households have sun from 04:48 in summer
+# to 16:00 in winter; these are the hours in which it usually is).
+DAYTIME_S = (8 * 3600.0, 18 * 3600.0)
+# Grid-charge target when the bought energy may displace PV that is then exported for less
+# (room left for the day's PV), and when it cannot.
+PARTIAL_SOC_PCT = 50.0
+FULL_SOC_PCT = 90.0
+
+
+def _daytime(table: PriceTable) -> list[float]:
+    """The prices in force during DAYTIME_S (sampled every 30 min)."""
+    start, end = DAYTIME_S
+    return [table.at(start + k * 1800.0) for k in range(int((end - start) / 1800.0))]
+
+
 def schedule_settings(tariff: Tariff, max_charge_w: float) -> dict[str, Any]:
     """gridzero+schedule's runtime settings for ``tariff``: its own ``gridzero`` section, or
-    price rules from its prices: grid-charge (to 90 %) in the cheapest quarter of the day's
-    periods, and no discharging below the median price (the energy is kept for dearer
-    periods)."""
+    price rules from its prices.
+
+    - Grid-charge below the cheapest quarter of the day's prices, and only below every daytime
+      price: at midday a grid charge only fills the battery ahead of the sun, and the PV it
+      displaces is exported.
+    - Charge to 90 % if the cheapest import is below every daytime export price (bought
+      energy that pushes PV out to the grid still gains), else to 50 %: room for the day's
+      PV. Without a forecast a full battery from the grid loses on a sunny day when export
+      pays less than the night's import (half-hourly tariffs: about half).
+    - No discharging below the median price (the energy is kept for dearer periods)."""
     if tariff.gridzero:
         return dict(tariff.gridzero)
     prices = sorted(tariff.import_price.prices)
     quarter = prices[len(prices) // 4]
     median = prices[len(prices) // 2]
+    day_min = min(_daytime(tariff.import_price))
+    cheap = [p for p in prices if p <= quarter and p < day_min]
+    dearer = [p for p in prices if cheap and p > cheap[-1]]
+    full = prices[0] < min(_daytime(tariff.export_price))
     return {
-        "price_charge_enabled": True,
-        "charge_below_price": quarter,
-        "price_charge_soc_pct": 90.0,
+        "price_charge_enabled": bool(cheap and dearer),
+        # "below" is strict: the limit lies between the dearest cheap price and the next one
+        "charge_below_price": (cheap[-1] + dearer[0]) / 2.0 if cheap and dearer else 0.0,
+        "price_charge_soc_pct": FULL_SOC_PCT if full else PARTIAL_SOC_PCT,
         "price_charge_w": max_charge_w,
         "price_hold_enabled": True,
         "hold_below_price": median,
