@@ -543,7 +543,10 @@ class ControllerState(Stamped):
     )
     rule_why: str = Field(default="", description="what the rule does now and why, in words")
     price: float | None = Field(
-        default=None, description="the import price in force (None: no price topic, or stale)"
+        default=None,
+        description="the import price in force (None: no price topic, or stale)",
+        # the price topic's own unit (EUR/kWh, ct/kWh): 5 decimals keep every tariff's figures
+        json_schema_extra={"decimals": 5},
     )
 
 
