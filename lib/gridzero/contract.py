@@ -545,7 +545,8 @@ class ControllerState(Stamped):
     price: float | None = Field(
         default=None,
         description="the import price in force (None: no price topic, or stale)",
-        json_schema_extra={"decimals": 4},  # tariffs publish 4 decimals of a currency unit/kWh
+        # the price topic's own unit (EUR/kWh, ct/kWh): 5 decimals keep every tariff's figures
+        json_schema_extra={"decimals": 5},
     )
 
 
@@ -1027,6 +1028,11 @@ def describe_validation_error(exc: ValidationError) -> str:
     """Every problem of a pydantic error on one line: field, value, rule."""
     parts = []
     for err in exc.errors(include_url=False):
+        if not err["loc"] and err["type"] == "value_error":
+            # a rule across fields names its fields and values itself; the whole payload
+            # in front of it would push the reason out of a one-line message
+            parts.append(err["msg"].removeprefix("Value error, "))
+            continue
         where = ".".join(str(p) for p in err["loc"]) or "payload"
         given = err.get("input")
         shown = (

@@ -40,7 +40,7 @@ _NUM = r"[0-9]{1,5}(?:\.[0-9]+)?"
 # The whole grammar as one regular expression: Home Assistant's text entity checks it in the
 # frontend (`pattern`), the controller checks it again (and the numbers' ranges) on arrival.
 WINDOW_PATTERN = (
-    rf"^$|^{_DAYS} {_TIME}-{_TIME} "
+    rf"^$|^none$|^{_DAYS} {_TIME}-{_TIME} "
     rf"(?:charge {_NUM}% {_NUM}W|hold|discharge_to {_NUM}%)$"
 )
 _WINDOW_RE = re.compile(
@@ -103,10 +103,17 @@ def _days(text: str) -> frozenset[int]:
     return frozenset(out)
 
 
+# An unused window. Spelled out, not "": its setting is echoed as a retained message, and an
+# empty retained message deletes the retained value, so the console and Home Assistant would
+# never learn the setting exists.
+NO_WINDOW = "none"
+
+
 def parse_window(text: str, where: str = "window", max_charge_w: float = math.inf) -> Window | None:
-    """One window from its text ("" is no window); ValueError naming the value and the limit."""
+    """One window from its text ("none" or "" is no window); ValueError naming the value and
+    the limit."""
     text = " ".join(text.split())
-    if not text:
+    if text in ("", NO_WINDOW):
         return None
     m = _WINDOW_RE.match(text)
     if m is None:

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gridzero.contract import ControllerMode
 from gridzero.errors import SettingsError
 from gridzero_controller.schedule import (
     MAX_WINDOWS,
+    NO_WINDOW,
     WINDOW_PATTERN,
     PriceRules,
     Window,
@@ -37,7 +45,7 @@ def _window(number: int) -> Any:
     # a Home Assistant text entity each: a state holds at most 255 characters, and the
     # frontend checks the pattern while the owner types (schedule.py)
     return Field(
-        "",
+        NO_WINDOW,
         max_length=255,
         title=f"Window {number}",
         json_schema_extra={"pattern": WINDOW_PATTERN},
@@ -87,6 +95,14 @@ class ControllerRuntime(BaseModel):
     price_charge_w: float = _num(1000.0, 0.0, 20000.0, "W", 50)
     price_hold_enabled: bool = False
     hold_below_price: float = _num(0.0, -1000.0, 1000.0, "/kWh", 0.001)
+
+    @field_validator(*(f"window_{i}" for i in range(1, MAX_WINDOWS + 1)), mode="before")
+    @classmethod
+    def _unused_window(cls, value: object) -> object:
+        # "" (Home Assistant's cleared text, a value saved before "none") is the unused window
+        if isinstance(value, str) and not value.strip():
+            return NO_WINDOW
+        return value
 
     @model_validator(mode="after")
     def _check_schedule(self) -> Self:

@@ -3,6 +3,7 @@ the price topic, and the rules' effect on the controller core."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -17,6 +18,7 @@ from gridzero_controller.dispatch import InverterUnit, Side
 from gridzero_controller.law import MeterSample
 from gridzero_controller.prices import Price, fresh_price, parse_price
 from gridzero_controller.schedule import (
+    WINDOW_PATTERN,
     Action,
     PriceRules,
     decide,
@@ -280,3 +282,18 @@ def test_the_service_takes_a_live_price_and_refuses_a_retained_one(tmp_path) -> 
     assert h.service.price is not None
     assert h.service.price.value.import_price == 0.07
     assert h.service.price.at_s == h.clock.now_s
+
+
+def test_an_unused_window_is_none_never_empty() -> None:
+    """Each setting is echoed as a retained message; an empty retained message deletes the
+    retained value, so an empty window would be invisible to the console and Home Assistant."""
+    s = ControllerSettings()
+    assert [getattr(s, f"window_{i}") for i in range(1, 7)] == ["none"] * 6
+    assert s.windows() == (None,) * 6
+    cleared = update_settings(
+        update_settings(s, {"window_2": "daily 00:30-04:30 hold"}), {"window_2": ""}
+    )
+    assert cleared.window_2 == "none"
+    assert cleared.windows()[1] is None
+    assert re.fullmatch(WINDOW_PATTERN, "none")
+    assert re.fullmatch(WINDOW_PATTERN, "")

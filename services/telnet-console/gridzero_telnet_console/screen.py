@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from gridzero.contract import SERVICES, Ack, CellRef, LogRecord, RawFrame
+from gridzero.contract import SERVICES, Ack, CellRef, ControllerState, LogRecord, RawFrame
 from gridzero.registry import OPTIONAL_SERVICES
 from gridzero.runtime.freshness import FreshValue
 from gridzero_telnet_console.commands import (
@@ -195,10 +195,21 @@ def _grid_lines(snap: Snapshot, now_s: float) -> list[str]:
         f"{mode} ({allowed})  {clean(c.state)}  set-point {_flow(c.setpoint_w, 0, 'W')}"
         + _stale(seen, now_s),
     )
-    lines = [grid, control]
+    lines = [grid, control, *_rule_lines(c)]
     if c.faults:
         lines.append(_row("", "faults: " + clean(", ".join(c.faults))))
     return lines
+
+
+def _rule_lines(c: ControllerState) -> list[str]:
+    """The schedule window or price rule in force and why (the controller's state says it);
+    nothing when no window, price rule or price is set up."""
+    if c.rule == "none" and not c.rule_why and c.price is None:
+        return []
+    text = clean(c.rule) + (f": {clean(c.rule_why)}" if c.rule_why else "")
+    if c.price is not None:
+        text += f"  price {c.price:g}"
+    return [_row("Rule", text)]
 
 
 def _allowed(snap: Snapshot, mode: str, name: str, what: str) -> str:

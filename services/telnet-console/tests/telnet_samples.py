@@ -39,6 +39,8 @@ def controller(mode: ControllerMode = ControllerMode.AUTO) -> ControllerState:
         grid_error_mean_w=3.0,
         grid_error_rms_w=35.0,
         reversals_per_min=0.5,
+        rule="window_1",
+        rule_why="window 1 00:30-04:30 charge to 80 % at up to 2000 W",
     )
 
 

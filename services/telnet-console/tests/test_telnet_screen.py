@@ -147,6 +147,27 @@ def test_status_shows_alarms_reasons_and_staleness() -> None:
     assert "[STALE 20.0s]" in text
 
 
+def test_status_shows_the_rule_in_force_its_reason_and_the_price() -> None:
+    snap = Snapshot()
+    state = controller().model_copy(
+        update={
+            "rule": "charge_below_price",
+            "rule_why": "price 0.08 below 0.1: charge to 80 % at up to 2000 W; reached 80 %: "
+            "holding",
+            "price": 0.08,
+        }
+    )
+    put(snap, TOPICS.controller_state, state)
+    assert (
+        "Rule      charge_below_price: price 0.08 below 0.1: charge to 80 % at up to 2000 W; "
+        "reached 80 %: holding  price 0.08"
+    ) in status_text(snap)
+    # a controller from before schedules sends neither: no row
+    old = controller().model_copy(update={"rule": "none", "rule_why": "", "price": None})
+    put(snap, TOPICS.controller_state, old)
+    assert "Rule" not in status_text(snap)
+
+
 def test_status_with_nothing_received() -> None:
     text = status_text(Snapshot())
     assert "no controller state" in text

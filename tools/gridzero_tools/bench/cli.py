@@ -48,11 +48,13 @@ from gridzero_tools.bench.plot import (
     require_matplotlib,
 )
 from gridzero_tools.bench.population import (
+    cost_report,
     distribution,
     measure_of,
     progress_printer,
     report,
     run_households,
+    savings,
     target_counts,
 )
 from gridzero_tools.bench.tariff import (
@@ -278,9 +280,9 @@ def scheduled_controller(
     return ScheduledGridzero(
         scheduled,
         units_of(params),
-        day_start_wall_s=BENCH_DAY_WALL_S,
+        day_start_wall_s=BENCH_DAY_WALL_S + tariff.clock_offset_s,
         zone=time_zone("UTC"),
-        price_at=tariff.import_price.at,
+        price_at=tariff.import_at,
     )
 
 
@@ -593,6 +595,7 @@ def _households_main(ns: argparse.Namespace, controllers: list[str]) -> int:
     out = Path(ns.households_out or tempfile.mkdtemp(prefix=f"gridzero-households-s{ns.seed}-"))
     print(f"households: {len(households)} of seed {ns.seed}, files in {out}", file=sys.stderr)
     config = BenchConfig(seed=ns.seed)
+    tariff = None if ns.tariff is None else load_tariff(ns.tariff)
     started = time.monotonic()
     docs = run_households(
         households,
@@ -601,6 +604,8 @@ def _households_main(ns: argparse.Namespace, controllers: list[str]) -> int:
         ns.jobs,
         out,
         progress_printer(not ns.no_progress and sys.stderr.isatty()),
+        tariff,
+        not ns.no_bound,
     )
     elapsed = time.monotonic() - started
     measure = measure_of(docs)
@@ -618,6 +623,7 @@ def _households_main(ns: argparse.Namespace, controllers: list[str]) -> int:
             "measure": measure,
             "distribution": [s.as_dict() for s in distribution(docs, measure)],
             "targets": target_counts(docs),
+            "savings": None if (sv := savings(docs)) is None else sv.as_dict(),
         }
         print(
             json.dumps(
@@ -626,6 +632,9 @@ def _households_main(ns: argparse.Namespace, controllers: list[str]) -> int:
         )
     else:
         print(report(docs, measure, elapsed, ns.jobs))
+        if tariff is not None:
+            print()
+            print(cost_report(docs, tariff.name, tariff.unit))
     return 0
 
 

@@ -71,6 +71,8 @@ class Household:
     profile: Profile
     plant: PlantParams
     features: tuple[str, ...]
+    # Local time of day of the profile's second 0 (the drawn start), for a tariff's prices.
+    start_of_day_s: float = 0.0
 
     @property
     def summary(self) -> str:
@@ -118,7 +120,8 @@ def household(seed: int, index: int, duration_s: float) -> Household:
         *plant_notes,
     )
     t = tuple(float(i) for i in range(n))
-    return Household(name, Profile(name, t, tuple(load), tuple(pv)), plant, features)
+    profile = Profile(name, t, tuple(load), tuple(pv))
+    return Household(name, profile, plant, features, start_h * 3600.0)
 
 
 # ---------------------------------------------------------------- PV
@@ -137,7 +140,8 @@ def pv_series(
     clear = []
     span = sunset_h - sunrise_h
     for i in range(n):
-        h = start_h + i / 3600.0
+        # Time of day: a run past midnight (a day-long household) sees the next sunrise.
+        h = (start_h + i / 3600.0) % 24.0
         x = (h - sunrise_h) / span
         clear.append(peak_w * math.sin(math.pi * x) ** 1.3 if 0.0 < x < 1.0 else 0.0)
     k = _clearness(rng, n, sky)

@@ -14,11 +14,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gridzero_tools.bench.engine import BenchConfig
 from gridzero_tools.bench.households import Household, write_household
+from gridzero_tools.bench.tariff import Tariff
 from gridzero_tools.sim.profile import Profile
 
 METER_ORACLE = "oracle-meter"
@@ -43,13 +44,20 @@ def profile_stats(profile: Profile) -> dict[str, float]:
     }
 
 
-def _run_one(args: tuple[Household, Sequence[str], BenchConfig]) -> dict[str, object]:
+Work = tuple[Household, Sequence[str], BenchConfig, Tariff | None, bool]
+
+
+def _run_one(args: Work) -> dict[str, object]:
     """One household, every controller (in a worker process)."""
     from gridzero_tools.bench.cli import Progress, case_doc, run_case  # noqa: PLC0415
 
-    hh, controllers, config = args
+    hh, controllers, config, tariff, with_bound = args
+    # The household starts at its drawn hour: the tariff's clock starts there too.
+    local = None if tariff is None else replace(tariff, clock_offset_s=hh.start_of_day_s)
     started = time.monotonic()
-    case = run_case(hh.profile, hh.plant, controllers, config, Progress(False, 1))
+    case = run_case(
+        hh.profile, hh.plant, controllers, config, Progress(False, 1), with_bound, local
+    )
     doc = case_doc(case)
     doc["features"] = list(hh.features)
     doc["stats"] = profile_stats(hh.profile)
@@ -64,10 +72,13 @@ def run_households(
     jobs: int,
     out_dir: Path,
     on_done: Callable[[int, int], None] | None = None,
+    tariff: Tariff | None = None,
+    with_bound: bool = True,
 ) -> list[dict[str, object]]:
-    """Write every household's files to ``out_dir`` and run each; case docs in order."""
+    """Write every household's files to ``out_dir`` and run each; case docs in order. With a
+    tariff, each case also has gridzero+schedule and the costs (cli.run_case)."""
     files = {hh.name: write_household(hh, out_dir) for hh in households}
-    work = [(hh, tuple(controllers), config) for hh in households]
+    work: list[Work] = [(hh, tuple(controllers), config, tariff, with_bound) for hh in households]
     docs: list[dict[str, object]] = []
     if jobs <= 1:
         for k, item in enumerate(work):
@@ -257,3 +268,91 @@ def progress_printer(enabled: bool) -> Callable[[int, int], None] | None:
         sys.stderr.flush()
 
     return show
+
+
+# ---------------------------------------------------------------- money (--tariff)
+
+SCHEDULED = "gridzero+schedule"
+
+
+def costs_per_day(doc: dict[str, object]) -> dict[str, float]:
+    """Cost per day of each controller in one case (empty without a tariff)."""
+    costs = doc.get("costs")
+    if not isinstance(costs, list):
+        return {}
+    return {str(c["controller"]): float(c["per_day"]) for c in costs if isinstance(c, dict)}
+
+
+@dataclass(frozen=True, slots=True)
+class Savings:
+    """gridzero+schedule's saving over plain gridzero per day, over the households (+ saves)."""
+
+    n: int
+    median: float
+    mean: float
+    worst: float
+    worst_household: str
+    best: float
+    losing: int  # households where the schedule costs more
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-friendly."""
+        return {
+            "n": self.n,
+            "median": round(self.median, 4),
+            "mean": round(self.mean, 4),
+            "worst": round(self.worst, 4),
+            "worst_household": self.worst_household,
+            "best": round(self.best, 4),
+            "losing": self.losing,
+        }
+
+
+def savings(docs: Sequence[dict[str, object]]) -> Savings | None:
+    """The saving distribution, or None when no case has both costs."""
+    pairs: list[tuple[float, str]] = []
+    for doc in docs:
+        c = costs_per_day(doc)
+        if "gridzero" in c and SCHEDULED in c:
+            pairs.append((c["gridzero"] - c[SCHEDULED], str(doc["profile"])))
+    if not pairs:
+        return None
+    xs = [v for v, _ in pairs]
+    worst, worst_name = min(pairs)
+    return Savings(
+        len(xs),
+        statistics.median(xs),
+        statistics.fmean(xs),
+        worst,
+        worst_name,
+        max(xs),
+        sum(1 for x in xs if x < 0.0),
+    )
+
+
+def cost_report(docs: Sequence[dict[str, object]], tariff: str, unit: str) -> str:
+    """Per household: cost per day of gridzero and gridzero+schedule, the saving; then the
+    saving's median, mean and worst."""
+    lines = [
+        f"cost per day on tariff {tariff} ({unit or 'price unit'}; stored energy valued as in "
+        "bench/tariff.py)",
+        f"{'household':<14}{'gridzero':>10}{'+schedule':>11}{'saving':>9}  features",
+    ]
+    for doc in docs:
+        c = costs_per_day(doc)
+        if "gridzero" not in c or SCHEDULED not in c:
+            continue
+        feats = doc.get("features")
+        why = ", ".join(str(f) for f in feats[:4]) if isinstance(feats, list) else ""
+        lines.append(
+            f"{doc['profile']!s:<14}{c['gridzero']:>10.3f}{c[SCHEDULED]:>11.3f}"
+            f"{c['gridzero'] - c[SCHEDULED]:>9.3f}  {why}"
+        )
+    s = savings(docs)
+    if s is not None:
+        lines.append(
+            f"saving over {s.n} households: median {s.median:.3f}, mean {s.mean:.3f}, "
+            f"worst {s.worst:.3f} ({s.worst_household}), best {s.best:.3f}, "
+            f"{s.losing} losing"
+        )
+    return "\n".join(lines)

@@ -65,6 +65,21 @@ class Tariff:
     import_price: PriceTable
     export_price: PriceTable
     gridzero: dict[str, Any] = field(default_factory=dict)
+    # The local time of day of the profile's second 0 (a generated household starts at its
+    # drawn hour; a bundled profile at midnight).
+    clock_offset_s: float = 0.0
+
+    def time_of_day_s(self, profile_s: float) -> float:
+        """Seconds after local midnight at the profile's second ``profile_s``."""
+        return (profile_s + self.clock_offset_s) % DAY_S
+
+    def import_at(self, profile_s: float) -> float:
+        """The import price at the profile's second ``profile_s``."""
+        return self.import_price.at(self.time_of_day_s(profile_s))
+
+    def export_at(self, profile_s: float) -> float:
+        """The export price at the profile's second ``profile_s``."""
+        return self.export_price.at(self.time_of_day_s(profile_s))
 
 
 def _seconds(text: object, where: str) -> float:
@@ -169,9 +184,9 @@ def run_cost(
         t = start_s + (k + 1) * tick_s
         kwh = g * tick_s / 3.6e6
         if kwh > 0:
-            imp += kwh * tariff.import_price.at(t)
+            imp += kwh * tariff.import_at(t)
         else:
-            exp += -kwh * tariff.export_price.at(t)
+            exp += -kwh * tariff.export_at(t)
     end_soc = soc_pct[-1] if len(soc_pct) else start_soc_pct
     stored_kwh = (end_soc - start_soc_pct) / 100.0 * capacity_kwh
     stored = stored_kwh * tariff.import_price.mean() * inverter_efficiency
@@ -180,20 +195,47 @@ def run_cost(
     return Cost(controller, imp, exp, stored, per_day)
 
 
+# The hours in which PV may be exported (the bench's households have sun from 04:48 in summer
+# to 16:00 in winter; these are the hours in which it usually is).
+DAYTIME_S = (8 * 3600.0, 18 * 3600.0)
+# Grid-charge target when the bought energy may displace PV that is then exported for less
+# (room left for the day's PV), and when it cannot.
+PARTIAL_SOC_PCT = 50.0
+FULL_SOC_PCT = 90.0
+
+
+def _daytime(table: PriceTable) -> list[float]:
+    """The prices in force during DAYTIME_S (sampled every 30 min)."""
+    start, end = DAYTIME_S
+    return [table.at(start + k * 1800.0) for k in range(int((end - start) / 1800.0))]
+
+
 def schedule_settings(tariff: Tariff, max_charge_w: float) -> dict[str, Any]:
     """gridzero+schedule's runtime settings for ``tariff``: its own ``gridzero`` section, or
-    price rules from its prices: grid-charge (to 90 %) in the cheapest quarter of the day's
-    periods, and no discharging below the median price (the energy is kept for dearer
-    periods)."""
+    price rules from its prices.
+
+    - Grid-charge below the cheapest quarter of the day's prices, and only below every daytime
+      price: at midday a grid charge only fills the battery ahead of the sun, and the PV it
+      displaces is exported.
+    - Charge to 90 % if the cheapest import is below every daytime export price (bought
+      energy that pushes PV out to the grid still gains), else to 50 %: room for the day's
+      PV. Without a forecast a full battery from the grid loses on a sunny day when export
+      pays less than the night's import (half-hourly tariffs: about half).
+    - No discharging below the median price (the energy is kept for dearer periods)."""
     if tariff.gridzero:
         return dict(tariff.gridzero)
     prices = sorted(tariff.import_price.prices)
     quarter = prices[len(prices) // 4]
     median = prices[len(prices) // 2]
+    day_min = min(_daytime(tariff.import_price))
+    cheap = [p for p in prices if p <= quarter and p < day_min]
+    dearer = [p for p in prices if cheap and p > cheap[-1]]
+    full = prices[0] < min(_daytime(tariff.export_price))
     return {
-        "price_charge_enabled": True,
-        "charge_below_price": quarter,
-        "price_charge_soc_pct": 90.0,
+        "price_charge_enabled": bool(cheap and dearer),
+        # "below" is strict: the limit lies between the dearest cheap price and the next one
+        "charge_below_price": (cheap[-1] + dearer[0]) / 2.0 if cheap and dearer else 0.0,
+        "price_charge_soc_pct": FULL_SOC_PCT if full else PARTIAL_SOC_PCT,
         "price_charge_w": max_charge_w,
         "price_hold_enabled": True,
         "hold_below_price": median,
