@@ -575,7 +575,8 @@ class ControlLaw:
             # No fresh sample: hold (a bound may have tightened or widened meanwhile).
             self.setpoint_w = bounds.clamp(self._wanted_w)
             return self._output(now_s, settings, bounds)
-        if last_at_s is not None and meter.at_s - last_at_s < settings.meter_stale_s:
+        # the meter's period is learnt only from a sample whose predecessor was still fresh
+        if last_at_s is not None and is_fresh(last_at_s, meter.at_s, settings.meter_stale_s):
             self._load.sampled(meter.at_s - last_at_s)
         self._times.last_meter_at_s = meter.at_s
         self._on_sample(meter, bounds, settings)
