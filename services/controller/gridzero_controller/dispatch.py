@@ -212,8 +212,10 @@ class SagEstimate:
             self._last = (at_s, output_w, pack_v)
             return
         d_w = output_w - last[1]
-        if abs(d_w) < SAG_MIN_STEP * rating_w:
-            return  # keep the older reference: the change may grow large enough
+        if d_w == 0 or abs(d_w) < SAG_MIN_STEP * rating_w:
+            # keep the older reference: the change may grow large enough (and with no rating,
+            # e.g. every unit disabled, an unchanged output must not divide by zero)
+            return
         self._last = (at_s, output_w, pack_v)
         slope = -(pack_v - last[2]) / d_w
         if slope <= 0:

@@ -381,6 +381,25 @@ def test_sag_is_learnt_only_from_large_changes_and_ignores_a_rising_voltage():
     assert sag.slope_v_per_w == pytest.approx(0.15 / 900.0)
 
 
+def test_sag_survives_any_pair_of_readings_without_a_rating():
+    """Every unit disabled (rating 0) and an unchanged output: the HA e2e run found a
+    ZeroDivisionError here that stopped the controller's every step."""
+    import random
+
+    from gridzero_controller.dispatch import SagEstimate
+
+    sag = SagEstimate()
+    sag.observe(0.0, 0.0, 52.0, 0.0)
+    sag.observe(1.0, 0.0, 52.0, 0.0)  # raised ZeroDivisionError before the fix
+    assert sag.slope_v_per_w is None
+    rng = random.Random(18)
+    for i in range(2000):
+        output_w = rng.choice([0.0, 0.0, 1.7, 900.0, rng.uniform(-50.0, 4000.0)])
+        rating_w = rng.choice([0.0, 900.0, 1800.0])
+        sag.observe(i * 0.5, output_w, rng.uniform(40.0, 60.0), rating_w)
+    assert sag.slope_v_per_w is None or sag.slope_v_per_w > 0
+
+
 def test_controller_learns_the_sag_from_paired_readings():
     from gridzero.contract import BmsLimits
     from gridzero.runtime.freshness import FreshValue
