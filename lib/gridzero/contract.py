@@ -1067,7 +1067,7 @@ def parse_meter(
     if json_path:
         try:
             value = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, > 4300 digits, nesting
             raise PayloadError(
                 f"{topic}: {_preview(payload)!s} is not JSON (json path {json_path!r})"
             ) from exc
@@ -1083,7 +1083,7 @@ def parse_meter(
         raise PayloadError(f"{topic}: {_preview(payload)} is not a number of watts")
     try:
         watts = float(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: a 400-digit integer
         raise PayloadError(f"{topic}: {_preview(payload)} is not a number of watts") from exc
     if not math.isfinite(watts) or abs(watts) > 1_000_000:
         raise PayloadError(f"{topic}: {watts!r} W is outside -1e6..1e6 W")

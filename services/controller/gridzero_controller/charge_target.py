@@ -56,12 +56,17 @@ class ChargeTargetHold:
         return self.target
 
 
+# Modes in which the owner said "do not charge": an outside automation does not override them.
+OWNER_WINS = frozenset({Mode.OFF, Mode.HOLD, Mode.DISCHARGE_ONLY})
+
+
 def overlay(settings: ControllerSettings, target: ChargeTarget | None) -> ControllerSettings:
     """The settings in force: the runtime ones, or constant charging at the target's power.
 
     Raises SettingsError (naming the value and the range) for a power outside
     `constant_power_w`'s range: refused like any bad command."""
-    if target is None or settings.mode is Mode.OFF:
+    if target is None:
         return settings
     changes: dict[str, Any] = {"mode": Mode.CONSTANT_POWER, "constant_power_w": -target.power_w}
-    return update_settings(settings, changes)
+    charging = update_settings(settings, changes)  # range-checked in every mode
+    return settings if settings.mode in OWNER_WINS else charging

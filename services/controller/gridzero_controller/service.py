@@ -36,7 +36,7 @@ from gridzero.contract import (
 from gridzero.contract import BmsLimits as BmsLimitsPayload
 from gridzero.errors import SettingsError
 from gridzero.meter import MeterEvent, MeterSettings, MeterWatch, meter_env_names
-from gridzero.runtime.freshness import Freshness, FreshValue, Sequencer, Stamped
+from gridzero.runtime.freshness import Freshness, FreshValue, Sequencer, Stamped, is_fresh
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import RETAINED_REFUSED, Service, run_service
 from gridzero.runtime.settings import ServiceSettings, load_settings
@@ -193,6 +193,10 @@ def _state_name(out: ControllerOutput) -> str:
     }[out.commands.side]
 
 
+# The shunt publishes every 1 s by default and every 10 s at the most (its `publish_s`):
+# three of its slowest periods without one and its SoC is unknown here.
+SOC_STALE_S = 30.0
+
 N = TypeVar("N", ChargeCommand, InverterCommand)
 P = TypeVar("P", bound=Stamped)
 
@@ -235,6 +239,7 @@ class ControllerService(Service[ControllerServiceSettings]):
         self.limits: FreshValue[BmsLimitsPayload] | None = None
         self.pack_voltage_v: float | None = None
         self.soc_pct: float | None = None
+        self.soc_at_s: float | None = None  # arrival here of the last shunt state
         self.inverters: dict[str, InverterReading] = {}  # by line
         self.feeding: dict[str, FeedingTracker] = {}  # by line
         self.charger: ChargerReading | None = None
@@ -383,8 +388,15 @@ class ControllerService(Service[ControllerServiceSettings]):
     def on_shunt(self, msg: Message) -> None:
         """State of charge from the shunt (None while its sensor is unavailable)."""
         p = parse_payload(ShuntState, msg.topic, msg.payload)
-        self._take("shunt", msg, p)
+        self.soc_at_s = self._take("shunt", msg, p).at_s
         self.soc_pct = p.soc_pct if p.sensor == "ok" else None
+
+    def soc_now(self, now: float) -> float | None:
+        """The shunt's SoC while it keeps arriving: a silent shunt's last SoC must not keep a
+        grid charge going toward its target or discharging above the reserve."""
+        if self.soc_at_s is None or not is_fresh(self.soc_at_s, now, SOC_STALE_S):
+            return None
+        return self.soc_pct
 
     def on_charger(self, msg: Message) -> None:
         """The rectifier's measured output; no reading while its link is not ok."""
@@ -471,7 +483,7 @@ class ControllerService(Service[ControllerServiceSettings]):
             meter=self.meter,
             limits=self.limits,
             pack_voltage_v=self.pack_voltage_v,
-            soc_pct=self.soc_pct,
+            soc_pct=self.soc_now(now),
             inverters=tuple(self.inverters.get(u.name) for u in self.units),
             charger=self.charger,
         )

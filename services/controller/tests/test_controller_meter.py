@@ -80,7 +80,11 @@ def test_explicit_settings_override_the_preset() -> None:
         (b'{"total_act_power":NaN}', ["outside"]),
         (b'{"total_act_power":1e9}', ["outside"]),
         (b"[1,2]", ["not found"]),
+        (b'{"total_act_power":' + b"9" * 400 + b"}", ["not a number"]),  # OverflowError
+        (b'{"total_act_power":' + b"9" * 5000 + b"}", ["not JSON"]),  # > 4300 digits
+        (b"[" * 100_000 + b"]" * 100_000, ["not JSON"]),  # RecursionError
     ],
+    ids=range(10),
 )
 def test_malformed_payloads_are_refused_naming_topic_and_path(
     payload: bytes, words: list[str]

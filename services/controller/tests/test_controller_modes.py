@@ -69,9 +69,12 @@ def test_charge_target_does_not_override_off_and_is_range_checked():
     hold.receive(500, now_s=0.0, timeout_s=15.0)
     off = ControllerSettings(mode=Mode.OFF)
     assert overlay(off, hold.current(0.0)).mode is Mode.OFF
+    for mode in (Mode.HOLD, Mode.DISCHARGE_ONLY):  # the owner's "do not charge" wins too
+        assert overlay(ControllerSettings(mode=mode), hold.current(0.0)).mode is mode
     hold.receive(30000, now_s=0.0, timeout_s=15.0)
-    with pytest.raises(SettingsError, match="constant_power_w"):
-        overlay(ControllerSettings(), hold.current(0.0))
+    for mode in (Mode.AUTO, Mode.OFF):  # refused in mode off too: it would bite at mode auto
+        with pytest.raises(SettingsError, match="constant_power_w"):
+            overlay(ControllerSettings(mode=mode), hold.current(0.0))
     with pytest.raises(ValueError, match="not a number"):
         hold.receive(float("nan"), now_s=0.0, timeout_s=15.0)
 

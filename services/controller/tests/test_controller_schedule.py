@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from gridzero.contract import ShuntState
 from gridzero.errors import SettingsError
 from gridzero.runtime.freshness import FreshValue
 from gridzero.testing import FakeClock, Offline, fresh_limits
@@ -26,7 +27,7 @@ from gridzero_controller.schedule import (
     parse_window,
     window_active,
 )
-from gridzero_controller.service import ControllerService, ControllerServiceSettings
+from gridzero_controller.service import SOC_STALE_S, ControllerService, ControllerServiceSettings
 from gridzero_controller.settings import ControllerSettings, update_settings
 
 LONDON = ZoneInfo("Europe/London")
@@ -297,3 +298,38 @@ def test_an_unused_window_is_none_never_empty() -> None:
     assert cleared.windows()[1] is None
     assert re.fullmatch(WINDOW_PATTERN, "none")
     assert re.fullmatch(WINDOW_PATTERN, "")
+
+
+def _shunt_state(soc_pct: float) -> str:
+    return ShuntState(
+        ts=1.7e9,
+        sensor="ok",
+        current_a=0.0,
+        power_w=0.0,
+        soc_pct=soc_pct,
+        soc_source="ocv",
+        remaining_ah=50.0,
+        remaining_wh=2500.0,
+        capacity_ah=100.0,
+        charge_in_ah=0.0,
+        charge_out_ah=0.0,
+        energy_in_kwh=0.0,
+        energy_out_kwh=0.0,
+        offset_counts=0.0,
+        gain=1.0,
+    ).model_dump_json()
+
+
+def test_a_silent_shunt_leaves_the_soc_unknown_for_the_rules(tmp_path) -> None:
+    """A grid charge runs toward its target SoC and discharging stops at the reserve by the
+    shunt's SoC: its last value must not stand in once the shunt has gone quiet."""
+    settings = ControllerServiceSettings(data_dir=str(tmp_path))
+    h = Offline(ControllerService, settings, FakeClock()).start()
+    h.deliver(h.ctx.topics.shunt_state, _shunt_state(42.0))
+    assert h.service.soc_now(h.clock.now_s) == 42.0
+    h.clock.advance(SOC_STALE_S - 1.0)
+    assert h.service.soc_now(h.clock.now_s) == 42.0
+    h.clock.advance(2.0)
+    assert h.service.soc_now(h.clock.now_s) is None
+    h.deliver(h.ctx.topics.shunt_state, _shunt_state(43.0))
+    assert h.service.soc_now(h.clock.now_s) == 43.0

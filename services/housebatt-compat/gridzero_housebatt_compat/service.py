@@ -37,6 +37,7 @@ from gridzero_housebatt_compat.mapping import (
     cells_topic,
     controller_events,
     fast_topics,
+    module_name,
     pack_events,
     shunt_events,
 )
@@ -118,6 +119,8 @@ class HousebattCompat(Service[HousebattCompatSettings]):
         p = parse_payload(ModuleState, msg.topic, msg.payload)
         if msg.topic != self.ctx.topics.bms_module(p.bus, p.module):
             raise ValueError(f"{msg.topic}: module {p.bus}-{p.module}, not this topic's")
+        module_name(p.bus, p.module)  # refused here (ValueError) before it is kept: a bus
+        # with no letter would otherwise break every battery/cells message until it went stale
         taken = self._take(msg, p)
         self.inputs = replace(
             self.inputs, modules={**self.inputs.modules, (p.bus, p.module): taken}

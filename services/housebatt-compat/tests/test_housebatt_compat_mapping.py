@@ -6,6 +6,7 @@ Golden payloads, each with its source in github.com/anikrooz/housebatt (commit 1
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from gridzero_housebatt_compat.mapping import (
@@ -22,6 +23,7 @@ from gridzero_housebatt_compat.mapping import (
     shunt_events,
     soc_text,
 )
+from gridzero_housebatt_compat.service import HousebattCompat, HousebattCompatSettings
 
 from gridzero.contract import (
     BmsLimits,
@@ -32,6 +34,7 @@ from gridzero.contract import (
     ShuntState,
 )
 from gridzero.runtime.freshness import FreshValue
+from gridzero.testing import FakeClock, Offline
 
 AGES = Ages(state_stale_s=5.0, module_stale_s=15.0)
 
@@ -279,3 +282,19 @@ def test_fault_events() -> None:
     assert ev == ["FAULT: module 1-2 silent for 20 s"]
     _m, ev = pack_events(m, pack(alarm_text="module 1-2 silent for 20 s"))
     assert ev == []
+
+
+def test_a_module_on_a_bus_with_no_letter_is_refused_and_the_others_still_publish(
+    tmp_path: Path,
+) -> None:
+    """bus 26 has no letter: kept, it broke every battery/cells message until it went stale."""
+    settings = HousebattCompatSettings(data_dir=str(tmp_path))
+    h = Offline(HousebattCompat, settings, FakeClock()).start()
+    topics = h.ctx.topics
+    h.deliver(topics.bms_module(0, 1), module(0, 1, [3.9] * 12).model_dump_json())
+    h.deliver(topics.bms_module(26, 1), module(26, 1, [3.9] * 12).model_dump_json())
+    assert h.ctx.rejected_inputs == 1
+    assert h.ctx.handler_errors == 0
+    assert set(h.service.inputs.modules) == {(0, 1)}
+    h.advance(11.0)
+    assert h.ctx.handler_errors == 0
