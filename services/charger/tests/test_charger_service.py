@@ -229,7 +229,14 @@ def test_startup_writes_dc_off_and_safe_offline_defaults(rig_factory: Callable[.
     rig.rectifier.wait_for(is_setpoint(Register.OFFLINE_VOLTAGE, 46.8))
     rig.rectifier.wait_for(is_setpoint(Register.OFFLINE_CURRENT, 0.10))
     # no command, no limits: the state says why it is off, and the rectifier answers polls
-    state = rig.state(lambda s: s["link"] == "ok" and s.get("fallback", "confirmed") == "confirmed")
+    # the link is up on the first reply; the power needs its own register's reply too
+    state = rig.state(
+        lambda s: (
+            s["link"] == "ok"
+            and s.get("fallback", "confirmed") == "confirmed"
+            and s["output_power_w"] is not None
+        )
+    )
     assert state["dc_on"] is False
     assert state["limit_reason"] == "stale_bms"
     assert state["output_power_w"] == pytest.approx(480.0)
