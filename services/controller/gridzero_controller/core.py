@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from gridzero.contract import BmsLimits
 from gridzero.runtime.freshness import FreshValue, is_fresh
 from gridzero_controller.dispatch import (
+    SAG_GUARD_UNIT_V,
     Commands,
     Dispatcher,
     DispatchInput,
@@ -42,13 +43,16 @@ class InverterReading:
     ``output_w``: its measured AC output, if ``measured`` (a unit that answers no status
     query reports none). ``feeding_until_s``: until when the interlock must count it as
     feeding whatever it reports (`FeedingTracker`); the default, minus infinity, trusts the
-    measurement alone (the bench's plant truth).
+    measurement alone (the bench's plant truth). ``dc_voltage_v``: the unit's own reading of
+    its DC input, if it reports one; its low-voltage cut-off acts on this reading, which the
+    cable's drop puts below the bms's pack voltage.
     """
 
     output_w: float
     at_s: float
     feeding_until_s: float = -math.inf
     measured: bool = True
+    dc_voltage_v: float | None = None
 
 
 class FeedingTracker:
@@ -72,6 +76,7 @@ class FeedingTracker:
         sending: bool,
         output_w: float | None,
         holdoff_s: float,
+        dc_voltage_v: float | None = None,
     ) -> InverterReading:
         """One state, arrived at ``now_s``: the reading the controller sees."""
         if sending and demand_w > 0:
@@ -81,7 +86,7 @@ class FeedingTracker:
         until_s = math.inf if self.zero_since_s is None else self.zero_since_s + holdoff_s
         if output_w is None:
             return InverterReading(0.0, now_s, feeding_until_s=until_s, measured=False)
-        return InverterReading(output_w, now_s, feeding_until_s=until_s)
+        return InverterReading(output_w, now_s, feeding_until_s=until_s, dc_voltage_v=dc_voltage_v)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,21 +127,55 @@ class ControllerOutput:
 
 
 class SagTracker:
-    """The units' caps from the measured sag: pairs each set of measured outputs with the
-    pack voltage measured at the same time (`SagEstimate`), then `headroom_caps`."""
+    """The units' caps from the measured sag (`SagEstimate`, `headroom_caps`).
+
+    Two voltages, each with a slope of its own: the units' own DC readings when every unit
+    reports one (what their cut-off acts on, the cable's drop included; kept
+    `SAG_GUARD_UNIT_V` above the cut-off), else the bms's pack voltage (kept `SAG_GUARD_V`
+    above it: the drop to the units is not known). The pack's slope pairs each set of
+    measured outputs with the pack voltage measured at the same time.
+    """
 
     def __init__(self, units: tuple[InverterUnit, ...]) -> None:
         self.units = units
         self.estimate = SagEstimate()
+        self.unit_estimate = SagEstimate()
         self._voltages: deque[tuple[float, float]] = deque(maxlen=8)  # (at_s, pack V)
 
-    def update(self, obs: Observation, outputs: tuple[float | None, ...]) -> tuple[float, ...]:
-        """Learn from ``obs`` (``outputs``: the units' fresh measured outputs, None unknown);
-        the caps for this step."""
+    def update(
+        self, obs: Observation, readings: tuple[InverterReading | None, ...]
+    ) -> tuple[float, ...]:
+        """Learn from ``obs`` (``readings``: the units' fresh readings, None stale); the caps
+        for this step."""
+        outputs = tuple(r.output_w if r is not None and r.measured else None for r in readings)
         self._learn(obs, outputs)
         known = len(outputs) == len(self.units) and all(w is not None for w in outputs)
         output_w = sum(w for w in outputs if w is not None) if known else None
-        return headroom_caps(self.units, obs.pack_voltage_v, output_w, self.estimate.slope_v_per_w)
+        at_units = self._unit_voltage(readings) if known else None
+        if at_units is None or output_w is None:
+            slope = self.estimate.slope_v_per_w
+            return headroom_caps(self.units, obs.pack_voltage_v, output_w, slope)
+        at_s, unit_v = at_units
+        self.unit_estimate.observe(at_s, output_w, unit_v, sum(u.max_w for u in self.units))
+        # a unit reading above the pack (an offset in its measurement) is not believed
+        volts = unit_v if obs.pack_voltage_v is None else min(unit_v, obs.pack_voltage_v)
+        slope = self.unit_estimate.slope_v_per_w
+        return headroom_caps(self.units, volts, output_w, slope, SAG_GUARD_UNIT_V)
+
+    def _unit_voltage(
+        self, readings: tuple[InverterReading | None, ...]
+    ) -> tuple[float, float] | None:
+        """(when, the lowest of the units' own DC readings), if every unit gave one at once."""
+        units = [r for r in readings[: len(self.units)] if r is not None]
+        if len(units) != len(self.units):
+            return None
+        volts = [r.dc_voltage_v for r in units]
+        if any(v is None or not v > 0 for v in volts):
+            return None
+        stamps = [r.at_s for r in units]
+        if max(stamps) - min(stamps) > SAG_PAIRING_S:
+            return None
+        return max(stamps), min(v for v in volts if v is not None)
 
     def _learn(self, obs: Observation, outputs: tuple[float | None, ...]) -> None:
         volts = obs.pack_voltage_v
@@ -312,7 +351,7 @@ class Controller:
         inverters = self._fresh_inverters(now_s, obs)
         charger = self._fresh_charger(now_s, obs)
         self._record_battery(obs, inverters)
-        caps_w = self.sag.update(obs, inverters)
+        caps_w = self.sag.update(obs, self._fresh_readings(now_s, obs))
         ok = self.limits_ok(obs)
         applied = self._apply_rule(obs, ok)
         bounds = self._bounds(obs, ok, caps_w)

@@ -184,6 +184,9 @@ SAG_GAIN = 0.2
 # above the units' lower DC limit (the inverter's own measurement may read lower than the bms).
 SAG_SAFETY = 1.25
 SAG_GUARD_V = 0.2
+# With the units' own DC readings (what their cut-off compares) the guard only covers the
+# reading's 0.1 V resolution (the SoyoSource status reports 0.1 V steps).
+SAG_GUARD_UNIT_V = 0.1
 # Slopes outside [1/SAG_RANGE, SAG_RANGE] times the prior are measurement errors.
 SAG_RANGE = 10.0
 
@@ -229,11 +232,12 @@ def headroom_caps(
     pack_voltage_v: float | None,
     output_w: float | None,
     slope_v_per_w: float | None,
+    guard_v: float = SAG_GUARD_V,
 ) -> tuple[float, ...]:
     """What each unit may be asked for, from the measured sag (`SagEstimate`).
 
     The output may rise until the loaded voltage, falling by the slope (times `SAG_SAFETY`)
-    per W, reaches the units' lower DC limit + `SAG_GUARD_V`; below it, it must fall as far.
+    per W, reaches the units' lower DC limit + ``guard_v``; below it, it must fall as far.
     Never less than the static map (`unit_cap_w`), which needs no measurement; the static map
     alone while the slope, the output or the voltage is unknown or implausible.
     """
@@ -241,7 +245,7 @@ def headroom_caps(
     rating_w = sum(u.max_w for u, c in zip(units, static, strict=True) if c > 0)
     if pack_voltage_v is None or output_w is None or slope_v_per_w is None or rating_w <= 0:
         return static
-    floor_v = max(u.dc_min_v for u, c in zip(units, static, strict=True) if c > 0) + SAG_GUARD_V
+    floor_v = max(u.dc_min_v for u, c in zip(units, static, strict=True) if c > 0) + guard_v
     prior = max(u.dc_margin_v for u in units) / rating_w
     if prior > 0 and not prior / SAG_RANGE <= slope_v_per_w <= prior * SAG_RANGE:
         return static

@@ -458,6 +458,7 @@ class ControllerService(Service[ControllerServiceSettings]):
             sending=p.sending,
             output_w=output,
             holdoff_s=unit_holdoff_s(unit, settings),
+            dc_voltage_v=volts if output is not None else None,
         )
 
     # ------------------------------------------------------------------ loop

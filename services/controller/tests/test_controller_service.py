@@ -739,3 +739,28 @@ def test_the_charge_target_timeout_may_only_be_shortened_at_runtime(
         probe.close()
         runner.stop()
         runner.join()
+
+
+def test_a_units_own_dc_voltage_reaches_the_headroom(tmp_path: Path) -> None:
+    """The unit's battery voltage from its status goes with its measured output to the sag
+    caps (its cut-off compares this reading, not the bms's); a unit that answers no status
+    query brings none."""
+    from gridzero.testing import FakeClock, Offline
+
+    h = Offline(ControllerService, ControllerServiceSettings(data_dir=tmp_path), FakeClock())
+    h.start()
+    h.deliver(T.inverter_units, ONE_UNIT, retain=True)
+    state = json.loads(inverter_payload(300.0))
+    state.update(ts=h.clock.wall(), link="ok", battery_voltage_v=47.3, battery_current_a=7.2)
+    h.deliver(T.inverter_state("gtn1"), json.dumps(state))
+    service = h.service
+    assert isinstance(service, ControllerService)
+    reading = service.inverters["gtn1"]
+    assert reading.dc_voltage_v == 47.3
+    assert reading.output_w == pytest.approx(
+        47.3 * 7.2 * service.settings_now().inverter_efficiency
+    )
+    silent = {**json.loads(inverter_payload(300.0)), "ts": h.clock.wall()}
+    h.deliver(T.inverter_state("gtn1"), json.dumps(silent))
+    assert service.inverters["gtn1"].dc_voltage_v is None
+    h.stop()

@@ -450,7 +450,12 @@ class _Loop:
     def _on_state(self, now: float) -> None:
         plant = self.plant
         self.next_state += self.config.state_period_s
-        self.inverters = tuple(InverterReading(inv.output_w, now) for inv in plant.inverters)
+        # each unit's own DC reading as its status reports it (0.1 V steps), at the bus the
+        # plant's units see
+        volts = round(plant.pack_voltage_v, 1)
+        self.inverters = tuple(
+            InverterReading(inv.output_w, now, dc_voltage_v=volts) for inv in plant.inverters
+        )
         self.charger = ChargerReading(plant.rectifier.terminal_v, plant.charger_current_a, now)
         self.soc = plant.soc_pct
 

@@ -105,8 +105,7 @@ class OracleController:
         pack_v = obs.pack_voltage_v
         if obs.charger is not None and obs.charger.current_a > 1.0:
             pack_v = obs.charger.voltage_v  # the charger's own terminal voltage: exact power
-        outputs = tuple(None if r is None else r.output_w for r in obs.inverters)
-        caps_w = self.sag.update(obs, outputs)
+        caps_w = self.sag.update(obs, obs.inverters)
         data = DispatchInput(
             pack_voltage_v=pack_v,
             soc_pct=obs.soc_pct,
