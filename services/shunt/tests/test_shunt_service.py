@@ -440,6 +440,15 @@ def test_pack_data_fresh_by_arrival(
 # --------------------------------------------------------------------------- issue 16: calibration
 
 
+def truths_seen(probe: Probe, since: float) -> list[tuple[float, float, bool]]:
+    """(arrival, current, retained) of every sim truth the probe saw since ``since``."""
+    return [
+        (round(at - since, 3), SimTruth.model_validate_json(p).current_a, r)
+        for at, t, p, r in list(probe.messages)
+        if t == T.sim_truth and at >= since - 2.0
+    ]
+
+
 def echoes_since(probe: Probe, topic: str, since: float) -> list[bytes]:
     return [p for at, t, p, _r in list(probe.messages) if t == topic and at >= since]
 
@@ -475,7 +484,8 @@ def test_home_assistant_cannot_change_the_measured_current(
             state = state_until(
                 probe, lambda s: s.current_a is not None and s.ts >= after_wall, feed
             )
-            assert state.current_a == pytest.approx(60.0, abs=0.05)
+            # a CI run once read 20.0 A here; name every truth the broker carried if it recurs
+            assert state.current_a == pytest.approx(60.0, abs=0.05), truths_seen(probe, after)
             assert state.gain == 1.0
             assert state.offset_counts == 0.0
         assert after > since
