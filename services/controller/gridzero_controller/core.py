@@ -373,7 +373,8 @@ class Controller:
             charger_current_a=None if charger is None else charger.current_a,
             unit_caps_w=caps_w,
         )
-        commands = self.dispatcher.step(now_s, law_out.command_w, data, s)
+        wanted_w = self.law.calibrated(law_out.command_w)
+        commands = self.dispatcher.step(now_s, wanted_w, data, s)
         self._last = commands
         self.law.record_command(now_s, self._commanded_battery_w(commands, obs.pack_voltage_v))
         faults = self._supervise(now_s, commands, inverters, charger)
