@@ -604,3 +604,20 @@ def test_a_device_that_cannot_follow_is_not_a_calibration():
         law.record_command(i * 0.5, -50.0)
         law.record_battery(i * 0.5, -52.0)
     assert law.calibrated(-50.0) == -50.0
+
+
+def test_a_command_at_a_bound_is_not_calibrated_below_it():
+    """Charging at the bms's CCL (50 A on a 6-module pack, seed-1 households on clear days):
+    dividing by the learnt 1.009 charged at 49.6 A and exported the difference. At a bound
+    the dispatcher's own clamps decide."""
+    from gridzero_controller.core import Controller
+    from gridzero_controller.dispatch import InverterUnit
+
+    c = Controller(S, (InverterUnit("a", 900.0),))
+    for i in range(40):
+        c.law.record_command(i * 0.5, -2000.0)
+        c.law.record_battery(i * 0.5, -2018.0)
+    bounds = PowerBounds(max_discharge_w=900.0, max_charge_w=2000.0)
+    assert c._calibrated(-2000.0, bounds) == -2000.0
+    assert c._calibrated(-1000.0, bounds) == pytest.approx(-1000.0 / 1.009, abs=0.5)
+    assert c._calibrated(900.0, bounds) == 900.0
