@@ -373,7 +373,7 @@ class Controller:
             charger_current_a=None if charger is None else charger.current_a,
             unit_caps_w=caps_w,
         )
-        commands = self.dispatcher.step(now_s, law_out.command_w, data, s)
+        commands = self.dispatcher.step(now_s, self._calibrated(law_out.command_w, bounds), data, s)
         self._last = commands
         self.law.record_command(now_s, self._commanded_battery_w(commands, obs.pack_voltage_v))
         faults = self._supervise(now_s, commands, inverters, charger)
@@ -389,6 +389,16 @@ class Controller:
             quality=self.quality.report(now_s),
             applied=applied,
         )
+
+    def _calibrated(self, command_w: float, bounds: PowerBounds) -> float:
+        """The law's command corrected by the devices' measured ratio (`law.Calibration`),
+        except at a bound: there the dispatcher's clamps decide (the charger's current at the
+        bms's CCL, each unit at its cap), and the ratio would only hold the output below
+        them (charging at 49.6 A under a 50 A CCL)."""
+        at_bound = (
+            -command_w >= bounds.max_charge_w - 0.5 or command_w >= bounds.max_discharge_w - 0.5
+        )
+        return command_w if at_bound else self.law.calibrated(command_w)
 
     def _apply_rule(self, obs: Observation, limits_ok: bool) -> Applied:
         """The schedule's or price rule's effect. Windows and price rules act in mode auto

@@ -48,6 +48,17 @@ KNOWN_STEP_MEMORY_S = 1800.0
 # SMOOTH_PERIOD_S (the bundled default plant's, housebatt's ~0.5 s); a slower meter's samples
 # are smoothed less, as much per second (`LoadFilter.per_sample`), up to this interval.
 SMOOTH_PERIOD_S = 0.5
+# A settled device's measured output differs from what its command predicts by a steady
+# ratio (the rectifier's current set-point is converted at the pack voltage, its draw is at
+# its terminal voltage; an inverter's efficiency is a guess). The ratio is learnt while the
+# command and the measurement both stood still for `CALIBRATION_SETTLE_S` (within
+# `CALIBRATION_STILL` of the command), above `CALIBRATION_MIN_W`; a ratio beyond
+# `CALIBRATION_BOUND` is a device that cannot follow (capped, limited), not a calibration.
+CALIBRATION_SETTLE_S = 3.0
+CALIBRATION_STILL = 0.005
+CALIBRATION_MIN_W = 100.0
+CALIBRATION_BOUND = 0.05
+CALIBRATION_GAIN = 0.2
 MAX_SMOOTH_PERIOD_S = 10.0
 # An unconfirmed jump is followed this fraction of `spike_w` at most: an outlier then costs a
 # bounded pulse for one meter period, a real step (a kettle) is not ignored for a whole one.
@@ -258,6 +269,10 @@ class BatteryHistory:
         """The newest (time, value), if any."""
         return self._points[-1] if self._points else None
 
+    def covers(self, at_s: float) -> bool:
+        """True if the history reaches back to ``at_s``."""
+        return bool(self._points) and self._points[0][0] <= at_s
+
     def at(self, at_s: float, *, hold: bool = False) -> float | None:
         """The value at ``at_s``: interpolated (or held from the previous point) inside the
         history, held outside it."""
@@ -281,6 +296,45 @@ class BatteryHistory:
                 return prev_w + frac * (w - prev_w)
             prev_t, prev_w = t, w
         return self._points[-1][1]
+
+
+@dataclass(slots=True)
+class Calibration:
+    """Measured over commanded battery power of a settled device, per side (see
+    `CALIBRATION_SETTLE_S`). Without it the guess after a measurement moves from the
+    measurement towards the raw command: with a charger drawing 0.9 % more than commanded,
+    every other meter sample (those newer than the last measurement) read 6 W lower, and
+    that alternation, counted as meter noise, widened the deadband to 13 W."""
+
+    charge: float = 1.0
+    discharge: float = 1.0
+
+    def ratio(self, command_w: float) -> float:
+        """The ratio for a command of this sign."""
+        return self.charge if command_w < 0 else self.discharge
+
+    def learn(self, at_s: float, measured: BatteryHistory, commanded: BatteryHistory) -> None:
+        """Learn from the measurement at ``at_s`` if both histories stood still before it."""
+        since_s = at_s - CALIBRATION_SETTLE_S
+        span = commanded.span(since_s, at_s)
+        now_w, before_w = measured.at(at_s), measured.at(since_s)
+        if span is None or now_w is None or before_w is None or not commanded.covers(since_s):
+            return
+        if not measured.covers(since_s):
+            return
+        command_w = (span[0] + span[1]) / 2
+        still_w = CALIBRATION_STILL * abs(command_w)
+        if abs(command_w) < CALIBRATION_MIN_W or span[1] - span[0] > still_w:
+            return
+        if abs(now_w - before_w) > still_w:
+            return
+        ratio = now_w / command_w
+        if not 1.0 - CALIBRATION_BOUND <= ratio <= 1.0 + CALIBRATION_BOUND:
+            return
+        if command_w < 0:
+            self.charge += CALIBRATION_GAIN * (ratio - self.charge)
+        else:
+            self.discharge += CALIBRATION_GAIN * (ratio - self.discharge)
 
 
 class Trust:
@@ -331,6 +385,7 @@ class Plant:
 
     measured: BatteryHistory = field(default_factory=BatteryHistory)
     commanded: BatteryHistory = field(default_factory=BatteryHistory)
+    calibration: Calibration = field(default_factory=Calibration)
     # The inverters' output as the plant guess predicts it from the commands alone (no
     # measurement: the overdrive must not feed back on a measurement it disturbs).
     overdrive: Overdrive = field(default_factory=Overdrive)
@@ -488,7 +543,15 @@ class ControlLaw:
 
     def record_battery(self, at_s: float, battery_w: float) -> None:
         """A measured battery output (inverters' AC output − charger AC input) at ``at_s``."""
-        self._plant.measured.add(at_s, battery_w)
+        plant = self._plant
+        plant.measured.add(at_s, battery_w)
+        plant.calibration.learn(at_s, plant.measured, plant.commanded)
+
+    def calibrated(self, battery_w: float) -> float:
+        """What to command for ``battery_w`` to be delivered (`Calibration`): a charger that
+        draws 0.9 % more than its set-point predicts otherwise held the grid at 20 W import
+        while the law's estimate, from the measurement, was right."""
+        return battery_w / self._plant.calibration.ratio(battery_w)
 
     def record_command(self, at_s: float, battery_w: float) -> None:
         """The battery power actually commanded (after dispatch) at ``at_s``."""
@@ -525,8 +588,10 @@ class ControlLaw:
         command = commanded.at(at_s - dead / 2, hold=True)
         if span is None or command is None:
             return BatteryEstimate(y_meas, y_meas, y_meas)
-        lo = min(y_meas, span[0])
-        hi = max(y_meas, span[1])
+        cal = self._plant.calibration
+        command *= cal.ratio(command)
+        lo = min(y_meas, span[0] * cal.ratio(span[0]))
+        hi = max(y_meas, span[1] * cal.ratio(span[1]))
         dt = at_s - t_meas
         gap = command - y_meas
         move = abs(gap) * (1.0 - math.exp(-dt / tau))
