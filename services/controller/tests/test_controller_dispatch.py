@@ -401,30 +401,15 @@ def test_sag_survives_any_pair_of_readings_without_a_rating():
 
 
 def test_controller_learns_the_sag_from_paired_readings():
-    from gridzero.contract import BmsLimits
-    from gridzero.runtime.freshness import FreshValue
-    from gridzero_controller.core import Controller, InverterReading, Observation
-    from gridzero_controller.law import MeterSample
+    from gridzero_controller.core import Controller, InverterReading
 
     units = tuple(InverterUnit(n, 900.0, dc_min_v=43.0, dc_max_v=60.0) for n in ("a", "b"))
     c = Controller(S, units)
     slope = 0.3 / 1800.0
     for i, out_w in enumerate((0.0, 900.0, 1800.0)):
         t = float(i)
-        volts = 43.8 - slope * out_w
-        lim = BmsLimits(
-            ts=t,
-            boot="t",
-            seq=i + 1,
-            cvl_v=58.0,
-            ccl_a=50.0,
-            dcl_a=100.0,
-            charge_allowed=True,
-            discharge_allowed=True,
-            pack_voltage_v=volts,
-        )
         readings = tuple(InverterReading(out_w / 2, t) for _ in units)
-        c.step(Observation(t, MeterSample(0.0, t), FreshValue(lim, t), volts, 50.0, readings, None))
+        c.step(_sag_observation(t, 43.8 - slope * out_w, readings))  # type: ignore[arg-type]
     assert c.sag.estimate.slope_v_per_w == pytest.approx(slope)
 
 
