@@ -24,7 +24,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gridzero.contract import Alarm, BmsLimits
+from gridzero.contract import Alarm, BmsLimits, ShuntState
 from gridzero.registry import SERVICES
 from gridzero.runtime.broker import PROJECT_CONFIG_DIR, BrokerProcess, free_port
 from gridzero.runtime.credentials import USER_NAMES, init_credentials, login_name, read_env_file
@@ -459,6 +459,28 @@ def bms_limits(
         reasons=[],
         alarms=[Alarm(code=code, message=code, since_ts=0.0) for code in alarms],
     )
+
+
+def shunt_state(**fields: Any) -> ShuntState:
+    """A valid shunt state (50 % of 100 Ah, no current), with ``fields`` changed."""
+    values: dict[str, Any] = {
+        "ts": 0.0,
+        "sensor": "ok",
+        "current_a": 0.0,
+        "power_w": 0.0,
+        "soc_pct": 50.0,
+        "soc_source": "ocv",
+        "remaining_ah": 50.0,
+        "remaining_wh": 2500.0,
+        "capacity_ah": 100.0,
+        "charge_in_ah": 0.0,
+        "charge_out_ah": 0.0,
+        "energy_in_kwh": 0.0,
+        "energy_out_kwh": 0.0,
+        "offset_counts": 0.0,
+        "gain": 1.0,
+    }
+    return ShuntState.model_validate({**values, **fields})
 
 
 def fresh_limits(at_s: float = 0.0, **fields: Any) -> FreshValue[BmsLimits]:

@@ -13,9 +13,9 @@ from pathlib import Path
 import can
 import pytest
 
-from gridzero.contract import ShuntState, Topics
+from gridzero.contract import Topics
 from gridzero.runtime.service import ServiceRunner
-from gridzero.testing import Probe, TestBroker, wait_until
+from gridzero.testing import Probe, TestBroker, shunt_state, wait_until
 from gridzero_bms.balancing import BalanceSettings
 from gridzero_bms.codec import (
     BalanceCommandFrame,
@@ -396,22 +396,8 @@ def test_runtime_settings_may_only_tighten_the_start_up_limits(
 
 
 def _shunt_state(current_a: float) -> str:
-    return ShuntState(
-        ts=time.time(),
-        sensor="ok",
-        current_a=current_a,
-        power_w=current_a * 48.0,
-        soc_pct=50.0,
-        soc_source="ocv",
-        remaining_ah=100.0,
-        remaining_wh=4800.0,
-        capacity_ah=200.0,
-        charge_in_ah=0.0,
-        charge_out_ah=0.0,
-        energy_in_kwh=0.0,
-        energy_out_kwh=0.0,
-        offset_counts=0.0,
-        gain=1.0,
+    return shunt_state(
+        ts=time.time(), current_a=current_a, power_w=current_a * 48.0
     ).model_dump_json()
 
 

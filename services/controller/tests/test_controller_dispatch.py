@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gridzero.testing import bms_limits
+from gridzero.testing import bms_limits, fresh_limits
+from gridzero_controller.core import InverterReading, Observation
 from gridzero_controller.dispatch import (
     Dispatcher,
     DispatchInput,
@@ -16,6 +17,7 @@ from gridzero_controller.dispatch import (
     charge_pays,
     split_discharge,
 )
+from gridzero_controller.law import MeterSample
 from gridzero_controller.settings import ControllerSettings
 
 UNITS = (InverterUnit("a", 900.0), InverterUnit("b", 600.0))
@@ -401,7 +403,7 @@ def test_sag_survives_any_pair_of_readings_without_a_rating():
 
 
 def test_controller_learns_the_sag_from_paired_readings():
-    from gridzero_controller.core import Controller, InverterReading
+    from gridzero_controller.core import Controller
 
     units = tuple(InverterUnit(n, 900.0, dc_min_v=43.0, dc_max_v=60.0) for n in ("a", "b"))
     c = Controller(S, units)
@@ -409,36 +411,16 @@ def test_controller_learns_the_sag_from_paired_readings():
     for i, out_w in enumerate((0.0, 900.0, 1800.0)):
         t = float(i)
         readings = tuple(InverterReading(out_w / 2, t) for _ in units)
-        c.step(_sag_observation(t, 43.8 - slope * out_w, readings))  # type: ignore[arg-type]
+        c.step(_sag_observation(t, 43.8 - slope * out_w, readings))
     assert c.sag.estimate.slope_v_per_w == pytest.approx(slope)
 
 
-def _sag_observation(t: float, pack_v: float, readings: tuple[object, ...]) -> object:
-    from gridzero.contract import BmsLimits
-    from gridzero.runtime.freshness import FreshValue
-    from gridzero_controller.core import Observation
-    from gridzero_controller.law import MeterSample
-
-    lim = BmsLimits(
-        ts=t,
-        boot="t",
-        seq=int(t * 4) + 1,
-        cvl_v=58.0,
-        ccl_a=50.0,
-        dcl_a=100.0,
-        charge_allowed=True,
-        discharge_allowed=True,
-        pack_voltage_v=pack_v,
-    )
-    return Observation(
-        t,
-        MeterSample(0.0, t),
-        FreshValue(lim, t),
-        pack_v,
-        50.0,
-        readings,
-        None,  # type: ignore[arg-type]
-    )
+def _sag_observation(
+    t: float, pack_v: float, readings: tuple[InverterReading | None, ...]
+) -> Observation:
+    """A step's inputs with fresh limits (50 A / 100 A) at pack voltage ``pack_v``."""
+    limits = fresh_limits(t, cvl_v=58.0, dcl_a=100.0, pack_voltage_v=pack_v)
+    return Observation(t, MeterSample(0.0, t), limits, pack_v, 50.0, readings, None)
 
 
 def test_the_units_own_dc_reading_sets_the_headroom_with_a_narrower_guard():
@@ -450,7 +432,7 @@ def test_the_units_own_dc_reading_sets_the_headroom_with_a_narrower_guard():
     what their cut-off compares, cable drop included: with it the guard is the reading's
     0.1 V step. Without it (a unit that reports none, or a reading missing) the bms's
     voltage and the wider guard stay, and a unit reading above the pack is not believed."""
-    from gridzero_controller.core import InverterReading, SagTracker
+    from gridzero_controller.core import SagTracker
     from gridzero_controller.dispatch import SAG_GUARD_UNIT_V, SAG_GUARD_V
 
     assert SAG_GUARD_UNIT_V < SAG_GUARD_V
@@ -466,7 +448,7 @@ def test_the_units_own_dc_reading_sets_the_headroom_with_a_narrower_guard():
             volts = None if unit_rest_v is None else unit_rest_v - slope * out_w
             reading = InverterReading(out_w, t, dc_voltage_v=volts)
             obs = _sag_observation(t, pack_rest_v - slope * out_w, (reading,))
-            cap = tracker.update(obs, (reading,))[0]  # type: ignore[arg-type]
+            cap = tracker.update(obs, (reading,))[0]
         return tracker, cap
 
     # 43.3 V at rest, 43.2 V at 450 W: room down to 43.1 V
@@ -489,7 +471,7 @@ def test_the_units_own_dc_reading_sets_the_headroom_with_a_narrower_guard():
     # a reading of 0 V (a unit that measured nothing) is not a voltage
     tracker = SagTracker((unit,))
     reading = InverterReading(450.0, 0.0, dc_voltage_v=0.0)
-    tracker.update(_sag_observation(0.0, 43.6, (reading,)), (reading,))  # type: ignore[arg-type]
+    tracker.update(_sag_observation(0.0, 43.6, (reading,)), (reading,))
     assert tracker.unit_estimate.slope_v_per_w is None
 
 

@@ -10,10 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gridzero.contract import ShuntState
 from gridzero.errors import SettingsError
 from gridzero.runtime.freshness import FreshValue
-from gridzero.testing import FakeClock, Offline, fresh_limits
+from gridzero.testing import FakeClock, Offline, fresh_limits, shunt_state
 from gridzero_controller.core import ChargerReading, Controller, InverterReading, Observation
 from gridzero_controller.dispatch import InverterUnit, Side
 from gridzero_controller.law import MeterSample
@@ -301,23 +300,7 @@ def test_an_unused_window_is_none_never_empty() -> None:
 
 
 def _shunt_state(soc_pct: float) -> str:
-    return ShuntState(
-        ts=1.7e9,
-        sensor="ok",
-        current_a=0.0,
-        power_w=0.0,
-        soc_pct=soc_pct,
-        soc_source="ocv",
-        remaining_ah=50.0,
-        remaining_wh=2500.0,
-        capacity_ah=100.0,
-        charge_in_ah=0.0,
-        charge_out_ah=0.0,
-        energy_in_kwh=0.0,
-        energy_out_kwh=0.0,
-        offset_counts=0.0,
-        gain=1.0,
-    ).model_dump_json()
+    return shunt_state(ts=1.7e9, soc_pct=soc_pct).model_dump_json()
 
 
 def test_a_silent_shunt_leaves_the_soc_unknown_for_the_rules(tmp_path) -> None:

@@ -34,7 +34,7 @@ from gridzero.contract import (
     ShuntState,
 )
 from gridzero.runtime.freshness import FreshValue
-from gridzero.testing import FakeClock, Offline
+from gridzero.testing import FakeClock, Offline, shunt_state
 
 AGES = Ages(state_stale_s=5.0, module_stale_s=15.0)
 
@@ -42,9 +42,8 @@ AGES = Ages(state_stale_s=5.0, module_stale_s=15.0)
 def shunt(
     current_a: float | None = -12.345, soc: float | None = 57.8, **over: object
 ) -> ShuntState:
-    doc: dict[str, object] = {
+    fields: dict[str, object] = {
         "ts": 1.0,
-        "sensor": "ok",
         "current_a": current_a,
         "power_w": None if current_a is None else current_a * 50,
         "soc_pct": soc,
@@ -52,15 +51,8 @@ def shunt(
         "remaining_ah": 101.234,
         "remaining_wh": 5000.0,
         "capacity_ah": 175.0,
-        "charge_in_ah": 0.0,
-        "charge_out_ah": 0.0,
-        "energy_in_kwh": 0.0,
-        "energy_out_kwh": 0.0,
-        "offset_counts": 0.0,
-        "gain": 1.0,
     }
-    doc.update(over)
-    return ShuntState.model_validate(doc)
+    return shunt_state(**{**fields, **over})
 
 
 def pack(**over: object) -> PackState:

@@ -14,7 +14,7 @@ from gridzero_housebatt_compat.service import HousebattCompat, HousebattCompatSe
 
 from gridzero.contract import Topics
 from gridzero.runtime.service import ServiceRunner
-from gridzero.testing import Probe, TestBroker, wait_until
+from gridzero.testing import Probe, TestBroker, shunt_state, wait_until
 
 pytestmark = pytest.mark.broker
 T = Topics()
@@ -60,25 +60,16 @@ def module_doc() -> str:
 
 
 def shunt_doc(current_a: float) -> str:
-    return json.dumps(
-        {
-            "ts": time.time(),
-            "sensor": "ok",
-            "current_a": current_a,
-            "power_w": current_a * 49.4,
-            "soc_pct": 63.9,
-            "soc_source": "estimated",
-            "remaining_ah": 110.5,
-            "remaining_wh": 5400.0,
-            "capacity_ah": 175.0,
-            "charge_in_ah": 0.0,
-            "charge_out_ah": 0.0,
-            "energy_in_kwh": 0.0,
-            "energy_out_kwh": 0.0,
-            "offset_counts": 0.0,
-            "gain": 1.0,
-        }
-    )
+    return shunt_state(
+        ts=time.time(),
+        current_a=current_a,
+        power_w=current_a * 49.4,
+        soc_pct=63.9,
+        soc_source="estimated",
+        remaining_ah=110.5,
+        remaining_wh=5400.0,
+        capacity_ah=175.0,
+    ).model_dump_json()
 
 
 def controller_doc(state: str, setpoint_w: float) -> str:
