@@ -248,13 +248,20 @@ class Probe:
         timeout_s: float = 10.0,
         *,
         after: float = 0.0,
+        live_only: bool = False,
     ) -> bytes:
-        """The first message on ``topic`` (received after monotonic ``after``) that satisfies ``predicate``."""
+        """The first message on ``topic`` (received after monotonic ``after``) that satisfies ``predicate``.
+
+        ``live_only`` leaves out retained messages: the broker sends those after the
+        subscription is confirmed, so one left by an earlier test can arrive after ``after``.
+        """
         deadline = time.monotonic() + timeout_s
         seen = 0
         with self._cond:
             while True:
-                for at, t, payload, _retain in self.messages[seen:]:
+                for at, t, payload, retain in self.messages[seen:]:
+                    if live_only and retain:
+                        continue
                     if t == topic and at >= after and predicate(payload):
                         return payload
                 seen = len(self.messages)

@@ -50,7 +50,7 @@ def test_status_online_then_stopped_on_clean_exit(broker: TestBroker, tmp_path: 
     probe = broker.probe()
     runner = make_runner(broker, tmp_path)
     runner.start_thread()
-    probe.wait_for(T.status("controller"), lambda p: p == b"online")
+    probe.wait_for(T.status("controller"), lambda p: p == b"online", live_only=True)
     start = time.monotonic()
     runner.stop()
     runner.join(2.0)
@@ -133,12 +133,14 @@ def test_acl_allows_own_topics(broker: TestBroker, user: str, topic: str) -> Non
 
 def test_runtime_setting_accepted_echoed_persisted(broker: TestBroker, tmp_path: Path) -> None:
     runner = make_runner(broker, tmp_path)
-    runner.start_thread()
     ha = broker.probe("homeassistant")
-    ha.wait_for(T.setting("controller", "target_w"), lambda p: p == b"0")
+    runner.start_thread()
+    # subscribed for sure (a retained echo of an earlier test could pass for its own)
+    assert runner.ctx.conn.wait_connected(10)
+    since = time.monotonic()
     ha.publish(T.setting_set("controller", "target_w"), "250")
-    ha.wait_for(T.setting("controller", "target_w"), lambda p: p == b"250")
-    ack = json.loads(ha.wait_for(T.ack("controller")))
+    ha.wait_for(T.setting("controller", "target_w"), lambda p: p == b"250", after=since)
+    ack = json.loads(ha.wait_for(T.ack("controller"), after=since))
     assert ack["ok"] is True
     runner.stop()
     runner.join()
@@ -230,7 +232,7 @@ def _spawn(broker: TestBroker, tmp_path: Path) -> subprocess.Popen[bytes]:
 def test_sigkill_leaves_offline_last_will(broker: TestBroker, tmp_path: Path) -> None:
     probe = broker.probe()
     proc = _spawn(broker, tmp_path)
-    probe.wait_for(T.status("controller"), lambda p: p == b"online")
+    probe.wait_for(T.status("controller"), lambda p: p == b"online", live_only=True)
     start = time.monotonic()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -247,7 +249,7 @@ DOCKER_STOP_GRACE_S = 10.0
 def test_sigterm_exits_cleanly_with_status_stopped(broker: TestBroker, tmp_path: Path) -> None:
     probe = broker.probe()
     proc = _spawn(broker, tmp_path)
-    probe.wait_for(T.status("controller"), lambda p: p == b"online")
+    probe.wait_for(T.status("controller"), lambda p: p == b"online", live_only=True)
     start = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=DOCKER_STOP_GRACE_S) == 0
@@ -414,7 +416,7 @@ def test_the_restart_button_exits_for_the_supervisor_to_start_it_again(
     console = broker.probe("telnet-console", subscribe=None)
     proc = _spawn(broker, tmp_path)
     try:
-        probe.wait_for(T.status("controller"), lambda p: p == b"online")
+        probe.wait_for(T.status("controller"), lambda p: p == b"online", live_only=True)
         start = time.monotonic()
         console.publish(T.action_set("controller", "restart"), "restart please")
         ack = json.loads(probe.wait_for(T.ack("controller"), after=start))

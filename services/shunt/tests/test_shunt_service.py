@@ -37,7 +37,7 @@ def start(runner: ServiceRunner, broker: TestBroker) -> None:
     probe = broker.probe("operator")
     begin = time.monotonic()
     runner.start_thread()
-    probe.wait_for(T.setting("shunt", "capacity_ah"), after=begin)
+    probe.wait_for(T.setting("shunt", "capacity_ah"), after=begin, live_only=True)
     probe.close()
 
 
@@ -99,7 +99,11 @@ def state_until(
     feed: Callable[[], None] = lambda: None,
     timeout_s: float = 10.0,
 ) -> ShuntState:
-    """Feed inputs until a shunt state (published after now) satisfies ``predicate``."""
+    """Feed inputs until a shunt state published after now satisfies ``predicate``.
+
+    Retained states do not count: the last test's 60 A state once arrived just after the
+    probe subscribed and passed for a live one, before the service had seen any current.
+    """
     start = time.monotonic()
     deadline = start + timeout_s
     while True:
@@ -110,6 +114,7 @@ def state_until(
                 lambda p: predicate(ShuntState.model_validate_json(p)),
                 timeout_s=0.5,
                 after=start,
+                live_only=True,
             )
             return ShuntState.model_validate_json(payload)
         except TimeoutError:
@@ -484,7 +489,6 @@ def test_home_assistant_cannot_change_the_measured_current(
             state = state_until(
                 probe, lambda s: s.current_a is not None and s.ts >= after_wall, feed
             )
-            # a CI run once read 20.0 A here; name every truth the broker carried if it recurs
             assert state.current_a == pytest.approx(60.0, abs=0.05), truths_seen(probe, after)
             assert state.gain == 1.0
             assert state.offset_counts == 0.0
