@@ -185,8 +185,9 @@ SAG_GAIN = 0.2
 SAG_SAFETY = 1.25
 SAG_GUARD_V = 0.2
 # With the units' own DC readings (what their cut-off compares) the guard only covers the
-# reading's 0.1 V resolution (the SoyoSource status reports 0.1 V steps).
-SAG_GUARD_UNIT_V = 0.1
+# reading's resolution (the SoyoSource status reports the DC voltage in 0.1 V steps).
+UNIT_READING_STEP_V = 0.1
+SAG_GUARD_UNIT_V = UNIT_READING_STEP_V
 # Slopes outside [1/SAG_RANGE, SAG_RANGE] times the prior are measurement errors.
 SAG_RANGE = 10.0
 

@@ -475,6 +475,35 @@ def test_the_units_own_dc_reading_sets_the_headroom_with_a_narrower_guard():
     assert tracker.unit_estimate.slope_v_per_w is None
 
 
+def test_near_the_cut_off_the_pack_voltage_refines_the_units_rounded_reading():
+    """Three unseen 6 h evenings (generated households of seeds 7 and 8) drained the default
+    pack to the units' 43 V cut-off: the pack sat at 43.04 V, the unit reported 43.0 V (its
+    0.1 V step), the static derating read that as "at the cut-off" and stopped a 900 W unit
+    that had 72 W of room; a controller derating on the pack voltage ran on and imported
+    12-25 Wh less over the evening. A pack voltage within half a step of the reading is the
+    same voltage measured finer; further above it is a drop to the units (the reading
+    decides); a reading above the pack is an offset (the pack decides)."""
+    from gridzero_controller.core import SagTracker, unit_volts
+
+    assert unit_volts(43.0, 43.04) == pytest.approx(43.04)
+    assert unit_volts(43.1, 43.06) == pytest.approx(43.06)
+    assert unit_volts(43.0, 43.2) == pytest.approx(43.0)  # a drop to the units
+    assert unit_volts(43.3, 43.1) == pytest.approx(43.1)  # an offset in the reading
+    assert unit_volts(43.0, None) == pytest.approx(43.0)
+
+    unit = InverterUnit("a", 900.0, dc_min_v=43.0, dc_max_v=60.0)
+
+    def cap(reading_v: float, pack_v: float) -> float:
+        """One step, no slope learnt yet: the static derating over 0.5 V above 43 V."""
+        tracker = SagTracker((unit,))
+        reading = InverterReading(50.0, 0.0, dc_voltage_v=reading_v)
+        return tracker.update(_sag_observation(0.0, pack_v, (reading,)), (reading,))[0]
+
+    assert cap(43.0, 43.04) == pytest.approx(900.0 * 0.04 / 0.5)  # 72 W, was 0
+    assert cap(43.0, 43.2) == 0.0  # the unit sees 43.0 V: no room
+    assert cap(43.2, 43.04) == pytest.approx(72.0)  # never more than the pack allows
+
+
 def test_a_charger_start_waits_while_the_load_has_been_coming_back_quickly():
     """Issue 18 (a seed-1 household: a hob pulsing 1.9 kW every ~40 s, a 140-225 W surplus
     between the pulses charged at the 243 W minimum): every pulse then waited for the charger
