@@ -649,20 +649,40 @@ SCENARIOS = {s.key: s for s in MATRIX}
 # --------------------------------------------------------------------------- running
 
 
-def set_mode(rig: Rig, mode: Mode, timing: Timing) -> bool:
-    """Bring the plant into ``mode`` (a load step for discharging) and wait until it is."""
+def _at_or_after(ts: float) -> Callable[[Truth], bool]:
+    return lambda t: float(t["ts"]) >= ts
+
+
+def set_mode(rig: Rig, mode: Mode, timing: Timing, notes: list[str] | None = None) -> bool:
+    """Bring the plant into ``mode`` (a load step for discharging) and wait until it has been
+    in it for three seconds, within ``timing.settle_timeout_s``.
+
+    A plant that reaches the mode and leaves it again (e.g. a bms just restarted by the
+    scenario before) is waited for again, and the drop is written to ``notes``.
+    """
     rig.clear("load_step")
     if mode == "discharging":
         rig.inject({"kind": "load_step", "value": LOAD_STEP_W})
     reached = active(mode, established=True)
-    truth = rig.wait_truth(reached, timing.settle_timeout_s, since=time.time())
-    if truth is None:
-        return False
-    # three seconds of it, so a fault does not meet a plant still switching over
-    steady = rig.wait_truth(
-        lambda t: t["ts"] >= truth["ts"] + 3.0, timing.settle_timeout_s, since=truth["ts"]
-    )
-    return steady is not None and reached(steady)
+    deadline = time.time() + timing.settle_timeout_s
+    since = time.time()
+    while True:
+        truth = rig.wait_truth(reached, max(0.0, deadline - time.time()), since=since)
+        if truth is None:
+            return False
+        # three seconds of it, so a fault does not meet a plant still switching over
+        steady = rig.wait_truth(
+            _at_or_after(float(truth["ts"]) + 3.0),
+            max(0.0, deadline - time.time()),
+            since=truth["ts"],
+        )
+        if steady is None:
+            return False
+        if reached(steady):
+            return True
+        if notes is not None:
+            notes.append(f"reached '{mode}' and left it again within 3 s; waited again")
+        since = steady["ts"]
 
 
 def run_scenario(rig: Rig, scenario: Scenario, timing: Timing) -> Result:
@@ -676,7 +696,7 @@ def run_scenario(rig: Rig, scenario: Scenario, timing: Timing) -> Result:
         reference_doc=scenario.reference_doc,
         stop_required=scenario.stop_required,
     )
-    result.reached_mode = set_mode(rig, scenario.mode, timing)
+    result.reached_mode = set_mode(rig, scenario.mode, timing, result.notes)
     if not result.reached_mode:
         result.notes.append(f"the plant did not reach '{scenario.mode}' before the fault")
         return result
