@@ -354,7 +354,7 @@ class Controller:
         )
         chg_a = min(obs.limits.value.charge_limit_a, s.charger_max_current_a)
         chg = min(s.max_charge_w, chg_a * v / s.charger_efficiency)
-        if chg_a < s.charger_min_current_a:
+        if chg_a < self.dispatcher.charge_floor_a(obs.limits.value, s):
             chg = 0.0
         if not gate.discharge_allowed or s.mode is Mode.CHARGE_ONLY or not s.discharge_enabled:
             dis = 0.0

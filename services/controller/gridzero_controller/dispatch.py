@@ -16,6 +16,8 @@ Safety rules enforced here, whatever the law asks:
   the long timeout has passed since then.
 - The charger runs only at or above its minimum current (~5.2 A, about 10 % of the rated current: anikrooz/Emerson-Vertiv-R48 VertivPsu.cpp) and never when
   the bms charge current limit is below that minimum; its voltage is the bms CVL.
+- A charger stopped because the bms's charge limit fell below its minimum current restarts
+  only once the limit is `CHARGER_RESTART_MARGIN_A` above that minimum (`ChargeLimitLatch`).
 - SoC bounds with hysteresis: discharge stops at `soc_min_pct` and resumes at min + hysteresis;
   charge stops at `soc_max_pct` and resumes at max − hysteresis.
 """
@@ -31,6 +33,34 @@ from gridzero_controller.settings import ControllerSettings
 
 # Half the chargers' state period (1 s): on average, how long until a stop is measured.
 SWITCH_READING_S = 0.5
+# How far above the charger's minimum current the bms's charge limit must be before a charger
+# stopped at that limit starts again. Near full the limit tapers with the highest cell's
+# voltage, which charging at the minimum raises by its IR rise and stopping lowers again: on
+# the bench (issue 18, hh-s8-011) the limit swung 5.19 <-> 5.39 A around the 5.2 A minimum and
+# the rectifier's DC output was switched on and off every 2 s for 6 minutes (195 starts).
+# 1 A is five times that swing; like a charger's recharge threshold, the pack is left alone
+# near full until it has room for a real charge.
+CHARGER_RESTART_MARGIN_A = 1.0
+
+
+class ChargeLimitLatch:
+    """Hysteresis on the bms's charge limit against the charger's minimum current (pure).
+
+    Set when a running charger meets a limit below its minimum (it must stop); while set, a
+    start needs the limit `CHARGER_RESTART_MARGIN_A` above the minimum, which also clears it.
+    """
+
+    def __init__(self) -> None:
+        self.latched = False
+
+    def floor_a(self, charge_limit_a: float, charging: bool, settings: ControllerSettings) -> float:
+        """The least charge limit at which the charger may run now."""
+        min_a = settings.charger_min_current_a
+        if charging and charge_limit_a < min_a:
+            self.latched = True
+        elif charge_limit_a >= min_a + CHARGER_RESTART_MARGIN_A:
+            self.latched = False
+        return min_a + CHARGER_RESTART_MARGIN_A if self.latched else min_a
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +354,7 @@ class Dispatcher:
         self.units = units
         self.side = Side.IDLE
         self.soc_gate = SocGate()
+        self.charge_latch = ChargeLimitLatch()
         # Set at the first step (see `_remember`): never at 0.0, which is the host's boot on a
         # monotonic clock, so a long timeout would already have passed after a restart.
         self._inverters_cmd_zero_since: float | None = None
@@ -468,9 +499,15 @@ class Dispatcher:
             and not limits.alarm
             and data.pack_voltage_v is not None
             and data.pack_voltage_v > 0
-            and limits.charge_limit_a >= settings.charger_min_current_a
+            and limits.charge_limit_a >= self.charge_floor_a(limits, settings)
             and self.soc_gate.charge_allowed
         )
+
+    def charge_floor_a(self, limits: BmsLimits, settings: ControllerSettings) -> float:
+        """The least bms charge limit at which the charger may run this step
+        (`ChargeLimitLatch`; the same answer however often it is asked within a step)."""
+        charging = self.side in (Side.CHARGE, Side.TO_CHARGE)
+        return self.charge_latch.floor_a(limits.charge_limit_a, charging, settings)
 
     def _discharge_possible(self, data: DispatchInput) -> bool:
         limits = data.limits

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from gridzero.testing import bms_limits, fresh_limits
 from gridzero_controller.core import InverterReading, Observation
 from gridzero_controller.dispatch import (
+    CHARGER_RESTART_MARGIN_A,
     Dispatcher,
     DispatchInput,
     InverterUnit,
@@ -109,6 +110,41 @@ def test_no_charge_when_ccl_below_charger_minimum():
     low = bms_limits(cvl_v=49.2, ccl_a=4.0, dcl_a=50.0)
     d.step(0.0, 0.0, data(limits=low), S)
     assert d.step(5.0, -2000.0, data(limits=low), S).side is Side.IDLE
+
+
+def test_a_charger_stopped_at_the_bms_limit_restarts_only_with_room_above_its_minimum():
+    """Near full the bms's limit swings around the charger's minimum with the top cell's IR
+    rise; without hysteresis the rectifier was switched on and off every 2 s (issue 18)."""
+    d = Dispatcher(UNITS)
+    m = S.charger_min_current_a
+
+    def at(ccl_a: float) -> DispatchInput:
+        return data(limits=bms_limits(cvl_v=49.2, ccl_a=ccl_a, dcl_a=50.0), chg=0.0)
+
+    d.step(0.0, 0.0, at(50.0), S)
+    assert d.step(3.0, -2000.0, at(m + 0.2), S).side is Side.CHARGE
+    # charging raises the top cell: the limit drops under the minimum and the charger stops
+    assert d.step(3.5, -2000.0, at(m - 0.01), S).side is Side.IDLE
+    # stopped, the cell relaxes: the limit is back above the minimum, but not by the margin
+    for t in (4.0, 6.0, 60.0):
+        c = d.step(t, -2000.0, at(m + 0.2), S)
+        assert c.side is Side.IDLE
+        assert not c.charger.on
+    assert d.step(61.0, -2000.0, at(m + CHARGER_RESTART_MARGIN_A - 0.01), S).side is Side.IDLE
+    # room for a real charge: it starts again, and the latch is gone
+    assert d.step(62.0, -2000.0, at(m + CHARGER_RESTART_MARGIN_A), S).side is Side.CHARGE
+    assert d.step(62.5, -2000.0, at(m + 0.2), S).side is Side.CHARGE
+
+
+def test_a_limit_below_the_minimum_while_idle_does_not_hold_a_later_start():
+    """Only a running charger stopped by the limit sets the hysteresis."""
+    d = Dispatcher(UNITS)
+    m = S.charger_min_current_a
+    low = bms_limits(cvl_v=49.2, ccl_a=m - 1.0, dcl_a=50.0)
+    d.step(0.0, 0.0, data(limits=low), S)
+    assert d.step(3.0, -2000.0, data(limits=low), S).side is Side.IDLE
+    ok = bms_limits(cvl_v=49.2, ccl_a=m + 0.2, dcl_a=50.0)
+    assert d.step(3.5, -2000.0, data(limits=ok), S).side is Side.CHARGE
 
 
 def test_charge_waits_for_inverters_measured_off_then_dwell():

@@ -396,16 +396,16 @@ def table(case: Case) -> str:
     )
     cols = (
         f"{'controller':<17}{'import':>9}{'export':>9}{'∫|grid|':>9}{'avoid.':>9}{'mean|g|':>8}"
-        f"{'settle':>8}{'unset.':>7}{'rev/min':>8}{'worst':>6}{'osc':>5}{'thru':>9}{'viol':>5}"
+        f"{'settle':>8}{'unset.':>7}{'rev/min':>8}{'worst':>6}{'osc':>5}{'starts':>7}{'thru':>9}{'viol':>5}"
     )
-    units = f"{'':<17}{'Wh':>9}{'Wh':>9}{'Wh':>9}{'Wh':>9}{'W':>8}{'s':>8}{'':>7}{'':>8}{'':>6}{'min':>5}{'Wh':>9}{'':>5}{'Wh':>9}{'Wh':>9}"
+    units = f"{'':<17}{'Wh':>9}{'Wh':>9}{'Wh':>9}{'Wh':>9}{'W':>8}{'s':>8}{'':>7}{'':>8}{'':>6}{'min':>5}{'':>7}{'Wh':>9}{'':>5}{'Wh':>9}{'Wh':>9}"
     lines = [head, cols, units]
     for m in case.metrics:
         lines.append(
             f"{m.controller:<17}{m.import_wh:>9.1f}{m.export_wh:>9.1f}{m.abs_grid_wh:>9.1f}"
             f"{_fmt(m.avoidable_wh):>9}{m.mean_abs_grid_w:>8.1f}{_fmt(m.mean_settling_s):>8}"
             f"{m.unsettled_steps:>7}{m.reversals_per_min:>8.2f}{m.worst_reversals_per_min:>6.0f}"
-            f"{m.oscillating_minutes:>5}"
+            f"{m.oscillating_minutes:>5}{m.charger_starts:>7}"
             f"{m.battery_throughput_wh:>9.1f}{sum(m.violations.values()):>5}"
             f"{_fmt(excesses(case, m)[0]):>9}{_fmt(excesses(case, m)[1]):>9}"
         )

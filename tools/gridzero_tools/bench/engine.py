@@ -321,6 +321,8 @@ class RunTrace:
     battery_throughput_wh: float
     violations: Violations
     duration_s: float
+    # How often the charger's DC output was switched on (`Rectifier.dc_starts`).
+    charger_starts: int = 0
 
 
 class ViolationCheck:
@@ -525,6 +527,7 @@ class _Loop:
             battery_throughput_wh=e.battery_in_wh + e.battery_out_wh,
             violations=self.check.v,
             duration_s=self.n_rec * self.config.tick_s,
+            charger_starts=self.plant.rectifier.dc_starts,
         )
 
 

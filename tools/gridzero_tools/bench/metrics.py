@@ -174,6 +174,7 @@ class Metrics:
     oscillating_minutes: int
     battery_throughput_wh: float
     violations: dict[str, int]
+    charger_starts: int = 0
 
     def as_dict(self) -> dict[str, object]:
         """JSON-friendly."""
@@ -195,6 +196,7 @@ class Metrics:
             "battery_throughput_wh": round(self.battery_throughput_wh, 2),
             "violations": self.violations,
             "violations_total": sum(self.violations.values()),
+            "charger_starts": self.charger_starts,
         }
 
 
@@ -225,4 +227,5 @@ def metrics_for(
         oscillating_minutes=oscillating_minutes(trace, net_w),
         battery_throughput_wh=trace.battery_throughput_wh,
         violations=trace.violations.as_dict(),
+        charger_starts=trace.charger_starts,
     )

@@ -44,6 +44,9 @@ class Rectifier:
         self.online_fraction_at_s = -math.inf
         self.dc_on = params.initial_dc_on
         self.dc_on_since_s = now_s - params.walk_in_s
+        # Off-to-on switchings of the DC output: each one is a walk-in, the wear a controller
+        # that toggles the charger at the bms's limit causes (the bench reports it).
+        self.dc_starts = 0
         self.ac_limit_a: float | None = None
         self.voltage_ramped_v = params.offline_voltage_v
         self.current_a = 0.0
@@ -86,6 +89,7 @@ class Rectifier:
         """DC output on/off; switching on starts the walk-in."""
         if on and not self.dc_on:
             self.dc_on_since_s = now_s
+            self.dc_starts += 1
         self.dc_on = on
 
     def set_ac_limit(self, current_a: float | None) -> bool:
