@@ -9,6 +9,7 @@ import pytest
 import gridzero_controller.dispatch as dispatch
 from gridzero_tools.bench.cli import bench_settings, make_controller
 from gridzero_tools.bench.engine import RunTrace, run
+from gridzero_tools.bench.metrics import metrics_for
 from gridzero_tools.sim.params import parse_plant
 from gridzero_tools.sim.profile import Profile
 
@@ -36,3 +37,13 @@ def test_the_bench_counts_the_starts_of_a_controller_that_toggles() -> None:
 def test_without_the_restart_margin_gridzero_toggles_too(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dispatch, "CHARGER_RESTART_MARGIN_A", 0.0)
     assert _run("gridzero").charger_starts >= 20
+
+
+def test_the_report_carries_the_starts_and_the_charge_left() -> None:
+    trace = _run("housebatt")
+    doc = metrics_for(trace, (), None, [0.0] * len(trace.grid_w)).as_dict()
+    assert doc["charger_starts"] == trace.charger_starts
+    # charging all along from 89 %: the run ends fuller than it began
+    assert doc["end_soc_pct"] == pytest.approx(trace.soc_pct[-1], abs=0.01)
+    assert isinstance(doc["end_soc_pct"], float)
+    assert doc["end_soc_pct"] > 89.0

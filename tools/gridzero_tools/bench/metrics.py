@@ -175,6 +175,9 @@ class Metrics:
     battery_throughput_wh: float
     violations: dict[str, int]
     charger_starts: int = 0
+    # The pack's state of charge when the run ends: a controller that imports less may only
+    # have emptied the pack further by then (the energy left is not counted in ∫|grid|).
+    end_soc_pct: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         """JSON-friendly."""
@@ -197,6 +200,7 @@ class Metrics:
             "violations": self.violations,
             "violations_total": sum(self.violations.values()),
             "charger_starts": self.charger_starts,
+            "end_soc_pct": None if self.end_soc_pct is None else round(self.end_soc_pct, 2),
         }
 
 
@@ -228,4 +232,5 @@ def metrics_for(
         battery_throughput_wh=trace.battery_throughput_wh,
         violations=trace.violations.as_dict(),
         charger_starts=trace.charger_starts,
+        end_soc_pct=trace.soc_pct[-1] if trace.soc_pct else None,
     )
