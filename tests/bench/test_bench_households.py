@@ -11,6 +11,7 @@ import pytest
 from gridzero.errors import UsageError
 from gridzero_tools.bench.cli import main
 from gridzero_tools.bench.households import APPLIANCES, MAX_LOAD_W, generate, write_household
+from gridzero_tools.bench.population import distribution, report
 from gridzero_tools.sim.params import load_plant
 from gridzero_tools.sim.profile import load_profile
 
@@ -90,3 +91,20 @@ def test_cli_households_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     text = capsys.readouterr().out
     assert "worst household" in text
     assert "replay: gridzero bench --profile" in text
+
+
+def test_the_distribution_carries_the_most_rectifier_starts_in_one_household() -> None:
+    def case(name: str, starts: int) -> dict[str, object]:
+        rows = [
+            {"controller": "gridzero", "abs_grid_wh": 10.0, "charger_starts": starts},
+            {"controller": "oracle-meter", "abs_grid_wh": 9.0, "charger_starts": 2 * starts},
+        ]
+        return {"profile": name, "controllers": rows}
+
+    docs = [case("hh-a", 3), case("hh-b", 7), case("hh-c", 0)]
+    by = {s.controller: s for s in distribution(docs, "abs_grid_wh")}
+    assert by["gridzero"].most_charger_starts == 7
+    assert by["oracle-meter"].most_charger_starts == 14
+    assert by["gridzero"].as_dict()["most_charger_starts"] == 7
+    text = report(docs, "abs_grid_wh", 1.0, 1)
+    assert "starts" in text.splitlines()[1]

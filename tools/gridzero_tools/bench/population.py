@@ -109,6 +109,9 @@ class Spread:
     worst: float
     worst_household: str
     violations: int
+    # The most rectifier starts in one household: a controller that follows the bms's limit
+    # on and off near full, or every pulse of a load, shows here (issue 18).
+    most_charger_starts: int = 0
 
     def as_dict(self) -> dict[str, object]:
         """JSON-friendly."""
@@ -121,6 +124,7 @@ class Spread:
             "worst": round(self.worst, 2),
             "worst_household": self.worst_household,
             "violations": self.violations,
+            "most_charger_starts": self.most_charger_starts,
         }
 
 
@@ -160,11 +164,13 @@ def distribution(docs: Sequence[dict[str, object]], measure: str) -> list[Spread
     """Per controller, over the cases."""
     per: dict[str, list[tuple[float, str]]] = {}
     viol: dict[str, int] = {}
+    starts: dict[str, int] = {}
     for doc in docs:
         for name, v in values(doc, measure).items():
             per.setdefault(name, []).append((v, str(doc["profile"])))
         for name, row in _rows(doc).items():
             viol[name] = viol.get(name, 0) + int(str(row.get("violations_total", 0)))
+            starts[name] = max(starts.get(name, 0), int(str(row.get("charger_starts", 0))))
     out = []
     for name, pairs in per.items():
         xs = [v for v, _ in pairs]
@@ -179,6 +185,7 @@ def distribution(docs: Sequence[dict[str, object]], measure: str) -> list[Spread
                 worst_v,
                 worst_name,
                 viol.get(name, 0),
+                starts.get(name, 0),
             )
         )
     return out
@@ -218,12 +225,13 @@ def report(docs: Sequence[dict[str, object]], measure: str, wall_s: float, jobs:
     unit = "Wh"
     lines = [
         f"{len(docs)} households · measure {measure} ({unit})",
-        f"{'controller':<17}{'median':>9}{'mean':>9}{'p90':>9}{'worst':>9}{'viol':>6}  worst household",
+        f"{'controller':<17}{'median':>9}{'mean':>9}{'p90':>9}{'worst':>9}{'viol':>6}"
+        f"{'starts':>8}  worst household",
     ]
     for s in spreads:
         lines.append(
             f"{s.controller:<17}{s.median:>9.1f}{s.mean:>9.1f}{s.p90:>9.1f}{s.worst:>9.1f}"
-            f"{s.violations:>6}  {s.worst_household}"
+            f"{s.violations:>6}{s.most_charger_starts:>8}  {s.worst_household}"
         )
     lines.append("")
     seen: set[str] = set()
