@@ -505,8 +505,10 @@ class Dispatcher:
 
     def charge_floor_a(self, limits: BmsLimits, settings: ControllerSettings) -> float:
         """The least bms charge limit at which the charger may run this step
-        (`ChargeLimitLatch`; the same answer however often it is asked within a step)."""
-        charging = self.side in (Side.CHARGE, Side.TO_CHARGE)
+        (`ChargeLimitLatch`; the same answer however often it is asked within a step). Only a
+        charger we run is stopped by the limit: one still waiting for the inverters to be
+        measured off (`Side.TO_CHARGE`) has not started."""
+        charging = self.side is Side.CHARGE
         return self.charge_latch.floor_a(limits.charge_limit_a, charging, settings)
 
     def _discharge_possible(self, data: DispatchInput) -> bool:

@@ -147,6 +147,19 @@ def test_a_limit_below_the_minimum_while_idle_does_not_hold_a_later_start():
     assert d.step(3.5, -2000.0, data(limits=ok), S).side is Side.CHARGE
 
 
+def test_a_limit_that_dips_while_the_charger_waits_for_the_inverters_holds_nothing_back():
+    """The hysteresis is for a charger that ran into the limit, not one that never started."""
+    d = Dispatcher(UNITS)
+    m = S.charger_min_current_a
+    ok = bms_limits(cvl_v=49.2, ccl_a=m + 0.2, dcl_a=50.0)
+    low = bms_limits(cvl_v=49.2, ccl_a=m - 0.5, dcl_a=50.0)
+    d.step(0.0, 500.0, data(limits=ok), S)
+    assert d.step(1.0, -2000.0, data(inv=(250.0, 250.0), limits=ok), S).side is Side.TO_CHARGE
+    assert d.step(1.5, -2000.0, data(inv=(250.0, 250.0), limits=low), S).side is Side.IDLE
+    d.step(2.0, -2000.0, data(limits=ok), S)
+    assert d.step(5.0, -2000.0, data(limits=ok), S).side is Side.CHARGE
+
+
 def test_charge_waits_for_inverters_measured_off_then_dwell():
     d = Dispatcher(UNITS)
     d.step(-2.0, 500.0, data(), S)
