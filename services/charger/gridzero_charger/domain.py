@@ -55,6 +55,7 @@ class Reason(StrEnum):
     STALE_BMS = "stale_bms"
     STALE_COMMAND = "stale_command"
     BELOW_MIN_CURRENT = "below_min_current"
+    TAPER = "taper"
     DISABLED = "disabled"
     OVER_CURRENT = "over_current"
     FALLBACK_UNCONFIRMED = "fallback_unconfirmed"
@@ -292,6 +293,86 @@ def _requested_current_a(command: ChargeCommand, voltage_v: float) -> float | No
     return min(wanted) if wanted else None
 
 
+# --- the end of a charge -------------------------------------------------------------------
+
+# How far the measured current may be above the CCL during a taper, and for how long, before
+# the taper's voltage is lowered by a step. The entry voltage already holds the current at or
+# below what it was (about the minimum); this corrects a rectifier whose output sits above its
+# set-point or cells that drift apart. The over-current trip stays the last barrier.
+TAPER_TOLERANCE_A = 0.5
+TAPER_OVER_S = 2.0
+TAPER_STEP_V = 0.05
+# A taper ends (back to constant current) only once the CCL is this far above the minimum:
+# held at constant voltage the current falls, the cells' IR rise with it, and the CCL comes
+# back above the minimum; returning to the minimum current at once would push it under again
+# (on the bench, constant current and constant voltage alternated every second).
+TAPER_RELEASE_A = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Taper:
+    """Constant voltage at the end of a charge, once the bms's CCL is below the rectifier's
+    minimum current (README "The end of a charge").
+
+    Near full the bms tapers its CCL with the highest cell's voltage. The rectifier cannot
+    regulate less than its minimum current (~5.2 A), but as a constant-voltage source it
+    delivers whatever the pack accepts at its voltage set-point, which falls as the cells
+    fill. So a running charge whose CCL falls below the minimum goes on at the pack's voltage
+    of that moment, with the least current limit: the current starts at what it was and only
+    falls, and the cells, held at that voltage, stay where the bms's limit put them. Switching
+    the output off instead would let the cells relax, the limit come back, and the charge
+    start again: on and off every 2 s (issue 18, hh-s8-011)."""
+
+    voltage_v: float
+    over_since_s: float | None = None
+    # False: a candidate at the output's voltage now; True: in force since an earlier step
+    engaged: bool = False
+
+
+def next_taper(
+    taper: Taper | None,
+    running: bool,
+    output_voltage_v: float | None,
+    measured_a: float | None,
+    ccl_a: float,
+    now_s: float,
+) -> Taper | None:
+    """The taper `decide` may use now (pure).
+
+    Only a running charge tapers (``running``: the last decision had DC on); a stopped one
+    starts only at or above the minimum. Not yet tapering: a candidate at the output's voltage
+    now (the rectifier's own reading, which its regulation holds, else the pack's), so the
+    current starts at what it is. Tapering: the same voltage, lowered by `TAPER_STEP_V` once
+    the measured current has been above the CCL by `TAPER_TOLERANCE_A` for `TAPER_OVER_S`."""
+    if not running:
+        return None
+    if taper is None:
+        if output_voltage_v is None or not _finite(output_voltage_v):
+            return None
+        return Taper(output_voltage_v)
+    over = measured_a is not None and _finite(measured_a) and measured_a > ccl_a + TAPER_TOLERANCE_A
+    if not over:
+        return Taper(taper.voltage_v, engaged=True)
+    since = now_s if taper.over_since_s is None else taper.over_since_s
+    if now_s - since >= TAPER_OVER_S:
+        return Taper(taper.voltage_v - TAPER_STEP_V, engaged=True)
+    return Taper(taper.voltage_v, since, engaged=True)
+
+
+def _taper_applies(
+    taper: Taper, ccl_a: float, current_a: float, reason: Reason, settings: ChargerSettings
+) -> bool:
+    """Whether the charge goes on at the taper's constant voltage: the CCL is below the
+    minimum (an engaged taper: below it + `TAPER_RELEASE_A`) and nothing else asks for less
+    than the minimum (a controller or a power cap below it is refused as before)."""
+    if not _finite(taper.voltage_v):
+        return False
+    release_a = TAPER_RELEASE_A if taper.engaged else 0.0
+    if ccl_a >= settings.usable_min_current_a + release_a:
+        return False
+    return reason is Reason.CCL or current_a >= settings.usable_min_current_a
+
+
 # One early return per safety rule, in priority order: clearer than any table of lambdas.
 def decide(  # noqa: PLR0911
     command: ChargeCommand | None,
@@ -301,11 +382,13 @@ def decide(  # noqa: PLR0911
     pack_voltage_v: float | None = None,
     *,
     hold_off: Reason | None = None,
+    taper: Taper | None = None,
 ) -> Decision:
     """The rectifier's state for ``now_s``; every rule is in services/charger/README.md "Safety".
 
     ``hold_off`` is the charger's own reason to keep DC off (a latched over-current, an
-    unconfirmed stored fallback): it comes before every other rule."""
+    unconfirmed stored fallback): it comes before every other rule. ``taper`` (`next_taper`)
+    lets a running charge whose CCL fell below the minimum current go on at constant voltage."""
     if hold_off is not None:
         return _off(hold_off, settings, fresh_limits, now_s)
     if not settings.enabled:
@@ -347,6 +430,8 @@ def decide(  # noqa: PLR0911
         ),
         key=lambda pair: pair[0],
     )
+    if taper is not None and _taper_applies(taper, limits.ccl_a, current_a, reason, settings):
+        return _tapering(min(taper.voltage_v, voltage_v), current_a, settings, fresh_limits, now_s)
     if current_a < settings.usable_min_current_a:
         return _off(Reason.BELOW_MIN_CURRENT, settings, fresh_limits, now_s)
     fraction = min(max(settings.current_to_fraction(current_a), FRACTION_MIN), FRACTION_MAX)
@@ -354,6 +439,20 @@ def decide(  # noqa: PLR0911
     if reason is Reason.CONTROLLER and _cvl_cut_voltage(command, limits):
         reason = Reason.CVL
     return Decision(True, voltage_v, current_a, fraction, reason, voltage_reason)
+
+
+def _tapering(
+    voltage_v: float,
+    ccl_a: float,
+    settings: ChargerSettings,
+    limits: FreshValue[BmsLimits],
+    now_s: float,
+) -> Decision:
+    """Constant voltage (the taper's, never above what the rules above allow) with the least
+    current limit (`Taper`)."""
+    if voltage_v < VOLTAGE_MIN_V:
+        return _off(Reason.BELOW_MIN_CURRENT, settings, limits, now_s)
+    return Decision(True, voltage_v, ccl_a, FRACTION_MIN, Reason.TAPER, Reason.TAPER)
 
 
 def _cvl_cut_voltage(command: ChargeCommand, limits: BmsLimits) -> bool:
@@ -682,6 +781,18 @@ def over_measurements(
     )
 
 
+def highest_fresh_a(
+    measurements: tuple[Measurement, ...], now_s: float, settings: ChargerSettings
+) -> float | None:
+    """The highest fresh, finite measured current (None if there is none)."""
+    fresh = [
+        m.current_a
+        for m in measurements
+        if _finite(m.current_a) and is_fresh(m.at_s, now_s, settings.measurement_stale_s)
+    ]
+    return max(fresh, default=None)
+
+
 POLL_QUANTITIES: tuple[Quantity, ...] = (
     Quantity.OUTPUT_VOLTAGE,
     Quantity.OUTPUT_CURRENT,
@@ -716,6 +827,7 @@ class Readings:
     """What the rectifier last reported; None until it has answered."""
 
     output_voltage_v: float | None = None
+    output_voltage_at_s: float | None = None
     output_current_a: float | None = None
     output_current_at_s: float | None = None
     current_limit_fraction: float | None = None
@@ -740,6 +852,15 @@ class Readings:
             return None
         return Measurement("rectifier", self.output_current_a, self.output_current_at_s)
 
+    def fresh_output_voltage_v(self, now_s: float, settings: ChargerSettings) -> float | None:
+        """The rectifier's own output voltage, if reported within `measurement_stale_s`."""
+        at_s = self.output_voltage_at_s
+        if self.output_voltage_v is None or at_s is None:
+            return None
+        if not is_fresh(at_s, now_s, settings.measurement_stale_s):
+            return None
+        return self.output_voltage_v
+
     def current_limit_a(self, settings: ChargerSettings) -> float | None:
         if self.current_limit_fraction is None:
             return None
@@ -751,6 +872,8 @@ class Readings:
             changes: dict[str, Any] = {_READING_FIELDS[message.quantity]: message.value}
             if message.quantity is Quantity.OUTPUT_CURRENT:
                 changes["output_current_at_s"] = now_s
+            if message.quantity is Quantity.OUTPUT_VOLTAGE:
+                changes["output_voltage_at_s"] = now_s
             return replace(self, last_reply_s=now_s, **changes)
         if isinstance(message, codec.StatusReading):
             return replace(

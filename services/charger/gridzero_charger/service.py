@@ -156,6 +156,7 @@ class Charger(Service[ChargerServiceSettings]):
         self.limits: FreshValue[BmsLimitsPayload] | None = None
         self.pack_voltage_v: float | None = None
         self.shunt: domain.Measurement | None = None
+        self.taper: domain.Taper | None = None
         self.limits_gate = Freshness("bms limits")
         self.command_gate = Freshness("charge command")
         self.shunt_gate = Freshness("shunt state")
@@ -280,6 +281,10 @@ class Charger(Service[ChargerServiceSettings]):
     def _measurements(self) -> tuple[domain.Measurement, ...]:
         found = (self.readings.current_measurement(), self.shunt)
         return tuple(m for m in found if m is not None)
+
+    def _measured_a(self, now_s: float) -> float | None:
+        """The highest fresh measured charge current (None if none is fresh)."""
+        return domain.highest_fresh_a(self._measurements(), now_s, self.domain_settings)
 
     def _supervise_fallback(self, now_s: float) -> None:
         fallback = self.fallback
@@ -466,6 +471,15 @@ class Charger(Service[ChargerServiceSettings]):
         now_s = self.ctx.now()
         self._supervise_fallback(now_s)
         self._watch_over_current(now_s)
+        output_v = self.readings.fresh_output_voltage_v(now_s, self.domain_settings)
+        taper = domain.next_taper(
+            self.taper,
+            self.decision.dc_on,
+            self.pack_voltage_v if output_v is None else output_v,
+            self._measured_a(now_s),
+            domain.charge_limit_a(self.limits),
+            now_s,
+        )
         decision = domain.decide(
             self.command,
             self.limits,
@@ -473,7 +487,9 @@ class Charger(Service[ChargerServiceSettings]):
             now_s,
             self.pack_voltage_v,
             hold_off=self._hold_off(),
+            taper=taper,
         )
+        self.taper = taper if decision.reason is domain.Reason.TAPER else None
         if decision.dc_on != self.decision.dc_on or decision.reason != self.decision.reason:
             self.ctx.log.info(
                 "DC %s, %.1f V, %.1f A, because %s",

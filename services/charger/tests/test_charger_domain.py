@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -14,6 +15,10 @@ from gridzero.testing import fresh_limits
 from gridzero_charger import codec
 from gridzero_charger.codec import Quantity
 from gridzero_charger.domain import (
+    TAPER_OVER_S,
+    TAPER_RELEASE_A,
+    TAPER_STEP_V,
+    TAPER_TOLERANCE_A,
     CclHistory,
     ChargeCommand,
     ChargerSettings,
@@ -25,12 +30,14 @@ from gridzero_charger.domain import (
     OverCurrentWatch,
     Readings,
     Reason,
+    Taper,
     charge_limit_a,
     cvl_above_ceiling,
     decide,
     decision_frames,
     link_state,
     needs_refresh,
+    next_taper,
     offline_defaults,
     over_current_threshold_a,
     over_measurements,
@@ -171,6 +178,98 @@ def test_ccl_below_usable_minimum_turns_dc_off_not_zero_amps() -> None:
     assert (d.dc_on, d.reason) == (False, Reason.BELOW_MIN_CURRENT)
 
 
+def test_a_ccl_below_the_minimum_tapers_a_running_charge_at_constant_voltage() -> None:
+    """Given a taper (`next_taper`: the charge was running), the output stays on at the
+    taper's voltage with the least current limit: the pack takes what it accepts there."""
+    d = decide(command(current_a=20.0), limits(ccl_a=4.0), SETTINGS, NOW, taper=Taper(48.5))
+    assert (d.dc_on, d.reason, d.voltage_reason) == (True, Reason.TAPER, Reason.TAPER)
+    assert d.voltage_v == pytest.approx(48.5)
+    assert d.current_a == pytest.approx(4.0)
+    assert d.current_fraction == codec.FRACTION_MIN
+    # never above the voltage the rules allow: a CVL below the taper's voltage wins
+    low_cvl = decide(
+        command(current_a=20.0), limits(cvl_v=48.0, ccl_a=4.0), SETTINGS, NOW, taper=Taper(48.5)
+    )
+    assert low_cvl.dc_on
+    assert low_cvl.voltage_v == pytest.approx(48.0)
+
+
+@pytest.mark.parametrize(
+    ("cmd", "lim", "taper", "reason"),
+    [
+        # the controller asks for less than the minimum: not the bms's limit, no taper
+        ({"current_a": 4.0}, {"ccl_a": 40.0}, Taper(48.5), Reason.BELOW_MIN_CURRENT),
+        ({"current_a": 20.0}, {"ccl_a": 0.0}, Taper(48.5), Reason.CCL),  # full: off
+        ({"current_a": 20.0}, {"ccl_a": 4.0, "alarms": ("x",)}, Taper(48.5), Reason.ALARM),
+        ({"current_a": 20.0}, {"ccl_a": 4.0}, Taper(40.0), Reason.BELOW_MIN_CURRENT),
+        ({"current_a": 20.0}, {"ccl_a": 4.0}, Taper(math.nan), Reason.BELOW_MIN_CURRENT),
+        ({"current_a": 20.0}, {"ccl_a": 4.0}, None, Reason.BELOW_MIN_CURRENT),
+    ],
+)
+def test_what_does_not_taper(
+    cmd: dict[str, float], lim: dict[str, Any], taper: Taper | None, reason: Reason
+) -> None:
+    d = decide(command(**cmd), limits(**lim), SETTINGS, NOW, taper=taper)
+    assert (d.dc_on, d.reason) == (False, reason)
+
+
+def test_next_taper_starts_at_the_pack_voltage_of_a_running_charge_only() -> None:
+    assert next_taper(None, False, 48.6, 5.2, 5.1, NOW) is None  # stopped: starts at the minimum
+    assert next_taper(None, True, None, 5.2, 5.1, NOW) is None  # pack voltage unknown
+    assert next_taper(None, True, math.inf, 5.2, 5.1, NOW) is None
+    assert next_taper(None, True, 48.6, 5.2, 5.1, NOW) == Taper(48.6)
+    assert next_taper(Taper(48.6), False, 48.6, 5.2, 5.1, NOW) is None  # DC went off: over
+
+
+def test_next_taper_lowers_its_voltage_while_the_current_stays_above_the_ccl() -> None:
+    """A rectifier whose output sits above its set-point, or cells that drift apart, keep the
+    current above the limit: the voltage comes down a step every `TAPER_OVER_S`."""
+    over_a = 3.0 + TAPER_TOLERANCE_A + 0.1
+    t = next_taper(Taper(48.6, engaged=True), True, 48.7, over_a, 3.0, NOW)
+    assert t == Taper(48.6, NOW, engaged=True)
+    t = next_taper(t, True, 48.7, over_a, 3.0, NOW + TAPER_OVER_S - 0.1)
+    assert t == Taper(48.6, NOW, engaged=True)
+    t = next_taper(t, True, 48.7, over_a, 3.0, NOW + TAPER_OVER_S)
+    assert t is not None
+    assert t.voltage_v == pytest.approx(48.6 - TAPER_STEP_V)
+    assert (t.over_since_s, t.engaged) == (None, True)
+    # within the tolerance (or unmeasured) nothing changes and the wait starts again
+    held = Taper(48.6, NOW, engaged=True)
+    within_a = 3.0 + TAPER_TOLERANCE_A
+    assert next_taper(held, True, 48.7, within_a, 3.0, NOW + 5) == Taper(48.6, engaged=True)
+    assert next_taper(held, True, 48.7, None, 3.0, NOW + 5) == Taper(48.6, engaged=True)
+    assert next_taper(held, True, 48.7, math.nan, 3.0, NOW + 5) == Taper(48.6, engaged=True)
+
+
+def test_an_engaged_taper_holds_until_the_ccl_is_well_above_the_minimum() -> None:
+    """Held at constant voltage the current falls and the CCL comes back above the minimum:
+    back at the minimum current at once it would fall under again (constant current and
+    constant voltage alternated every second on the bench)."""
+    m = SETTINGS.usable_min_current_a
+    held = Taper(48.6, engaged=True)
+    for ccl_a in (m + 0.2, m + TAPER_RELEASE_A - 0.01):
+        d = decide(command(current_a=m), limits(ccl_a=ccl_a), SETTINGS, NOW, taper=held)
+        assert (d.dc_on, d.reason, d.voltage_v) == (True, Reason.TAPER, 48.6)
+        assert d.current_fraction == codec.FRACTION_MIN
+    back = decide(
+        command(current_a=m), limits(ccl_a=m + TAPER_RELEASE_A), SETTINGS, NOW, taper=held
+    )
+    assert (back.dc_on, back.reason, back.voltage_v) == (True, Reason.CONTROLLER, 49.2)
+    # a candidate (not yet engaged) above the minimum changes nothing
+    fresh = decide(command(current_a=m), limits(ccl_a=m + 0.2), SETTINGS, NOW, taper=Taper(48.6))
+    assert (fresh.reason, fresh.voltage_v) == (Reason.CONTROLLER, 49.2)
+    # a controller asking below the minimum is refused even while tapering
+    low = decide(command(current_a=m - 1.0), limits(ccl_a=m + 0.2), SETTINGS, NOW, taper=held)
+    assert (low.dc_on, low.reason) == (False, Reason.BELOW_MIN_CURRENT)
+
+
+def test_the_taper_starts_at_the_rectifiers_own_output_voltage_when_it_is_fresh() -> None:
+    r = Readings().apply(codec.Reading(0, Quantity.OUTPUT_VOLTAGE, 48.72), NOW)
+    assert r.fresh_output_voltage_v(NOW + 1.0, SETTINGS) == pytest.approx(48.72)
+    assert r.fresh_output_voltage_v(NOW + SETTINGS.measurement_stale_s + 0.1, SETTINGS) is None
+    assert Readings().fresh_output_voltage_v(NOW, SETTINGS) is None
+
+
 def test_command_below_usable_minimum_turns_dc_off() -> None:
     d = decide(command(current_a=5.0), limits(), SETTINGS, NOW)
     assert (d.dc_on, d.reason) == (False, Reason.BELOW_MIN_CURRENT)
@@ -267,6 +366,7 @@ maybe_float = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True
     pack=maybe_float,
     cmd_age=st.floats(-1.0, 10.0),
     bms_age=st.floats(-1.0, 10.0),
+    taper_v=maybe_float,
 )
 def test_decision_never_exceeds_limits(
     cmd_current: float | None,
@@ -278,10 +378,12 @@ def test_decision_never_exceeds_limits(
     pack: float | None,
     cmd_age: float,
     bms_age: float,
+    taper_v: float | None,
 ) -> None:
     lim = fresh_limits(NOW - bms_age, cvl_v=cvl, ccl_a=ccl, charge_allowed=allowed)
     cmd = ChargeCommand(NOW - cmd_age, cmd_current, cmd_power, cmd_voltage)
-    d = decide(cmd, lim, SETTINGS, NOW, pack)
+    taper = None if taper_v is None else Taper(taper_v)
+    d = decide(cmd, lim, SETTINGS, NOW, pack, taper=taper)
     assert codec.VOLTAGE_MIN_V <= d.voltage_v <= codec.VOLTAGE_MAX_V
     assert codec.FRACTION_MIN <= d.current_fraction <= codec.FRACTION_MAX
     decision_frames(d, SETTINGS)  # every decision is encodable, within the pack's ceiling
@@ -294,10 +396,18 @@ def test_decision_never_exceeds_limits(
         assert 0.0 <= NOW - lim.at_s <= SETTINGS.bms_stale_s
         assert 0.0 <= NOW - cmd.at_s <= SETTINGS.command_stale_s
         assert d.voltage_v <= cvl
-        assert SETTINGS.usable_min_current_a <= d.current_a <= ccl
+        assert d.current_a <= ccl
         assert d.voltage_v * d.current_a <= SETTINGS.max_charge_power_w + 1e-6
         if cmd_current is not None:
             assert d.current_a <= cmd_current
+        if d.reason is Reason.TAPER:
+            # only the bms's limit below the minimum tapers, at the taper's voltage or lower
+            assert taper_v is not None
+            assert d.voltage_v <= taper_v
+            assert 0.0 < d.current_a < SETTINGS.usable_min_current_a
+            assert d.current_fraction == codec.FRACTION_MIN
+        else:
+            assert d.current_a >= SETTINGS.usable_min_current_a
 
 
 # --- settings, refresh, frames, link, readings ----------------------------------------------

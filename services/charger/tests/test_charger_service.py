@@ -23,6 +23,7 @@ from gridzero.runtime.service import ServiceRunner
 from gridzero.testing import Probe, TestBroker
 from gridzero_charger import codec
 from gridzero_charger.codec import Control, Quantity, Register, SetPoint
+from gridzero_charger.domain import TAPER_STEP_V, TAPER_TOLERANCE_A
 from gridzero_charger.service import (
     CanSettings,
     Charger,
@@ -134,6 +135,7 @@ class Rig:
         alarms: int = 0,
         clock_offset_s: float = 0.0,
         retain: bool = False,
+        pack_voltage_v: float = 47.0,
     ) -> None:
         payload = {
             "ts": time.time() + clock_offset_s,
@@ -144,7 +146,7 @@ class Rig:
             "dcl_a": 50.0,
             "charge_allowed": True,
             "discharge_allowed": True,
-            "pack_voltage_v": 47.0,
+            "pack_voltage_v": pack_voltage_v,
             "alarms": [
                 {"code": "cell_over_voltage", "message": "cell 3 4.25 V > 4.2 V", "since_ts": 1.0}
             ]
@@ -262,6 +264,58 @@ def test_command_above_ccl_is_clamped(rig_factory: Callable[..., Rig]) -> None:
         if isinstance(m, SetPoint) and m.register == Register.ONLINE_CURRENT
     ]
     assert max(fractions) <= f32(20.0 / 62.5 * 1.21)
+
+
+def test_a_running_charge_tapers_at_constant_voltage_when_the_ccl_falls_below_the_minimum(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """Near full the bms's CCL falls below the rectifier's ~5.2 A minimum: the output stays
+    on at its own voltage of that moment with the least current limit (the pack takes what it
+    accepts there), not switched off and on again. A current that stays above the CCL lowers
+    the voltage a step; a full pack (CCL 0) ends it."""
+    rig = rig_factory(bms_stale_s=10.0, command_stale_s=60.0)
+    rig.rectifier.values[Quantity.OUTPUT_VOLTAGE] = 48.75
+    rig.rectifier.values[Quantity.OUTPUT_CURRENT] = 5.3
+    on_at = rig.charge(ccl_a=30.0, current_a=25.0)
+    rig.state(lambda s: s["output_voltage_v"] == pytest.approx(48.75))
+    rig.rectifier.values[Quantity.OUTPUT_CURRENT] = 3.9
+    rig.limits(ccl_a=4.0, pack_voltage_v=48.6)
+    at, _ = rig.rectifier.wait_for(is_setpoint(Register.ONLINE_VOLTAGE, 48.75), after=on_at)
+    state = rig.state(lambda s: s["limit_reason"] == "taper")
+    assert state["dc_on"] is True
+    assert state["setpoint_voltage_v"] == pytest.approx(48.75)
+    rig.rectifier.wait_for(is_setpoint(Register.ONLINE_CURRENT, codec.FRACTION_MIN), after=on_at)
+    # the cells rise under the held voltage: the pack's voltage moves, the taper's does not
+    rig.limits(ccl_a=3.5, pack_voltage_v=48.7)
+    rig.state(lambda s: s["limit_reason"] == "taper", after=time.monotonic())
+    assert not [m for t, m in rig.rectifier.frames if t >= on_at and is_control(True)(m)]
+    assert not [
+        m
+        for t, m in rig.rectifier.frames
+        if t >= at
+        and isinstance(m, SetPoint)
+        and m.register == Register.ONLINE_VOLTAGE
+        and m.value > f32(48.75)
+    ]
+    # more than the tolerance above the CCL (below the over-current trip): a step down
+    rig.rectifier.values[Quantity.OUTPUT_CURRENT] = 3.5 + TAPER_TOLERANCE_A + 0.3
+    lower_v = 48.75 - TAPER_STEP_V
+    rig.rectifier.wait_for(is_setpoint(Register.ONLINE_VOLTAGE, lower_v), after=at)
+    rig.rectifier.values[Quantity.OUTPUT_CURRENT] = 1.0
+    rig.limits(ccl_a=0.0, pack_voltage_v=48.7)
+    rig.rectifier.wait_for(is_control(True), after=at)
+    assert rig.state(lambda s: s["dc_on"] is False)["limit_reason"] == "ccl"
+
+
+def test_a_stopped_charger_does_not_start_below_the_minimum(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory(bms_stale_s=10.0, command_stale_s=60.0)
+    rig.limits(ccl_a=4.0, pack_voltage_v=48.6)
+    rig.command(current_a=25.0)
+    state = rig.state(lambda s: s["limit_reason"] == "below_min_current")
+    assert state["dc_on"] is False
+    assert not [m for _t, m in rig.rectifier.frames if is_control(False)(m)]
 
 
 def test_bms_silent_turns_dc_off_within_seconds(rig_factory: Callable[..., Rig]) -> None:

@@ -16,8 +16,10 @@ Safety rules enforced here, whatever the law asks:
   the long timeout has passed since then.
 - The charger runs only at or above its minimum current (~5.2 A, about 10 % of the rated current: anikrooz/Emerson-Vertiv-R48 VertivPsu.cpp) and never when
   the bms charge current limit is below that minimum; its voltage is the bms CVL.
-- A charger stopped because the bms's charge limit fell below its minimum current restarts
-  only once the limit is `CHARGER_RESTART_MARGIN_A` above that minimum (`ChargeLimitLatch`).
+- A running charge whose bms charge limit falls below the charger's minimum current goes on
+  at constant voltage (the charger service's taper) while the limit is at least
+  `TAPER_END_A`; once such a charge has ended, the charger starts again only when the limit
+  is `CHARGER_RESTART_MARGIN_A` above its minimum (`ChargeLimitLatch`).
 - SoC bounds with hysteresis: discharge stops at `soc_min_pct` and resumes at min + hysteresis;
   charge stops at `soc_max_pct` and resumes at max − hysteresis.
 """
@@ -33,32 +35,50 @@ from gridzero_controller.settings import ControllerSettings
 
 # Half the chargers' state period (1 s): on average, how long until a stop is measured.
 SWITCH_READING_S = 0.5
-# How far above the charger's minimum current the bms's charge limit must be before a charger
-# stopped at that limit starts again. Near full the limit tapers with the highest cell's
+# How far above the charger's minimum current the bms's charge limit must be before a charge
+# that ended below it starts again. Near full the limit tapers with the highest cell's
 # voltage, which charging at the minimum raises by its IR rise and stopping lowers again: on
 # the bench (issue 18, hh-s8-011) the limit swung 5.19 <-> 5.39 A around the 5.2 A minimum and
 # the rectifier's DC output was switched on and off every 2 s for 6 minutes (195 starts).
 # 1 A is five times that swing; like a charger's recharge threshold, the pack is left alone
 # near full until it has room for a real charge.
 CHARGER_RESTART_MARGIN_A = 1.0
+# A running charge goes on below the minimum current at constant voltage (the charger
+# service's taper, services/charger/gridzero_charger/domain.py `Taper`) while the bms's limit
+# is at least this; below it the charge is over.
+TAPER_END_A = 0.5
+# A tapering charger measured at or below this has stopped: the pack takes nothing more at
+# the held voltage, or the charger service switched off rather than taper
+# (`Dispatcher._taper_stalled`). Below `off_charger_a` (0.5 A): the last hour of a taper
+# trickles at 0.1-0.5 A.
+TAPER_STALL_A = 0.1
 
 
 class ChargeLimitLatch:
-    """Hysteresis on the bms's charge limit against the charger's minimum current (pure).
+    """The bms's charge limit against the charger's minimum current (pure).
 
-    Set when a running charger meets a limit below its minimum (it must stop); while set, a
-    start needs the limit `CHARGER_RESTART_MARGIN_A` above the minimum, which also clears it.
+    A running charge goes on while the limit is at least `TAPER_END_A`: below the minimum
+    the charger service holds the pack's voltage and the current tapers. A charge that ends
+    while the limit is below the minimum (the surplus went, the pack is full) sets the latch;
+    while set, a start needs the limit `CHARGER_RESTART_MARGIN_A` above the minimum, which
+    also clears it. A limit that was low while nothing charged holds nothing back.
     """
 
     def __init__(self) -> None:
         self.latched = False
+        # the running charge has met a limit below the minimum (so it tapers)
+        self.tapered = False
 
     def floor_a(self, charge_limit_a: float, charging: bool, settings: ControllerSettings) -> float:
         """The least charge limit at which the charger may run now."""
         min_a = settings.charger_min_current_a
-        if charging and charge_limit_a < min_a:
+        if charging:
+            self.tapered = self.tapered or charge_limit_a < min_a
+            return TAPER_END_A
+        if self.tapered:
             self.latched = True
-        elif charge_limit_a >= min_a + CHARGER_RESTART_MARGIN_A:
+            self.tapered = False
+        if charge_limit_a >= min_a + CHARGER_RESTART_MARGIN_A:
             self.latched = False
         return min_a + CHARGER_RESTART_MARGIN_A if self.latched else min_a
 
@@ -500,14 +520,40 @@ class Dispatcher:
             and data.pack_voltage_v is not None
             and data.pack_voltage_v > 0
             and limits.charge_limit_a >= self.charge_floor_a(limits, settings)
+            and not self._taper_stalled(limits, data.charger_current_a, settings)
             and self.soc_gate.charge_allowed
+        )
+
+    @staticmethod
+    def _taper_draw_w(data: DispatchInput, settings: ControllerSettings) -> float:
+        """What a running charger draws at most while it tapers below its minimum current:
+        no more than the limit allows, and, at constant voltage, what it is measured at."""
+        assert data.limits is not None
+        assert data.pack_voltage_v is not None
+        draw_a = data.limits.charge_limit_a
+        if data.charger_current_a is not None:
+            draw_a = min(draw_a, max(0.0, data.charger_current_a))
+        return draw_a * data.pack_voltage_v / settings.charger_efficiency
+
+    def _taper_stalled(
+        self, limits: BmsLimits, charger_current_a: float | None, settings: ControllerSettings
+    ) -> bool:
+        """A charge that has met a limit below the minimum current and whose charger is
+        measured off is over: the pack takes nothing more at the held voltage, or the charger
+        service did not taper and would start again each time the limit is back above the
+        minimum (by the time the charger reports 0 A the limit is usually back above it)."""
+        return (
+            self.side is Side.CHARGE
+            and self.charge_latch.tapered
+            and charger_current_a is not None
+            and charger_current_a <= TAPER_STALL_A
         )
 
     def charge_floor_a(self, limits: BmsLimits, settings: ControllerSettings) -> float:
         """The least bms charge limit at which the charger may run this step
         (`ChargeLimitLatch`; the same answer however often it is asked within a step). Only a
-        charger we run is stopped by the limit: one still waiting for the inverters to be
-        measured off (`Side.TO_CHARGE`) has not started."""
+        charger we run tapers: one still waiting for the inverters to be measured off
+        (`Side.TO_CHARGE`) has not started."""
         charging = self.side is Side.CHARGE
         return self.charge_latch.floor_a(limits.charge_limit_a, charging, settings)
 
@@ -531,7 +577,10 @@ class Dispatcher:
             return Side.DISCHARGE
         if setpoint_w < 0 and self._charge_possible(data, settings):
             assert data.pack_voltage_v is not None
+            assert data.limits is not None
             min_w = charger_min_power_w(data.pack_voltage_v, settings)
+            if charging:
+                min_w = min(min_w, self._taper_draw_w(data, settings))
             if charge_pays(-setpoint_w, min_w, charging, settings.charge_hysteresis_w):
                 return Side.CHARGE
         return Side.IDLE

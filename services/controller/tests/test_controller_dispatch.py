@@ -10,6 +10,8 @@ from gridzero.testing import bms_limits, fresh_limits
 from gridzero_controller.core import InverterReading, Observation
 from gridzero_controller.dispatch import (
     CHARGER_RESTART_MARGIN_A,
+    TAPER_END_A,
+    TAPER_STALL_A,
     Dispatcher,
     DispatchInput,
     InverterUnit,
@@ -112,21 +114,29 @@ def test_no_charge_when_ccl_below_charger_minimum():
     assert d.step(5.0, -2000.0, data(limits=low), S).side is Side.IDLE
 
 
-def test_a_charger_stopped_at_the_bms_limit_restarts_only_with_room_above_its_minimum():
-    """Near full the bms's limit swings around the charger's minimum with the top cell's IR
-    rise; without hysteresis the rectifier was switched on and off every 2 s (issue 18)."""
+def test_a_charge_tapers_below_the_minimum_and_restarts_only_with_room_above_it():
+    """Near full the bms's limit falls below the charger's minimum with the top cell's IR
+    rise: the charge goes on (the charger service holds the voltage, the current tapers)
+    until the limit is gone; once ended it restarts only with the margin. Stopping and
+    starting at the minimum switched the rectifier on and off every 2 s (issue 18)."""
     d = Dispatcher(UNITS)
     m = S.charger_min_current_a
 
-    def at(ccl_a: float) -> DispatchInput:
-        return data(limits=bms_limits(cvl_v=49.2, ccl_a=ccl_a, dcl_a=50.0), chg=0.0)
+    def at(ccl_a: float, chg: float = 0.0) -> DispatchInput:
+        return data(limits=bms_limits(cvl_v=49.2, ccl_a=ccl_a, dcl_a=50.0), chg=chg)
 
     d.step(0.0, 0.0, at(50.0), S)
     assert d.step(3.0, -2000.0, at(m + 0.2), S).side is Side.CHARGE
-    # charging raises the top cell: the limit drops under the minimum and the charger stops
-    assert d.step(3.5, -2000.0, at(m - 0.01), S).side is Side.IDLE
-    # stopped, the cell relaxes: the limit is back above the minimum, but not by the margin
-    for t in (4.0, 6.0, 60.0):
+    # charging raises the top cell: the limit drops under the minimum, the charge tapers
+    for t, ccl_a, chg in ((3.5, m - 0.01, m), (4.0, 3.0, 2.9), (30.0, TAPER_END_A, 0.6)):
+        c = d.step(t, -2000.0, at(ccl_a, chg), S)
+        assert c.side is Side.CHARGE
+        assert c.charger.on
+        assert c.charger.current_a == pytest.approx(m)  # the service holds the voltage
+    # the pack is full: the limit is gone and the charge ends
+    assert d.step(31.0, -2000.0, at(TAPER_END_A - 0.01, 0.6), S).side is Side.IDLE
+    # the cells relax: the limit is back above the minimum, but not by the margin
+    for t in (32.0, 34.0, 60.0):
         c = d.step(t, -2000.0, at(m + 0.2), S)
         assert c.side is Side.IDLE
         assert not c.charger.on
@@ -136,8 +146,67 @@ def test_a_charger_stopped_at_the_bms_limit_restarts_only_with_room_above_its_mi
     assert d.step(62.5, -2000.0, at(m + 0.2), S).side is Side.CHARGE
 
 
+def test_a_tapering_charge_that_the_surplus_no_longer_pays_for_ends_and_latches():
+    """Below the minimum a running charger draws no more than the limit: it goes on while
+    that pays (`charge_pays` at the limit's power), and a charge ended there restarts only
+    with the margin."""
+    d = Dispatcher(UNITS)
+    m = S.charger_min_current_a
+    ccl_a = 2.0
+    taper_w = ccl_a * 48.0 / S.charger_efficiency
+
+    def at(ccl: float, chg: float = 0.0) -> DispatchInput:
+        return data(limits=bms_limits(cvl_v=49.2, ccl_a=ccl, dcl_a=50.0), chg=chg)
+
+    d.step(0.0, 0.0, at(50.0), S)
+    assert d.step(3.0, -2000.0, at(m + 0.2), S).side is Side.CHARGE
+    # a surplus of 0.6 x the taper's power: below the minimum's break-even, above the taper's
+    assert d.step(4.0, -0.6 * taper_w, at(ccl_a, ccl_a), S).side is Side.CHARGE
+    # measured below the limit at the held voltage, it draws less: a smaller surplus pays
+    assert d.step(4.5, -0.3 * taper_w, at(ccl_a, ccl_a / 4), S).side is Side.CHARGE
+    assert d.step(5.0, -0.3 * taper_w, at(ccl_a, ccl_a), S).side is Side.IDLE
+    assert d.step(6.0, -2000.0, at(m + 0.5), S).side is Side.IDLE
+
+
+def test_a_tapering_charge_whose_charger_is_measured_off_ends_and_latches():
+    """The pack takes nothing more at the held voltage, or the charger service switched off
+    instead of tapering: the charge is over, and restarts only with the margin (else the
+    service would start it each time the limit is back above the minimum)."""
+    d = Dispatcher(UNITS)
+    m = S.charger_min_current_a
+
+    def at(ccl: float, chg: float | None) -> DispatchInput:
+        return data(limits=bms_limits(cvl_v=49.2, ccl_a=ccl, dcl_a=50.0), chg=chg)
+
+    d.step(0.0, 0.0, at(50.0, 0.0), S)
+    assert d.step(3.0, -2000.0, at(m + 0.2, 0.0), S).side is Side.CHARGE
+    assert d.step(4.0, -2000.0, at(m - 0.5, None), S).side is Side.CHARGE  # unmeasured
+    assert d.step(5.0, -2000.0, at(m - 0.5, TAPER_STALL_A + 0.1), S).side is Side.CHARGE
+    assert d.step(6.0, -2000.0, at(m - 0.5, TAPER_STALL_A), S).side is Side.IDLE
+    assert d.step(7.0, -2000.0, at(m + 0.5, 0.0), S).side is Side.IDLE
+    assert d.step(8.0, -2000.0, at(m + CHARGER_RESTART_MARGIN_A, 0.0), S).side is Side.CHARGE
+
+
+def test_a_charger_measured_off_after_the_limit_came_back_still_ends_the_taper():
+    """A service that switched off below the minimum lets the cells relax: by the time the
+    charger reports 0 A the limit is above the minimum again. The charge met the limit, so it
+    is over all the same."""
+    d = Dispatcher(UNITS)
+    m = S.charger_min_current_a
+
+    def at(ccl: float, chg: float) -> DispatchInput:
+        return data(limits=bms_limits(cvl_v=49.2, ccl_a=ccl, dcl_a=50.0), chg=chg)
+
+    d.step(0.0, 0.0, at(50.0, 0.0), S)
+    assert d.step(3.0, -2000.0, at(m + 0.2, 0.0), S).side is Side.CHARGE  # walk-in: 0 A
+    assert d.step(4.0, -2000.0, at(m + 0.2, 0.0), S).side is Side.CHARGE  # never tapered
+    assert d.step(5.0, -2000.0, at(m - 0.01, m), S).side is Side.CHARGE
+    assert d.step(6.0, -2000.0, at(m + 0.2, 0.0), S).side is Side.IDLE
+    assert d.step(7.0, -2000.0, at(m + 0.2, 0.0), S).side is Side.IDLE
+
+
 def test_a_limit_below_the_minimum_while_idle_does_not_hold_a_later_start():
-    """Only a running charger stopped by the limit sets the hysteresis."""
+    """Only a charge that ended below the minimum sets the hysteresis."""
     d = Dispatcher(UNITS)
     m = S.charger_min_current_a
     low = bms_limits(cvl_v=49.2, ccl_a=m - 1.0, dcl_a=50.0)
@@ -148,7 +217,7 @@ def test_a_limit_below_the_minimum_while_idle_does_not_hold_a_later_start():
 
 
 def test_a_limit_that_dips_while_the_charger_waits_for_the_inverters_holds_nothing_back():
-    """The hysteresis is for a charger that ran into the limit, not one that never started."""
+    """The hysteresis is for a charge that tapered, not one that never started."""
     d = Dispatcher(UNITS)
     m = S.charger_min_current_a
     ok = bms_limits(cvl_v=49.2, ccl_a=m + 0.2, dcl_a=50.0)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from gridzero.contract import Alarm, BmsLimits
 from gridzero.runtime.freshness import FreshValue
+from gridzero_charger.domain import TAPER_RELEASE_A, Taper, next_taper
 from gridzero_controller.core import ChargerReading, InverterReading, Observation
 from gridzero_controller.dispatch import Commands, InverterUnit
 from gridzero_controller.law import MeterSample
@@ -165,6 +166,9 @@ class DeviceServices:
         self.pending_s = math.inf
         # The controller writes its own inverter frames (`FramesItself`): no service frames.
         self.own_frames = False
+        # What the charger service last told the rectifier, and its taper (`next_taper`).
+        self.charger_on = False
+        self.taper: Taper | None = None
 
     def _limits_ok(self, now_s: float) -> bool:
         lim = self.limits
@@ -240,23 +244,45 @@ class DeviceServices:
         lim = self.limits
         cp = self.params.charger
         min_a = self.config.charger_min_current_a
-        if (
-            not ok
-            or cmd is None
-            or lim is None
-            or not cmd.charger.on
-            or lim.value.charge_limit_a < min_a
-        ):
-            plant.charger_dc(False, now_s)
+        if not ok or cmd is None or lim is None or not cmd.charger.on:
+            self._charger_off(plant, now_s)
             return
-        top_a = min(lim.value.charge_limit_a, cp.max_fraction * cp.amps_per_fraction)
-        current_a = max(min_a, min(top_a, cmd.charger.current_a))
+        ccl_a = lim.value.charge_limit_a
+        # A running charge whose CCL fell below the minimum goes on at constant voltage, the
+        # rectifier's output voltage of that moment (services/charger/gridzero_charger/domain.py
+        # `Taper`, `next_taper`), until the CCL is `TAPER_RELEASE_A` above the minimum.
+        taper = next_taper(
+            self.taper,
+            self.charger_on,
+            plant.rectifier.terminal_v,
+            plant.charger_current_a,
+            ccl_a,
+            now_s,
+        )
+        release_a = TAPER_RELEASE_A if taper is not None and taper.engaged else 0.0
         voltage_v = lim.value.cvl_v
         if cmd.charger.voltage_v > 0:
             voltage_v = min(voltage_v, cmd.charger.voltage_v)
+        if taper is not None and 0 < ccl_a < min_a + release_a:
+            voltage_v = min(voltage_v, taper.voltage_v)
+            current_a = min_a
+        elif ccl_a < min_a:
+            self._charger_off(plant, now_s)
+            return
+        else:
+            taper = None
+            top_a = min(ccl_a, cp.max_fraction * cp.amps_per_fraction)
+            current_a = max(min_a, min(top_a, cmd.charger.current_a))
+        self.taper = taper
         voltage_v = max(cp.voltage_min_v, min(cp.voltage_max_v, voltage_v))
         plant.command_charger_online(voltage_v, current_a / cp.amps_per_fraction, now_s)
         plant.charger_dc(True, now_s)
+        self.charger_on = True
+
+    def _charger_off(self, plant: Plant, now_s: float) -> None:
+        plant.charger_dc(False, now_s)
+        self.charger_on = False
+        self.taper = None
 
 
 @dataclass(slots=True)
