@@ -307,6 +307,10 @@ TAPER_STEP_V = 0.05
 # back above the minimum; returning to the minimum current at once would push it under again
 # (on the bench, constant current and constant voltage alternated every second).
 TAPER_RELEASE_A = 1.0
+# How far above the bms's pack voltage the rectifier's own reading may set a taper's voltage:
+# the cables' and contacts' drop at the minimum current (5 A through 0.1 Ohm). A reading
+# further above is not believed (a corrupt reply, a wrong calibration).
+TAPER_MAX_DROP_V = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +361,18 @@ def next_taper(
     if now_s - since >= TAPER_OVER_S:
         return Taper(taper.voltage_v - TAPER_STEP_V, engaged=True)
     return Taper(taper.voltage_v, since, engaged=True)
+
+
+def taper_entry_v(output_voltage_v: float | None, pack_voltage_v: float | None) -> float | None:
+    """The voltage a taper starts at: the rectifier's own output reading (what its regulation
+    holds), at most `TAPER_MAX_DROP_V` above the bms's pack voltage; the pack's voltage alone
+    when the rectifier has no fresh reading; None when neither is known."""
+    readings = [v for v in (output_voltage_v, pack_voltage_v) if v is not None and _finite(v)]
+    if not readings:
+        return None
+    if pack_voltage_v is None or not _finite(pack_voltage_v):
+        return readings[0]
+    return min(readings[0], pack_voltage_v + TAPER_MAX_DROP_V)
 
 
 def _taper_applies(

@@ -475,7 +475,7 @@ class Charger(Service[ChargerServiceSettings]):
         taper = domain.next_taper(
             self.taper,
             self.decision.dc_on,
-            self.pack_voltage_v if output_v is None else output_v,
+            domain.taper_entry_v(output_v, self.pack_voltage_v),
             self._measured_a(now_s),
             domain.charge_limit_a(self.limits),
             now_s,

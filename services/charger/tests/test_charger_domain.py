@@ -15,6 +15,7 @@ from gridzero.testing import fresh_limits
 from gridzero_charger import codec
 from gridzero_charger.codec import Quantity
 from gridzero_charger.domain import (
+    TAPER_MAX_DROP_V,
     TAPER_OVER_S,
     TAPER_RELEASE_A,
     TAPER_STEP_V,
@@ -43,6 +44,7 @@ from gridzero_charger.domain import (
     over_measurements,
     poll_frames,
     startup_frames,
+    taper_entry_v,
 )
 
 SETTINGS = ChargerSettings()
@@ -261,6 +263,18 @@ def test_an_engaged_taper_holds_until_the_ccl_is_well_above_the_minimum() -> Non
     # a controller asking below the minimum is refused even while tapering
     low = decide(command(current_a=m - 1.0), limits(ccl_a=m + 0.2), SETTINGS, NOW, taper=held)
     assert (low.dc_on, low.reason) == (False, Reason.BELOW_MIN_CURRENT)
+
+
+def test_the_taper_starts_at_the_rectifiers_reading_within_a_cables_drop_of_the_pack() -> None:
+    assert taper_entry_v(48.75, 48.6) == pytest.approx(48.75)
+    assert taper_entry_v(48.4, 48.6) == pytest.approx(48.4)  # lower: held lower, safe
+    # a corrupt or miscalibrated reading far above the pack is not believed
+    assert taper_entry_v(58.0, 48.6) == pytest.approx(48.6 + TAPER_MAX_DROP_V)
+    assert taper_entry_v(None, 48.6) == pytest.approx(48.6)
+    assert taper_entry_v(math.nan, 48.6) == pytest.approx(48.6)
+    assert taper_entry_v(48.75, None) == pytest.approx(48.75)
+    assert taper_entry_v(None, None) is None
+    assert taper_entry_v(math.inf, math.nan) is None
 
 
 def test_the_taper_starts_at_the_rectifiers_own_output_voltage_when_it_is_fresh() -> None:

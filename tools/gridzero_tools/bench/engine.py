@@ -5,7 +5,7 @@ published (every ``meter.period_s``, after ``meter.latency_s``), bms limits ever
 inverter and charger states every 1 s, SoC every 1 s. Its commands reach the plant the way the
 device services send them: frames every ``frame_period_s`` and a changed command at once (as the
 inverter and charger services do), clamped to the bms limits, the
-charger never below its minimum current (the R48's set-point ranges, PurpleAlien/R48_Rectifier; the SoyoSource's send rate, syssi/esphome-soyosource-gtn-virtual-meter).
+charger never below its minimum current but in the charger service's constant-voltage taper (the R48's set-point ranges, PurpleAlien/R48_Rectifier; the SoyoSource's send rate, syssi/esphome-soyosource-gtn-virtual-meter).
 
 bms limits: the bms service's protection module was not available when the bench was written,
 so `SimpleBms` computes limits from the plant's true cell voltages with the housebatt rules
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from gridzero.contract import Alarm, BmsLimits
 from gridzero.runtime.freshness import FreshValue
-from gridzero_charger.domain import TAPER_RELEASE_A, Taper, next_taper
+from gridzero_charger.domain import TAPER_RELEASE_A, Taper, next_taper, taper_entry_v
 from gridzero_controller.core import ChargerReading, InverterReading, Observation
 from gridzero_controller.dispatch import Commands, InverterUnit
 from gridzero_controller.law import MeterSample
@@ -254,7 +254,7 @@ class DeviceServices:
         taper = next_taper(
             self.taper,
             self.charger_on,
-            plant.rectifier.terminal_v,
+            taper_entry_v(plant.rectifier.terminal_v, self.pack_voltage_v),
             plant.charger_current_a,
             ccl_a,
             now_s,
