@@ -303,8 +303,8 @@ def test_a_running_charge_tapers_at_constant_voltage_when_the_ccl_falls_below_th
     rig.rectifier.wait_for(is_setpoint(Register.ONLINE_VOLTAGE, lower_v), after=at)
     rig.rectifier.values[Quantity.OUTPUT_CURRENT] = 1.0
     rig.limits(ccl_a=0.0, pack_voltage_v=48.7)
-    rig.rectifier.wait_for(is_control(True), after=at)
-    assert rig.state(lambda s: s["dc_on"] is False)["limit_reason"] == "ccl"
+    off_at, _ = rig.rectifier.wait_for(is_control(True), after=at)
+    assert rig.state(lambda s: s["dc_on"] is False, after=off_at)["limit_reason"] == "ccl"
 
 
 def test_a_stopped_charger_does_not_start_below_the_minimum(
