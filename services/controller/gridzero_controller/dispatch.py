@@ -579,7 +579,7 @@ class Dispatcher:
             assert data.pack_voltage_v is not None
             assert data.limits is not None
             min_w = charger_min_power_w(data.pack_voltage_v, settings)
-            if charging:
+            if self.side is Side.CHARGE and self.charge_latch.tapered:
                 min_w = min(min_w, self._taper_draw_w(data, settings))
             if charge_pays(-setpoint_w, min_w, charging, settings.charge_hysteresis_w):
                 return Side.CHARGE

@@ -168,6 +168,16 @@ def test_a_tapering_charge_that_the_surplus_no_longer_pays_for_ends_and_latches(
     assert d.step(6.0, -2000.0, at(m + 0.5), S).side is Side.IDLE
 
 
+def test_only_a_tapering_charge_is_judged_by_what_it_draws():
+    """A charge that has not met the limit is judged at the minimum power: a charger still
+    walking in (measured 0 A) does not make a small surplus pay."""
+    d = Dispatcher(UNITS)
+    min_w = S.charger_min_current_a * 48.0 / S.charger_efficiency
+    d.step(0.0, 0.0, data(chg=0.0), S)
+    assert d.step(3.0, -2000.0, data(chg=0.0), S).side is Side.CHARGE
+    assert d.step(3.5, -0.3 * min_w, data(chg=0.0), S).side is Side.IDLE
+
+
 def test_a_tapering_charge_whose_charger_is_measured_off_ends_and_latches():
     """The pack takes nothing more at the held voltage, or the charger service switched off
     instead of tapering: the charge is over, and restarts only with the margin (else the
