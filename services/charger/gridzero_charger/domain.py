@@ -321,11 +321,14 @@ class Taper:
     Near full the bms tapers its CCL with the highest cell's voltage. The rectifier cannot
     regulate less than its minimum current (~5.2 A), but as a constant-voltage source it
     delivers whatever the pack accepts at its voltage set-point, which falls as the cells
-    fill. So a running charge whose CCL falls below the minimum goes on at the pack's voltage
-    of that moment, with the least current limit: the current starts at what it was and only
-    falls, and the cells, held at that voltage, stay where the bms's limit put them. Switching
-    the output off instead would let the cells relax, the limit come back, and the charge
-    start again: on and off every 2 s (issue 18, hh-s8-011)."""
+    fill. So a running charge whose CCL falls just below the minimum (by at most
+    `TAPER_TOLERANCE_A`) goes on at the output's voltage of that moment (`taper_entry_v`),
+    with the least current limit: the current starts at what it was and only falls, and the
+    cells, held at that voltage, stay where the bms's limit put them. Switching the output off
+    instead would let the cells relax, the limit come back, and the charge start again: on and
+    off every 2 s (issue 18, hh-s8-011). A CCL that drops further at once (a bms derating for
+    temperature, a warning) stops the charge as before: the current could not come down
+    before the over-current trip."""
 
     voltage_v: float
     over_since_s: float | None = None
@@ -375,16 +378,24 @@ def taper_entry_v(output_voltage_v: float | None, pack_voltage_v: float | None) 
     return min(readings[0], pack_voltage_v + TAPER_MAX_DROP_V)
 
 
+def taper_holds(taper: Taper, ccl_a: float, min_a: float) -> bool:
+    """Whether the CCL calls for the taper's constant voltage: a candidate when the CCL is
+    below the minimum by at most `TAPER_TOLERANCE_A`; an engaged taper while it is above 0
+    and below the minimum + `TAPER_RELEASE_A` (a lower CCL is the step-down's to follow)."""
+    if not _finite(taper.voltage_v, ccl_a) or ccl_a <= 0.0:
+        return False
+    if taper.engaged:
+        return ccl_a < min_a + TAPER_RELEASE_A
+    return min_a - TAPER_TOLERANCE_A <= ccl_a < min_a
+
+
 def _taper_applies(
     taper: Taper, ccl_a: float, current_a: float, reason: Reason, settings: ChargerSettings
 ) -> bool:
-    """Whether the charge goes on at the taper's constant voltage: the CCL is below the
-    minimum (an engaged taper: below it + `TAPER_RELEASE_A`) and nothing else asks for less
-    than the minimum (a controller or a power cap below it is refused as before)."""
-    if not _finite(taper.voltage_v):
-        return False
-    release_a = TAPER_RELEASE_A if taper.engaged else 0.0
-    if ccl_a >= settings.usable_min_current_a + release_a:
+    """Whether the charge goes on at the taper's constant voltage (`taper_holds`) and nothing
+    but the CCL asks for less than the minimum (a controller or a power cap below it is
+    refused as before)."""
+    if not taper_holds(taper, ccl_a, settings.usable_min_current_a):
         return False
     return reason is Reason.CCL or current_a >= settings.usable_min_current_a
 

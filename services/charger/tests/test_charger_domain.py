@@ -45,6 +45,7 @@ from gridzero_charger.domain import (
     poll_frames,
     startup_frames,
     taper_entry_v,
+    taper_holds,
 )
 
 SETTINGS = ChargerSettings()
@@ -183,17 +184,40 @@ def test_ccl_below_usable_minimum_turns_dc_off_not_zero_amps() -> None:
 def test_a_ccl_below_the_minimum_tapers_a_running_charge_at_constant_voltage() -> None:
     """Given a taper (`next_taper`: the charge was running), the output stays on at the
     taper's voltage with the least current limit: the pack takes what it accepts there."""
-    d = decide(command(current_a=20.0), limits(ccl_a=4.0), SETTINGS, NOW, taper=Taper(48.5))
+    m = SETTINGS.usable_min_current_a
+    ccl_a = m - TAPER_TOLERANCE_A  # just below the minimum: the bms's taper crossing it
+    d = decide(command(current_a=20.0), limits(ccl_a=ccl_a), SETTINGS, NOW, taper=Taper(48.5))
     assert (d.dc_on, d.reason, d.voltage_reason) == (True, Reason.TAPER, Reason.TAPER)
     assert d.voltage_v == pytest.approx(48.5)
-    assert d.current_a == pytest.approx(4.0)
+    assert d.current_a == pytest.approx(ccl_a)
     assert d.current_fraction == codec.FRACTION_MIN
     # never above the voltage the rules allow: a CVL below the taper's voltage wins
     low_cvl = decide(
-        command(current_a=20.0), limits(cvl_v=48.0, ccl_a=4.0), SETTINGS, NOW, taper=Taper(48.5)
+        command(current_a=20.0), limits(cvl_v=48.0, ccl_a=ccl_a), SETTINGS, NOW, taper=Taper(48.5)
     )
     assert low_cvl.dc_on
     assert low_cvl.voltage_v == pytest.approx(48.0)
+    # engaged, it follows the CCL further down (the step-down keeps the current under it)
+    held = decide(
+        command(current_a=20.0), limits(ccl_a=1.0), SETTINGS, NOW, taper=Taper(48.5, engaged=True)
+    )
+    assert (held.dc_on, held.reason) == (True, Reason.TAPER)
+
+
+def test_a_ccl_that_drops_far_below_the_minimum_at_once_stops_the_charge() -> None:
+    """A bms derating for temperature or a warning: at the minimum current the charge would
+    sit far above the CCL until the voltage came down, and the over-current trip would latch."""
+    m = SETTINGS.usable_min_current_a
+    far = limits(ccl_a=m - TAPER_TOLERANCE_A - 0.01)
+    d = decide(command(current_a=20.0), far, SETTINGS, NOW, taper=Taper(48.5))
+    assert (d.dc_on, d.reason) == (False, Reason.BELOW_MIN_CURRENT)
+    assert not taper_holds(Taper(48.5), m - TAPER_TOLERANCE_A - 0.01, m)
+    assert taper_holds(Taper(48.5), m - TAPER_TOLERANCE_A, m)
+    assert not taper_holds(Taper(48.5), m, m)  # a candidate needs the CCL below the minimum
+    assert taper_holds(Taper(48.5, engaged=True), m + TAPER_RELEASE_A - 0.01, m)
+    assert not taper_holds(Taper(48.5, engaged=True), m + TAPER_RELEASE_A, m)
+    assert not taper_holds(Taper(48.5, engaged=True), 0.0, m)
+    assert not taper_holds(Taper(math.nan, engaged=True), 1.0, m)
 
 
 @pytest.mark.parametrize(
@@ -381,6 +405,7 @@ maybe_float = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True
     cmd_age=st.floats(-1.0, 10.0),
     bms_age=st.floats(-1.0, 10.0),
     taper_v=maybe_float,
+    engaged=st.booleans(),
 )
 def test_decision_never_exceeds_limits(
     cmd_current: float | None,
@@ -393,10 +418,11 @@ def test_decision_never_exceeds_limits(
     cmd_age: float,
     bms_age: float,
     taper_v: float | None,
+    engaged: bool,
 ) -> None:
     lim = fresh_limits(NOW - bms_age, cvl_v=cvl, ccl_a=ccl, charge_allowed=allowed)
     cmd = ChargeCommand(NOW - cmd_age, cmd_current, cmd_power, cmd_voltage)
-    taper = None if taper_v is None else Taper(taper_v)
+    taper = None if taper_v is None else Taper(taper_v, engaged=engaged)
     d = decide(cmd, lim, SETTINGS, NOW, pack, taper=taper)
     assert codec.VOLTAGE_MIN_V <= d.voltage_v <= codec.VOLTAGE_MAX_V
     assert codec.FRACTION_MIN <= d.current_fraction <= codec.FRACTION_MAX
@@ -418,7 +444,7 @@ def test_decision_never_exceeds_limits(
             # only the bms's limit below the minimum tapers, at the taper's voltage or lower
             assert taper_v is not None
             assert d.voltage_v <= taper_v
-            assert 0.0 < d.current_a < SETTINGS.usable_min_current_a
+            assert 0.0 < d.current_a < SETTINGS.usable_min_current_a + TAPER_RELEASE_A
             assert d.current_fraction == codec.FRACTION_MIN
         else:
             assert d.current_a >= SETTINGS.usable_min_current_a

@@ -279,7 +279,7 @@ def test_a_running_charge_tapers_at_constant_voltage_when_the_ccl_falls_below_th
     on_at = rig.charge(ccl_a=30.0, current_a=25.0)
     rig.state(lambda s: s["output_voltage_v"] == pytest.approx(48.75))
     rig.rectifier.values[Quantity.OUTPUT_CURRENT] = 3.9
-    rig.limits(ccl_a=4.0, pack_voltage_v=48.6)
+    rig.limits(ccl_a=4.9, pack_voltage_v=48.6)  # the bms's taper just crossed the minimum
     at, _ = rig.rectifier.wait_for(is_setpoint(Register.ONLINE_VOLTAGE, 48.75), after=on_at)
     state = rig.state(lambda s: s["limit_reason"] == "taper")
     assert state["dc_on"] is True
@@ -311,7 +311,7 @@ def test_a_stopped_charger_does_not_start_below_the_minimum(
     rig_factory: Callable[..., Rig],
 ) -> None:
     rig = rig_factory(bms_stale_s=10.0, command_stale_s=60.0)
-    rig.limits(ccl_a=4.0, pack_voltage_v=48.6)
+    rig.limits(ccl_a=4.9, pack_voltage_v=48.6)
     rig.command(current_a=25.0)
     state = rig.state(lambda s: s["limit_reason"] == "below_min_current")
     assert state["dc_on"] is False

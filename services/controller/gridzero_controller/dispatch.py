@@ -14,7 +14,7 @@ Safety rules enforced here, whatever the law asks:
   off since" timers start at the first step (never at 0.0, the host's boot on a monotonic
   clock), so both sides count as on until measured off for the dwell or, unmeasured, until
   the long timeout has passed since then.
-- The charger runs only at or above its minimum current (~5.2 A, about 10 % of the rated current: anikrooz/Emerson-Vertiv-R48 VertivPsu.cpp) and never when
+- The charger starts only at or above its minimum current (~5.2 A, about 10 % of the rated current: anikrooz/Emerson-Vertiv-R48 VertivPsu.cpp) and never when
   the bms charge current limit is below that minimum; its voltage is the bms CVL.
 - A running charge whose bms charge limit falls below the charger's minimum current goes on
   at constant voltage (the charger service's taper) while the limit is at least
@@ -520,7 +520,7 @@ class Dispatcher:
             and data.pack_voltage_v is not None
             and data.pack_voltage_v > 0
             and limits.charge_limit_a >= self.charge_floor_a(limits, settings)
-            and not self._taper_stalled(limits, data.charger_current_a, settings)
+            and not self._taper_stalled(data.charger_current_a)
             and self.soc_gate.charge_allowed
         )
 
@@ -535,9 +535,7 @@ class Dispatcher:
             draw_a = min(draw_a, max(0.0, data.charger_current_a))
         return draw_a * data.pack_voltage_v / settings.charger_efficiency
 
-    def _taper_stalled(
-        self, limits: BmsLimits, charger_current_a: float | None, settings: ControllerSettings
-    ) -> bool:
+    def _taper_stalled(self, charger_current_a: float | None) -> bool:
         """A charge that has met a limit below the minimum current and whose charger is
         measured off is over: the pack takes nothing more at the held voltage, or the charger
         service did not taper and would start again each time the limit is back above the

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from gridzero.contract import Alarm, BmsLimits
 from gridzero.runtime.freshness import FreshValue
-from gridzero_charger.domain import TAPER_RELEASE_A, Taper, next_taper, taper_entry_v
+from gridzero_charger.domain import Taper, next_taper, taper_entry_v, taper_holds
 from gridzero_controller.core import ChargerReading, InverterReading, Observation
 from gridzero_controller.dispatch import Commands, InverterUnit
 from gridzero_controller.law import MeterSample
@@ -250,7 +250,7 @@ class DeviceServices:
         ccl_a = lim.value.charge_limit_a
         # A running charge whose CCL fell below the minimum goes on at constant voltage, the
         # rectifier's output voltage of that moment (services/charger/gridzero_charger/domain.py
-        # `Taper`, `next_taper`), until the CCL is `TAPER_RELEASE_A` above the minimum.
+        # `Taper`, `next_taper`, `taper_holds`).
         taper = next_taper(
             self.taper,
             self.charger_on,
@@ -259,11 +259,10 @@ class DeviceServices:
             ccl_a,
             now_s,
         )
-        release_a = TAPER_RELEASE_A if taper is not None and taper.engaged else 0.0
         voltage_v = lim.value.cvl_v
         if cmd.charger.voltage_v > 0:
             voltage_v = min(voltage_v, cmd.charger.voltage_v)
-        if taper is not None and 0 < ccl_a < min_a + release_a:
+        if taper is not None and taper_holds(taper, ccl_a, min_a):
             voltage_v = min(voltage_v, taper.voltage_v)
             current_a = min_a
         elif ccl_a < min_a:
