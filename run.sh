@@ -14,7 +14,9 @@ PY=${PYTHON:-python3}
 
 need_apt() {
   local missing=()
-  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto mosquitto-clients)
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+  # the broker without its clients (installed alone by hand): `up` prints a mosquitto_sub line
+  command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
   if [ "${1:-}" = test ]; then
     command -v telnet >/dev/null 2>&1 || missing+=(telnet)
     command -v tmux >/dev/null 2>&1 || missing+=(tmux)
