@@ -326,14 +326,18 @@ class Taper:
     with the least current limit: the current starts at what it was and only falls, and the
     cells, held at that voltage, stay where the bms's limit put them. Switching the output off
     instead would let the cells relax, the limit come back, and the charge start again: on and
-    off every 2 s (issue 18, hh-s8-011). A CCL that drops further at once (a bms derating for
-    temperature, a warning) stops the charge as before: the current could not come down
-    before the over-current trip."""
+    off every 2 s (issue 18, hh-s8-011). A CCL that drops by more than `TAPER_TOLERANCE_A` at
+    once, on entry or during the taper (a bms derating for temperature, a warning), stops the
+    charge as before: the current could not come down before the over-current trip latched.
+    A CCL that drifts down slowly (the cells evening out under the held voltage: 5.2 -> 3.7 A
+    over an hour on the bench) is the step-down's to follow."""
 
     voltage_v: float
     over_since_s: float | None = None
     # False: a candidate at the output's voltage now; True: in force since an earlier step
     engaged: bool = False
+    # the CCL at the last step, against which a sudden drop is judged
+    ccl_a: float = math.inf
 
 
 def next_taper(
@@ -350,20 +354,30 @@ def next_taper(
     starts only at or above the minimum. Not yet tapering: a candidate at the output's voltage
     now (the rectifier's own reading, which its regulation holds, else the pack's), so the
     current starts at what it is. Tapering: the same voltage, lowered by `TAPER_STEP_V` once
-    the measured current has been above the CCL by `TAPER_TOLERANCE_A` for `TAPER_OVER_S`."""
-    if not running:
+    the measured current has been above the CCL by `TAPER_TOLERANCE_A` for `TAPER_OVER_S`;
+    none (the charge stops) when the CCL fell by more than `TAPER_TOLERANCE_A` since the last
+    step."""
+    if not running or not _finite(ccl_a):
         return None
     if taper is None:
         if output_voltage_v is None or not _finite(output_voltage_v):
             return None
-        return Taper(output_voltage_v)
+        return Taper(output_voltage_v, ccl_a=ccl_a)
+    if ccl_a < taper.ccl_a - TAPER_TOLERANCE_A:
+        return None
+    return _held(taper, measured_a, ccl_a, now_s)
+
+
+def _held(taper: Taper, measured_a: float | None, ccl_a: float, now_s: float) -> Taper:
+    """An engaged taper one step on: its voltage, a step lower once the measured current has
+    been above the CCL by `TAPER_TOLERANCE_A` for `TAPER_OVER_S`."""
     over = measured_a is not None and _finite(measured_a) and measured_a > ccl_a + TAPER_TOLERANCE_A
     if not over:
-        return Taper(taper.voltage_v, engaged=True)
+        return Taper(taper.voltage_v, engaged=True, ccl_a=ccl_a)
     since = now_s if taper.over_since_s is None else taper.over_since_s
     if now_s - since >= TAPER_OVER_S:
-        return Taper(taper.voltage_v - TAPER_STEP_V, engaged=True)
-    return Taper(taper.voltage_v, since, engaged=True)
+        return Taper(taper.voltage_v - TAPER_STEP_V, engaged=True, ccl_a=ccl_a)
+    return Taper(taper.voltage_v, since, engaged=True, ccl_a=ccl_a)
 
 
 def taper_entry_v(output_voltage_v: float | None, pack_voltage_v: float | None) -> float | None:

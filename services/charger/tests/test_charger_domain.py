@@ -243,28 +243,44 @@ def test_next_taper_starts_at_the_pack_voltage_of_a_running_charge_only() -> Non
     assert next_taper(None, False, 48.6, 5.2, 5.1, NOW) is None  # stopped: starts at the minimum
     assert next_taper(None, True, None, 5.2, 5.1, NOW) is None  # pack voltage unknown
     assert next_taper(None, True, math.inf, 5.2, 5.1, NOW) is None
-    assert next_taper(None, True, 48.6, 5.2, 5.1, NOW) == Taper(48.6)
+    assert next_taper(None, True, 48.6, 5.2, 5.1, NOW) == Taper(48.6, ccl_a=5.1)
     assert next_taper(Taper(48.6), False, 48.6, 5.2, 5.1, NOW) is None  # DC went off: over
+    assert next_taper(None, True, 48.6, 5.2, math.nan, NOW) is None
+
+
+def test_a_ccl_that_drops_at_once_during_a_taper_ends_it_and_a_slow_drift_does_not() -> None:
+    """A derating or a warning mid-taper: at the held voltage the current would sit above the
+    new CCL until the step-down caught up, and the over-current trip would latch first. The
+    cells evening out under the held voltage lower it slowly (5.2 -> 3.7 A over an hour on
+    the bench): that the step-down follows."""
+    held = Taper(48.6, engaged=True, ccl_a=4.9)
+    assert next_taper(held, True, 48.7, 4.0, 4.9 - TAPER_TOLERANCE_A - 0.01, NOW) is None
+    t: Taper | None = held
+    for step in range(12):  # 0.1 A a step: 4.9 -> 3.7 A
+        ccl_a = 4.9 - 0.1 * (step + 1)
+        t = next_taper(t, True, 48.7, ccl_a, ccl_a, NOW + step)
+        assert t == Taper(48.6, engaged=True, ccl_a=pytest.approx(ccl_a))
 
 
 def test_next_taper_lowers_its_voltage_while_the_current_stays_above_the_ccl() -> None:
     """A rectifier whose output sits above its set-point, or cells that drift apart, keep the
     current above the limit: the voltage comes down a step every `TAPER_OVER_S`."""
     over_a = 3.0 + TAPER_TOLERANCE_A + 0.1
-    t = next_taper(Taper(48.6, engaged=True), True, 48.7, over_a, 3.0, NOW)
-    assert t == Taper(48.6, NOW, engaged=True)
+    t = next_taper(Taper(48.6, engaged=True, ccl_a=3.0), True, 48.7, over_a, 3.0, NOW)
+    assert t == Taper(48.6, NOW, engaged=True, ccl_a=3.0)
     t = next_taper(t, True, 48.7, over_a, 3.0, NOW + TAPER_OVER_S - 0.1)
-    assert t == Taper(48.6, NOW, engaged=True)
+    assert t == Taper(48.6, NOW, engaged=True, ccl_a=3.0)
     t = next_taper(t, True, 48.7, over_a, 3.0, NOW + TAPER_OVER_S)
     assert t is not None
     assert t.voltage_v == pytest.approx(48.6 - TAPER_STEP_V)
     assert (t.over_since_s, t.engaged) == (None, True)
     # within the tolerance (or unmeasured) nothing changes and the wait starts again
-    held = Taper(48.6, NOW, engaged=True)
+    held = Taper(48.6, NOW, engaged=True, ccl_a=3.0)
     within_a = 3.0 + TAPER_TOLERANCE_A
-    assert next_taper(held, True, 48.7, within_a, 3.0, NOW + 5) == Taper(48.6, engaged=True)
-    assert next_taper(held, True, 48.7, None, 3.0, NOW + 5) == Taper(48.6, engaged=True)
-    assert next_taper(held, True, 48.7, math.nan, 3.0, NOW + 5) == Taper(48.6, engaged=True)
+    same = Taper(48.6, engaged=True, ccl_a=3.0)
+    assert next_taper(held, True, 48.7, within_a, 3.0, NOW + 5) == same
+    assert next_taper(held, True, 48.7, None, 3.0, NOW + 5) == same
+    assert next_taper(held, True, 48.7, math.nan, 3.0, NOW + 5) == same
 
 
 def test_an_engaged_taper_holds_until_the_ccl_is_well_above_the_minimum() -> None:

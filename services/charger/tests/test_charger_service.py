@@ -285,9 +285,11 @@ def test_a_running_charge_tapers_at_constant_voltage_when_the_ccl_falls_below_th
     assert state["dc_on"] is True
     assert state["setpoint_voltage_v"] == pytest.approx(48.75)
     rig.rectifier.wait_for(is_setpoint(Register.ONLINE_CURRENT, codec.FRACTION_MIN), after=on_at)
-    # the cells rise under the held voltage: the pack's voltage moves, the taper's does not
-    rig.limits(ccl_a=3.5, pack_voltage_v=48.7)
-    rig.state(lambda s: s["limit_reason"] == "taper", after=time.monotonic())
+    # the cells even out under the held voltage: the pack's voltage moves, the taper's does
+    # not, and the CCL drifts down a little at a time
+    for ccl_a in (4.5, 4.1, 3.7, 3.5):
+        rig.limits(ccl_a=ccl_a, pack_voltage_v=48.7)
+        rig.state(lambda s: s["limit_reason"] == "taper", after=time.monotonic())
     assert not [m for t, m in rig.rectifier.frames if t >= on_at and is_control(True)(m)]
     assert not [
         m
@@ -305,6 +307,24 @@ def test_a_running_charge_tapers_at_constant_voltage_when_the_ccl_falls_below_th
     rig.limits(ccl_a=0.0, pack_voltage_v=48.7)
     off_at, _ = rig.rectifier.wait_for(is_control(True), after=at)
     assert rig.state(lambda s: s["dc_on"] is False, after=off_at)["limit_reason"] == "ccl"
+
+
+def test_a_ccl_that_drops_at_once_during_a_taper_turns_dc_off(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """A bms derating mid-taper: at the held voltage the current would stay above the new CCL
+    until the step-down caught up, and the over-current trip would latch first."""
+    rig = rig_factory(bms_stale_s=10.0, command_stale_s=60.0)
+    rig.rectifier.values[Quantity.OUTPUT_VOLTAGE] = 48.75
+    rig.rectifier.values[Quantity.OUTPUT_CURRENT] = 4.9
+    on_at = rig.charge(ccl_a=30.0, current_a=25.0)
+    rig.state(lambda s: s["output_voltage_v"] == pytest.approx(48.75))
+    rig.limits(ccl_a=4.9, pack_voltage_v=48.6)
+    rig.state(lambda s: s["limit_reason"] == "taper", after=on_at)
+    rig.limits(ccl_a=2.0, pack_voltage_v=48.6)
+    off_at, _ = rig.rectifier.wait_for(is_control(True), after=on_at)
+    state = rig.state(lambda s: s["dc_on"] is False, after=off_at)
+    assert state["limit_reason"] == "below_min_current"
 
 
 def test_a_stopped_charger_does_not_start_below_the_minimum(
