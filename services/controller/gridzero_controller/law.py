@@ -409,6 +409,15 @@ class LoadFilter:
     before_last_raw_w: float | None = None
     period_s: float = SMOOTH_PERIOD_S  # the meter's sample interval, as seen
 
+    @property
+    def scatter_w(self) -> float:
+        """The estimate's noise: its mean |change|, but no more than its scatter about a
+        straight line (`jitter_w`). A load that ramps steadily (a heat pump winding down, an
+        EV charger ramping) changes on every sample without any noise: counted as noise it
+        widened the deadband to the ramp's step and smoothed it, and the set-point followed
+        in a staircase, seconds behind."""
+        return min(self.noise_w, self.jitter_w)
+
     def sampled(self, interval_s: float) -> None:
         """Learn the meter's sample interval from two successive fresh samples."""
         self.period_s += 0.2 * (min(MAX_SMOOTH_PERIOD_S, interval_s) - self.period_s)
@@ -459,14 +468,16 @@ class LoadFilter:
         """
         if settings.meter_latency_s > LATE_METER_S:
             return self.slow_meter(settings.smooth_gain)
-        quiet = max(0.0, min(1.0, (NOISY_NOISE_W - self.noise_w) / (NOISY_NOISE_W - QUIET_NOISE_W)))
+        quiet = max(
+            0.0, min(1.0, (NOISY_NOISE_W - self.scatter_w) / (NOISY_NOISE_W - QUIET_NOISE_W))
+        )
         gain = settings.smooth_gain + (1.0 - settings.smooth_gain) * quiet
         return self.slow_meter(gain)
 
     def slow_meter(self, gain: float) -> float:
         """A slow meter's samples are smoothed less (`per_sample`), the less noisy they are: a
         very noisy one as before (following its noise costs a whole period per sample)."""
-        calm = (SLOW_NOISY_NOISE_W - self.noise_w) / (SLOW_NOISY_NOISE_W - QUIET_NOISE_W)
+        calm = (SLOW_NOISY_NOISE_W - self.scatter_w) / (SLOW_NOISY_NOISE_W - QUIET_NOISE_W)
         return gain + max(0.0, min(1.0, calm)) * (self.per_sample(gain) - gain)
 
     def step_band(
@@ -658,8 +669,8 @@ class ControlLaw:
         command_w = self.setpoint_w
         if shaping is not None:
             noise_w = 0.0
-            if self._load.noise_w >= NOISY_NOISE_W:
-                noise_w = RANGE_NOISE_FACTOR * settings.noise_deadband * self._load.noise_w
+            if self._load.scatter_w >= NOISY_NOISE_W:
+                noise_w = RANGE_NOISE_FACTOR * settings.noise_deadband * self._load.scatter_w
             command_w = plant.overdrive.command(self.setpoint_w, shaping, settings, noise_w)
         plant.last_command_w = command_w
         return LawOutput(self.setpoint_w, self._reason, self._load.accepted_w, command_w)
@@ -724,7 +735,7 @@ class ControlLaw:
     ) -> Window:
         """The set-points that would cancel the load for the lowest and highest battery output
         the plant can have had, widened by the noise; and the deadband."""
-        noise_w = self._load.noise_w
+        noise_w = self._load.scatter_w
         # A noisy meter widens the deadband to the noise it shows (mean |change| of the
         # estimate between samples), so the set-point does not chase the noise.
         deadband_w = max(settings.deadband_w, settings.noise_deadband * noise_w)

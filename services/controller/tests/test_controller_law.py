@@ -412,6 +412,25 @@ def test_a_very_noisy_meter_is_not_taken_for_load_steps():
     assert setpoints[481] == pytest.approx(900.0, abs=120.0)
 
 
+def test_a_steady_ramp_is_followed_sample_by_sample_not_smoothed_as_noise():
+    """Issue 18 (an unseen winter evening, seed 10): a heat pump winding down 28 W/s for a
+    minute changes the estimate by 14 W on every sample without any noise. Counted as noise,
+    it widened the deadband to ~45 W and smoothed the estimate: the set-point followed in a
+    staircase, ~90 W behind, exporting. Its scatter about a straight line is nil, so it is
+    followed at once; a noisy meter's ramp is still smoothed."""
+
+    def load(t: float) -> float:
+        return 1500.0 - 28.0 * min(40.0, max(0.0, t - 90.0))
+
+    setpoints, _ = _ideal_plant(S, load, 0.0, 160.0)
+    ramp = [abs(sp - load(i * 0.5)) for i, sp in enumerate(setpoints) if 100.0 <= i * 0.5 <= 130]
+    assert max(ramp) < 15.0  # about one sample's change: no staircase
+    assert setpoints[-1] == pytest.approx(load(160.0), abs=3.0)
+    noisy, _ = _ideal_plant(S, load, 20.0, 160.0)
+    moves = [abs(b - a) for a, b in itertools.pairwise(noisy[120:180]) if b != a]
+    assert len(moves) <= 8  # a noisy meter's noise is still not chased before the ramp
+
+
 def test_a_noisy_meter_moves_are_not_overdriven_a_step_still_is():
     def load(t: float) -> float:
         return 900.0 if t >= 240.0 else 300.0
@@ -479,7 +498,7 @@ def test_a_slow_meter_follows_a_small_change_as_fast_per_second_as_a_fast_one():
     from gridzero_controller.law import LoadFilter
 
     def followed(period_s: float) -> float:
-        lf = LoadFilter(accepted_w=1000.0, noise_w=20.0)
+        lf = LoadFilter(accepted_w=1000.0, noise_w=20.0, jitter_w=20.0)
         for _ in range(50):
             lf.sampled(period_s)
         return lf.accept(1060.0, (1000.0, 1000.0), True, S) - 1000.0
@@ -488,7 +507,7 @@ def test_a_slow_meter_follows_a_small_change_as_fast_per_second_as_a_fast_one():
     assert fast == pytest.approx(60.0 * S.smooth_gain, rel=0.05)
     assert slow > 2.0 * fast
     # A very noisy slow meter is smoothed as before: following its noise costs a period.
-    lf = LoadFilter(accepted_w=1000.0, noise_w=60.0)
+    lf = LoadFilter(accepted_w=1000.0, noise_w=60.0, jitter_w=60.0)
     for _ in range(50):
         lf.sampled(5.0)
     assert lf.accept(1060.0, (1000.0, 1000.0), True, S) - 1000.0 == pytest.approx(
