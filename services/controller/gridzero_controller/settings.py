@@ -66,7 +66,10 @@ class ControllerRuntime(BaseModel):
     charge_enabled: bool = True
     discharge_enabled: bool = True
     target_grid_w: float = _num(0.0, -500.0, 500.0, "W", 5)
-    deadband_w: float = _num(1.0, 0.0, 200.0, "W", 1)
+    # Half a watt: a SoyoSource demand frame carries whole watts, rounded to the nearest, so a
+    # set-point that moved by more than half a watt may already change the frame; at 1 W the
+    # grid drifted up to ~1.5 W before a correction (issue 18, tenth round).
+    deadband_w: float = _num(0.5, 0.0, 200.0, "W", 0.5)
     max_charge_w: float = _num(3000.0, 0.0, 20000.0, "W", 50)
     max_discharge_w: float = _num(3000.0, 0.0, 20000.0, "W", 50)
     constant_power_w: float = _num(0.0, -20000.0, 20000.0, "W", 50)

@@ -381,6 +381,28 @@ def test_a_quiet_meter_is_followed_at_once_a_noisy_or_late_one_smoothed():
     assert max(moves) < 40.0  # and never by two sigma of the noise
 
 
+def test_the_default_deadband_lets_a_move_through_that_changes_the_rounded_frame():
+    """A demand frame carries whole watts, rounded to the nearest: a set-point 0.7 W off may
+    already change it, so the default deadband (issue 18, tenth round: 0.5 W, was 1 W) lets
+    such a move through and holds a smaller one."""
+
+    def settled_after(change_w: float) -> float:
+        law = ControlLaw()
+        output, t, out = 300.0, 0.0, None
+        while t < 40.0:
+            load = 300.0 + (change_w if t >= 30.0 else 0.0)
+            law.record_battery(t, output)
+            out = law.step(t, MeterSample(load - output, t), WIDE, S)
+            law.record_command(t, out.command_w)
+            output = out.setpoint_w
+            t += 0.5
+        assert out is not None
+        return out.setpoint_w - 300.0
+
+    assert settled_after(0.7) == pytest.approx(0.7, abs=0.05)
+    assert settled_after(0.3) == pytest.approx(0.0, abs=1e-9)
+
+
 def _ideal_plant(settings: ControllerSettings, load_at, noise_w: float, seconds: float):
     """Output = last command, meter every 0.5 s with Gaussian noise; (setpoints, commands)."""
     law = ControlLaw()
