@@ -736,8 +736,8 @@ class ControlLaw:
         """The set-points that would cancel the load for the lowest and highest battery output
         the plant can have had, widened by the noise; and the deadband."""
         noise_w = self._load.scatter_w
-        # A noisy meter widens the deadband to the noise it shows (mean |change| of the
-        # estimate between samples), so the set-point does not chase the noise.
+        # A noisy meter widens the deadband to the noise it shows (`LoadFilter.scatter_w`:
+        # a ramp's steady change is not noise), so the set-point does not chase the noise.
         deadband_w = max(settings.deadband_w, settings.noise_deadband * noise_w)
         # The certain range rests on one raw sample: widen it to ~3 sigma of the noise seen
         # (mean |difference| of two samples is 1.13 sigma), or a noisy sample alone would count
