@@ -67,6 +67,12 @@ SPIKE_REACH = 0.5
 # ramp (PV at a cloud's edge) does not raise. Mean |second difference| of white noise is
 # 1.95 sigma; the scale puts it in the units of the first-difference noise (1.13 sigma).
 JITTER_SCALE = 1.13 / 1.95
+# A load that ramps (a heat pump or an EV charger winding up, PV at dawn) is fitted with a
+# straight line over its last TREND_SAMPLES estimates since the last step (`Trend`); a slope
+# TREND_SIGNIFICANCE standard errors from zero is a ramp, and the set-point leads it.
+TREND_SAMPLES = 8
+TREND_MIN_SAMPLES = 4
+TREND_SIGNIFICANCE = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,6 +414,7 @@ class LoadFilter:
     last_raw_w: float | None = None
     before_last_raw_w: float | None = None
     period_s: float = SMOOTH_PERIOD_S  # the meter's sample interval, as seen
+    stepped: bool = False  # the last sample was taken as a step
 
     @property
     def scatter_w(self) -> float:
@@ -447,7 +454,8 @@ class LoadFilter:
         ``settled``: the battery output is known (not ramping)."""
         step_band_w = self.step_band(raw_w, previous[0], previous[1], settings)
         accepted = self.accepted_w
-        if accepted is None or abs(raw_w - accepted) > step_band_w:
+        self.stepped = accepted is None or abs(raw_w - accepted) > step_band_w
+        if accepted is None or self.stepped:
             self.accepted_w = raw_w
             return raw_w
         self.noise_w += 0.05 * (abs(raw_w - accepted) - self.noise_w)
@@ -498,6 +506,47 @@ class LoadFilter:
         return band_w
 
 
+class Trend:
+    """A straight line through the load's recent estimates (least squares), to lead a ramp.
+
+    Between two samples the load moves on; the set-point taken at one sample acts after the
+    meter's latency and the dead time and stands until the next sample. For a load ramping
+    at b W/s the set-point that cancels it on average over that stretch is the line's value
+    now plus b × (latency + dead time + half the meter's period): following the last sample
+    instead leaves the grid that far behind on every sample (a heat pump winding up at
+    8 W/s under a 5 s meter: ~27 W of import, all the way up).
+    """
+
+    def __init__(self) -> None:
+        self._points: deque[tuple[float, float]] = deque(maxlen=TREND_SAMPLES)
+
+    def restart(self) -> None:
+        """The load stepped: the line before the step says nothing of the one after it."""
+        self._points.clear()
+
+    def add(self, at_s: float, load_w: float) -> None:
+        """One estimate of the load at ``at_s``."""
+        self._points.append((at_s, load_w))
+
+    def ramp(self) -> tuple[float, float] | None:
+        """(the line's value at the newest sample, its slope in W/s) if the slope is
+        significant (`TREND_SIGNIFICANCE` standard errors), else None."""
+        n = len(self._points)
+        if n < TREND_MIN_SAMPLES:
+            return None
+        mean_t = sum(t for t, _ in self._points) / n
+        mean_w = sum(w for _, w in self._points) / n
+        sxx = sum((t - mean_t) ** 2 for t, _ in self._points)
+        if sxx <= 0:
+            return None
+        slope = sum((t - mean_t) * (w - mean_w) for t, w in self._points) / sxx
+        residual = sum((w - mean_w - slope * (t - mean_t)) ** 2 for t, w in self._points)
+        error = math.sqrt(residual / (n - 2) / sxx)
+        if abs(slope) <= TREND_SIGNIFICANCE * error:
+            return None
+        return mean_w + slope * (self._points[-1][0] - mean_t), slope
+
+
 class KnownSteps:
     """Sizes of large load steps seen confirmed (two samples in a row), to believe the same
     appliance switching again at its first sample.
@@ -546,6 +595,7 @@ class ControlLaw:
         self._load = LoadFilter()
         self._plant = Plant()
         self._steps = KnownSteps()
+        self._trend = Trend()
 
     @property
     def load_estimate_w(self) -> float | None:
@@ -688,11 +738,29 @@ class ControlLaw:
         if self._hold_spike(raw_load_w, previous[0], current_w, bounds, settings, meter.at_s):
             return
         settled = estimate.high_w - estimate.low_w <= settings.smooth_band_w
-        load_w = self._load.accept(raw_load_w, previous, settled, settings)
+        accepted_w = self._load.accept(raw_load_w, previous, settled, settings)
+        load_w = self._lead_ramp(meter.at_s, raw_load_w, accepted_w, settings)
         window = self._window(meter, estimate, settings)
         self._track(
             load_w - settings.target_grid_w, current_w, window, meter.at_s, bounds, settings
         )
+
+    def _lead_ramp(
+        self, at_s: float, raw_w: float, accepted_w: float, settings: ControllerSettings
+    ) -> float:
+        """The load to cancel: the accepted estimate, or on a ramp (`Trend`) the line ahead.
+        The set-point stays within the window of what the sample can prove (`_window`): a
+        lead beyond it is taken only as far as the meter's noise and the battery's ramping
+        leave room, so a wrong slope cannot run away."""
+        if self._load.stepped:
+            self._trend.restart()
+        self._trend.add(at_s, raw_w)
+        ramp = self._trend.ramp()
+        if ramp is None:
+            return accepted_w
+        line_w, slope = ramp
+        lead_s = self._load.period_s / 2 + settings.meter_latency_s + settings.plant_dead_time_s
+        return line_w + slope * lead_s
 
     def _hold_spike(
         self,
