@@ -739,20 +739,28 @@ class ControlLaw:
             return
         settled = estimate.high_w - estimate.low_w <= settings.smooth_band_w
         accepted_w = self._load.accept(raw_load_w, previous, settled, settings)
-        load_w = self._lead_ramp(meter.at_s, raw_load_w, accepted_w, settings)
+        load_w = self._lead_ramp(meter.at_s, raw_load_w, accepted_w, settled, settings)
         window = self._window(meter, estimate, settings)
         self._track(
             load_w - settings.target_grid_w, current_w, window, meter.at_s, bounds, settings
         )
 
     def _lead_ramp(
-        self, at_s: float, raw_w: float, accepted_w: float, settings: ControllerSettings
+        self,
+        at_s: float,
+        raw_w: float,
+        accepted_w: float,
+        settled: bool,
+        settings: ControllerSettings,
     ) -> float:
         """The load to cancel: the accepted estimate, or on a ramp (`Trend`) the line ahead.
         The set-point stays within the window of what the sample can prove (`_window`): a
         lead beyond it is taken only as far as the meter's noise and the battery's ramping
-        leave room, so a wrong slope cannot run away."""
-        if self._load.stepped:
+        leave room, so a wrong slope cannot run away. The line is fitted only through samples
+        taken while the battery's output was known (``settled``): while it is ramping, the
+        estimate's error follows the law's own commands, and leading that error fed it back
+        (a bundled evening with a 1 s inverter delay: 11 oscillating minutes instead of 1)."""
+        if self._load.stepped or not settled:
             self._trend.restart()
         self._trend.add(at_s, raw_w)
         ramp = self._trend.ramp()

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from gridzero_controller.law import (
+    TREND_SAMPLES,
     BatteryEstimate,
     BatteryHistory,
     ControlLaw,
@@ -709,3 +710,20 @@ def test_a_ramping_load_under_a_slow_meter_is_led_not_trailed(monkeypatch):
     trailed = _ramp_under_slow_noisy_meter()
     print(f"mean grid: led {led:.1f} W, trailed {trailed:.1f} W")
     assert led < 0.6 * trailed
+
+
+def test_a_ramp_is_led_only_through_samples_with_the_battery_output_known():
+    """While the battery ramps, the load estimate's error follows the law's own commands;
+    a line through such samples would lead that error back into the commands (a bundled
+    evening with a 1 s inverter delay oscillated). A sample taken unsettled restarts the
+    line, so the law cancels the smoothed estimate until a ramp is seen afresh."""
+    for settled, expect_lead in ((True, True), (False, False)):
+        law = ControlLaw()
+        load_w = 0.0
+        for k in range(TREND_SAMPLES):
+            load_w = 500.0 + 40.0 * k
+            led_w = law._lead_ramp(k * 5.0, load_w, load_w, settled, S)
+        if expect_lead:
+            assert led_w > load_w + 1.0
+        else:
+            assert led_w == load_w
