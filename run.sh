@@ -82,7 +82,14 @@ case "$cmd" in
     echo "== mypy --strict (library, services, tools)"
     $VENV/bin/mypy $(./run.sh packages) || failed+=(mypy)
     echo "== pytest"
-    $VENV/bin/pytest "$@" || failed+=(pytest)
+    # two workers, one test file each at a time: most tests wait on a running system rather than
+    # compute, so this halves the wall time on two cores; a module's rig stays in one worker.
+    # -s asks for the tests' own output, which only a single process shows.
+    workers=(-n 2 --dist loadfile)
+    for arg in "$@"; do
+      case $arg in -s | --capture=no | -n | -n[0-9]* | --numprocesses*) workers=() ;; esac
+    done
+    $VENV/bin/pytest "${workers[@]}" "$@" || failed+=(pytest)
     if [ ${#failed[@]} -gt 0 ]; then
       echo "FAILED: ${failed[*]}" >&2
       exit 1

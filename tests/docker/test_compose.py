@@ -197,7 +197,7 @@ def _available(service: str) -> bool:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Stack]:
+def stack(tmp_path: Path, figures: Callable[[str], None]) -> Iterator[Stack]:
     exports, env_s = _docker_env()
     workdir = tmp_path / "project"
     _copy_project(workdir)
@@ -232,10 +232,9 @@ def stack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Stack]
         start = time.monotonic()
         down = st.run(["down", "-v", "-t", "5", "--remove-orphans"], 180, check=False)
         st.figures["down -v"] = f"{time.monotonic() - start:.1f} s (exit {down.returncode})"
-        with capsys.disabled():
-            print(f"\n[docker] project {project}, services: {', '.join(services)}")
-            for what, value in st.figures.items():
-                print(f"[docker] {what}: {value}")
+        figures(f"[docker] project {project}, services: {', '.join(services)}")
+        for what, value in st.figures.items():
+            figures(f"[docker] {what}: {value}")
 
 
 def _wait_healthy(stack: Stack, names: Sequence[str], timeout_s: float) -> float:
