@@ -39,6 +39,17 @@ need_apt() {
 # HiGHS for its lower bound (`bound`);
 # `dev` the test and lint tools too (the lock's `dev` group).
 need_venv() {
+  venv_serves "$1" && return 0
+  # Two commands started at once (two `bench` runs after a pull) must not sync the same venv
+  # together: uv then leaves editable installs half-written. The second waits, then finds the
+  # venv made.
+  exec 9>"$VENV.lock"
+  command -v flock > /dev/null && flock 9
+  venv_serves "$1" || make_venv "$1"
+  exec 9>&-
+}
+
+venv_serves() {
   # a venv made for more (dev > plot > runtime) serves less: `up` after `test` keeps the tools
   local have
   for have in dev plot runtime; do
@@ -49,6 +60,10 @@ need_venv() {
     fi
     [ "$have" = "$1" ] && break
   done
+  return 1
+}
+
+make_venv() {
   local stamp=$VENV/.installed-$1
   if [ ! -x .uv/bin/uv ]; then
     "$PY" -m venv .uv

@@ -214,3 +214,35 @@ def test_run_sh_install_is_runtime_only_and_refuses_a_wrong_hash(tmp_path: Path)
     done = _run_sh_install(tmp_path)
     assert done.returncode != 0, "a wrong hash was accepted"
     assert "hash" in done.stderr.lower(), done.stderr[-3000:]
+
+
+@pytest.mark.timeout(300)
+def test_two_run_sh_installs_at_once_leave_one_working_venv(tmp_path: Path) -> None:
+    """Two commands that each need the venv, started together (two `bench` runs after a
+    pull): the second waits for the first instead of syncing the same venv at once, and every
+    workspace package imports afterwards."""
+    if shutil.which("python3") is None:
+        pytest.skip("no python3 to create a venv with")
+    _copy_workspace(tmp_path)
+    runs = [
+        subprocess.Popen(
+            ["./run.sh", "install"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=240) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in outputs]
+    packages = sorted(p.parent.name for p in ROOT.glob("services/*/gridzero_*/__init__.py"))
+    imported = subprocess.run(
+        [".venv/bin/python", "-c", f"import gridzero, gridzero_tools, {', '.join(packages)}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert imported.returncode == 0, imported.stderr[-2000:]
