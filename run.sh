@@ -45,8 +45,19 @@ need_venv() {
   # venv made.
   exec 9>"$VENV.lock"
   command -v flock > /dev/null && flock 9
-  venv_serves "$1" || make_venv "$1"
+  venv_serves "$1" || make_venv "$(venv_level "$1")"
   exec 9>&-
+}
+
+venv_level() {
+  # a venv made for more and out of date is made again for as much: `bench` after a pull
+  # must not take the test tools away from a developer's venv
+  local have
+  for have in dev plot; do
+    if [ -f $VENV/.installed-$have ]; then echo $have; return; fi
+    [ "$have" = "$1" ] && break
+  done
+  echo "$1"
 }
 
 venv_serves() {
