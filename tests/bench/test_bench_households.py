@@ -11,7 +11,7 @@ import pytest
 from gridzero.errors import UsageError
 from gridzero_tools.bench.cli import main
 from gridzero_tools.bench.households import APPLIANCES, MAX_LOAD_W, generate, write_household
-from gridzero_tools.bench.population import distribution, report
+from gridzero_tools.bench.population import distribution, report, target_counts
 from gridzero_tools.sim.params import load_plant
 from gridzero_tools.sim.profile import load_profile
 
@@ -108,3 +108,27 @@ def test_the_distribution_carries_the_most_rectifier_starts_in_one_household() -
     assert by["gridzero"].as_dict()["most_charger_starts"] == 7
     text = report(docs, "abs_grid_wh", 1.0, 1)
     assert "starts" in text.splitlines()[1]
+
+
+def test_within_half_is_counted_as_written_and_with_the_baseline_floored_at_the_oracle() -> None:
+    def case(gridzero: float, housebatt: float, opendtu_violations: int = 0) -> dict[str, object]:
+        rows = [
+            {"controller": "gridzero", "abs_grid_wh": 100.0 + gridzero},
+            {"controller": "housebatt", "abs_grid_wh": 100.0 + housebatt},
+            {"controller": "opendtu", "abs_grid_wh": 90.0, "violations_total": opendtu_violations},
+            {"controller": "oracle-meter", "abs_grid_wh": 100.0},
+        ]
+        return {"profile": "hh", "controllers": rows}
+
+    docs = [
+        case(1.0, 4.0, opendtu_violations=3),  # within half either way
+        case(0.0, -2.0, opendtu_violations=1),  # level with the oracle, a baseline beats it
+        case(-1.5, -2.0, opendtu_violations=1),  # beats the oracle by more than half the lead
+        case(-1.0, -2.0, opendtu_violations=1),  # exactly half: met
+        case(3.0, 4.0, opendtu_violations=2),  # more than half
+    ]
+    counts = target_counts(docs)
+    assert counts["households_compared"] == 5
+    assert counts["gridzero_within_half_of_best_baseline_as_written"] == 3
+    assert counts["gridzero_within_half_of_best_baseline"] == 4
+    assert counts["gridzero_worse_than_a_baseline"] == 3

@@ -193,8 +193,14 @@ def distribution(docs: Sequence[dict[str, object]], measure: str) -> list[Spread
 
 def target_counts(docs: Sequence[dict[str, object]]) -> dict[str, int]:
     """Issue 18's targets over the households, for gridzero against the violation-free
-    baselines: within half of the best one's excess, and never worse than any of them."""
-    half = worse = counted = 0
+    baselines: within half of the best one's excess, and never worse than any of them.
+
+    Two counts of "within half": the issue's rule as written (``..._as_written``: where a
+    baseline beats the meter oracle, gridzero must beat it by half as much), and one with the
+    best baseline's excess taken as at least 0 (where a baseline beats the meter oracle,
+    gridzero at or below the meter oracle counts), which earlier rounds reported.
+    """
+    half = strict = worse = counted = 0
     for doc in docs:
         by = _rows(doc)
         if "gridzero" not in by or METER_ORACLE not in by:
@@ -210,9 +216,11 @@ def target_counts(docs: Sequence[dict[str, object]]) -> dict[str, int]:
         counted += 1
         g = ex["gridzero"]
         half += g <= 0.5 * max(0.0, min(clean)) + 1e-9
+        strict += g <= 0.5 * min(clean) + 1e-9
         worse += any(g > c + 1e-9 for c in clean)
     return {
         "households_compared": counted,
+        "gridzero_within_half_of_best_baseline_as_written": strict,
         "gridzero_within_half_of_best_baseline": half,
         "gridzero_worse_than_a_baseline": worse,
     }
