@@ -234,7 +234,11 @@ def test_two_run_sh_installs_at_once_leave_one_working_venv(tmp_path: Path) -> N
         )
         for _ in range(2)
     ]
-    outputs = [run.communicate(timeout=240) for run in runs]
+    try:
+        outputs = [run.communicate(timeout=240) for run in runs]
+    finally:
+        for run in runs:
+            run.kill()  # a hung install must not outlive the test (no-op once it exited)
     assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in outputs]
     packages = sorted(p.parent.name for p in ROOT.glob("services/*/gridzero_*/__init__.py"))
     imported = subprocess.run(
