@@ -558,15 +558,28 @@ def fallback_frames(settings: ChargerSettings) -> tuple[CanFrame, CanFrame]:
     )
 
 
-def startup_frames(settings: ChargerSettings) -> tuple[CanFrame, ...]:
-    """DC off first, then the stored fallback, then the same values online."""
+def startup_frames(
+    settings: ChargerSettings, *, store_fallback: bool = True
+) -> tuple[CanFrame, ...]:
+    """DC off first, then the stored fallback (unless ``store_fallback`` is False:
+    `fallback_due_on_open`), then the same values online."""
     defaults = offline_defaults(settings)
     return (
         codec.encode_control(Control(dc_off=True)),
-        *fallback_frames(settings),
+        *(fallback_frames(settings) if store_fallback else ()),
         codec.encode_voltage(defaults.voltage_v, cells_in_series=settings.cells_in_series),
         codec.encode_current_fraction(defaults.current_fraction),
     )
+
+
+def fallback_due_on_open(written: FallbackWrite | None, settings: ChargerSettings) -> bool:
+    """Whether a bus that has just opened gets the stored fallback written: only if this
+    process has not written it yet or the values to store differ from those last written.
+
+    The stored memory (EEPROM) wears with every write, and a link that opens but whose reads
+    fail reopens about once a second (~90,000 writes a day if each open wrote). A write not
+    confirmed yet is left to `FallbackWrite.retry_due`, whose back-off holds across reopens."""
+    return written is None or written.frames != fallback_frames(settings)
 
 
 # --- the stored fallback: written, then confirmed ---------------------------------------------

@@ -160,7 +160,7 @@ class Charger(Service[ChargerServiceSettings]):
         self.limits_gate = Freshness("bms limits")
         self.command_gate = Freshness("charge command")
         self.shunt_gate = Freshness("shunt state")
-        self.fallback: domain.FallbackWrite | None = None  # written when the bus opens
+        self.fallback: domain.FallbackWrite | None = None  # written when the bus first opens
         self.watch = domain.OverCurrentWatch(trip=self._restored_trip())
         self.ccl_history = domain.CclHistory()
         self._alarm_since: dict[str, float] = {}
@@ -197,23 +197,29 @@ class Charger(Service[ChargerServiceSettings]):
         ctx.discovery(self.discovery)
 
     def _on_link_state(self, error: str | None) -> None:
-        """The link opened the bus (re-send the start-up frames) or lost it (say why)."""
+        """The link opened the bus (DC off, and the stored fallback if due) or lost it."""
         if error is not None:
             self.ctx.log.warning("%s", error)
             return
         self._on_bus_open()
 
     def _on_bus_open(self) -> None:
-        self.ctx.log.info(
-            "CAN bus %s open: writing DC off and the stored fallback (%.2f V, fraction %.2f)",
-            self.settings.can.channel,
-            domain.offline_defaults(self.domain_settings).voltage_v,
-            domain.offline_defaults(self.domain_settings).current_fraction,
-        )
         now = self.ctx.now()
-        self._send(domain.startup_frames(self.domain_settings))
-        # DC stays off until the rectifier acknowledges both stored values (item: fallback)
-        self.fallback = domain.FallbackWrite.sent(self.domain_settings, now)
+        # The stored fallback (EEPROM) only when due: a link that reopens every second must
+        # not wear it out; an unconfirmed write is retried with its back-off (control).
+        store = domain.fallback_due_on_open(self.fallback, self.domain_settings)
+        defaults = domain.offline_defaults(self.domain_settings)
+        self.ctx.log.info(
+            "CAN bus %s open: writing DC off%s (%.2f V, fraction %.2f)",
+            self.settings.can.channel,
+            " and the stored fallback" if store else "",
+            defaults.voltage_v,
+            defaults.current_fraction,
+        )
+        self._send(domain.startup_frames(self.domain_settings, store_fallback=store))
+        if store:
+            # DC stays off until the rectifier acknowledges both stored values
+            self.fallback = domain.FallbackWrite.sent(self.domain_settings, now)
         self.last_sent_s = now
         self.control()
 

@@ -36,6 +36,7 @@ from gridzero_charger.domain import (
     cvl_above_ceiling,
     decide,
     decision_frames,
+    fallback_due_on_open,
     link_state,
     needs_refresh,
     next_taper,
@@ -513,6 +514,23 @@ def test_startup_frames_dc_off_then_offline_then_online() -> None:
     assert registers == [0x24, 0x19, 0x21, 0x22]
     stored = [m for m in frames[1:3] if isinstance(m, codec.SetPoint)]
     assert [m.value for m in stored] == [pytest.approx(46.8), pytest.approx(0.10)]
+
+
+def test_the_stored_fallback_is_due_on_open_once_or_when_its_values_change() -> None:
+    """Each open used to write the stored values (EEPROM): ~94,000 writes a day on a link
+    whose reads fail and that reopens every second."""
+    assert fallback_due_on_open(None, SETTINGS)
+    written = FallbackWrite.sent(SETTINGS, NOW)
+    assert not fallback_due_on_open(written, SETTINGS)
+    # unconfirmed: its retry's back-off decides, not the reopen
+    assert not fallback_due_on_open(written.check(NOW + 3.0), SETTINGS)
+    assert fallback_due_on_open(written, ChargerSettings(fallback_voltage_v=44.0))
+    reopen = [
+        codec.decode_frame(f.arbitration_id, f.data)
+        for f in startup_frames(SETTINGS, store_fallback=False)
+    ]
+    assert reopen[0] == codec.Control(dc_off=True)
+    assert [getattr(m, "register", None) for m in reopen[1:]] == [0x21, 0x22]
 
 
 def test_decision_frames_order() -> None:

@@ -22,6 +22,7 @@ from gridzero.runtime.freshness import Sequencer
 from gridzero.runtime.service import ServiceRunner
 from gridzero.testing import Probe, TestBroker
 from gridzero_charger import codec
+from gridzero_charger import service as charger_service
 from gridzero_charger.codec import Control, Quantity, Register, SetPoint
 from gridzero_charger.domain import TAPER_STEP_V, TAPER_TOLERANCE_A
 from gridzero_charger.service import (
@@ -576,6 +577,52 @@ def test_unanswered_fallback_write_keeps_dc_off(rig_factory: Callable[..., Rig])
     state = rig.state(lambda s: s.get("fallback") == "unanswered" and bool(s["alarms"]))
     assert state["dc_on"] is False
     assert "no acknowledgement of the stored fallback" in state["alarms"][0]["message"]
+
+
+class FlakyRead:
+    """The service's CAN read, failing ``failures`` more times, each 0.5 s after the bus
+    (re)opened (an adapter whose recv fails while its bus still opens): each failure makes
+    the link close and reopen the bus. The 0.5 s let the service act on each open."""
+
+    def __init__(self, read: Callable[[can.BusABC], tuple[int, bytes] | None]) -> None:
+        self._read = read
+        self._open_s: float | None = None
+        self.failures = 0
+
+    def __call__(self, bus: can.BusABC) -> tuple[int, bytes] | None:
+        now_s = time.monotonic()
+        if self._open_s is None:
+            self._open_s = now_s
+        if self.failures > 0 and now_s - self._open_s >= 0.5:
+            self.failures -= 1
+            self._open_s = None
+            raise can.CanError("recv failed (test)")
+        return self._read(bus)
+
+
+def test_a_reopened_bus_does_not_write_the_stored_fallback_again(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every open used to write the stored fallback (EEPROM, which wears with every write);
+    a link that opens but whose reads fail reopens about once a second."""
+    flaky = FlakyRead(charger_service._read_frame)
+    monkeypatch.setattr(charger_service, "_read_frame", flaky)
+    rig = rig_factory(bms_stale_s=10.0, command_stale_s=60.0, refresh_period_s=15.0)
+    rig.rectifier.values[Quantity.OUTPUT_CURRENT] = 0.0  # no trip against the CCL 0 of no limits
+    rig.state(lambda s: s.get("fallback") == "confirmed")
+    opens_before = sum(is_control(True)(m) for _, m in rig.rectifier.frames)
+    flaky.failures = 3
+    deadline = time.monotonic() + 10.0
+    while sum(is_control(True)(m) for _, m in rig.rectifier.frames) < opens_before + 3:
+        assert time.monotonic() < deadline, "the link did not reopen three times"
+        time.sleep(0.1)
+    # each open still turns DC off; the stored values went out once, at the first open
+    assert _sent(rig, Register.OFFLINE_VOLTAGE) == pytest.approx([46.8])
+    assert _sent(rig, Register.OFFLINE_CURRENT) == pytest.approx([0.10])
+    # the first write's confirmation holds: charging goes on after the reopens
+    rig.charge(ccl_a=30.0, current_a=25.0)
+    assert rig.state(lambda s: s["dc_on"] is True)["fallback"] == "confirmed"
+    assert len(_sent(rig, Register.OFFLINE_VOLTAGE)) == 1
 
 
 def test_rectifier_over_current_trips_latches_and_a_person_resets_it(
