@@ -518,19 +518,21 @@ def _voltage(
 
 
 def needs_refresh(
-    previous: Decision | None,
+    sent: Decision | None,
     last_sent_s: float | None,
     decision: Decision,
     now_s: float,
     settings: ChargerSettings,
 ) -> bool:
-    """Send now? On any change, else every refresh period (online values expire ~30 s)."""
-    if previous is None or last_sent_s is None:
+    """Send now? When ``decision`` differs from what was last ``sent`` (not from the previous
+    decision: a CCL falling by less than the tolerance per step must add up), else every
+    refresh period (online values expire ~30 s)."""
+    if sent is None or last_sent_s is None:
         return True
     changed = (
-        previous.dc_on != decision.dc_on
-        or abs(previous.voltage_v - decision.voltage_v) > 0.005
-        or abs(previous.current_fraction - decision.current_fraction) > 0.0005
+        sent.dc_on != decision.dc_on
+        or abs(sent.voltage_v - decision.voltage_v) > 0.005
+        or abs(sent.current_fraction - decision.current_fraction) > 0.0005
     )
     return changed or not 0.0 <= now_s - last_sent_s < settings.refresh_period_s
 

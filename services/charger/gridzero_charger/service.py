@@ -167,6 +167,9 @@ class Charger(Service[ChargerServiceSettings]):
         self.decision = domain.decide(
             None, None, self.domain_settings, self.started_s, hold_off=self._hold_off()
         )
+        # what the rectifier was last told, and when: changes are judged against it (a CCL
+        # falling in small steps adds up), not against the previous decision
+        self.sent: Decision | None = None
         self.last_sent_s: float | None = None
         self.send_errors = 0
         self.bad_frames = 0
@@ -220,7 +223,8 @@ class Charger(Service[ChargerServiceSettings]):
         if store:
             # DC stays off until the rectifier acknowledges both stored values
             self.fallback = domain.FallbackWrite.sent(self.domain_settings, now)
-        self.last_sent_s = now
+        # the start-up frames replaced what the rectifier held: the decision goes out again
+        self.sent = None
         self.control()
 
     def _domain_settings(self, runtime: ChargerRuntime) -> ChargerSettings:
@@ -504,11 +508,9 @@ class Charger(Service[ChargerServiceSettings]):
                 decision.current_a,
                 decision.reason,
             )
-        if domain.needs_refresh(
-            self.decision, self.last_sent_s, decision, now_s, self.domain_settings
-        ):
+        if domain.needs_refresh(self.sent, self.last_sent_s, decision, now_s, self.domain_settings):
             self._send(domain.decision_frames(decision, self.domain_settings))
-            self.last_sent_s = now_s
+            self.sent, self.last_sent_s = decision, now_s
         self.decision = decision
 
     def _alarm_payloads(self) -> list[Alarm]:

@@ -267,6 +267,31 @@ def test_command_above_ccl_is_clamped(rig_factory: Callable[..., Rig]) -> None:
     assert max(fractions) <= f32(20.0 / 62.5 * 1.21)
 
 
+def test_a_ccl_falling_in_small_steps_reaches_the_rectifier_at_once(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    """Each decision was compared with the previous decision, not with what was sent: a CCL
+    falling by less than ~0.026 A per message was never a change, and the rectifier kept the
+    old current until the refresh period (15 s here)."""
+    rig = rig_factory(bms_stale_s=10.0, command_stale_s=60.0, refresh_period_s=15.0)
+    on_at = rig.charge(ccl_a=20.0, current_a=25.0)
+    ccl_a = 20.0
+    for _ in range(25):  # 0.02 A a message, down to 19.5 A
+        ccl_a -= 0.02
+        rig.limits(ccl_a=ccl_a)
+        time.sleep(0.05)
+    followed = f32(19.55 / 62.5 * 1.21)
+
+    def follows(m: codec.Message) -> bool:
+        return (
+            isinstance(m, SetPoint)
+            and m.register == Register.ONLINE_CURRENT
+            and m.value <= followed
+        )
+
+    rig.rectifier.wait_for(follows, timeout_s=2.0, after=on_at)
+
+
 def test_a_running_charge_tapers_at_constant_voltage_when_the_ccl_falls_below_the_minimum(
     rig_factory: Callable[..., Rig],
 ) -> None:
