@@ -324,6 +324,9 @@ class Charger(Service[ChargerServiceSettings]):
         trip = self.watch.trip
         if trip is not None and not tripped_before:
             self.ctx.log.error("over-current trip: %s", trip.alarm().message)
+            # current flows that should not: say DC off again now, even if it was already
+            # sent (a lost frame, a rectifier that missed it)
+            self.sent = None
             self.ctx.store.set(OVER_CURRENT_KEY, dataclasses.asdict(trip))
             try:
                 self.ctx.store.flush()
@@ -378,7 +381,9 @@ class Charger(Service[ChargerServiceSettings]):
 
     # ----------------------------------------------------------------- CAN
 
-    def _send(self, frames: tuple[CanFrame, ...]) -> None:
+    def _send(self, frames: tuple[CanFrame, ...]) -> bool:
+        """Put ``frames`` on the bus; False if any failed (the caller decides on a retry)."""
+        ok = True
         for frame in frames:
             self.ctx.ring.add(LINK, "tx", frame.arbitration_id.to_bytes(4, "big") + frame.data)
             message = can.Message(
@@ -389,9 +394,11 @@ class Charger(Service[ChargerServiceSettings]):
                 functools.partial(_send_message, message), reopen_on_error=False
             )
             if error is not None:
+                ok = False
                 self.send_errors += 1
                 if self.link.up:
                     self.ctx.log.warning("CAN send of %08X failed: %s", frame.arbitration_id, error)
+        return ok
 
     def on_frame(self, arbitration_id: int, data: bytes) -> None:
         self.ctx.ring.add(LINK, "rx", arbitration_id.to_bytes(4, "big") + data)
@@ -508,8 +515,11 @@ class Charger(Service[ChargerServiceSettings]):
                 decision.current_a,
                 decision.reason,
             )
-        if domain.needs_refresh(self.sent, self.last_sent_s, decision, now_s, self.domain_settings):
-            self._send(domain.decision_frames(decision, self.domain_settings))
+        if domain.needs_refresh(
+            self.sent, self.last_sent_s, decision, now_s, self.domain_settings
+        ) and self._send(domain.decision_frames(decision, self.domain_settings)):
+            # recorded only once on the bus: a failed send (a stop above all) is tried again
+            # at the next control tick, not after the refresh period
             self.sent, self.last_sent_s = decision, now_s
         self.decision = decision
 

@@ -650,6 +650,60 @@ def test_a_reopened_bus_does_not_write_the_stored_fallback_again(
     assert len(_sent(rig, Register.OFFLINE_VOLTAGE)) == 1
 
 
+class FailingSend:
+    """The service's CAN send, failing the next ``dc_off_failures`` DC-off frames (a full
+    transmit queue, an adapter hiccup): the frame never reaches the bus."""
+
+    def __init__(self, send: Callable[[can.Message, can.BusABC], None]) -> None:
+        self._send = send
+        self.dc_off_failures = 0
+
+    def __call__(self, message: can.Message, bus: can.BusABC) -> None:
+        frame = codec.decode_frame(message.arbitration_id, bytes(message.data))
+        if self.dc_off_failures > 0 and is_control(True)(frame):
+            self.dc_off_failures -= 1
+            raise can.CanError("send failed (test)")
+        self._send(message, bus)
+
+
+@pytest.mark.parametrize("stop", ["alarm", "ccl_0", "stale_bms"])
+def test_a_failed_dc_off_send_is_retried_at_the_next_tick(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch, stop: str
+) -> None:
+    """A failed send was recorded as sent: the DC-off frame went out again only after the
+    refresh period (15 s here; 5 s by default)."""
+    failing = FailingSend(charger_service._send_message)
+    monkeypatch.setattr(charger_service, "_send_message", failing)
+    rig = rig_factory(
+        bms_stale_s=1.0 if stop == "stale_bms" else 10.0,
+        command_stale_s=60.0,
+        refresh_period_s=15.0,
+    )
+    on_at = rig.charge(ccl_a=30.0, current_a=25.0)
+    failing.dc_off_failures = 1
+    if stop == "alarm":
+        rig.limits(ccl_a=30.0, alarms=1)
+    elif stop == "ccl_0":
+        rig.limits(ccl_a=0.0)
+    # stale_bms: no more limits; they go stale 1 s after the last
+    off_at, _ = rig.rectifier.wait_for(is_control(True), timeout_s=3.0, after=on_at)
+    assert failing.dc_off_failures == 0, "the first DC-off send did not fail"
+    print(f"{stop}: DC off on the bus {off_at - on_at:.2f} s after DC on, first send failed")
+
+
+def test_an_over_current_trip_sends_dc_off_again(rig_factory: Callable[..., Rig]) -> None:
+    """Current flowing with DC already off: the trip must say DC off again at once, not at
+    the next refresh (15 s here)."""
+    rig = rig_factory(bms_stale_s=10.0, command_stale_s=60.0, refresh_period_s=15.0)
+    rig.rectifier.values[Quantity.OUTPUT_CURRENT] = 0.0
+    rig.limits(ccl_a=30.0)
+    rig.state(lambda s: s.get("fallback") == "confirmed" and s["limit_reason"] == "stale_command")
+    quiet_from = time.monotonic()
+    rig.rectifier.values[Quantity.OUTPUT_CURRENT] = 45.0  # DC is off, yet 45 A flow
+    rig.state(lambda s: s["limit_reason"] == "over_current", timeout_s=6.0, after=quiet_from)
+    rig.rectifier.wait_for(is_control(True), timeout_s=1.0, after=quiet_from)
+
+
 def test_rectifier_over_current_trips_latches_and_a_person_resets_it(
     rig_factory: Callable[..., Rig], own_broker: TestBroker
 ) -> None:
