@@ -93,10 +93,24 @@ class UnitSettings:
     parallel: int = 1  # identical inverters that hear the same frames
     query_status: bool = True
     line: str = ""
+    # What the unit holds itself to whatever frame it hears: its rating, or the output power
+    # limit set on its own display (the start-up max_power_w). None: max_power_w. A runtime
+    # max_power_w below it is the service's own limit, which only the frame can enforce.
+    own_limit_w: int | None = None
 
     @property
     def line_id(self) -> str:
         return self.line or self.unit_id
+
+    @property
+    def hardware_limit_w(self) -> int:
+        """The most the unit feeds at any frame (it ignores the service's runtime cap)."""
+        return self.max_power_w if self.own_limit_w is None else self.own_limit_w
+
+    @property
+    def frame_limit_w(self) -> int | None:
+        """The highest frame this unit may hear: its runtime cap, if below its own limit."""
+        return self.max_power_w if self.max_power_w < self.hardware_limit_w else None
 
     def problems(self) -> list[str]:
         """Every invalid field, named with its value and the allowed range."""
@@ -110,15 +124,30 @@ class UnitSettings:
         out += bound_problems(self, UNIT_BOUNDS, where)
         if self.dc_min_v >= self.dc_max_v:
             out.append(f"{where}: dc_min_v {self.dc_min_v} must be below dc_max_v {self.dc_max_v}")
-        return out
+        return out + self._own_limit_problems(where)
+
+    def _own_limit_problems(self, where: str) -> list[str]:
+        if self.own_limit_w is None:
+            return []
+        problem = UNIT_BOUNDS["max_power_w"].problem("own_limit_w", self.own_limit_w)
+        if problem:
+            return [f"{where}: {problem}"]
+        if self.max_power_w > self.own_limit_w:
+            return [
+                f"{where} (line {self.line_id!r}): max_power_w {self.max_power_w} W is above its "
+                f"start-up max_power_w {self.own_limit_w} W (a runtime value may only lower it)"
+            ]
+        return []
 
 
 @dataclass(frozen=True, slots=True)
 class Line:
     """One RS485 port and the units on it: they all hear the same demand frame.
 
-    Each unit feeds ``min(frame, its own max power)``, so a line of a 1000 W and a 600 W
-    unit feeds 1200 W at a 600 W frame and 1600 W at 1000 W.
+    Each unit feeds ``min(frame, its hardware limit)``, so a line of a 1000 W and a 600 W
+    unit feeds 1200 W at a 600 W frame and 1600 W at 1000 W. A unit's runtime max power
+    below its hardware limit is unknown to the unit: the frame of the whole line is held
+    at or below it (every unit on the line then feeds at most that frame).
     """
 
     line_id: str
@@ -144,8 +173,11 @@ class Line:
 
     @property
     def max_frame_w(self) -> int:
-        """Above the largest unit's max power a higher frame feeds nothing more."""
-        return max(u.max_power_w for u in self.units)
+        """The highest frame sent: no unit's runtime cap is exceeded (each feeds the frame
+        up to its hardware limit), and above the largest hardware limit a frame feeds
+        nothing more."""
+        caps = [u.frame_limit_w for u in self.units if u.frame_limit_w is not None]
+        return min([max(u.hardware_limit_w for u in self.units), *caps])
 
     @property
     def dc_min_v(self) -> float:
@@ -161,21 +193,28 @@ class Line:
         return self.count == 1 and self.units[0].query_status
 
     def output_w(self, frame_w: float) -> float:
-        """What the units feed together at this frame (each up to its own max power)."""
-        return sum(min(frame_w, u.max_power_w) * u.parallel for u in self.units)
+        """What the units feed together at this frame (each up to its hardware limit)."""
+        return sum(min(frame_w, u.hardware_limit_w) * u.parallel for u in self.units)
+
+    def unit_max_w(self, unit: UnitSettings) -> int:
+        """The most ``unit`` feeds now: its hardware limit or the line's highest frame."""
+        return min(unit.hardware_limit_w, self.max_frame_w)
 
     def capacity_w(self) -> int:
-        return sum(u.max_power_w * u.parallel for u in self.units)
+        return sum(self.unit_max_w(u) * u.parallel for u in self.units)
 
     def frame_for(self, total_w: float) -> int:
-        """The largest whole-watt frame at which the line feeds at most ``total_w``."""
+        """The largest whole-watt frame, up to ``max_frame_w``, at which the line feeds at
+        most ``total_w``."""
         total_w = max(0.0, min(total_w, self.capacity_w()))
-        saturated_w = 0.0  # output of the units already at their max
-        hearing = self.count  # units still below their max
-        for unit in sorted(self.units, key=lambda u: u.max_power_w):
-            if total_w <= saturated_w + unit.max_power_w * hearing:
-                return math.floor((total_w - saturated_w) / hearing + 1e-9)
-            saturated_w += unit.max_power_w * unit.parallel
+        saturated_w = 0.0  # output of the units already at their hardware limit
+        hearing = self.count  # units still below their hardware limit
+        for unit in sorted(self.units, key=lambda u: u.hardware_limit_w):
+            if total_w <= saturated_w + unit.hardware_limit_w * hearing:
+                # output grows with the frame: capping the frame keeps it within total_w
+                frame = math.floor((total_w - saturated_w) / hearing + 1e-9)
+                return min(frame, self.max_frame_w)
+            saturated_w += unit.hardware_limit_w * unit.parallel
             hearing -= unit.parallel
         return self.max_frame_w
 
@@ -404,12 +443,12 @@ def decide(
     """Every line's frame demand, cap and reason.
 
     A command (AC watts for the line) becomes the frame at which the line's units feed
-    at most that, capped at the largest unit's max power. Lines that may feed share the
-    bms budget DCL x V x efficiency, counted as frame x the number of units on the line
-    (each unit may feed the whole frame: a unit's own lower max power is its own doing,
-    not the frame's, so the budget does not rely on it). If the lines' frames exceed
-    the budget, each is scaled down in proportion (rounded down, so the sum stays within
-    it). ``tripped``: a unit reported a DC current above DCL; every line gets 0 W.
+    at most that, capped at ``Line.max_frame_w`` (no unit's runtime max power exceeded).
+    Lines that may feed share the bms budget DCL x V x efficiency, counted as frame x the
+    number of units on the line (each unit may feed the whole frame: a unit's own lower
+    hardware limit is its own doing, not the frame's, so the budget does not rely on it).
+    If the lines' frames exceed the budget, each is scaled down in proportion (rounded
+    down, so the sum stays within it). ``tripped``: a unit reported a DC current above DCL; every line gets 0 W.
     """
     clamp = Clamp() if clamp is None else clamp
     decisions: dict[str, LineDecision] = {}
@@ -630,7 +669,9 @@ class Dispatcher:
             )
         if not isinstance(enabled, bool):
             raise ValueError(f"inverter unit {unit_id!r}: enabled {enabled!r} is not true/false")
-        new = replace(old, max_power_w=max_power, enabled=enabled)
+        # the start-up max power stays the unit's hardware limit: a runtime value below it
+        # is enforced by the line's frame (Line.max_frame_w)
+        new = replace(old, max_power_w=max_power, enabled=enabled, own_limit_w=old.hardware_limit_w)
         problems = new.problems()
         if problems:
             raise ValueError("; ".join(problems))

@@ -435,7 +435,9 @@ class Inverter(Service[InverterSettings]):
                 units=[
                     InverterUnitInfo(
                         id=u.unit_id,
-                        max_power_w=u.max_power_w,
+                        # what it feeds at most now: on a shared line another unit's runtime
+                        # cap holds the frame, and so this unit, lower than its own setting
+                        max_power_w=line.unit_max_w(u),
                         parallel=u.parallel,
                         dc_min_v=u.dc_min_v,
                         dc_max_v=u.dc_max_v,

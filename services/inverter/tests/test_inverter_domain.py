@@ -534,3 +534,69 @@ def test_dispatcher_commands_lines_not_units() -> None:
         disp.set_command("big", 600, 0.0)
     (frame,) = disp.due(0.0)
     assert (frame.line_id, frame.port_url, frame.power_w) == ("roof", "/dev/ttyUSB0", 600)
+
+
+# ------------------------------------------------------------------ a runtime cap on a shared line
+
+
+def test_a_runtime_cap_on_a_shared_line_holds_the_whole_line_frame() -> None:
+    # review: unit a set to 0 W at runtime on a line shared with b (both 900 W) got a 900 W
+    # frame: a does not know its runtime cap, hears the frame and feeds it: ~1800 W fed
+    disp = Dispatcher((on_line("a", 900), on_line("b", 900)))
+    disp.update_unit("a", max_power_w=0)
+    disp.set_limits(limits(dcl_a=100.0, at_s=0.0))
+    disp.set_command("roof", 900, 0.0)
+    d = disp.decisions(0.1)["roof"]
+    assert (d.demand_w, d.cap_w, d.reason) == (0, 0, Reason.MAX_POWER)
+    assert [o.power_w for o in disp.due(0.1)] == [0]
+    assert disp.line("roof").output_w(d.demand_w) == 0
+    disp.update_unit("a", max_power_w=300)  # every unit of the line at most 300 W now
+    roof = disp.line("roof")
+    assert (roof.max_frame_w, roof.capacity_w(), roof.frame_for(900)) == (300, 600, 300)
+    assert roof.output_w(roof.frame_for(900)) == 600
+
+
+def test_a_runtime_cap_at_or_above_a_units_hardware_limit_leaves_the_split_alone() -> None:
+    # 1000 W + 600 W: the 600 W unit holds itself at 600 W, so no cap on the frame from it
+    disp = Dispatcher((on_line("big", 1000), on_line("small", 600)))
+    disp.update_unit("small", max_power_w=600)
+    assert disp.line("roof").frame_for(1600) == 1000
+    disp.update_unit("big", max_power_w=700)  # big holds the frame: small still 600 W at 700
+    roof = disp.line("roof")
+    assert (roof.capacity_w(), roof.frame_for(1300), roof.frame_for(5000)) == (1300, 700, 700)
+    disp.update_unit("small", max_power_w=400)
+    roof = disp.line("roof")
+    assert (roof.capacity_w(), roof.frame_for(1600)) == (800, 400)
+    assert [roof.unit_max_w(u) for u in roof.units] == [400, 400]
+
+
+def test_a_runtime_max_power_above_the_start_up_one_is_refused_naming_unit_and_line() -> None:
+    disp = Dispatcher((on_line("a", 900), on_line("b", 900)))
+    disp.update_unit("a", max_power_w=500)
+    assert disp.update_unit("a", max_power_w=900).max_power_w == 900
+    with pytest.raises(ValueError, match=r"unit 'a' \(line 'roof'\): max_power_w 1000 W is above"):
+        disp.update_unit("a", max_power_w=1000)
+    assert disp.unit("a").max_power_w == 900
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 2000), st.integers(1, 2)), min_size=1,
+             max_size=3),
+    st.floats(0, 1e5),
+    st.floats(0, 500),
+)  # fmt: skip
+def test_no_unit_of_a_shared_line_feeds_above_its_runtime_max_power(
+    specs: list[tuple[int, int, int]], command_w: float, dcl: float
+) -> None:
+    units = [
+        replace(on_line(f"u{i}", max(a, b)), parallel=n, max_power_w=min(a, b),
+                own_limit_w=max(a, b))
+        for i, (a, b, n) in enumerate(specs)
+    ]  # fmt: skip
+    (roof,) = lines_of(units)
+    d = decide([roof], {"roof": Command(command_w, 100.0)}, limits(dcl_a=dcl), T, 100.5)["roof"]
+    for unit in units:  # every unit feeds the frame up to its hardware limit
+        assert min(d.demand_w, unit.hardware_limit_w) <= unit.max_power_w
+    assert roof.output_w(d.demand_w) <= command_w
+    assert d.demand_w * roof.count <= dcl * 50.0 * Clamp().efficiency

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from gridzero.contract import InverterState, Topics
+from gridzero.contract import InverterState, InverterUnits, Topics
 from gridzero.errors import SettingsError
 from gridzero.runtime.freshness import Sequencer
 from gridzero.runtime.link import DeviceLink
@@ -777,5 +777,32 @@ def test_a_new_demand_is_debug_and_a_new_reason_is_info(
         _run(offline, 2.0, bms)  # the controller falls silent: reason stale_command
         news = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
         assert any("stale_command" in m for m in news)
+    finally:
+        offline.stop()
+
+
+def test_a_runtime_cap_on_a_shared_line_is_published_for_every_unit_it_holds(
+    tmp_path: Path, peer: InverterPeer
+) -> None:
+    """The controller splits over the published maxima: the line's frame, held at one unit's
+    runtime cap, holds the other unit as well."""
+    port = f"socket://127.0.0.1:{peer.port}"
+    units = [
+        UnitConfig(id=uid, port=port, max_power_w=w, dc_min_v=40, dc_max_v=60, line="roof",
+                   query_status=False)
+        for uid, w in (("big", 1000), ("small", 600))
+    ]  # fmt: skip
+    offline = Offline(
+        Inverter, make_settings_offline(tmp_path, peer.port, units=units), FakeClock()
+    ).start()
+    try:
+        offline.deliver(T.setting_set("inverter", "max_power_w", unit="big"), "300")
+        described = offline.payloads(T.inverter_units)[-1]
+        assert isinstance(described, InverterUnits)
+        assert [(u.id, u.max_power_w) for u in described.lines[0].units] == [
+            ("big", 300),
+            ("small", 300),
+        ]
+        assert described.lines[0].capacity_w() == 600
     finally:
         offline.stop()
