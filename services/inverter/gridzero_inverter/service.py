@@ -98,7 +98,7 @@ class InverterSettings(ServiceSettings):
     )
     bms_stale_s: float = Field(default=3.0, gt=0, le=30)
     command_stale_s: float = Field(default=3.0, gt=0, le=30)
-    zero_frames: int = Field(default=3, ge=0, le=100, description="0 W frames before silence")
+    zero_frames: int = Field(default=3, ge=1, le=100, description="0 W frames before silence")
     status_poll_s: float = Field(default=5.0, gt=0, le=600)
     status_timeout_s: float = Field(default=15.0, gt=0, le=600)
     reply_window_s: float = Field(default=1.0, gt=0, le=5, description="reply -> last queried")
@@ -110,7 +110,7 @@ class InverterSettings(ServiceSettings):
     efficiency: float = Field(
         default=0.85,
         ge=0.5,
-        le=1.0,
+        le=domain.MAX_EFFICIENCY,
         description="AC/DC efficiency the DCL clamp assumes (DCL x V x this); at or below the "
         "worst the units reach",
     )
@@ -119,6 +119,12 @@ class InverterSettings(ServiceSettings):
     )
     dc_trip_hold_s: float = Field(
         default=10.0, gt=0, le=600, description="every unit at 0 W this long after such a report"
+    )
+    dc_trip_grace_s: float = Field(
+        default=8.0,
+        ge=0,
+        le=30,
+        description="a report is judged against the highest DCL of this many seconds back",
     )
 
     @model_validator(mode="after")
@@ -144,6 +150,7 @@ class InverterSettings(ServiceSettings):
             efficiency=self.efficiency,
             dcl_margin_pct=self.dcl_margin_pct,
             dc_trip_hold_s=self.dc_trip_hold_s,
+            dc_trip_grace_s=self.dc_trip_grace_s,
         )
 
 

@@ -96,8 +96,13 @@ def test_dc_current_at_the_dcl_clamp_stays_within_dcl(efficiency: float) -> None
 
 def test_clamp_settings_are_bounded() -> None:
     assert Clamp().problems() == []
-    assert "efficiency 1.1 is outside 0.5..1.0" in Clamp(efficiency=1.1).problems()[0]
+    assert "efficiency 1.1 is outside 0.5..0.92" in Clamp(efficiency=1.1).problems()[0]
     assert "efficiency 0.4" in Clamp(efficiency=0.4).problems()[0]
+    # review: 1.0 let the clamp allow DCL x V of AC, a DC draw of DCL / 0.87 at the unit's
+    # real efficiency
+    assert "efficiency 1.0 is outside" in Clamp(efficiency=1.0).problems()[0]
+    assert Clamp(efficiency=0.92).problems() == []
+    assert "dc_trip_grace_s 31" in Clamp(dc_trip_grace_s=31).problems()[0]
     with pytest.raises(ValueError, match=r"efficiency 1\.2"):
         Dispatcher((U48,), clamp=Clamp(efficiency=1.2))
 
@@ -121,6 +126,32 @@ def test_reported_dc_current_above_dcl_cuts_every_unit_for_the_hold() -> None:
     disp.set_limits(limits(dcl_a=10.0, pack_v=42.0, at_s=110.5))
     disp.set_command("gtn48", 300, 110.5)
     assert disp.decisions(110.5)["gtn48"].reason is not Reason.DC_CURRENT
+
+
+def test_a_report_after_the_dcl_fell_is_judged_against_the_dcl_the_units_may_still_follow() -> None:
+    # review: the DCL fell from 20 A to 5 A and the units, still ramping down from the old
+    # frame, reported 15 A a second later: a trip (0 W for 10 s) for a unit that obeyed
+    disp = Dispatcher((U48,), clamp=Clamp(dcl_margin_pct=10.0, dc_trip_grace_s=8.0))
+    disp.set_limits(limits(dcl_a=20.0, at_s=100.0))
+    disp.set_limits(limits(dcl_a=20.0, at_s=101.0))
+    disp.set_limits(limits(dcl_a=5.0, at_s=102.0))
+    assert disp.report_dc_current("gtn48", 15.0, 103.0) == ""
+    assert disp.report_dc_current("gtn48", 15.0, 109.9) == ""  # 20 A ended 7.9 s ago
+    # above the old DCL too: a unit that ignores its frames is cut at once
+    assert "above DCL 20 A" in disp.report_dc_current("gtn48", 22.5, 104.0)
+    disp.tripped_until_s = None
+    for now_s in (105.0, 108.0, 110.5):
+        disp.set_limits(limits(dcl_a=5.0, at_s=now_s))
+    # 8 s after the fall only the new DCL counts: 15 A is a unit feeding above its frame
+    assert "above DCL 5 A" in disp.report_dc_current("gtn48", 15.0, 110.5)
+    assert len(disp.dcl_history) <= 2  # the window, not the whole run
+
+
+def test_without_a_grace_a_report_is_judged_against_the_dcl_now() -> None:
+    disp = Dispatcher((U48,), clamp=Clamp(dcl_margin_pct=10.0, dc_trip_grace_s=0.0))
+    disp.set_limits(limits(dcl_a=20.0, at_s=100.0))
+    disp.set_limits(limits(dcl_a=5.0, at_s=102.0))
+    assert "above DCL 5 A" in disp.report_dc_current("gtn48", 15.0, 102.5)
 
 
 def test_parallel_units_report_for_each_of_them() -> None:
@@ -444,6 +475,8 @@ def test_unit_set_problems() -> None:
 
 def test_timing_problems() -> None:
     assert Timing().problems() == []
+    # review: 0 sent no 0 W frame at all, so a stop left the unit at its last demand
+    assert "zero_frames 0 is outside 1..100" in Timing(zero_frames=0).problems()[0]
     bad = Timing(bms_stale_s=0.0, zero_frames=-1, min_gap_s=2.0)
     text = "; ".join(bad.problems())
     for part in ("bms_stale_s 0.0", "zero_frames -1", "min_gap_s 2.0"):

@@ -744,6 +744,14 @@ def test_efficiency_is_a_start_up_setting_only(
             efficiency=1.1,
             data_dir=tmp_path,
         )
+    for name, value in (("efficiency", 1.0), ("zero_frames", 0)):
+        with pytest.raises(SettingsError, match=name):
+            load_settings(
+                InverterSettings,
+                units=[{"id": "a", "dc_min_v": 40, "dc_max_v": 60}],
+                data_dir=tmp_path,
+                **{name: value},
+            )
     probe = broker.probe()
     setter = broker.probe("homeassistant", subscribe="")
     setter.publish(T.setting_set("inverter", "efficiency", unit="u1"), "1.0")
