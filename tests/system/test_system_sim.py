@@ -105,6 +105,10 @@ def test_grid_held_near_zero_and_battery_discharging(system: tuple[System, Probe
 def test_meter_fault_stops_discharge_then_recovers(system: tuple[System, Probe, float]) -> None:
     sut, probe, _ = system
     operator = sut.probe("operator", subscribe=None)
+    # the fault is sent once: the simulator must have subscribed. Its truth comes from a
+    # timer that can run before that; its `online` only once the broker confirmed it (run
+    # alone, no earlier test of this module has waited for it)
+    probe.wait_for(T.status("sim"), lambda p: p == b"online", timeout_s=30)
     wait_until(lambda: bool(_truths(probe, time.monotonic() - 3)), 10, "truth")
     injected = time.monotonic()
     operator.publish(T.sim_fault_set, json.dumps({"kind": "meter_silent", "duration_s": 20}))

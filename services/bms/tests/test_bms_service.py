@@ -327,6 +327,9 @@ def test_deep_discharge_latch_survives_a_restart_and_only_a_person_releases_it(
         fake.cells[1] = [2000] * 12
         runner = ServiceRunner(Bms, settings)
         runner.start_thread()
+        # subscribed before the button is pressed: the limits below come from a timer and
+        # may be published before the broker has the bms's subscriptions
+        assert runner.ctx.conn.wait_connected(5)
         latched = _limits(
             probe.wait_for(T.bms_limits, _has_alarm("deep_discharge"), 10, live_only=True)
         )
@@ -339,6 +342,7 @@ def test_deep_discharge_latch_survives_a_restart_and_only_a_person_releases_it(
         fake.cells[1] = [3700] * 12  # charged by other means while the bms was down
         runner = ServiceRunner(Bms, settings)
         runner.start_thread()
+        assert runner.ctx.conn.wait_connected(5)
         start = time.monotonic()
         probe.wait_for(T.bms_pack, lambda p: json.loads(p)["modules_present"] == 2, 10, after=start)
         start = time.monotonic()
