@@ -161,6 +161,10 @@ def test_runtime_setting_accepted_echoed_persisted(broker: TestBroker, tmp_path:
         ("target_w", "banana", "valid number"),
         ("target_w", "nan", "not a finite number"),
         ("mode", "turbo", "'auto' or 'hold'"),
+        # review: a switch's ON/true sent to a number setting was taken as 1 (1 A, 1 W)
+        ("target_w", "ON", "target_w is not a true/false setting: 'ON' refused"),
+        ("target_w", "false", "not a true/false setting"),
+        ("mode", "on", "not a true/false setting"),
         ("no_such", "1", "unknown setting 'no_such'"),
     ],
 )
@@ -175,6 +179,18 @@ def test_runtime_setting_refused_changes_nothing(
     assert ack["ok"] is False
     assert reason in ack["reason"]
     assert running.service.runtime.value == before  # type: ignore[attr-defined]
+    ha.close()
+
+
+def test_a_switch_value_still_sets_a_true_false_setting(
+    running: ServiceRunner, broker: TestBroker
+) -> None:
+    ha = broker.probe("homeassistant")
+    start = time.monotonic()
+    ha.publish(T.setting_set("controller", "enabled"), "OFF")
+    ack = json.loads(ha.wait_for(T.ack("controller"), after=start))
+    assert ack["ok"] is True
+    assert running.service.runtime.value.enabled is False  # type: ignore[attr-defined]
     ha.close()
 
 
@@ -210,7 +226,11 @@ def test_reconnects_and_resubscribes_after_broker_restart(
     runner.start_thread()
     assert runner.ctx.conn.wait_connected(5)
     own_broker.restart(down_s=1.0)
-    wait_until(lambda: runner.ctx.conn.connect_count >= 2, 15, "reconnect")
+    # the count goes up at the CONNACK, before the filters are subscribed again; `connected`
+    # (what `online` says) only once the broker confirmed them: a command sent in between
+    # would be lost
+    conn = runner.ctx.conn
+    wait_until(lambda: conn.connect_count >= 2 and conn.connected, 15, "resubscribed")
     sender = own_broker.probe("controller", subscribe=None)
     sender.publish(
         T.inverter_set("u1"), json.dumps({"power_w": 123, "ts": time.time(), "boot": "t", "seq": 1})

@@ -25,7 +25,10 @@ will, `stopped` on a clean exit). State payloads are JSON with SI units in the k
 names and `ts` (Unix seconds). Commands go to `.../set` topics, are validated, and are
 answered on `<base>/<service>/ack`; a refused command changes nothing. Runtime settings
 and buttons (`.../settings/<name>/set`, `.../action/<name>/set`) may be written by
-{setters} (the broker's ACL: `gridzero credentials acl`).
+{setters} (the broker's ACL: `gridzero credentials acl`). A setting's value is plain
+text: a number, `true`/`false` (also `on`/`off`, any case) for a true/false setting, or a
+word for a choice; `on`/`true`/`off`/`false` sent to any other setting is refused (it would
+otherwise be read as 1 or 0: 1 A, 1 W).
 
 Signs: battery current and battery power (the shunt's `current_a` and `power_w`, the
 controller's `setpoint_w`, the simulator's `current_a`):

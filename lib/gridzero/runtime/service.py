@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, get_args
 
 from paho.mqtt.client import topic_matches_sub
 from pydantic import BaseModel, ValidationError
@@ -315,6 +315,11 @@ _CONNECTED = "\x00connected"  # internal markers, never valid MQTT topics from t
 _CALL = "\x00call"
 
 
+def _takes_bool(annotation: Any) -> bool:
+    """Whether a field's type is bool, or a union with bool in it."""
+    return annotation is bool or any(_takes_bool(arg) for arg in get_args(annotation))
+
+
 class RuntimeSettings(Generic[M]):
     """Settings a user may change at runtime over MQTT / Home Assistant.
 
@@ -411,6 +416,12 @@ class RuntimeSettings(Generic[M]):
             raw = parse_setting_text(msg.payload)
         except PayloadError as exc:
             self._refuse(msg, str(exc), name)
+            return
+        if isinstance(raw, bool) and not _takes_bool(fields[name].annotation):
+            # pydantic would take true/on as 1 and false/off as 0: a switch sent to a
+            # current or power setting would set it to 1 A or 1 W
+            text = msg.payload.decode("utf-8", "replace").strip()
+            self._refuse(msg, f"{name} is not a true/false setting: {text!r} refused", name)
             return
         new, why = self._validated({**self.value.model_dump(), name: raw})
         if new is None:
