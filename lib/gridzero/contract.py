@@ -270,6 +270,11 @@ class PackState(Stamped):
     modules_expected: int = Field(ge=0)
     cells_counted: int = Field(ge=0)
     cells_expected: int = Field(ge=0)
+    cells_in_series: int | None = Field(
+        default=None,
+        ge=1,
+        description="cells in series by the bms's layout settings (the charger checks its own)",
+    )
     balancing: bool
     balancing_cells: int = Field(ge=0, description="how many cells bleed now")
     alarm_text: str = Field(description="empty when all is well")

@@ -667,6 +667,7 @@ class Bms(Service[BmsSettings]):
             modules_expected=snap.expected_modules,
             cells_counted=snap.cell_count,
             cells_expected=snap.expected_cell_count,
+            cells_in_series=snap.series_cells,
             balancing=bool(bleeding),
             balancing_cells=sum(len(c) for c in bleeding.values()),
             alarm_text="; ".join(a.message for a in alarms),

@@ -149,6 +149,8 @@ def test_limits_come_up_and_over_voltage_trips(
             )
         )
         assert pack["cells_counted"] == 24
+        # two 12 S modules in parallel (the default layout): what the charger checks its own by
+        assert pack["cells_in_series"] == 12
         assert fake.polls >= 2
         start = time.monotonic()
         fake.cells[2][6] = 4250

@@ -59,6 +59,7 @@ class Reason(StrEnum):
     DISABLED = "disabled"
     OVER_CURRENT = "over_current"
     FALLBACK_UNCONFIRMED = "fallback_unconfirmed"
+    CELLS_MISMATCH = "cells_mismatch"
 
 
 class LinkState(StrEnum):
@@ -274,6 +275,24 @@ def _off(
     ):
         voltage_v = min(voltage_v, limits.value.cvl_v)
     return Decision(False, voltage_v, 0.0, FALLBACK_FRACTION_MAX, reason, reason)
+
+
+def cells_mismatch(bms_cells: int | None, settings: ChargerSettings) -> str:
+    """Why the bms's cells in series and the charger's disagree ("" if they agree or the bms
+    has not said).
+
+    Fewer cells than the charger is set for make its ceiling and the rectifier's stored
+    fallback too high per cell: 14 set on a 12 S pack stores 54.6 V, 4.55 V a cell, which
+    the rectifier charges to on its own once this service stops."""
+    if bms_cells is None or bms_cells == settings.cells_in_series:
+        return ""
+    per_cell_v = settings.fallback_voltage_v / bms_cells
+    return (
+        f"the bms counts {bms_cells} cells in series, the charger is set for cells_in_series "
+        f"{settings.cells_in_series}: its stored fallback {settings.fallback_voltage_v:.2f} V "
+        f"is {per_cell_v:.2f} V a cell on the bms's pack (at most "
+        f"{chemistry.FALLBACK_CELL_MAX_V:g} V); DC stays off until the settings agree"
+    )
 
 
 def cvl_above_ceiling(limits: FreshValue[BmsLimits] | None, settings: ChargerSettings) -> bool:

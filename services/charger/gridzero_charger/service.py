@@ -21,7 +21,14 @@ from pydantic import BaseModel, Field, model_validator
 
 from gridzero import chemistry, ha
 from gridzero.codec import CodecError
-from gridzero.contract import Alarm, ChargerState, PayloadError, ShuntState, parse_payload
+from gridzero.contract import (
+    Alarm,
+    ChargerState,
+    PackState,
+    PayloadError,
+    ShuntState,
+    parse_payload,
+)
 from gridzero.contract import BmsLimits as BmsLimitsPayload
 from gridzero.contract import ChargeCommand as ChargeCommandPayload
 from gridzero.runtime import canbus
@@ -160,6 +167,9 @@ class Charger(Service[ChargerServiceSettings]):
         self.limits_gate = Freshness("bms limits")
         self.command_gate = Freshness("charge command")
         self.shunt_gate = Freshness("shunt state")
+        self.pack_gate = Freshness("bms pack")
+        # the bms's cells in series, from its pack state: a disagreement holds DC off
+        self.bms_cells: int | None = None
         self.fallback: domain.FallbackWrite | None = None  # written when the bus first opens
         self.watch = domain.OverCurrentWatch(trip=self._restored_trip())
         self.ccl_history = domain.CclHistory()
@@ -193,6 +203,7 @@ class Charger(Service[ChargerServiceSettings]):
         ctx.subscribe(ctx.topics.charger_set, self.on_command)
         ctx.subscribe(ctx.topics.bms_limits, self.on_limits)
         ctx.subscribe(ctx.topics.shunt_state, self.on_shunt)
+        ctx.subscribe(ctx.topics.bms_pack, self.on_pack)
         ctx.action("reset_over_current", self.on_reset_over_current)
         ctx.every(self.settings.poll_period_s, self.poll, name="poll")
         ctx.every(self.settings.control_period_s, self.control, name="control")
@@ -286,6 +297,8 @@ class Charger(Service[ChargerServiceSettings]):
             return domain.Reason.OVER_CURRENT
         if self.fallback is None or not self.fallback.confirmed:
             return domain.Reason.FALLBACK_UNCONFIRMED
+        if domain.cells_mismatch(self.bms_cells, self.domain_settings):
+            return domain.Reason.CELLS_MISMATCH
         return None
 
     def _measurements(self) -> tuple[domain.Measurement, ...]:
@@ -366,6 +379,8 @@ class Charger(Service[ChargerServiceSettings]):
             found.append(self.watch.trip.alarm())
         if self.fallback is not None and (alarm := self.fallback.alarm()) is not None:
             found.append(alarm)
+        if mismatch := domain.cells_mismatch(self.bms_cells, self.domain_settings):
+            found.append(domain.ChargerAlarm("cells_mismatch", mismatch))
         s = self.domain_settings
         if domain.cvl_above_ceiling(self.limits, s) and self.limits is not None:
             found.append(
@@ -469,6 +484,20 @@ class Charger(Service[ChargerServiceSettings]):
                 chemistry.CELL_MAX_V,
             )
         self.pack_voltage_v = payload.pack_voltage_v if payload.pack_voltage_v > 0 else None
+        self.control()
+
+    def on_pack(self, msg: Message) -> None:
+        """The bms's pack state: its cells in series are checked against ours."""
+        payload = parse_payload(PackState, msg.topic, msg.payload)
+        self.ctx.take(self.pack_gate, msg, payload)  # refuses a retained or future pack
+        if payload.cells_in_series is None or payload.cells_in_series == self.bms_cells:
+            return
+        self.bms_cells = payload.cells_in_series
+        mismatch = domain.cells_mismatch(self.bms_cells, self.domain_settings)
+        if mismatch:
+            self.ctx.log.error("%s", mismatch)
+        else:
+            self.ctx.log.info("bms and charger agree: %d cells in series", self.bms_cells)
         self.control()
 
     def on_shunt(self, msg: Message) -> None:

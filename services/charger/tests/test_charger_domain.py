@@ -32,6 +32,7 @@ from gridzero_charger.domain import (
     Readings,
     Reason,
     Taper,
+    cells_mismatch,
     charge_limit_a,
     cvl_above_ceiling,
     decide,
@@ -737,3 +738,13 @@ def test_a_lowered_ccl_is_not_an_over_current_while_the_measurement_catches_up()
         flowing = (Measurement("shunt", 30.0, now),)
         watch = watch.update(flowing, history.highest(), now, SETTINGS)
     assert watch.trip is not None
+
+
+def test_cells_mismatch_names_both_counts_and_the_fallback_per_cell() -> None:
+    fourteen = ChargerSettings(cells_in_series=14, fallback_voltage_v=54.6)
+    assert cells_mismatch(None, fourteen) == ""  # the bms has not said
+    assert cells_mismatch(14, fourteen) == ""
+    text = cells_mismatch(12, fourteen)
+    assert "bms counts 12 cells in series" in text
+    assert "cells_in_series 14" in text
+    assert "54.60 V is 4.55 V a cell" in text

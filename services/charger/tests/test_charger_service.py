@@ -17,7 +17,7 @@ import pytest
 from pydantic import ValidationError
 
 from gridzero.codec import CodecError
-from gridzero.contract import Topics
+from gridzero.contract import CellRef, PackState, Topics
 from gridzero.runtime.freshness import Sequencer
 from gridzero.runtime.service import ServiceRunner
 from gridzero.testing import Probe, TestBroker
@@ -783,6 +783,52 @@ def test_cvl_above_the_pack_ceiling_is_clamped_and_flagged(rig_factory: Callable
     state = rig.state(lambda s: s["dc_on"] is True and bool(s["alarms"]))
     assert state["setpoint_voltage_v"] == pytest.approx(50.4)
     assert state["alarms"][0]["code"] == "cvl_above_pack_max"
+
+
+def _pack(cells_in_series: int) -> str:
+    cell = CellRef(bus=0, module=1, cell=1, voltage_v=3.7)
+    return PackState(
+        ts=time.time(),
+        pack_voltage_v=3.7 * cells_in_series,
+        cell_min=cell,
+        cell_max=cell,
+        cell_avg_v=3.7,
+        cell_delta_v=0.0,
+        temperature_min_c=20,
+        temperature_max_c=20,
+        temperature_avg_c=20,
+        modules_present=1,
+        modules_expected=1,
+        cells_counted=cells_in_series,
+        cells_expected=cells_in_series,
+        cells_in_series=cells_in_series,
+        balancing=False,
+        balancing_cells=0,
+        alarm_text="",
+        frames_rx=1,
+        frames_bad=0,
+    ).model_dump_json()
+
+
+def test_a_bms_counting_other_cells_in_series_holds_dc_off(rig_factory: Callable[..., Rig]) -> None:
+    """review: cells_in_series 14 on a 12 S pack stores a 54.6 V fallback, 4.55 V a cell; the
+    bms's CVL bounded the charge while this service ran, nothing checked the fallback."""
+    rig = rig_factory(
+        bms_stale_s=10.0, command_stale_s=60.0, cells_in_series=14, fallback_voltage_v=54.6
+    )
+    on_at = rig.charge()
+    rig.bms.publish(T.bms_pack, _pack(12))
+    rig.rectifier.wait_for(is_control(True), after=on_at)
+    state = rig.state(lambda s: s["dc_on"] is False and bool(s["alarms"]))
+    assert state["limit_reason"] == "cells_mismatch"
+    assert state["alarms"][0]["code"] == "cells_mismatch"
+    assert "bms counts 12 cells in series" in state["alarms"][0]["message"]
+    assert "4.55 V a cell" in state["alarms"][0]["message"]
+    # an agreeing pack state releases it
+    rig.bms.publish(T.bms_pack, _pack(14))
+    rig.limits(ccl_a=30.0, cvl_v=57.4)
+    rig.command(current_a=25.0)
+    rig.state(lambda s: s["dc_on"] is True and not s["alarms"])
 
 
 def test_bms_clock_an_hour_ahead_turns_dc_off(rig_factory: Callable[..., Rig]) -> None:
