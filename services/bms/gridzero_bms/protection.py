@@ -179,7 +179,8 @@ class ProtectionSettings(BaseModel):
     )
     require_temperature: bool = Field(
         True,
-        description="a present module without a temperature reading stops charge and discharge",
+        description="a present module without a temperature reading stops charge and "
+        "discharge; false: only when no module of the pack has one",
     )
     over_current_margin_a: float = Field(
         5.0, ge=0.5, le=100.0, description="measured current may exceed its limit by this"
@@ -414,11 +415,20 @@ def _without_temperature(snap: PackSnapshot) -> list[str]:
     ]
 
 
+def _no_temperature_at_all(snap: PackSnapshot) -> bool:
+    """No present module has a reading: every temperature limit would be blind."""
+    present = [m for m in snap.modules if m.present]
+    return bool(present) and len(_without_temperature(snap)) == len(present)
+
+
 def _temperature_missing(i: Inputs) -> Condition:
     no_temp = _without_temperature(i.snap)
-    return Condition(
-        i.settings.require_temperature and bool(no_temp), not no_temp, i.settings.fault_trip_s
-    )
+    if i.settings.require_temperature:
+        return Condition(bool(no_temp), not no_temp, i.settings.fault_trip_s)
+    # without the requirement a module's neighbours stand in for its reading; with no
+    # reading anywhere, a pack at -10 °C or +60 °C would be charged at full current
+    blind = _no_temperature_at_all(i.snap)
+    return Condition(blind, not blind, i.settings.fault_trip_s)
 
 
 def _over_current(i: Inputs, charging: bool) -> tuple[float, float, float] | None:

@@ -256,6 +256,27 @@ def test_module_without_temperature_is_unsafe() -> None:
     assert limits.ccl_a == limits.dcl_a == 0.0
 
 
+def test_without_require_temperature_one_reading_in_the_pack_is_enough() -> None:
+    pack, prot, _ = _ready(fault_trip_s=1.0, require_temperature=False)
+    for k in range(21):  # module 2 has no sensor; module 1 reads for the pack
+        now = 10.0 + k * 0.1
+        if k % 5 == 0:
+            feed(pack, 0, 1, [3700] * 12, now, (20.0, 21.0))
+            feed(pack, 0, 2, [3700] * 12, now, (None, None))
+        limits = prot.update(pack.snapshot(now), now)
+    assert "temperature_missing" not in _codes(limits)
+    assert limits.ccl_a > 0
+
+
+def test_without_require_temperature_a_pack_with_no_reading_at_all_is_unsafe() -> None:
+    # review: require_temperature false on a pack with no sensor at all charged at full
+    # current whatever its temperature
+    pack, prot, _ = _ready(fault_trip_s=1.0, require_temperature=False)
+    limits = _run(pack, prot, 10.0, 12.0, temps_c=(None, None))
+    assert "temperature_missing" in _codes(limits)
+    assert limits.ccl_a == limits.dcl_a == 0.0
+
+
 def test_cell_delta_alarm() -> None:
     pack, prot, _ = _ready(cell_delta_trip_s=5.0)
     limits = _run(pack, prot, 10.0, 16.0, 3700, {(0, 1, 2): 3450})
