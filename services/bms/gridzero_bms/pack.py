@@ -187,6 +187,29 @@ class CellRef:
 
 
 @dataclass(frozen=True, slots=True)
+class InvalidCell:
+    """A cell that read no valid voltage within ``stale_after_s``: what it read and when."""
+
+    bus: int
+    module: int
+    cell: int
+    reading_mv: int | None  # None: the module's invalid marker 0xFFF
+    age_s: float
+    valid_max_mv: int
+
+    def __str__(self) -> str:
+        where = f"bus {self.bus} module {self.module} cell {self.cell}"
+        if self.reading_mv is None:
+            what = "the invalid marker 0xFFF"
+        else:
+            what = f"{self.reading_mv / 1000:.3f} V"
+        return (
+            f"{where} read {what} {self.age_s:.1f} s ago "
+            f"(valid below {self.valid_max_mv / 1000:.3f} V)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ModuleView:
     """One module as the pack last saw it."""
 
@@ -241,6 +264,8 @@ class PackSnapshot:
     temp_sensors_absent: int
     # The lowest reading of any cell, suspect or not: deep discharge still judges every cell.
     lowest_any: CellRef | None = None
+    # Cells missing because they read invalid within stale_after_s (for the alarm message).
+    invalid_cells: tuple[InvalidCell, ...] = ()
 
     @property
     def cell_count_ok(self) -> bool:
@@ -260,6 +285,8 @@ class _Module:
         "cells",
         "frames",
         "initialising",
+        "invalid_mv",
+        "invalid_s",
         "seen_s",
         "temps",
         "temps_s",
@@ -272,6 +299,10 @@ class _Module:
         frames = (cells + CELLS_PER_FRAME - 1) // CELLS_PER_FRAME
         self.cells: list[int | None] = [None] * cells
         self.trusted: list[int | None] = [None] * cells
+        # The last invalid reading of each cell and when: a cell that reads valid again
+        # still counts as missing for stale_after_s.
+        self.invalid_mv: list[int | None] = [None] * cells
+        self.invalid_s = [_NEVER] * cells
         self.seen_s = [_NEVER] * frames
         self.trusted_s = [_NEVER] * frames
         self.temps: tuple[float | None, ...] = ()
@@ -288,6 +319,7 @@ class Pack:
     def __init__(self, settings: PackSettings) -> None:
         self.settings = settings
         self._cells = settings.cells_per_module
+        self._valid_max = settings.cell_valid_max_mv
         self._expected = frozenset(settings.expected_keys)
         self._modules: dict[ModuleKey, _Module] = {
             key: _Module(self._cells) for key in settings.expected_keys
@@ -325,13 +357,23 @@ class Pack:
         base = index * CELLS_PER_FRAME
         cells = state.cells
         count = min(len(frame.cells_mv), self._cells - base)
-        cells[base : base + count] = frame.cells_mv[:count]
+        values = frame.cells_mv[:count]
+        cells[base : base + count] = values
         state.seen_s[index] = now_s
+        self._note_invalid(state, base, values, now_s)
         if trusted:
-            state.trusted[base : base + count] = frame.cells_mv[:count]
+            state.trusted[base : base + count] = values
             state.trusted_s[index] = now_s
         else:
             state.untrusted += 1
+
+    def _note_invalid(
+        self, state: _Module, base: int, values: tuple[int | None, ...], now_s: float
+    ) -> None:
+        for i, mv in enumerate(values):
+            if mv is None or mv >= self._valid_max:
+                state.invalid_mv[base + i] = mv
+                state.invalid_s[base + i] = now_s
 
     def apply_temperatures(self, bus: int, frame: TemperatureFrame, now_s: float) -> None:
         state = self._module(bus, frame.module)
@@ -385,6 +427,7 @@ class _Summary:
         self.worst_high: CellRef | None = None
         self.temps: list[tuple[float, ModuleKey]] = []
         self.absent = 0
+        self.invalid: list[InvalidCell] = []
 
     def _valid(self, mv: int | None) -> bool:
         return mv is not None and mv < self.valid_max
@@ -400,6 +443,11 @@ class _Summary:
             t if self._valid(c) and self._valid(t) else c
             for t, c in zip(state.trusted, state.cells, strict=True)
         ]
+        # A cell flickering between a reading and the invalid marker must not restart the
+        # cell-count delay at every valid frame (nor the deep-discharge one at every invalid
+        # frame): an invalid reading counts for stale_after_s, as a valid one does.
+        held = [self.now_s - at <= self.stale_after_s for at in state.invalid_s]
+        shown = [None if h else mv for mv, h in zip(shown, held, strict=True)]
         valid = [mv for mv in shown if mv is not None and mv < self.valid_max]
         full = len(valid) == len(shown)
         temps_fresh = self.now_s - state.temps_s <= self.stale_after_s
@@ -425,7 +473,34 @@ class _Summary:
         )
         if present:
             self._collect(key, state, shown)
+            self._collect_invalid(key, state, held)
         return view
+
+    def _collect_invalid(self, key: ModuleKey, state: _Module, held: list[bool]) -> None:
+        for i, h in enumerate(held):
+            if not h:
+                continue
+            age = self.now_s - state.invalid_s[i]
+            self.invalid.append(
+                InvalidCell(key.bus, key.module, i + 1, state.invalid_mv[i], age, self.valid_max)
+            )
+            # missing from the count, but its latest reading, if valid, still counts for
+            # the worst cells
+            self._worst(key, i + 1, state.cells[i])
+
+    def _worst(self, key: ModuleKey, cell_no: int, reading: int | None) -> None:
+        if reading is None or reading >= self.valid_max:
+            return
+        cell = CellRef(key.bus, key.module, cell_no, reading / 1000)
+        # A suspect cell still counts for over-voltage and deep discharge, never
+        # for the lowest cell (under-voltage, discharge taper, pre-charge).
+        if self.worst_high is None or cell.voltage_v > self.worst_high.voltage_v:
+            self.worst_high = cell
+        if self.lowest_any is None or cell.voltage_v < self.lowest_any.voltage_v:
+            self.lowest_any = cell
+        suspect = (key.bus, key.module, cell_no) in self.suspects
+        if not suspect and (self.worst_low is None or cell.voltage_v < self.worst_low.voltage_v):
+            self.worst_low = cell
 
     def _collect(self, key: ModuleKey, state: _Module, shown: list[int | None]) -> None:
         for i, mv in enumerate(shown):
@@ -433,23 +508,10 @@ class _Summary:
                 continue
             ref = CellRef(key.bus, key.module, i + 1, mv / 1000)
             self.cells.append(ref)
-            suspect = (key.bus, key.module, i + 1) in self.suspects
-            if not suspect:
+            if (key.bus, key.module, i + 1) not in self.suspects:
                 self.judged.append(ref)
-            for reading in (mv, state.cells[i]):
-                if reading is None or reading >= self.valid_max:
-                    continue
-                cell = CellRef(key.bus, key.module, i + 1, reading / 1000)
-                # A suspect cell still counts for over-voltage and deep discharge, never
-                # for the lowest cell (under-voltage, discharge taper, pre-charge).
-                if self.worst_high is None or cell.voltage_v > self.worst_high.voltage_v:
-                    self.worst_high = cell
-                if self.lowest_any is None or cell.voltage_v < self.lowest_any.voltage_v:
-                    self.lowest_any = cell
-                if not suspect and (
-                    self.worst_low is None or cell.voltage_v < self.worst_low.voltage_v
-                ):
-                    self.worst_low = cell
+            self._worst(key, i + 1, mv)
+            self._worst(key, i + 1, state.cells[i])
         if self.now_s - state.temps_s > self.stale_after_s or not state.temps:
             self.absent += max(len(state.temps), 1)
             return
@@ -505,6 +567,7 @@ class _Summary:
             temp_sensors=len(self.temps),
             temp_sensors_absent=self.absent,
             lowest_any=self.lowest_any,
+            invalid_cells=tuple(self.invalid),
         )
 
 

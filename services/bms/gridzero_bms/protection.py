@@ -404,6 +404,8 @@ def _cell_count_message(i: Inputs) -> str:
     message = f"{snap.cell_count} valid cells, expected {snap.expected_cell_count}"
     if snap.unexpected:
         message += "; unexpected " + ", ".join(map(str, snap.unexpected))
+    if snap.invalid_cells:
+        message += "; " + _shorten([str(c) for c in snap.invalid_cells])
     return message
 
 

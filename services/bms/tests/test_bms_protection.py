@@ -325,6 +325,51 @@ def test_a_short_dip_below_the_deep_discharge_threshold_does_not_latch() -> None
     assert "deep_discharge" not in _codes(limits)
 
 
+def _flicker(
+    pack: Pack, prot: Protection, t_from: float, t_to: float, readings: list[int | None]
+) -> list[Limits]:
+    """Frames every 0.5 s, bus 0 module 1 cell 2 taking ``readings`` in turn; every 0.1 s
+    the limits."""
+    out = []
+    for i in range(round((t_to - t_from) / 0.1) + 1):
+        now = t_from + i * 0.1
+        if i % 5 == 0:
+            feed_all(pack, now)
+            cells: list[int | None] = [3700] * 12
+            cells[1] = readings[i // 5 % len(readings)]
+            feed(pack, 0, 1, cells, now)
+        out.append(prot.update(pack.snapshot(now), now))
+    return out
+
+
+def test_a_deep_cell_flickering_to_the_invalid_marker_stops_both_sides() -> None:
+    # Every other frame of a cell at 2.40 V carried the invalid marker 0xFFF (a loose sense
+    # lead): each valid frame restarted the cell-count delay and each invalid one the
+    # deep-discharge delay, so nothing tripped and the cell was pre-charged at 1 A for good.
+    pack, prot, _ = _ready()
+    history = _flicker(pack, prot, 10.0, 20.0, [2400, None])
+    after_trip = history[15:]  # the first invalid frame came at 10.5 s; fault_trip_s is 1 s
+    assert all(lim.ccl_a == lim.dcl_a == 0.0 for lim in after_trip)
+    assert all("cell_count" in _codes(lim) for lim in after_trip)
+    alarm = next(a for a in history[-1].alarms if a.code == "cell_count")
+    assert "bus 0 module 1 cell 2 read the invalid marker 0xFFF" in alarm.message
+    # a reading at or above cell_valid_max_mv is no cell either, and says so
+    pack, prot, _ = _ready()
+    history = _flicker(pack, prot, 10.0, 20.0, [2400, 5050])
+    assert all("cell_count" in _codes(lim) for lim in history[15:])
+    alarm = next(a for a in history[-1].alarms if a.code == "cell_count")
+    assert "bus 0 module 1 cell 2 read 5.050 V" in alarm.message
+    assert "valid below 5.000 V" in alarm.message
+
+
+def test_one_invalid_frame_stops_both_sides_briefly_and_latches_nothing() -> None:
+    pack, prot, _ = _ready()
+    history = _flicker(pack, prot, 10.0, 20.0, [None, *[3700] * 100])
+    assert any("cell_count" in _codes(lim) for lim in history)
+    assert not prot.deep_discharge.latched
+    assert history[-1].alarms == ()
+
+
 def test_release_is_refused_with_a_reason_while_not_safe() -> None:
     pack, prot, _ = _ready()
     with pytest.raises(ValueError, match="no deep-discharge latch is set"):
