@@ -466,7 +466,7 @@ def _over_current_message(charging: bool) -> Callable[[Inputs], str]:
         flow_a, limit_a, margin = _over_current(i, charging) or (0.0, 0.0, 0.0)
         what = "charging" if charging else "discharging"
         return (
-            f"over-current while {what}: measured {flow_a:.1f} A > limit {limit_a:.1f} A "
+            f"over-current while {what}: the shunt measured {flow_a:.1f} A > limit {limit_a:.1f} A "
             f"+ margin {margin:.1f} A"
         )
 

@@ -4,8 +4,9 @@ I[A] = (counts - offset_counts) x gain x LSB / R_shunt, sign flipped by ``invert
 (TI SBAS444; 75 mV / 100 A = 0.75 mΩ). Positive current = charging. With the default
 +-0.256 V range and a 100 A / 75 mV shunt, one count is 7.8125 uV = 1/96 A.
 
-A saturated ADC (a full-scale code) means the true current is unknown: the
-reading is invalid, never a clipped number.
+A saturated ADC (a full-scale code) means the true current is unknown but at least full
+scale (341 A with the defaults, far above any CCL or DCL): the SoC counter gets no number,
+and the published current is that bound, so the over-current trips fire (F10).
 
 The bms and the charger trip on this measured current, so every correction is bounded to
 what real hardware needs (services/shunt/README.md "Calibration bounds"): a gain within 0.95..1.05, a
@@ -23,6 +24,7 @@ from typing import Literal
 from gridzero.errors import GridzeroError
 from gridzero_shunt.codec import (
     COUNTS_MAX,
+    COUNTS_MIN,
     FSR_CHOICES_V,
     is_saturated,
     lsb_v,
@@ -132,10 +134,20 @@ class CurrentReading:
     errors: int
     saturated: int
     mean_counts: float | None
+    # A saturated block: full scale in the direction of its saturated samples; the true
+    # current is at least that.
+    at_least_a: float | None = None
 
     @property
     def available(self) -> bool:
+        """A current the SoC counter may integrate."""
         return self.current_a is not None
+
+    @property
+    def published_a(self) -> float | None:
+        """What consumers see: the current, or the bound of a saturated block (a reading at
+        the end of the scale is an extreme current, not a missing one)."""
+        return self.at_least_a if self.current_a is None else self.current_a
 
 
 class CurrentAverager:
@@ -155,6 +167,7 @@ class CurrentAverager:
         self._good = 0
         self._errors = 0
         self._saturated = 0
+        self._saturated_high = 0  # of those, at the positive end
 
     def add(self, counts: int | None) -> None:
         """One sample: signed counts, or None for a failed read."""
@@ -162,6 +175,7 @@ class CurrentAverager:
             self._errors += 1
         elif is_saturated(counts):
             self._saturated += 1
+            self._saturated_high += counts > 0
         else:
             self._sum += counts
             self._good += 1
@@ -169,10 +183,15 @@ class CurrentAverager:
     def take(self, expected_samples: int = 1) -> CurrentReading:
         """The block's reading; starts a new block."""
         good, errors, saturated, total = self._good, self._errors, self._saturated, self._sum
-        self._sum = self._good = self._errors = self._saturated = 0
+        high = self._saturated_high
+        self._sum = self._good = self._errors = self._saturated = self._saturated_high = 0
         needed = max(1, math.ceil(expected_samples * self.min_good_fraction))
         if saturated:
-            return CurrentReading(None, "saturated", good, errors, saturated, None)
+            # Saturated both ways in one block is a broken input: either bound trips an
+            # alarm, and any alarm stops both sides; the majority picks the direction.
+            end = COUNTS_MAX if 2 * high >= saturated else COUNTS_MIN
+            bound = current_from_counts(end, self.settings)
+            return CurrentReading(None, "saturated", good, errors, saturated, None, bound)
         if good < needed:
             return CurrentReading(None, "no_data", good, errors, saturated, None)
         mean = total / good

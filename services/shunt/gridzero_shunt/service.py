@@ -11,8 +11,9 @@ samples, feed the coulomb counter (pack voltage and cell extremes from
 charger trip on that current, so the measurement's calibration is not a runtime setting:
 sign (``invert``) and ``gain`` are start-up settings, and the zero offset is measured by
 the ``calibrate_zero`` action only, bounded by ``max_offset_uv`` (services/shunt/README.md). Any I2C
-failure leaves the sample out; a saturated ADC or too few good samples make the
-sensor ``unavailable`` (no current, counting pauses). A missing device is
+failure leaves the sample out; too few good samples make the sensor ``unavailable`` (no
+current, counting pauses); a saturated ADC publishes full scale in its direction (the current
+is at least that, so the over-current trips fire) and counting pauses. A missing device is
 retried every ``retry_s``. The counter state is persisted (debounced by the
 runtime's store, ``store_flush_s``) and restored at start. With no stored SoC, a first
 estimate comes from the fresh pack voltage under load within seconds (``estimate.py``).
@@ -85,6 +86,7 @@ class Shunt(Service[ShuntSettings]):
         self.counters = CounterStore(ctx.store, ctx.log, s.store_flush_s)
         self.counter = self.counters.restore(s.soc(self.runtime.value.capacity_ah))
         self.last_reading: CurrentReading | None = None
+        self._saturated = False
         self.pack: FreshValue[PackState] | None = None
         self.pack_gate = Freshness("bms pack")
         if self.model is not None:
@@ -258,7 +260,9 @@ class Shunt(Service[ShuntSettings]):
         if integrate:
             self._integrate(pack)
         reading = self.last_reading
-        current = reading.current_a if reading is not None else None
+        current = reading.published_a if reading is not None else None
+        if integrate:
+            self._log_saturation(reading)
         soc = self.counter.reading()
         saved = self.counters.saved
         ctx.publish(
@@ -283,6 +287,21 @@ class Shunt(Service[ShuntSettings]):
             ),
             retain=True,
         )
+
+    def _log_saturation(self, reading: CurrentReading | None) -> None:
+        """Once when the ADC starts clipping: the published current is then a bound."""
+        bound = None if reading is None else reading.at_least_a
+        if bound is not None and not self._saturated:
+            self.ctx.log.error(
+                "%s: shunt current beyond the ADC's full scale of +-%.1f A (+-%g V); published "
+                "as %.1f A (at least that) so that the over-current trips fire; not counted "
+                "in the SoC",
+                self.adc_loop.adc.name if self.adc_loop.adc else "ADS1115",
+                self.current_settings.full_scale_a,
+                self.settings.fsr_v,
+                bound,
+            )
+        self._saturated = bound is not None
 
     def stop(self) -> None:
         self._save()

@@ -51,7 +51,10 @@ def test_averager_mean_and_dead_band() -> None:
     assert avg.take(4).current_a == 0.0
 
 
-def test_saturated_sample_invalidates_the_block() -> None:
+def test_a_saturated_block_is_not_counted_but_reads_at_least_full_scale() -> None:
+    # F10: a saturated ADC means the current is at least full scale (341 A, far above any
+    # CCL or DCL); it read as no current, so the over-current trips of the bms and the
+    # charger never fired. The SoC counter still gets no clipped number.
     avg = CurrentAverager(CurrentSettings())
     for counts in (30000, 32767, 31000, 30000):
         avg.add(counts)
@@ -59,8 +62,15 @@ def test_saturated_sample_invalidates_the_block() -> None:
     assert reading.current_a is None
     assert reading.status == "saturated"
     assert not reading.available
+    assert reading.at_least_a == pytest.approx(32767 / 96)
+    assert reading.published_a == reading.at_least_a
     avg.add(-32768)
-    assert avg.take(1).status == "saturated"
+    discharging = avg.take(1)
+    assert discharging.status == "saturated"
+    assert discharging.published_a == pytest.approx(-32768 / 96)
+    inverted = CurrentAverager(CurrentSettings(invert=True))
+    inverted.add(32767)
+    assert inverted.take(1).published_a == pytest.approx(-32767 / 96)
 
 
 def test_failed_reads_are_left_out_until_too_many() -> None:
@@ -85,6 +95,8 @@ def test_averager_never_reports_a_clipped_current(samples: list[int | None]) -> 
     reading = avg.take(len(samples))
     if any(s in (32767, -32768) for s in samples):
         assert reading.current_a is None
+        assert reading.published_a is not None
+        assert abs(reading.published_a) == pytest.approx(32767 / 96, abs=1.0)
     if reading.current_a is not None:
         assert abs(reading.current_a) < 32767 / 96
 

@@ -156,19 +156,30 @@ def test_sim_current_power_and_discovery(running: ServiceRunner, broker: TestBro
         p.close()
 
 
-def test_saturated_adc_makes_the_sensor_unavailable(
+def test_a_saturated_adc_reads_at_least_full_scale_and_is_not_counted(
     running: ServiceRunner, broker: TestBroker
 ) -> None:
+    # F10: the saturated ADC published "unavailable", which the bms and the charger take as
+    # no measurement: 400 A never tripped their over-current checks.
     probe = broker.probe("operator")
     sim = broker.probe("sim", subscribe="")
     # 400 A x 0.75 mOhm = 0.3 V > 0.256 V full scale: the ADC clips.
     state = state_until(
-        probe, lambda s: s.sensor == "unavailable", lambda: sim.publish(T.sim_truth, truth(400.0))
+        probe,
+        lambda s: s.current_a is not None and s.current_a > 300.0,
+        lambda: sim.publish(T.sim_truth, truth(400.0)),
     )
-    assert state.current_a is None
-    assert state.power_w is None
+    assert state.sensor == "ok"
+    assert state.current_a == pytest.approx(32767 / 96, abs=0.05)
+    charged_ah = state.charge_in_ah
+    time.sleep(1.0)  # four more saturated blocks
+    later = state_until(probe, lambda s: True)
+    assert later.current_a == pytest.approx(32767 / 96, abs=0.05)
+    assert later.charge_in_ah == pytest.approx(charged_ah, abs=0.01)  # a bound is not counted
     state = state_until(
-        probe, lambda s: s.sensor == "ok", lambda: sim.publish(T.sim_truth, truth(-200.0))
+        probe,
+        lambda s: s.current_a is not None and s.current_a < 0,
+        lambda: sim.publish(T.sim_truth, truth(-200.0)),
     )
     assert state.current_a == pytest.approx(-200.0, abs=0.05)
     probe.close()
