@@ -34,6 +34,10 @@ from gridzero_bms.codec import (
 )
 
 _NEVER = -math.inf
+# Valid readings in a row after which a sensor counts as fitted: one garbage frame from a
+# sensor that is not fitted must not make its absence an alarm.
+SENSOR_FITTED_AFTER = 2
+SENSORS = 3
 
 
 class PackLayout(Enum):
@@ -210,6 +214,24 @@ class InvalidCell:
 
 
 @dataclass(frozen=True, slots=True)
+class DroppedSensor:
+    """A fitted sensor that read no valid temperature within ``stale_after_s``."""
+
+    bus: int
+    module: int
+    sensor: int
+    last_valid_c: float
+    age_s: float
+
+    def __str__(self) -> str:
+        return (
+            f"bus {self.bus} module {self.module} sensor {self.sensor} read no valid "
+            f"temperature {self.age_s:.1f} s ago, last valid {self.last_valid_c:.1f} °C "
+            "(broken, or beyond the range its frame can carry)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ModuleView:
     """One module as the pack last saw it."""
 
@@ -266,6 +288,8 @@ class PackSnapshot:
     lowest_any: CellRef | None = None
     # Cells missing because they read invalid within stale_after_s (for the alarm message).
     invalid_cells: tuple[InvalidCell, ...] = ()
+    # Fitted sensors whose reading dropped out (temperature_missing).
+    dropped_sensors: tuple[DroppedSensor, ...] = ()
 
     @property
     def cell_count_ok(self) -> bool:
@@ -288,6 +312,10 @@ class _Module:
         "invalid_mv",
         "invalid_s",
         "seen_s",
+        "sensor_dropped_s",
+        "sensor_fitted",
+        "sensor_last_c",
+        "sensor_streak",
         "temps",
         "temps_s",
         "trusted",
@@ -308,6 +336,12 @@ class _Module:
         self.temps: tuple[float | None, ...] = ()
         self.temps_s = _NEVER
         self.balance_bits: int | None = None
+        # Per sensor (1..3): valid readings in a row, fitted, its last valid reading and
+        # when a fitted sensor last read no valid code.
+        self.sensor_streak = [0] * SENSORS
+        self.sensor_fitted = [False] * SENSORS
+        self.sensor_last_c = [0.0] * SENSORS
+        self.sensor_dropped_s = [_NEVER] * SENSORS
         self.frames = 0
         self.initialising = 0
         self.untrusted = 0
@@ -380,8 +414,27 @@ class Pack:
         state.frames += 1
         state.temps = self._counted_temperatures(frame.temperatures_c)
         state.temps_s = now_s
+        self._note_sensors(state, frame.temperatures_c, now_s)
         if frame.balance_bits is not None:
             state.balance_bits = frame.balance_bits
+
+    def _note_sensors(
+        self, state: _Module, readings: tuple[float | None, ...], now_s: float
+    ) -> None:
+        """A fitted sensor that reads no valid code is broken or at an extreme (the DBC's
+        0xFD..0xFF lie just above its 86 °C), not absent."""
+        for n in self.settings.temperature_sensors:
+            i = n - 1
+            t = readings[i] if i < len(readings) else None
+            if t is None:
+                state.sensor_streak[i] = 0
+                if state.sensor_fitted[i]:
+                    state.sensor_dropped_s[i] = now_s
+                continue
+            state.sensor_streak[i] += 1
+            state.sensor_last_c[i] = t + self.settings.temperature_offset_c
+            if state.sensor_streak[i] >= SENSOR_FITTED_AFTER:
+                state.sensor_fitted[i] = True
 
     def _counted_temperatures(self, readings: tuple[float | None, ...]) -> tuple[float | None, ...]:
         """The sensors chosen by ``temperature_sensors``, each with ``temperature_offset_c``
@@ -428,6 +481,7 @@ class _Summary:
         self.temps: list[tuple[float, ModuleKey]] = []
         self.absent = 0
         self.invalid: list[InvalidCell] = []
+        self.dropped: list[DroppedSensor] = []
 
     def _valid(self, mv: int | None) -> bool:
         return mv is not None and mv < self.valid_max
@@ -474,7 +528,17 @@ class _Summary:
         if present:
             self._collect(key, state, shown)
             self._collect_invalid(key, state, held)
+            self._collect_dropped(key, state)
         return view
+
+    def _collect_dropped(self, key: ModuleKey, state: _Module) -> None:
+        for i, at in enumerate(state.sensor_dropped_s):
+            if state.sensor_fitted[i] and self.now_s - at <= self.stale_after_s:
+                self.dropped.append(
+                    DroppedSensor(
+                        key.bus, key.module, i + 1, state.sensor_last_c[i], self.now_s - at
+                    )
+                )
 
     def _collect_invalid(self, key: ModuleKey, state: _Module, held: list[bool]) -> None:
         for i, h in enumerate(held):
@@ -568,6 +632,7 @@ class _Summary:
             temp_sensors_absent=self.absent,
             lowest_any=self.lowest_any,
             invalid_cells=tuple(self.invalid),
+            dropped_sensors=tuple(self.dropped),
         )
 
 

@@ -424,13 +424,22 @@ def _no_temperature_at_all(snap: PackSnapshot) -> bool:
 
 
 def _temperature_missing(i: Inputs) -> Condition:
-    no_temp = _without_temperature(i.snap)
+    # a fitted sensor that dropped out may be the hottest one: it is not "absent"
+    missing = bool(_without_temperature(i.snap)) or bool(i.snap.dropped_sensors)
     if i.settings.require_temperature:
-        return Condition(bool(no_temp), not no_temp, i.settings.fault_trip_s)
+        return Condition(missing, not missing, i.settings.fault_trip_s)
     # without the requirement a module's neighbours stand in for its reading; with no
     # reading anywhere, a pack at -10 °C or +60 °C would be charged at full current
     blind = _no_temperature_at_all(i.snap)
     return Condition(blind, not blind, i.settings.fault_trip_s)
+
+
+def _temperature_missing_message(i: Inputs) -> str:
+    without = _without_temperature(i.snap)
+    parts = [str(d) for d in i.snap.dropped_sensors]
+    if without or not parts:
+        parts.insert(0, "no temperature from " + ", ".join(without))
+    return _shorten(parts)
 
 
 def _over_current(i: Inputs, charging: bool) -> tuple[float, float, float] | None:
@@ -483,7 +492,7 @@ CHECKS: tuple[Check, ...] = (
         True,
         True,
         _temperature_missing,
-        lambda i: "no temperature from " + ", ".join(_without_temperature(i.snap)),
+        _temperature_missing_message,
     ),
     Check(
         "over_voltage",

@@ -277,6 +277,44 @@ def test_without_require_temperature_a_pack_with_no_reading_at_all_is_unsafe() -
     assert limits.ccl_a == limits.dcl_a == 0.0
 
 
+def _temps_run(
+    pack: Pack, prot: Protection, t_from: float, t_to: float, sensor_2: list[float | None]
+) -> list[Limits]:
+    """Frames every 0.5 s, sensor 1 at 20 °C and sensor 2 taking ``sensor_2`` in turn."""
+    out = []
+    for i in range(round((t_to - t_from) / 0.1) + 1):
+        now = t_from + i * 0.1
+        if i % 5 == 0:
+            feed_all(pack, now, temps_c=(20.0, sensor_2[i // 5 % len(sensor_2)]))
+        out.append(prot.update(pack.snapshot(now), now))
+    return out
+
+
+def test_a_sensor_that_read_and_then_reads_out_of_range_stops_both_sides() -> None:
+    # F10: a sensor read 50 °C, then a code outside the frame's range (0xFD..0xFF just above
+    # the DBC's 86 °C: saturated hot, or broken). It was taken as "absent" while sensor 1
+    # read 20 °C: no alarm, and flickering 70 °C / out of range never tripped
+    # over-temperature (each absent frame restarted its delay).
+    for sensor_2 in ([None], [70.0, None]):
+        pack, prot, _ = _ready()
+        history = _temps_run(pack, prot, 10.0, 20.0, sensor_2)
+        after_trip = history[15:]  # the first out-of-range frame at 10.0 or 10.5 s
+        assert all("temperature_missing" in _codes(lim) for lim in after_trip), sensor_2
+        assert all(lim.ccl_a == lim.dcl_a == 0.0 for lim in after_trip)
+        alarm = next(a for a in history[-1].alarms if a.code == "temperature_missing")
+        assert "bus 0 module 1 sensor 2 read no valid temperature" in alarm.message
+        assert "last valid 21.0 °C" in alarm.message or "last valid 70.0 °C" in alarm.message
+
+
+def test_a_sensor_that_never_read_or_read_once_is_not_fitted() -> None:
+    pack = small_pack()
+    prot = Protection(ProtectionSettings(cell_delta_alarm_v=1.0, cell_delta_release_v=0.9))
+    # sensor 2 absent from the start (not fitted), then one garbage frame, then absent again
+    history = _temps_run(pack, prot, 0.0, 20.0, [*[None] * 20, 30.0, *[None] * 30])
+    assert all(lim.alarms == () for lim in history[60:])
+    assert history[-1].ccl_a == MAX_A
+
+
 def test_cell_delta_alarm() -> None:
     pack, prot, _ = _ready(cell_delta_trip_s=5.0)
     limits = _run(pack, prot, 10.0, 16.0, 3700, {(0, 1, 2): 3450})
