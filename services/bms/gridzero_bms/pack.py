@@ -284,7 +284,8 @@ class PackSnapshot:
     temp_max_at: ModuleKey | None
     temp_sensors: int
     temp_sensors_absent: int
-    # The lowest reading of any cell, suspect or not: deep discharge still judges every cell.
+    # The lowest latest reading of any cell, suspect or not: deep discharge still judges
+    # every cell.
     lowest_any: CellRef | None = None
     # Cells missing because they read invalid within stale_after_s (for the alarm message).
     invalid_cells: tuple[InvalidCell, ...] = ()
@@ -552,7 +553,9 @@ class _Summary:
             # the worst cells
             self._worst(key, i + 1, state.cells[i])
 
-    def _worst(self, key: ModuleKey, cell_no: int, reading: int | None) -> None:
+    def _worst(
+        self, key: ModuleKey, cell_no: int, reading: int | None, *, latest: bool = True
+    ) -> None:
         if reading is None or reading >= self.valid_max:
             return
         cell = CellRef(key.bus, key.module, cell_no, reading / 1000)
@@ -560,7 +563,10 @@ class _Summary:
         # for the lowest cell (under-voltage, discharge taper, pre-charge).
         if self.worst_high is None or cell.voltage_v > self.worst_high.voltage_v:
             self.worst_high = cell
-        if self.lowest_any is None or cell.voltage_v < self.lowest_any.voltage_v:
+        # Deep discharge latches until a person releases it, so it judges what the board
+        # says now: the last trusted value stands for a bleeding module's cells for up to
+        # a whole bleed phase, and one garbage frame just before it would latch.
+        if latest and (self.lowest_any is None or cell.voltage_v < self.lowest_any.voltage_v):
             self.lowest_any = cell
         suspect = (key.bus, key.module, cell_no) in self.suspects
         if not suspect and (self.worst_low is None or cell.voltage_v < self.worst_low.voltage_v):
@@ -574,7 +580,7 @@ class _Summary:
             self.cells.append(ref)
             if (key.bus, key.module, i + 1) not in self.suspects:
                 self.judged.append(ref)
-            self._worst(key, i + 1, mv)
+            self._worst(key, i + 1, mv, latest=False)
             self._worst(key, i + 1, state.cells[i])
         if self.now_s - state.temps_s > self.stale_after_s or not state.temps:
             self.absent += max(len(state.temps), 1)

@@ -408,6 +408,25 @@ def test_one_invalid_frame_stops_both_sides_briefly_and_latches_nothing() -> Non
     assert history[-1].alarms == ()
 
 
+def test_one_garbage_frame_before_a_bleed_does_not_latch_deep_discharge() -> None:
+    # The last trusted frame of module 1 before its bleed read cell 2 at 1.000 V (raw 0):
+    # the pack keeps the last trusted value while the module bleeds (25 s), so that one
+    # frame stood for the cell all that time and latched deep discharge after 1 s.
+    pack, prot, _ = _ready()
+    cells = [3700] * 12
+    cells[1] = 1000
+    feed(pack, 0, 1, cells, 10.5)
+    limits = prot.update(pack.snapshot(10.5), 10.5)
+    for i in range(1, 60):
+        now = 10.5 + i * 0.1
+        if i % 5 == 0:
+            feed(pack, 0, 1, [3700] * 12, now, trusted=False)  # bleeding
+            feed(pack, 0, 2, [3700] * 12, now)
+        limits = prot.update(pack.snapshot(now), now)
+    assert not prot.deep_discharge.latched
+    assert "deep_discharge" not in _codes(limits)
+
+
 def test_release_is_refused_with_a_reason_while_not_safe() -> None:
     pack, prot, _ = _ready()
     with pytest.raises(ValueError, match="no deep-discharge latch is set"):
