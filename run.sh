@@ -21,6 +21,8 @@ need_apt() {
     command -v telnet >/dev/null 2>&1 || missing+=(telnet)
     command -v tmux >/dev/null 2>&1 || missing+=(tmux)
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # dashboard screenshot (tests/homeassistant)
+    # ha-peer runs the current Home Assistant (it needs a newer Python) in a Debian root filesystem
+    command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
   fi
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" != 0 ]; then

@@ -75,3 +75,29 @@ def test_the_contract_names_the_board_faults() -> None:
     with pytest.raises(ValueError, match="expected 'bus:module'"):
         contract_fault(SimFault(kind="duplicate_module", target="3"), plant, layout)
     assert parse_fault('{"kind": "frozen_module", "module": 2}') == FrozenModule(module=2)
+
+
+@pytest.mark.parametrize(
+    ("variant", "top_c"), [(bms_codec.TempVariant.DBC, 86.0), (bms_codec.TempVariant.TOM, 68.0)]
+)
+def test_a_pack_hotter_than_the_frame_carries_reads_its_top_value(
+    variant: bms_codec.TempVariant, top_c: float
+) -> None:
+    # the model clamped to 86.5 °C, which encodes to the DBC's invalid marker 0xFD: the
+    # simulator raised instead of reporting a saturated sensor
+    plant = _plant()
+    plant.pack.temperature_c[:] = [120.0] * len(plant.pack.temperature_c)
+    options = bms_codec.CodecOptions(temp_variant=variant)
+    emu = BmsBusEmulator(bus=0, numbers=(1,), first_index=0, options=options)
+    out = []
+    for arb, data in bms_codec.encode_poll():
+        out += emu.on_frame(plant, arb, data, False, 0.5)
+    decoder = bms_codec.FrameDecoder(options)
+    temps = [
+        decoder.decode(f.arbitration_id, f.data, f.extended)
+        for f in out
+        if f.arbitration_id == bms_codec.temp_frame_id(1)
+    ]
+    assert len(temps) == 1
+    assert isinstance(temps[0], bms_codec.TemperatureFrame)
+    assert temps[0].temperatures_c[0] == top_c

@@ -21,7 +21,9 @@ BALANCE_STEP_S = 120.0  # DBC: factor 2, unit minute
 CELL_MV_MIN = codec.CELL_MV_OFFSET
 CELL_MV_MAX = codec.CELL_MV_OFFSET + codec.CELL_INVALID_RAW - 1
 TEMP_MIN_C = -40.0
-TEMP_MAX_C = 86.5
+# the hottest each variant's frame carries: DBC raw 0xFC (0xFD..0xFF read as absent); tom's
+# first field 68.0 °C (its codes above are markers). A hotter model sends that top value.
+TEMP_MAX_C = {codec.TempVariant.DBC: 86.0, codec.TempVariant.TOM: 68.0}
 TWIN_COUNTER_OFFSET = 7  # a duplicate board counts on its own, out of phase with the real one
 
 
@@ -106,7 +108,7 @@ class BmsBusEmulator:
                 WireFrame(arb, data, False)
                 for arb, data in codec.encode_module_cells(number, mv, counter=self._counter)
             ]
-            t = min(TEMP_MAX_C, max(TEMP_MIN_C, temps[index]))
+            t = min(TEMP_MAX_C[self.options.temp_variant], max(TEMP_MIN_C, temps[index]))
             bal = [c + 1 for c in sorted(plant.balancing_cells(index, now_s))]
             arb, data = codec.encode_temperature_frame(
                 number, (t, t), bal, variant=self.options.temp_variant
