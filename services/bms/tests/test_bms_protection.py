@@ -291,7 +291,7 @@ def _temps_run(
 
 
 def test_a_sensor_that_read_and_then_reads_out_of_range_stops_both_sides() -> None:
-    # F10: a sensor read 50 °C, then a code outside the frame's range (0xFD..0xFF just above
+    # a sensor read 50 °C, then a code outside the frame's range (0xFD..0xFF just above
     # the DBC's 86 °C: saturated hot, or broken). It was taken as "absent" while sensor 1
     # read 20 °C: no alarm, and flickering 70 °C / out of range never tripped
     # over-temperature (each absent frame restarted its delay).

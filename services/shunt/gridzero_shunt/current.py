@@ -6,7 +6,7 @@ I[A] = (counts - offset_counts) x gain x LSB / R_shunt, sign flipped by ``invert
 
 A saturated ADC (a full-scale code) means the true current is unknown but at least full
 scale (341 A with the defaults, far above any CCL or DCL): the SoC counter gets no number,
-and the published current is that bound, so the over-current trips fire (F10).
+and the published current is that bound, so the over-current trips fire.
 
 The bms and the charger trip on this measured current, so every correction is bounded to
 what real hardware needs (services/shunt/README.md "Calibration bounds"): a gain within 0.95..1.05, a

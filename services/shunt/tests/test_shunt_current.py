@@ -52,7 +52,7 @@ def test_averager_mean_and_dead_band() -> None:
 
 
 def test_a_saturated_block_is_not_counted_but_reads_at_least_full_scale() -> None:
-    # F10: a saturated ADC means the current is at least full scale (341 A, far above any
+    # a saturated ADC means the current is at least full scale (341 A, far above any
     # CCL or DCL); it read as no current, so the over-current trips of the bms and the
     # charger never fired. The SoC counter still gets no clipped number.
     avg = CurrentAverager(CurrentSettings())

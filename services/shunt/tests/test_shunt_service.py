@@ -159,7 +159,7 @@ def test_sim_current_power_and_discovery(running: ServiceRunner, broker: TestBro
 def test_a_saturated_adc_reads_at_least_full_scale_and_is_not_counted(
     running: ServiceRunner, broker: TestBroker
 ) -> None:
-    # F10: the saturated ADC published "unavailable", which the bms and the charger take as
+    # the saturated ADC published "unavailable", which the bms and the charger take as
     # no measurement: 400 A never tripped their over-current checks.
     probe = broker.probe("operator")
     sim = broker.probe("sim", subscribe="")
