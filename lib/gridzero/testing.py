@@ -24,7 +24,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gridzero.contract import Alarm, BmsLimits, ShuntState
+from gridzero.contract import Alarm, BmsLimits, CellRef, PackState, ShuntState
 from gridzero.registry import SERVICES
 from gridzero.runtime.broker import PROJECT_CONFIG_DIR, BrokerProcess, free_port
 from gridzero.runtime.credentials import USER_NAMES, init_credentials, login_name, read_env_file
@@ -488,6 +488,34 @@ def shunt_state(**fields: Any) -> ShuntState:
         "gain": 1.0,
     }
     return ShuntState.model_validate({**values, **fields})
+
+
+def pack_state(cell_v: float = 3.7, cells_in_series: int = 12, **fields: Any) -> PackState:
+    """A valid pack state: one module of ``cells_in_series`` cells, each at ``cell_v``, with
+    ``fields`` changed."""
+    cell = CellRef(bus=0, module=1, cell=1, voltage_v=cell_v)
+    values: dict[str, Any] = {
+        "ts": 0.0,
+        "pack_voltage_v": cell_v * cells_in_series,
+        "cell_min": cell,
+        "cell_max": cell,
+        "cell_avg_v": cell_v,
+        "cell_delta_v": 0.0,
+        "temperature_min_c": 20.0,
+        "temperature_max_c": 20.0,
+        "temperature_avg_c": 20.0,
+        "modules_present": 1,
+        "modules_expected": 1,
+        "cells_counted": cells_in_series,
+        "cells_expected": cells_in_series,
+        "cells_in_series": cells_in_series,
+        "balancing": False,
+        "balancing_cells": 0,
+        "alarm_text": "",
+        "frames_rx": 1,
+        "frames_bad": 0,
+    }
+    return PackState.model_validate({**values, **fields})
 
 
 def fresh_limits(at_s: float = 0.0, **fields: Any) -> FreshValue[BmsLimits]:

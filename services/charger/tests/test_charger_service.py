@@ -17,10 +17,10 @@ import pytest
 from pydantic import ValidationError
 
 from gridzero.codec import CodecError
-from gridzero.contract import CellRef, PackState, Topics
+from gridzero.contract import Topics
 from gridzero.runtime.freshness import Sequencer
 from gridzero.runtime.service import ServiceRunner
-from gridzero.testing import Probe, TestBroker
+from gridzero.testing import Probe, TestBroker, pack_state
 from gridzero_charger import codec
 from gridzero_charger import service as charger_service
 from gridzero_charger.codec import Control, Quantity, Register, SetPoint
@@ -786,28 +786,7 @@ def test_cvl_above_the_pack_ceiling_is_clamped_and_flagged(rig_factory: Callable
 
 
 def _pack(cells_in_series: int) -> str:
-    cell = CellRef(bus=0, module=1, cell=1, voltage_v=3.7)
-    return PackState(
-        ts=time.time(),
-        pack_voltage_v=3.7 * cells_in_series,
-        cell_min=cell,
-        cell_max=cell,
-        cell_avg_v=3.7,
-        cell_delta_v=0.0,
-        temperature_min_c=20,
-        temperature_max_c=20,
-        temperature_avg_c=20,
-        modules_present=1,
-        modules_expected=1,
-        cells_counted=cells_in_series,
-        cells_expected=cells_in_series,
-        cells_in_series=cells_in_series,
-        balancing=False,
-        balancing_cells=0,
-        alarm_text="",
-        frames_rx=1,
-        frames_bad=0,
-    ).model_dump_json()
+    return pack_state(cells_in_series=cells_in_series, ts=time.time()).model_dump_json()
 
 
 def test_a_bms_counting_other_cells_in_series_holds_dc_off(rig_factory: Callable[..., Rig]) -> None:

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from gridzero.contract import CellRef, PackState, ShuntState, SimTruth, Topics
+from gridzero.contract import ShuntState, SimTruth, Topics
 from gridzero.errors import SettingsError
 from gridzero.runtime.service import ServiceRunner
 from gridzero.runtime.settings import load_settings
-from gridzero.testing import Probe, TestBroker, wait_until
+from gridzero.testing import Probe, TestBroker, pack_state, wait_until
 from gridzero_shunt.service import Shunt, ShuntSettings
 from gridzero_shunt.soc import soc_window_from_ocv
 
@@ -70,26 +70,13 @@ def truth(current_a: float) -> str:
 
 
 def pack(voltage_v: float = 48.0, clock_offset_s: float = 0.0) -> str:
-    cell = CellRef(bus=0, module=1, cell=1, voltage_v=voltage_v / 12)
-    return PackState(
+    return pack_state(
+        cell_v=voltage_v / 12,
         ts=time.time() + clock_offset_s,
-        pack_voltage_v=voltage_v,
-        cell_min=cell,
-        cell_max=cell,
-        cell_avg_v=voltage_v / 12,
-        cell_delta_v=0.0,
-        temperature_min_c=20,
-        temperature_max_c=20,
-        temperature_avg_c=20,
         modules_present=9,
         modules_expected=9,
         cells_counted=108,
         cells_expected=108,
-        balancing=False,
-        balancing_cells=0,
-        alarm_text="",
-        frames_rx=1,
-        frames_bad=0,
     ).model_dump_json()
 
 
