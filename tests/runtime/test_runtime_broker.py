@@ -161,7 +161,7 @@ def test_runtime_setting_accepted_echoed_persisted(broker: TestBroker, tmp_path:
         ("target_w", "banana", "valid number"),
         ("target_w", "nan", "not a finite number"),
         ("mode", "turbo", "'auto' or 'hold'"),
-        # review: a switch's ON/true sent to a number setting was taken as 1 (1 A, 1 W)
+        # a switch's ON/true sent to a number setting was taken as 1 (1 A, 1 W)
         ("target_w", "ON", "target_w is not a true/false setting: 'ON' refused"),
         ("target_w", "false", "not a true/false setting"),
         ("mode", "on", "not a true/false setting"),

@@ -62,6 +62,27 @@ class FreshValue(Generic[T]):
         return is_fresh(self.at_s, now_s, max_age_s)
 
 
+@dataclass(frozen=True, slots=True)
+class RecentLimits:
+    """A current limit's values of the last few seconds, by arrival here (our own clock).
+
+    A device follows a lowered limit over seconds, and what it reports can be that old, so a
+    measured current is judged against the highest limit it may still be following: a
+    lowered limit must not look like the device disobeying it (a charger over-current trip,
+    an inverter DC trip)."""
+
+    points: tuple[tuple[float, float], ...] = ()
+
+    def add(self, now_s: float, limit_a: float, window_s: float) -> RecentLimits:
+        """With ``limit_a`` arrived at ``now_s``; values older than ``window_s`` dropped."""
+        kept = tuple((t, a) for t, a in self.points if 0.0 <= now_s - t <= window_s)
+        return RecentLimits((*kept, (now_s, limit_a)))
+
+    def highest(self) -> float:
+        """The highest kept value (0 if none)."""
+        return max((a for _t, a in self.points), default=0.0)
+
+
 class Stamped(Protocol):
     """Anything with a publisher's time stamp ``ts`` (a contract payload)."""
 

@@ -424,14 +424,17 @@ def _no_temperature_at_all(snap: PackSnapshot) -> bool:
 
 
 def _temperature_missing(i: Inputs) -> Condition:
-    # a fitted sensor that dropped out may be the hottest one: it is not "absent"
-    missing = bool(_without_temperature(i.snap)) or bool(i.snap.dropped_sensors)
+    # a fitted sensor that dropped out may be the hottest one: it is not "absent", with or
+    # without require_temperature
+    dropped = bool(i.snap.dropped_sensors)
     if i.settings.require_temperature:
-        return Condition(missing, not missing, i.settings.fault_trip_s)
-    # without the requirement a module's neighbours stand in for its reading; with no
-    # reading anywhere, a pack at -10 °C or +60 °C would be charged at full current
-    blind = _no_temperature_at_all(i.snap)
-    return Condition(blind, not blind, i.settings.fault_trip_s)
+        unread = bool(_without_temperature(i.snap))
+    else:
+        # without the requirement a module's neighbours stand in for a sensor never fitted;
+        # with no reading anywhere, a pack at -10 °C or +60 °C would be charged at full current
+        unread = _no_temperature_at_all(i.snap)
+    missing = dropped or unread
+    return Condition(missing, not missing, i.settings.fault_trip_s)
 
 
 def _temperature_missing_message(i: Inputs) -> str:

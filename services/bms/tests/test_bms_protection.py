@@ -257,19 +257,27 @@ def test_module_without_temperature_is_unsafe() -> None:
 
 
 def test_without_require_temperature_one_reading_in_the_pack_is_enough() -> None:
-    pack, prot, _ = _ready(fault_trip_s=1.0, require_temperature=False)
-    for k in range(21):  # module 2 has no sensor; module 1 reads for the pack
-        now = 10.0 + k * 0.1
+    pack = small_pack()
+    prot = Protection(
+        ProtectionSettings(
+            fault_trip_s=1.0,
+            require_temperature=False,
+            cell_delta_alarm_v=1.0,
+            cell_delta_release_v=0.9,
+        )
+    )
+    for k in range(121):  # module 2 never had a sensor; module 1 reads for the pack
+        now = k * 0.1
         if k % 5 == 0:
             feed(pack, 0, 1, [3700] * 12, now, (20.0, 21.0))
             feed(pack, 0, 2, [3700] * 12, now, (None, None))
         limits = prot.update(pack.snapshot(now), now)
     assert "temperature_missing" not in _codes(limits)
-    assert limits.ccl_a > 0
+    assert limits.ccl_a == MAX_A
 
 
 def test_without_require_temperature_a_pack_with_no_reading_at_all_is_unsafe() -> None:
-    # review: require_temperature false on a pack with no sensor at all charged at full
+    # require_temperature false on a pack with no sensor at all charged at full
     # current whatever its temperature
     pack, prot, _ = _ready(fault_trip_s=1.0, require_temperature=False)
     limits = _run(pack, prot, 10.0, 12.0, temps_c=(None, None))
@@ -295,8 +303,8 @@ def test_a_sensor_that_read_and_then_reads_out_of_range_stops_both_sides() -> No
     # the DBC's 86 °C: saturated hot, or broken). It was taken as "absent" while sensor 1
     # read 20 °C: no alarm, and flickering 70 °C / out of range never tripped
     # over-temperature (each absent frame restarted its delay).
-    for sensor_2 in ([None], [70.0, None]):
-        pack, prot, _ = _ready()
+    for sensor_2, required in (([None], True), ([70.0, None], True), ([None], False)):
+        pack, prot, _ = _ready(require_temperature=required)
         history = _temps_run(pack, prot, 10.0, 20.0, sensor_2)
         after_trip = history[15:]  # the first out-of-range frame at 10.0 or 10.5 s
         assert all("temperature_missing" in _codes(lim) for lim in after_trip), sensor_2

@@ -794,23 +794,6 @@ def charge_limit_a(limits: FreshValue[BmsLimits] | None) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class CclHistory:
-    """The CCLs of the last few seconds. A measured current can be that old (the shunt
-    publishes about every second, the R48 is polled every second), so a current that was
-    still following a CCL the bms has just lowered is judged against the CCL it followed:
-    a lowered limit must not look like a rectifier over-current and latch a trip."""
-
-    points: tuple[tuple[float, float], ...] = ()
-
-    def add(self, now_s: float, ccl_a: float, window_s: float) -> CclHistory:
-        kept = tuple((t, c) for t, c in self.points if 0.0 <= now_s - t <= window_s)
-        return CclHistory((*kept, (now_s, ccl_a)))
-
-    def highest(self) -> float:
-        return max((c for _t, c in self.points), default=0.0)
-
-
-@dataclass(frozen=True, slots=True)
 class OverCurrentWatch:
     """Measured current against the CCL: trips once some fresh measurement has stayed above
     the threshold for ``over_current_trip_s``; the trip stays until `reset`."""

@@ -790,7 +790,7 @@ def _pack(cells_in_series: int) -> str:
 
 
 def test_a_bms_counting_other_cells_in_series_holds_dc_off(rig_factory: Callable[..., Rig]) -> None:
-    """review: cells_in_series 14 on a 12 S pack stores a 54.6 V fallback, 4.55 V a cell; the
+    """cells_in_series 14 on a 12 S pack stores a 54.6 V fallback, 4.55 V a cell; the
     bms's CVL bounded the charge while this service ran, nothing checked the fallback."""
     rig = rig_factory(
         bms_stale_s=10.0, command_stale_s=60.0, cells_in_series=14, fallback_voltage_v=54.6

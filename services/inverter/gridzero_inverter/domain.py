@@ -28,7 +28,7 @@ from enum import StrEnum
 
 from gridzero.contract import GTN_MAX_POWER_W, MAX_LINES, MAX_UNITS_PER_LINE, BmsLimits
 from gridzero.runtime.bounds import Bound, bound_problems
-from gridzero.runtime.freshness import FreshValue, is_fresh
+from gridzero.runtime.freshness import FreshValue, RecentLimits, is_fresh
 
 
 class Reason(StrEnum):
@@ -597,7 +597,7 @@ class Dispatcher:
     schedules: dict[str, SendSchedule] = field(default_factory=dict)  # by line
     links: dict[str, LinkTracker] = field(default_factory=dict)  # by line
     dc_currents: dict[str, tuple[float, float]] = field(default_factory=dict)  # A, received
-    dcl_history: list[tuple[float, float]] = field(default_factory=list)  # (from_s, dcl_a)
+    dcl_history: RecentLimits = field(default_factory=RecentLimits)  # for the DC trip
     tripped_until_s: float | None = None
     trip_reason: str = ""
 
@@ -637,26 +637,9 @@ class Dispatcher:
     def set_limits(self, limits: FreshValue[BmsLimits]) -> None:
         self.limits = limits
         if usable(limits.value):
-            self._remember_dcl(limits.value.dcl_a, limits.at_s)
-
-    def _remember_dcl(self, dcl_a: float, at_s: float) -> None:
-        if not self.dcl_history or self.dcl_history[-1][1] != dcl_a:
-            self.dcl_history.append((at_s, dcl_a))
-        # keep the last value that began before the window: it was in force at its start
-        start_s = at_s - self.clamp.dc_trip_grace_s
-        while len(self.dcl_history) > 1 and self.dcl_history[1][0] <= start_s:
-            self.dcl_history.pop(0)
-
-    def dcl_in_force_a(self, now_s: float, current_a: float) -> float:
-        """The highest DCL in force during the last ``dc_trip_grace_s`` (``current_a`` if
-        none is known): what the units may still be following."""
-        start_s = now_s - self.clamp.dc_trip_grace_s
-        recent = [
-            dcl
-            for k, (from_s, dcl) in enumerate(self.dcl_history)
-            if k + 1 == len(self.dcl_history) or self.dcl_history[k + 1][0] > start_s
-        ]
-        return max([current_a, *recent])
+            self.dcl_history = self.dcl_history.add(
+                limits.at_s, limits.value.dcl_a, self.clamp.dc_trip_grace_s
+            )
 
     def report_dc_current(self, line_id: str, current_a: float, now_s: float) -> str:
         """A line's own report of its DC current; trips every line if the total exceeds DCL.
@@ -676,7 +659,7 @@ class Dispatcher:
             if is_fresh(at_s, now_s, self.timing.status_timeout_s)
         ]
         total_a = sum(recent)
-        dcl_a = self.dcl_in_force_a(now_s, limits.dcl_a)
+        dcl_a = max(limits.dcl_a, self.dcl_history.highest())
         trip_a = self.clamp.dc_trip_a(dcl_a)
         if total_a <= trip_a:
             return ""

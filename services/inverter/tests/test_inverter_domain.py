@@ -98,7 +98,7 @@ def test_clamp_settings_are_bounded() -> None:
     assert Clamp().problems() == []
     assert "efficiency 1.1 is outside 0.5..0.92" in Clamp(efficiency=1.1).problems()[0]
     assert "efficiency 0.4" in Clamp(efficiency=0.4).problems()[0]
-    # review: 1.0 let the clamp allow DCL x V of AC, a DC draw of DCL / 0.87 at the unit's
+    # 1.0 let the clamp allow DCL x V of AC, a DC draw of DCL / 0.87 at the unit's
     # real efficiency
     assert "efficiency 1.0 is outside" in Clamp(efficiency=1.0).problems()[0]
     assert Clamp(efficiency=0.92).problems() == []
@@ -129,22 +129,26 @@ def test_reported_dc_current_above_dcl_cuts_every_unit_for_the_hold() -> None:
 
 
 def test_a_report_after_the_dcl_fell_is_judged_against_the_dcl_the_units_may_still_follow() -> None:
-    # review: the DCL fell from 20 A to 5 A and the units, still ramping down from the old
-    # frame, reported 15 A a second later: a trip (0 W for 10 s) for a unit that obeyed
+    # The DCL fell from 20 A to 5 A and the units, still ramping down from the old frame,
+    # reported 15 A a second later: that was a trip (0 W for 10 s) for a unit that obeyed.
     disp = Dispatcher((U48,), clamp=Clamp(dcl_margin_pct=10.0, dc_trip_grace_s=8.0))
-    disp.set_limits(limits(dcl_a=20.0, at_s=100.0))
-    disp.set_limits(limits(dcl_a=20.0, at_s=101.0))
-    disp.set_limits(limits(dcl_a=5.0, at_s=102.0))
+
+    def limits_until(end_s: float, start_s: float) -> None:  # as the bms sends them, every 0.5 s
+        for k in range(round((end_s - start_s) / 0.5) + 1):
+            now_s = start_s + 0.5 * k
+            disp.set_limits(limits(dcl_a=20.0 if now_s < 102.0 else 5.0, at_s=now_s))
+
+    limits_until(103.0, 100.0)
     assert disp.report_dc_current("gtn48", 15.0, 103.0) == ""
-    assert disp.report_dc_current("gtn48", 15.0, 109.9) == ""  # 20 A ended 7.9 s ago
     # above the old DCL too: a unit that ignores its frames is cut at once
-    assert "above DCL 20 A" in disp.report_dc_current("gtn48", 22.5, 104.0)
+    assert "above DCL 20 A" in disp.report_dc_current("gtn48", 22.5, 103.0)
     disp.tripped_until_s = None
-    for now_s in (105.0, 108.0, 110.5):
-        disp.set_limits(limits(dcl_a=5.0, at_s=now_s))
-    # 8 s after the fall only the new DCL counts: 15 A is a unit feeding above its frame
-    assert "above DCL 5 A" in disp.report_dc_current("gtn48", 15.0, 110.5)
-    assert len(disp.dcl_history) <= 2  # the window, not the whole run
+    limits_until(109.0, 103.5)
+    assert disp.report_dc_current("gtn48", 15.0, 109.0) == ""  # 20 A last came 7.5 s ago
+    limits_until(110.0, 109.5)
+    # 8 s after the last 20 A only the new DCL counts: 15 A is a unit feeding above its frame
+    assert "above DCL 5 A" in disp.report_dc_current("gtn48", 15.0, 110.0)
+    assert len(disp.dcl_history.points) <= 17  # the window, not the whole run
 
 
 def test_without_a_grace_a_report_is_judged_against_the_dcl_now() -> None:
@@ -475,7 +479,7 @@ def test_unit_set_problems() -> None:
 
 def test_timing_problems() -> None:
     assert Timing().problems() == []
-    # review: 0 sent no 0 W frame at all, so a stop left the unit at its last demand
+    # 0 sent no 0 W frame at all, so a stop left the unit at its last demand
     assert "zero_frames 0 is outside 1..100" in Timing(zero_frames=0).problems()[0]
     bad = Timing(bms_stale_s=0.0, zero_frames=-1, min_gap_s=2.0)
     text = "; ".join(bad.problems())
@@ -573,7 +577,7 @@ def test_dispatcher_commands_lines_not_units() -> None:
 
 
 def test_a_runtime_cap_on_a_shared_line_holds_the_whole_line_frame() -> None:
-    # review: unit a set to 0 W at runtime on a line shared with b (both 900 W) got a 900 W
+    # unit a set to 0 W at runtime on a line shared with b (both 900 W) got a 900 W
     # frame: a does not know its runtime cap, hears the frame and feeds it: ~1800 W fed
     disp = Dispatcher((on_line("a", 900), on_line("b", 900)))
     disp.update_unit("a", max_power_w=0)
