@@ -159,8 +159,8 @@ def test_a_saturated_adc_reads_at_least_full_scale_and_is_not_counted(
     assert state.sensor == "ok"
     assert state.current_a == pytest.approx(32767 / 96, abs=0.05)
     charged_ah = state.charge_in_ah
-    time.sleep(1.0)  # four more saturated blocks
-    later = state_until(probe, lambda s: True)
+    # a state published a second later: more saturated blocks in between
+    later = state_until(probe, lambda s: s.ts >= state.ts + 1.0)
     assert later.current_a == pytest.approx(32767 / 96, abs=0.05)
     assert later.charge_in_ah == pytest.approx(charged_ah, abs=0.01)  # a bound is not counted
     state = state_until(
