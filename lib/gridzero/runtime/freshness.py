@@ -63,7 +63,7 @@ class FreshValue(Generic[T]):
 
 
 @dataclass(frozen=True, slots=True)
-class RecentLimits:
+class LimitHistory:
     """A current limit's values of the last few seconds, by arrival here (our own clock).
 
     A device follows a lowered limit over seconds, and what it reports can be that old, so a
@@ -73,10 +73,10 @@ class RecentLimits:
 
     points: tuple[tuple[float, float], ...] = ()
 
-    def add(self, now_s: float, limit_a: float, window_s: float) -> RecentLimits:
+    def add(self, now_s: float, limit_a: float, window_s: float) -> LimitHistory:
         """With ``limit_a`` arrived at ``now_s``; values older than ``window_s`` dropped."""
         kept = tuple((t, a) for t, a in self.points if 0.0 <= now_s - t <= window_s)
-        return RecentLimits((*kept, (now_s, limit_a)))
+        return LimitHistory((*kept, (now_s, limit_a)))
 
     def highest(self) -> float:
         """The highest kept value (0 if none)."""

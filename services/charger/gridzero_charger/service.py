@@ -32,7 +32,7 @@ from gridzero.contract import (
 from gridzero.contract import BmsLimits as BmsLimitsPayload
 from gridzero.contract import ChargeCommand as ChargeCommandPayload
 from gridzero.runtime import canbus
-from gridzero.runtime.freshness import Freshness, FreshValue, NotFreshError, RecentLimits
+from gridzero.runtime.freshness import Freshness, FreshValue, LimitHistory, NotFreshError
 from gridzero.runtime.link import DeviceLink
 from gridzero.runtime.mqtt import Message
 from gridzero.runtime.service import Service, run_service
@@ -172,7 +172,7 @@ class Charger(Service[ChargerServiceSettings]):
         self.bms_cells: int | None = None
         self.fallback: domain.FallbackWrite | None = None  # written when the bus first opens
         self.watch = domain.OverCurrentWatch(trip=self._restored_trip())
-        self.ccl_history = RecentLimits()
+        self.ccl_history = LimitHistory()
         self._alarm_since: dict[str, float] = {}
         self.decision = domain.decide(
             None, None, self.domain_settings, self.started_s, hold_off=self._hold_off()

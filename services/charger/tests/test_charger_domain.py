@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gridzero.contract import BmsLimits
-from gridzero.runtime.freshness import FreshValue, RecentLimits
+from gridzero.runtime.freshness import FreshValue, LimitHistory
 from gridzero.testing import fresh_limits
 from gridzero_charger import codec
 from gridzero_charger.codec import Quantity
@@ -721,7 +721,7 @@ def test_readings_give_the_rectifier_measurement_with_its_arrival() -> None:
 def test_a_lowered_ccl_is_not_an_over_current_while_the_measurement_catches_up() -> None:
     # The bms drops CCL 30 -> 0 (a deep-discharge latch); the rectifier stops at once, but
     # the shunt's last reading (30 A) is still fresh for up to measurement_stale_s.
-    history, watch = RecentLimits(), OverCurrentWatch()
+    history, watch = LimitHistory(), OverCurrentWatch()
     lagging = (Measurement("shunt", 30.0, 0.0),)
     for step in range(30):  # 3 s at 0.1 s
         now = 0.1 * step

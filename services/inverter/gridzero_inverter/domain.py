@@ -28,7 +28,7 @@ from enum import StrEnum
 
 from gridzero.contract import GTN_MAX_POWER_W, MAX_LINES, MAX_UNITS_PER_LINE, BmsLimits
 from gridzero.runtime.bounds import Bound, bound_problems
-from gridzero.runtime.freshness import FreshValue, RecentLimits, is_fresh
+from gridzero.runtime.freshness import FreshValue, LimitHistory, is_fresh
 
 
 class Reason(StrEnum):
@@ -597,7 +597,7 @@ class Dispatcher:
     schedules: dict[str, SendSchedule] = field(default_factory=dict)  # by line
     links: dict[str, LinkTracker] = field(default_factory=dict)  # by line
     dc_currents: dict[str, tuple[float, float]] = field(default_factory=dict)  # A, received
-    dcl_history: RecentLimits = field(default_factory=RecentLimits)  # for the DC trip
+    dcl_history: LimitHistory = field(default_factory=LimitHistory)  # for the DC trip
     tripped_until_s: float | None = None
     trip_reason: str = ""
 
